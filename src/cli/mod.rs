@@ -1,0 +1,4 @@
+//! Command implementations. `main.rs` parses arguments; these functions do the work and return
+//! errors that `main` prints with their cause chain.
+
+pub mod parse;

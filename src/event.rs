@@ -1,0 +1,263 @@
+//! The protocol-independent event every layer above the protocol speaks. SIA-DCS events,
+//! Contact ID events and link tests all become an [`Event`]; unknown codes survive as events
+//! without table information.
+
+use serde::Serialize;
+
+use crate::protocol::cid::{CidQualifier, parse_adm_cid};
+use crate::protocol::codes::{AddressKind, Category, CidCode, Kind, SiaCode};
+use crate::protocol::frame::{Frame, Plain, Token, XData};
+use crate::protocol::sia::{SiaBlock, parse_sia_data};
+use crate::protocol::timestamp::Timestamp;
+
+/// The event code, in the payload's own code space.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(tag = "format", content = "code", rename_all = "snake_case")]
+pub enum EventCode {
+    /// SIA two-letter code.
+    Sia(SiaCode),
+    /// Contact ID three-digit code.
+    Cid(CidCode),
+    /// A link test (DC-09 `NULL`): no code, it only proves the path works.
+    LinkTest,
+}
+
+impl std::fmt::Display for EventCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            EventCode::Sia(c) => write!(f, "SIA {c}"),
+            EventCode::Cid(c) => write!(f, "CID {c}"),
+            EventCode::LinkTest => f.write_str("link test"),
+        }
+    }
+}
+
+/// New event, restore, or status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Qualifier {
+    /// A new event (or an opening).
+    New,
+    /// A restore (or a closing).
+    Restore,
+    /// A condition still present.
+    Status,
+    /// A Contact ID qualifier digit we do not know.
+    Unknown(u8),
+}
+
+/// What the tables say about an event's code. `None` fields mean "unknown code".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Meaning {
+    /// Category.
+    pub category: Category,
+    /// Kind (alarm, restore, disarm…).
+    pub kind: Kind,
+    /// Default priority 1–9.
+    pub priority: u8,
+    /// Description from the table.
+    pub description: &'static str,
+}
+
+/// One event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Event {
+    /// Account from the frame header.
+    pub account: String,
+    /// Receiver number from the header.
+    pub receiver: Option<String>,
+    /// Line prefix from the header.
+    pub line: String,
+    /// Sequence number of the frame.
+    pub seq: u16,
+    /// Code.
+    pub code: EventCode,
+    /// Qualifier.
+    pub qualifier: Qualifier,
+    /// Table meaning (absent for unknown codes and link tests).
+    pub meaning: Option<Meaning>,
+    /// Zone number, as sent.
+    pub zone: Option<String>,
+    /// Panel user number, as sent.
+    pub user: Option<String>,
+    /// Area / partition / group, as sent.
+    pub area: Option<String>,
+    /// Text that came with the event.
+    pub text: Option<String>,
+    /// When the event happened, if the panel said (`H` extended data, or `da`/`ti`).
+    pub occurred: Option<Timestamp>,
+    /// The frame's timestamp.
+    pub sent: Option<Timestamp>,
+    /// Reported late (SIA `O` block).
+    pub old: bool,
+    /// Extended data of the frame.
+    pub xdata: Vec<XData>,
+}
+
+impl Event {
+    /// A one-line description for logs and the console.
+    pub fn describe(&self) -> String {
+        let what = match (&self.meaning, self.code) {
+            (_, EventCode::LinkTest) => "link test".to_string(),
+            (Some(m), _) => m.description.to_string(),
+            (None, code) => format!("unknown code {code}"),
+        };
+        let mut s = what;
+        if let Some(z) = &self.zone {
+            s.push_str(&format!(", zone {z}"));
+        }
+        if let Some(u) = &self.user {
+            s.push_str(&format!(", user {u}"));
+        }
+        if let Some(a) = &self.area {
+            s.push_str(&format!(", area {a}"));
+        }
+        s
+    }
+
+    /// True for link tests (supervision polls).
+    pub fn is_link_test(&self) -> bool {
+        self.code == EventCode::LinkTest
+    }
+}
+
+/// The data field of an accepted frame could not be understood. The frame is still stored and
+/// acknowledged: it reaches the supervisor rather than wedging the panel.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]
+#[error("{0}")]
+pub struct PayloadError(pub String);
+
+fn strip_zero(s: &str) -> Option<String> {
+    let t = s.trim();
+    (!t.is_empty()).then(|| t.to_string())
+}
+
+/// Combine SIA `da` (MM-DD-YY) and `ti` (hh:mm[:ss]) into a timestamp.
+fn sia_time(da: Option<&str>, ti: Option<&str>, sent: Option<Timestamp>) -> Option<Timestamp> {
+    let ti = ti?;
+    let t = if ti.len() == 5 {
+        format!("{ti}:00")
+    } else {
+        ti.to_string()
+    };
+    let date = match da {
+        Some(d) if d.len() == 8 => format!("{}-20{}", &d[..5], &d[6..8]),
+        Some(_) => return None,
+        None => {
+            let s = sent?.to_wire_string();
+            s[9..].to_string()
+        }
+    };
+    Timestamp::parse(format!("{t},{date}").as_bytes())
+}
+
+/// The events of an accepted frame with its clear content.
+pub fn events_from(frame: &Frame, plain: &Plain) -> Result<Vec<Event>, PayloadError> {
+    let account = frame.account.number().unwrap_or_default().to_string();
+    let occurred_x = plain
+        .xdata
+        .iter()
+        .find(|x| x.id == 'H')
+        .and_then(|x| Timestamp::parse(x.value.as_bytes()));
+    let base = |code: EventCode, qualifier: Qualifier| Event {
+        account: account.clone(),
+        receiver: frame.receiver.clone(),
+        line: frame.line.clone(),
+        seq: frame.seq,
+        code,
+        qualifier,
+        meaning: None,
+        zone: None,
+        user: None,
+        area: None,
+        text: None,
+        occurred: occurred_x,
+        sent: plain.timestamp,
+        old: false,
+        xdata: plain.xdata.clone(),
+    };
+    match frame.token {
+        Token::Null => Ok(vec![base(EventCode::LinkTest, Qualifier::New)]),
+        Token::SiaDcs => {
+            let data = parse_sia_data(&plain.data).map_err(|e| PayloadError(e.to_string()))?;
+            let message_text: Option<String> = data.blocks.iter().find_map(|b| match b {
+                SiaBlock::Text { text } => Some(text.clone()),
+                _ => None,
+            });
+            let mut out = Vec::new();
+            for block in &data.blocks {
+                let SiaBlock::Events { old, events } = block else {
+                    continue;
+                };
+                for se in events {
+                    let info = se.code.info();
+                    let qualifier = match info.map(|i| i.kind) {
+                        Some(Kind::Restore | Kind::TroubleRestore | Kind::Unbypass) => Qualifier::Restore,
+                        Some(Kind::Status) => Qualifier::Status,
+                        _ => Qualifier::New,
+                    };
+                    let mut ev = base(EventCode::Sia(se.code), qualifier);
+                    ev.old = *old;
+                    ev.meaning = info.map(|i| Meaning {
+                        category: i.category,
+                        kind: i.kind,
+                        priority: i.priority,
+                        description: Box::leak(Box::<str>::from(i.description.as_str())),
+                    });
+                    ev.area = se.modifier("ri").and_then(strip_zero);
+                    ev.user = se.modifier("id").and_then(strip_zero);
+                    match info.map_or(AddressKind::Zone, |i| i.address) {
+                        AddressKind::User => ev.user = se.address.clone().or(ev.user),
+                        AddressKind::Area => ev.area = se.address.clone().or(ev.area),
+                        AddressKind::Zone => ev.zone = se.address.clone(),
+                        AddressKind::None => {}
+                    }
+                    ev.text = se.text.clone().or_else(|| message_text.clone());
+                    if ev.occurred.is_none() {
+                        ev.occurred = sia_time(se.modifier("da"), se.modifier("ti"), plain.timestamp);
+                    }
+                    out.push(ev);
+                }
+            }
+            Ok(out)
+        }
+        Token::AdmCid => {
+            let d = parse_adm_cid(&plain.data).map_err(|e| PayloadError(e.to_string()))?;
+            let e = d.event;
+            let info = e.code.info();
+            let qualifier = match e.qualifier {
+                CidQualifier::New => Qualifier::New,
+                CidQualifier::Restore => Qualifier::Restore,
+                CidQualifier::Status => Qualifier::Status,
+                CidQualifier::Other(q) => Qualifier::Unknown(q),
+            };
+            let mut ev = base(EventCode::Cid(e.code), qualifier);
+            ev.meaning = info.and_then(|i| {
+                let kind = match qualifier {
+                    Qualifier::New | Qualifier::Status => i.kind_new,
+                    Qualifier::Restore => i.kind_restore,
+                    Qualifier::Unknown(_) => return None,
+                };
+                let priority = if kind == i.kind_new { i.priority } else { 9 };
+                Some(Meaning {
+                    category: i.category,
+                    kind,
+                    priority,
+                    description: Box::leak(Box::<str>::from(i.description.as_str())),
+                })
+            });
+            ev.area = (e.group != "00").then(|| e.group.clone());
+            match info.map_or(AddressKind::Zone, |i| i.address) {
+                AddressKind::User => ev.user = Some(e.zone.clone()),
+                AddressKind::Area => ev.area = Some(e.zone.clone()),
+                AddressKind::None => {}
+                AddressKind::Zone => ev.zone = Some(e.zone.clone()),
+            }
+            Ok(vec![ev])
+        }
+        _ => Err(PayloadError(format!(
+            "token {} carries no events",
+            frame.token.as_str()
+        ))),
+    }
+}

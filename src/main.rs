@@ -1,0 +1,93 @@
+//! The `meldkamer` command line. Argument parsing only; the work is in `meldkamer::cli`.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use meldkamer::cli;
+use meldkamer::protocol::{KeyFormat, Quirks};
+
+#[derive(Parser)]
+#[command(
+    name = "meldkamer",
+    version,
+    about = "Event-processing daemon for alarm receiving centres"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Decode one DC-09 frame: print it as JSON with the verdict and the response bytes.
+    Parse {
+        /// The frame, with \n \r \xNN escapes, or - to read it from stdin.
+        frame: String,
+        /// Account key as hex digits (32/48/64).
+        #[arg(long, conflicts_with = "key_ascii")]
+        key: Option<String>,
+        /// Account key as ASCII characters (16/24/32).
+        #[arg(long)]
+        key_ascii: Option<String>,
+        /// Receiver time (RFC 3339), default now.
+        #[arg(long)]
+        now: Option<String>,
+        /// Treat the account as requiring encryption.
+        #[arg(long)]
+        require_encryption: bool,
+        /// Accept the field quirks (binary CRC, CR inside CRC, trailing NULs).
+        #[arg(long)]
+        quirks: bool,
+        /// Seed for the pad of an encrypted ACK, for reproducible output.
+        #[arg(long, default_value_t = 0)]
+        pad_seed: u64,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result: Result<(), Box<dyn std::error::Error>> = match cli.command {
+        Command::Parse {
+            frame,
+            key,
+            key_ascii,
+            now,
+            require_encryption,
+            quirks,
+            pad_seed,
+        } => (|| {
+            let now = match now {
+                Some(s) => time::OffsetDateTime::parse(&s, &time::format_description::well_known::Rfc3339)
+                    .map_err(|e| format!("--now {s:?} is not an RFC 3339 time: {e}"))?,
+                None => time::OffsetDateTime::now_utc(),
+            };
+            let key = match (key, key_ascii) {
+                (Some(k), _) => Some((k, KeyFormat::Hex)),
+                (None, Some(k)) => Some((k, KeyFormat::Ascii)),
+                _ => None,
+            };
+            let args = cli::parse::ParseArgs {
+                frame,
+                key,
+                now,
+                require_encryption,
+                quirks: if quirks { Quirks::ALL } else { Quirks::NONE },
+                pad_seed,
+            };
+            cli::parse::run(&args, &mut std::io::stdout().lock())?;
+            Ok(())
+        })(),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            let mut source = e.source();
+            while let Some(s) = source {
+                eprintln!("  caused by: {s}");
+                source = s.source();
+            }
+            ExitCode::from(1)
+        }
+    }
+}
