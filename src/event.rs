@@ -82,6 +82,8 @@ pub struct Event {
     pub user: Option<String>,
     /// Area / partition / group, as sent.
     pub area: Option<String>,
+    /// The event's own address number as sent (whatever the code says it means).
+    pub address: Option<String>,
     /// Text that came with the event.
     pub text: Option<String>,
     /// When the event happened, if the panel said (`H` extended data, or `da`/`ti`).
@@ -103,6 +105,9 @@ impl Event {
             (None, code) => format!("unknown code {code}"),
         };
         let mut s = what;
+        if let Qualifier::Unknown(q) = self.qualifier {
+            s.push_str(&format!(" (unknown qualifier {q})"));
+        }
         if let Some(z) = &self.zone {
             s.push_str(&format!(", zone {z}"));
         }
@@ -154,6 +159,19 @@ fn sia_time(da: Option<&str>, ti: Option<&str>, sent: Option<Timestamp>) -> Opti
 /// The events of an accepted frame with its clear content.
 pub fn events_from(frame: &Frame, plain: &Plain) -> Result<Vec<Event>, PayloadError> {
     let account = frame.account.number().unwrap_or_default().to_string();
+    // A key-change field (K) carries key material: it never leaves the protocol layer.
+    let xdata: Vec<XData> = plain
+        .xdata
+        .iter()
+        .map(|x| XData {
+            id: x.id,
+            value: if x.id == 'K' {
+                "<redacted>".to_string()
+            } else {
+                x.value.clone()
+            },
+        })
+        .collect();
     let occurred_x = plain
         .xdata
         .iter()
@@ -170,11 +188,12 @@ pub fn events_from(frame: &Frame, plain: &Plain) -> Result<Vec<Event>, PayloadEr
         zone: None,
         user: None,
         area: None,
+        address: None,
         text: None,
         occurred: occurred_x,
         sent: plain.timestamp,
         old: false,
-        xdata: plain.xdata.clone(),
+        xdata: xdata.clone(),
     };
     match frame.token {
         Token::Null => Ok(vec![base(EventCode::LinkTest, Qualifier::New)]),
@@ -202,8 +221,9 @@ pub fn events_from(frame: &Frame, plain: &Plain) -> Result<Vec<Event>, PayloadEr
                         category: i.category,
                         kind: i.kind,
                         priority: i.priority,
-                        description: Box::leak(Box::<str>::from(i.description.as_str())),
+                        description: i.description.as_str(),
                     });
+                    ev.address = se.address.clone();
                     ev.area = se.modifier("ri").and_then(strip_zero);
                     ev.user = se.modifier("id").and_then(strip_zero);
                     match info.map_or(AddressKind::Zone, |i| i.address) {
@@ -232,20 +252,26 @@ pub fn events_from(frame: &Frame, plain: &Plain) -> Result<Vec<Event>, PayloadEr
                 CidQualifier::Other(q) => Qualifier::Unknown(q),
             };
             let mut ev = base(EventCode::Cid(e.code), qualifier);
-            ev.meaning = info.and_then(|i| {
-                let kind = match qualifier {
-                    Qualifier::New | Qualifier::Status => i.kind_new,
-                    Qualifier::Restore => i.kind_restore,
-                    Qualifier::Unknown(_) => return None,
+            // Qualifier 1 takes the "new" meaning, 3 the "restore" one. A status report (6) or
+            // an unknown qualifier keeps the code's category and description but opens nothing.
+            ev.meaning = info.map(|i| {
+                let (kind, priority) = match qualifier {
+                    Qualifier::New => (i.kind_new, i.priority),
+                    Qualifier::Restore => (
+                        i.kind_restore,
+                        if i.kind_restore == i.kind_new { i.priority } else { 9 },
+                    ),
+                    Qualifier::Status => (Kind::Status, 9),
+                    Qualifier::Unknown(_) => (Kind::Info, i.priority),
                 };
-                let priority = if kind == i.kind_new { i.priority } else { 9 };
-                Some(Meaning {
+                Meaning {
                     category: i.category,
                     kind,
                     priority,
-                    description: Box::leak(Box::<str>::from(i.description.as_str())),
-                })
+                    description: i.description.as_str(),
+                }
             });
+            ev.address = Some(e.zone.clone());
             ev.area = (e.group != "00").then(|| e.group.clone());
             match info.map_or(AddressKind::Zone, |i| i.address) {
                 AddressKind::User => ev.user = Some(e.zone.clone()),
@@ -259,5 +285,38 @@ pub fn events_from(frame: &Frame, plain: &Plain) -> Result<Vec<Event>, PayloadEr
             "token {} carries no events",
             frame.token.as_str()
         ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::frame::{DecodeOptions, decode_frame};
+
+    fn frame(raw: &[u8]) -> (Frame, Plain) {
+        let f = decode_frame(raw, &DecodeOptions::default()).expect("valid");
+        let crate::protocol::frame::Body::Plain(p) = &f.body else {
+            panic!("plain")
+        };
+        let p = p.clone();
+        (f, p)
+    }
+
+    /// The fuzzers' LeakSanitizer found every event with a known code leaking a copy of its
+    /// description (`Box::leak`): a daemon would grow without bound. The description must
+    /// borrow the static code table instead.
+    #[test]
+    fn meaning_description_borrows_the_table_instead_of_leaking() {
+        let (f, p) = frame(b"\nF5F5003B\"SIA-DCS\"0001R1L1#1234[#1234|Nri1/BA01]_12:00:00,01-15-2026\r");
+        let ev = events_from(&f, &p).expect("events");
+        let table = SiaCode(*b"BA").info().expect("BA is in the table");
+        let meaning = ev[0].meaning.expect("known code");
+        assert!(std::ptr::eq(meaning.description, table.description.as_str()));
+
+        let (f, p) = frame(b"\n4D63003D\"ADM-CID\"0010R1L1#1234[#1234|1130 01 003]_12:00:00,01-15-2026\r");
+        let ev = events_from(&f, &p).expect("events");
+        let table = CidCode(130).info().expect("130 is in the table");
+        let meaning = ev[0].meaning.expect("known code");
+        assert!(std::ptr::eq(meaning.description, table.description.as_str()));
     }
 }

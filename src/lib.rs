@@ -6,6 +6,13 @@
 //! |---|---|
 //! | [`protocol`] | bytes in, typed messages out: DC-09 framing, CRC, AES, SIA-DCS, Contact ID, code tables. Pure. |
 //! | [`event`] | the protocol-independent event model |
+//! | [`receiver`] | TCP and UDP listeners, limits, the response policy applied per frame |
+//! | [`store`] | SQLite schema and migrations, the single writer with group commit, accounts |
+//! | [`records`] | records files (`meldkamer import`): validation and atomic, idempotent import |
+//! | [`daemon`] | `serve`: wiring, account reload, metrics endpoint, graceful shutdown |
+//! | [`config`] | the TOML configuration and its embedded, commented default |
+//! | [`clock`] | injected time |
+//! | [`metrics`] | Prometheus counters and histograms |
 //! | [`cli`] | the command implementations behind `main.rs` |
 //!
 //! Invariants (see `README.md`): an event is acknowledged only after it is committed; a
@@ -15,5 +22,12 @@
 #![forbid(unsafe_code)]
 
 pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod daemon;
 pub mod event;
+pub mod metrics;
 pub mod protocol;
+pub mod receiver;
+pub mod records;
+pub mod store;

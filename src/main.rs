@@ -1,5 +1,6 @@
 //! The `meldkamer` command line. Argument parsing only; the work is in `meldkamer::cli`.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -19,6 +20,30 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the receiver daemon until SIGTERM or SIGINT.
+    Serve {
+        /// Configuration file (default: the embedded configuration, see print-config).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Log JSON lines instead of human-readable lines.
+        #[arg(long)]
+        log_json: bool,
+    },
+    /// Print the embedded default configuration, with its comments.
+    PrintConfig,
+    /// Validate a configuration file (unknown keys are errors).
+    CheckConfig {
+        /// The file to check.
+        file: PathBuf,
+    },
+    /// Import accounts (and, later, customer records) from a TOML file, all or nothing.
+    Import {
+        /// The records file.
+        file: PathBuf,
+        /// Configuration file (for the database path).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
     /// Decode one DC-09 frame: print it as JSON with the verdict and the response bytes.
     Parse {
         /// The frame, with \n \r \xNN escapes, or - to read it from stdin.
@@ -47,6 +72,21 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result: Result<(), Box<dyn std::error::Error>> = match cli.command {
+        Command::Serve { config, log_json } => (|| {
+            let cfg = cli::serve::load_config(config.as_deref())?;
+            cli::serve::init_logging(&cfg, log_json);
+            cli::serve::serve(cfg)?;
+            Ok(())
+        })(),
+        Command::PrintConfig => cli::serve::print_config(&mut std::io::stdout().lock()).map_err(Into::into),
+        Command::CheckConfig { file } => {
+            cli::serve::check_config(&file, &mut std::io::stdout().lock()).map_err(Into::into)
+        }
+        Command::Import { file, config } => (|| {
+            let cfg = cli::serve::load_config(config.as_deref())?;
+            cli::serve::import(&cfg, &file, &mut std::io::stdout().lock())?;
+            Ok(())
+        })(),
         Command::Parse {
             frame,
             key,

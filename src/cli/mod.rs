@@ -2,3 +2,4 @@
 //! errors that `main` prints with their cause chain.
 
 pub mod parse;
+pub mod serve;

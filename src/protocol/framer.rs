@@ -25,7 +25,8 @@ pub enum Chunk {
     },
     /// A frame that grew beyond the maximum without a CR: discard and resynchronise.
     Oversize {
-        /// Bytes to discard.
+        /// Bytes to discard: at least the maximum, up to (not including) the next LF, or all
+        /// that is buffered if no LF follows yet.
         len: usize,
     },
 }
@@ -100,7 +101,16 @@ impl Framer {
                     })
                 }
             }
-            None => self.need_more(buf.len()),
+            // Nothing within the maximum. If that much is buffered, the frame is oversize: drop
+            // it up to the next LF (where a frame may start), never past it.
+            None if buf.len() >= self.max_len => {
+                let next_lf = buf[limit..]
+                    .iter()
+                    .position(|b| *b == LF)
+                    .map_or(buf.len(), |p| limit + p);
+                Some(Chunk::Oversize { len: next_lf })
+            }
+            None => None,
         }
     }
 
@@ -186,6 +196,23 @@ mod tests {
                 nul_only: false
             })
         );
+    }
+
+    #[test]
+    fn oversize_does_not_swallow_the_next_frame() {
+        // An unterminated frame longer than the maximum, then a valid frame, in one read: the
+        // oversize chunk ends at the next LF and the frame after it is found.
+        let f = Framer::new(96, false);
+        let mut buf = vec![LF];
+        buf.extend_from_slice(&[b'x'; 100]);
+        buf.extend_from_slice(A);
+        let (chunks, rest) = split_all(&f, &buf);
+        let kinds: Vec<Chunk> = chunks.iter().map(|(c, _)| *c).collect();
+        assert_eq!(kinds, vec![Chunk::Oversize { len: 101 }, Chunk::Frame { len: A.len() }]);
+        assert_eq!(chunks[1].1, A);
+        assert!(rest.is_empty());
+        // Without a following LF, everything buffered is discarded.
+        assert_eq!(f.next_chunk(&buf[..101]), Some(Chunk::Oversize { len: 101 }));
     }
 
     #[test]

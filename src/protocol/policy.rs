@@ -116,7 +116,7 @@ impl std::fmt::Display for Refusal {
             Refusal::PlainRefused => f.write_str("plain frame for an account that requires encryption"),
             Refusal::Decrypt { error } => write!(f, "does not decrypt: {error}"),
             Refusal::Timestamp { skew_s } => {
-                write!(f, "timestamp {skew_s:+} s from receiver time, outside -40 s … +20 s")
+                write!(f, "timestamp {skew_s:+} s from receiver time, outside the window")
             }
         }
     }

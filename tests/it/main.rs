@@ -1,5 +1,7 @@
 //! All integration tests in one binary (one link step, shared helpers).
 
+mod common;
 mod protocol_props;
 mod protocol_sweep;
+mod receiver;
 mod vectors;

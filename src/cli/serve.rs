@@ -1,0 +1,152 @@
+//! `meldkamer serve`, `print-config`, `check-config`, `import`.
+
+use std::io::Write;
+use std::path::Path;
+use std::sync::Arc;
+
+use tracing_subscriber::EnvFilter;
+
+use crate::clock::SystemClock;
+use crate::config::{Config, DEFAULT_CONFIG, LogFormat};
+use crate::daemon;
+
+/// Errors of the daemon commands.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// Configuration problem.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// Start-up problem.
+    #[error(transparent)]
+    Daemon(#[from] daemon::DaemonError),
+    /// Runtime problem.
+    #[error("starting the runtime")]
+    Runtime(#[source] std::io::Error),
+    /// Import problem.
+    #[error(transparent)]
+    Import(#[from] crate::records::ImportError),
+    /// Database problem.
+    #[error("opening the database {path}")]
+    Store {
+        /// File.
+        path: String,
+        /// Why.
+        #[source]
+        source: crate::store::StoreError,
+    },
+}
+
+/// The configuration from `--config`, or the embedded default.
+pub fn load_config(path: Option<&Path>) -> Result<Config, ServeError> {
+    Ok(match path {
+        Some(p) => Config::load(p)?,
+        None => Config::embedded()?,
+    })
+}
+
+/// Install the tracing subscriber (human or JSON lines on stderr).
+pub fn init_logging(cfg: &Config, force_json: bool) {
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(format!("meldkamer={}", cfg.log.level)));
+    let json = force_json || cfg.log.format == LogFormat::Json;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = if json {
+        builder.json().flatten_event(true).with_current_span(true).try_init()
+    } else {
+        builder.try_init()
+    };
+}
+
+/// Run the daemon until SIGTERM or SIGINT.
+pub fn serve(cfg: Config) -> Result<(), ServeError> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("meldkamer")
+        .build()
+        .map_err(ServeError::Runtime)?;
+    rt.block_on(async move {
+        let running = daemon::start(cfg, Arc::new(SystemClock)).await?;
+        // One line on stdout when ready, for scripts and tests that start the daemon.
+        let mut out = std::io::stdout().lock();
+        let show = |a: Option<std::net::SocketAddr>| a.map_or("off".to_string(), |a| a.to_string());
+        let _ = writeln!(
+            out,
+            "meldkamer ready tcp={} udp={} metrics={}",
+            show(running.tcp_addr),
+            show(running.udp_addr),
+            show(running.metrics_addr)
+        );
+        let _ = out.flush();
+        drop(out);
+        let cancel = running.cancel_token();
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            tracing::info!("shutdown requested");
+            cancel.cancel();
+        });
+        running.wait().await;
+        Ok(())
+    })
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = match signal(SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// `print-config`: the embedded default, comments included.
+pub fn print_config(out: &mut dyn Write) -> std::io::Result<()> {
+    out.write_all(DEFAULT_CONFIG.as_bytes())
+}
+
+/// `check-config FILE`.
+pub fn check_config(path: &Path, out: &mut dyn Write) -> Result<(), ServeError> {
+    Config::load(path)?;
+    let _ = writeln!(out, "{}: ok", path.display());
+    Ok(())
+}
+
+/// `import FILE`: validate everything, then write it in one transaction.
+pub fn import(cfg: &Config, file: &Path, out: &mut dyn Write) -> Result<(), ServeError> {
+    let text = std::fs::read_to_string(file).map_err(|source| crate::records::ImportError::Read {
+        path: file.display().to_string(),
+        source,
+    })?;
+    let records = crate::records::parse_toml(&text, &file.display().to_string())?;
+    let mut conn = crate::store::open_write(
+        &cfg.store.path,
+        std::time::Duration::from_millis(cfg.store.busy_timeout_ms),
+    )
+    .map_err(|source| ServeError::Store {
+        path: cfg.store.path.display().to_string(),
+        source,
+    })?;
+    let report = crate::records::apply(&mut conn, &records)?;
+    let _ = writeln!(
+        out,
+        "{}: imported {} account(s) into {}",
+        file.display(),
+        report.accounts,
+        cfg.store.path.display()
+    );
+    Ok(())
+}

@@ -1,0 +1,322 @@
+//! Configuration: a TOML file with every key optional and unknown keys refused. The commented
+//! default (`config/meldkamer.toml`) is embedded in the binary and is what `serve` uses when
+//! no file is given.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// The embedded default configuration, comments included.
+pub const DEFAULT_CONFIG: &str = include_str!("../config/meldkamer.toml");
+
+/// The whole configuration.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// DC-09 listeners and their limits.
+    pub receiver: ReceiverConfig,
+    /// The SQLite store.
+    pub store: StoreConfig,
+    /// The Prometheus endpoint.
+    pub metrics: MetricsConfig,
+    /// Logging.
+    pub log: LogConfig,
+}
+
+/// `[receiver]`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReceiverConfig {
+    /// TCP listen address, empty to disable.
+    pub tcp_listen: String,
+    /// UDP listen address, empty to disable.
+    pub udp_listen: String,
+    /// Largest frame, LF and CR included.
+    pub max_frame_bytes: usize,
+    /// Open TCP connections, in total.
+    pub max_connections: usize,
+    /// Open TCP connections per source address.
+    pub max_connections_per_ip: usize,
+    /// Idle TCP connections are closed after this many seconds.
+    pub idle_timeout_secs: u64,
+    /// A started frame must end within this many seconds.
+    pub frame_timeout_secs: u64,
+    /// Frames per TCP connection awaiting commit before reading pauses.
+    pub max_inflight_per_connection: usize,
+    /// UDP datagrams in process at once.
+    pub max_udp_inflight: usize,
+    /// Timestamp window, behind.
+    pub timestamp_behind_secs: i64,
+    /// Timestamp window, ahead.
+    pub timestamp_ahead_secs: i64,
+    /// Retransmission window.
+    pub retransmission_window_secs: u64,
+    /// Garbage runs stored per connection before they are only counted.
+    pub max_garbage_records_per_connection: usize,
+}
+
+/// `[store]`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// Database file.
+    pub path: PathBuf,
+    /// Writer queue depth.
+    pub queue_depth: usize,
+    /// Frames per transaction, at most.
+    pub max_batch: usize,
+    /// SQLite busy timeout.
+    pub busy_timeout_ms: u64,
+    /// Load the demo data set into an empty database.
+    pub load_demo_data: bool,
+}
+
+/// `[metrics]`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Listen address, empty to disable.
+    pub listen: String,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Human,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// Format.
+    pub format: LogFormat,
+    /// Default level filter.
+    pub level: String,
+}
+
+impl Default for ReceiverConfig {
+    fn default() -> Self {
+        ReceiverConfig {
+            tcp_listen: "127.0.0.1:7000".into(),
+            udp_listen: "127.0.0.1:7000".into(),
+            max_frame_bytes: 2048,
+            max_connections: 16384,
+            max_connections_per_ip: 2048,
+            idle_timeout_secs: 120,
+            frame_timeout_secs: 10,
+            max_inflight_per_connection: 32,
+            max_udp_inflight: 4096,
+            timestamp_behind_secs: 40,
+            timestamp_ahead_secs: 20,
+            retransmission_window_secs: 600,
+            max_garbage_records_per_connection: 16,
+        }
+    }
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            path: PathBuf::from("meldkamer.db"),
+            queue_depth: 8192,
+            max_batch: 1024,
+            busy_timeout_ms: 5000,
+            load_demo_data: true,
+        }
+    }
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            listen: "127.0.0.1:9464".into(),
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: LogFormat::Human,
+            level: "info".into(),
+        }
+    }
+}
+
+/// A configuration that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Not valid TOML, or an unknown key, or a wrong type.
+    #[error("{origin}: {message}")]
+    Syntax {
+        /// File name or "embedded default".
+        origin: String,
+        /// toml's message, with line and column.
+        message: String,
+    },
+    /// Parsed, but a value is not usable.
+    #[error("{origin}: {key}: {problem}")]
+    Invalid {
+        /// File name or "embedded default".
+        origin: String,
+        /// The key, dotted.
+        key: &'static str,
+        /// What is wrong.
+        problem: String,
+    },
+}
+
+fn parse_addr(origin: &str, key: &'static str, s: &str) -> Result<Option<SocketAddr>, ConfigError> {
+    if s.is_empty() {
+        return Ok(None);
+    }
+    s.parse().map(Some).map_err(|_| ConfigError::Invalid {
+        origin: origin.to_string(),
+        key,
+        problem: format!("{s:?} is not an address:port (e.g. \"127.0.0.1:7000\")"),
+    })
+}
+
+impl Config {
+    /// Parse and validate configuration text.
+    pub fn from_toml(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        let cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Syntax {
+            origin: origin.to_string(),
+            message: e.to_string(),
+        })?;
+        cfg.validate(origin)?;
+        Ok(cfg)
+    }
+
+    /// The embedded default.
+    pub fn embedded() -> Result<Config, ConfigError> {
+        Config::from_toml(DEFAULT_CONFIG, "embedded default")
+    }
+
+    /// Read and validate a file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::from_toml(&text, &path.display().to_string())
+    }
+
+    fn validate(&self, origin: &str) -> Result<(), ConfigError> {
+        let invalid = |key: &'static str, problem: &str| ConfigError::Invalid {
+            origin: origin.to_string(),
+            key,
+            problem: problem.to_string(),
+        };
+        parse_addr(origin, "receiver.tcp_listen", &self.receiver.tcp_listen)?;
+        parse_addr(origin, "receiver.udp_listen", &self.receiver.udp_listen)?;
+        parse_addr(origin, "metrics.listen", &self.metrics.listen)?;
+        let r = &self.receiver;
+        if !(64..=crate::protocol::frame::MAX_FRAME_LEN).contains(&r.max_frame_bytes) {
+            return Err(invalid("receiver.max_frame_bytes", "must be between 64 and 4105"));
+        }
+        let positive: [(&'static str, u64); 7] = [
+            ("receiver.max_connections", r.max_connections as u64),
+            ("receiver.max_connections_per_ip", r.max_connections_per_ip as u64),
+            ("receiver.idle_timeout_secs", r.idle_timeout_secs),
+            ("receiver.frame_timeout_secs", r.frame_timeout_secs),
+            (
+                "receiver.max_inflight_per_connection",
+                r.max_inflight_per_connection as u64,
+            ),
+            ("receiver.max_udp_inflight", r.max_udp_inflight as u64),
+            ("store.queue_depth", self.store.queue_depth as u64),
+        ];
+        for (key, v) in positive {
+            if v == 0 {
+                return Err(invalid(key, "must be greater than 0"));
+            }
+        }
+        if self.store.max_batch == 0 {
+            return Err(invalid("store.max_batch", "must be greater than 0"));
+        }
+        if r.timestamp_behind_secs < 0 || r.timestamp_ahead_secs < 0 {
+            return Err(invalid("receiver.timestamp_*_secs", "must not be negative"));
+        }
+        if self.store.path.as_os_str().is_empty() {
+            return Err(invalid("store.path", "must not be empty"));
+        }
+        if tracing_level_ok(&self.log.level).is_none() {
+            return Err(invalid("log.level", "must be one of error, warn, info, debug, trace"));
+        }
+        Ok(())
+    }
+
+    /// TCP listen address (validated).
+    pub fn tcp_addr(&self) -> Option<SocketAddr> {
+        self.receiver.tcp_listen.parse().ok()
+    }
+
+    /// UDP listen address (validated).
+    pub fn udp_addr(&self) -> Option<SocketAddr> {
+        self.receiver.udp_listen.parse().ok()
+    }
+
+    /// Metrics listen address (validated).
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.listen.parse().ok()
+    }
+}
+
+fn tracing_level_ok(s: &str) -> Option<()> {
+    matches!(s, "error" | "warn" | "info" | "debug" | "trace").then_some(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_default_equals_code_default() {
+        // The commented file and the Default impls must say the same thing.
+        assert_eq!(Config::embedded().expect("embedded config is valid"), Config::default());
+    }
+
+    #[test]
+    fn shipped_example_configs_parse() {
+        for entry in std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/config")).expect("config dir") {
+            let path = entry.expect("entry").path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                Config::load(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            }
+        }
+    }
+
+    #[test]
+    fn unknown_keys_are_errors() {
+        let e = Config::from_toml("[receiver]\ntcp_lissen = \"x\"\n", "t").expect_err("unknown key");
+        assert!(e.to_string().contains("tcp_lissen"), "{e}");
+        let e = Config::from_toml("[recevier]\n", "t").expect_err("unknown table");
+        assert!(e.to_string().contains("recevier"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let e = Config::from_toml("[receiver]\ntcp_listen = \"localhost\"\n", "t").expect_err("bad addr");
+        assert!(e.to_string().contains("receiver.tcp_listen"), "{e}");
+        let e = Config::from_toml("[receiver]\nmax_connections = 0\n", "t").expect_err("zero");
+        assert!(e.to_string().contains("receiver.max_connections"), "{e}");
+        let ok = Config::from_toml("[receiver]\nudp_listen = \"\"\n", "t").expect("disable udp");
+        assert_eq!(ok.udp_addr(), None);
+    }
+}

@@ -1,0 +1,271 @@
+//! `meldkamer serve`: wires configuration, store, receiver listeners, the account reloader and
+//! the metrics endpoint together, and shuts them down in order.
+//!
+//! Shutdown order: stop accepting; let each connection answer what is already committed and
+//! close; then the writer drains its queue (everything queued is committed and its submitter,
+//! if still there, answered) and stops. Nothing uncommitted is ever acknowledged.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, UdpSocket};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+use crate::clock::{Clock, unix_ms};
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::receiver::{Shared, tcp, udp};
+use crate::store::writer::{self, AfterInsert, NoHook, WriterConfig};
+use crate::store::{self, StoreError, accounts};
+
+/// Why the daemon could not start or stopped badly.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// The database could not be opened or migrated.
+    #[error("opening the database {path}")]
+    Store {
+        /// File.
+        path: String,
+        /// Why.
+        #[source]
+        source: StoreError,
+    },
+    /// A listener could not be bound.
+    #[error("cannot listen on {what} {addr}")]
+    Bind {
+        /// Which listener.
+        what: &'static str,
+        /// Address.
+        addr: SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Loading the demo data failed.
+    #[error("loading the demo data")]
+    Demo(#[source] crate::records::ImportError),
+}
+
+/// A running daemon.
+pub struct Running {
+    /// Bound TCP address.
+    pub tcp_addr: Option<SocketAddr>,
+    /// Bound UDP address.
+    pub udp_addr: Option<SocketAddr>,
+    /// Bound metrics address.
+    pub metrics_addr: Option<SocketAddr>,
+    /// Shared state (for tests and the operator API).
+    pub shared: Arc<Shared>,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+    writer_join: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Running {
+    /// Begin a graceful shutdown.
+    pub fn shutdown(&self) {
+        self.cancel.cancel();
+    }
+
+    /// The cancellation token (cancel to shut down).
+    pub fn cancel_token(&self) -> CancellationToken {
+        self.cancel.clone()
+    }
+
+    /// Wait for the shutdown to finish: connections answered and closed, writer drained.
+    pub async fn wait(mut self) {
+        self.cancel.cancelled().await;
+        self.tracker.close();
+        if tokio::time::timeout(Duration::from_secs(30), self.tracker.wait())
+            .await
+            .is_err()
+        {
+            warn!("connections did not finish within 30 s of shutdown");
+        }
+        let join = self.writer_join.take();
+        // Every connection is done: nothing more will be submitted. The writer commits what
+        // is queued and stops.
+        self.shared.writer.close().await;
+        drop(self);
+        if let Some(j) = join {
+            let _ = tokio::task::spawn_blocking(move || j.join()).await;
+        }
+        info!("stopped");
+    }
+}
+
+/// Prepare the database: migrate, and load the demo data into an empty one if configured.
+pub fn prepare_database(cfg: &Config) -> Result<accounts::AccountTable, DaemonError> {
+    let path = cfg.store.path.display().to_string();
+    let store_err = |source| DaemonError::Store {
+        path: path.clone(),
+        source,
+    };
+    let mut conn =
+        store::open_write(&cfg.store.path, Duration::from_millis(cfg.store.busy_timeout_ms)).map_err(store_err)?;
+    let count: i64 = conn
+        .query_row("SELECT count(*) FROM accounts", [], |r| r.get(0))
+        .map_err(|e| store_err(e.into()))?;
+    if count == 0 && cfg.store.load_demo_data {
+        let records =
+            crate::records::parse_toml(crate::records::DEMO_RECORDS, "demo data").map_err(DaemonError::Demo)?;
+        let report = crate::records::apply(&mut conn, &records).map_err(DaemonError::Demo)?;
+        info!(accounts = report.accounts, "empty database: demo data loaded");
+    }
+    accounts::load(&conn).map_err(store_err)
+}
+
+/// Start the daemon with the default (no-op) post-insert hook.
+pub async fn start(cfg: Config, clock: Arc<dyn Clock>) -> Result<Running, DaemonError> {
+    start_with_hook(cfg, clock, Box::new(NoHook)).await
+}
+
+/// Start the daemon. Listeners are bound before this returns.
+pub async fn start_with_hook(
+    cfg: Config,
+    clock: Arc<dyn Clock>,
+    hook: Box<dyn AfterInsert>,
+) -> Result<Running, DaemonError> {
+    let table = prepare_database(&cfg)?;
+    let metrics = Arc::new(Metrics::default());
+    let path = cfg.store.path.display().to_string();
+    let (writer, writer_join) = writer::start(
+        WriterConfig {
+            path: cfg.store.path.clone(),
+            queue_depth: cfg.store.queue_depth,
+            max_batch: cfg.store.max_batch,
+            busy_timeout: Duration::from_millis(cfg.store.busy_timeout_ms),
+            retransmission_window: Duration::from_secs(cfg.receiver.retransmission_window_secs),
+            max_dedupe_entries: 4_000_000,
+        },
+        unix_ms(clock.now()),
+        metrics.clone(),
+        hook,
+    )
+    .map_err(|source| DaemonError::Store { path, source })?;
+    info!(accounts = table.len(), "accounts loaded");
+    let shared = Arc::new(Shared {
+        accounts: RwLock::new(Arc::new(table)),
+        writer,
+        metrics: metrics.clone(),
+        clock,
+        cfg: cfg.receiver.clone(),
+    });
+    let cancel = CancellationToken::new();
+    let tracker = TaskTracker::new();
+
+    let mut tcp_addr = None;
+    if let Some(addr) = cfg.tcp_addr() {
+        let l = TcpListener::bind(addr).await.map_err(|source| DaemonError::Bind {
+            what: "TCP",
+            addr,
+            source,
+        })?;
+        tcp_addr = l.local_addr().ok();
+        tracker.spawn(tcp::serve(l, shared.clone(), cancel.clone(), tracker.clone()));
+    }
+    let mut udp_addr = None;
+    if let Some(addr) = cfg.udp_addr() {
+        let s = UdpSocket::bind(addr).await.map_err(|source| DaemonError::Bind {
+            what: "UDP",
+            addr,
+            source,
+        })?;
+        udp_addr = s.local_addr().ok();
+        tracker.spawn(udp::serve(s, shared.clone(), cancel.clone(), tracker.clone()));
+    }
+    let mut metrics_addr = None;
+    if let Some(addr) = cfg.metrics_addr() {
+        let l = TcpListener::bind(addr).await.map_err(|source| DaemonError::Bind {
+            what: "metrics",
+            addr,
+            source,
+        })?;
+        metrics_addr = l.local_addr().ok();
+        tracker.spawn(serve_metrics(l, metrics, cancel.clone()));
+    }
+    tracker.spawn(reload_accounts(
+        shared.clone(),
+        cfg.store.path.clone(),
+        Duration::from_millis(cfg.store.busy_timeout_ms),
+        cancel.clone(),
+    ));
+    info!(
+        tcp = ?tcp_addr, udp = ?udp_addr, metrics = ?metrics_addr, db = %cfg.store.path.display(),
+        "meldkamer receiver listening"
+    );
+    Ok(Running {
+        tcp_addr,
+        udp_addr,
+        metrics_addr,
+        shared,
+        cancel,
+        tracker,
+        writer_join: Some(writer_join),
+    })
+}
+
+/// Reload the account table when an import bumps the generation.
+async fn reload_accounts(shared: Arc<Shared>, path: std::path::PathBuf, busy: Duration, cancel: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(2));
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let current = shared.accounts().generation;
+        let path = path.clone();
+        let loaded = tokio::task::spawn_blocking(move || -> Result<Option<accounts::AccountTable>, StoreError> {
+            let conn = store::open_read(&path, busy)?;
+            if accounts::generation(&conn)? == current {
+                return Ok(None);
+            }
+            accounts::load(&conn).map(Some)
+        })
+        .await;
+        match loaded {
+            Ok(Ok(Some(t))) => {
+                info!(accounts = t.len(), generation = t.generation, "accounts reloaded");
+                shared.set_accounts(t);
+            }
+            Ok(Ok(None)) => {}
+            Ok(Err(e)) => warn!(error = %e, "account reload failed; keeping the current table"),
+            Err(_) => {}
+        }
+    }
+}
+
+/// A minimal HTTP/1.0 responder for `GET /metrics` (loopback only by default).
+async fn serve_metrics(listener: TcpListener, metrics: Arc<Metrics>, cancel: CancellationToken) {
+    loop {
+        let (mut s, _) = tokio::select! {
+            _ = cancel.cancelled() => return,
+            r = listener.accept() => match r { Ok(x) => x, Err(_) => continue },
+        };
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            let mut req = [0u8; 1024];
+            let n = match tokio::time::timeout(Duration::from_secs(5), s.read(&mut req)).await {
+                Ok(Ok(n)) => n,
+                _ => return,
+            };
+            let line = String::from_utf8_lossy(&req[..n]);
+            let (status, body) = if line.starts_with("GET /metrics ") || line.starts_with("GET /metrics\r") {
+                ("200 OK", metrics.render())
+            } else {
+                ("404 Not Found", "only /metrics is served here\n".to_string())
+            };
+            let head = format!(
+                "HTTP/1.0 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = s.write_all(head.as_bytes()).await;
+            let _ = s.write_all(body.as_bytes()).await;
+            let _ = s.shutdown().await;
+        });
+    }
+}

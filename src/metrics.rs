@@ -1,0 +1,312 @@
+//! Counters and gauges for the Prometheus text endpoint. Fixed label sets, atomics only: a
+//! metric update never takes a lock on the hot path.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+
+/// A counter with a fixed set of label values.
+pub struct LabeledCounter {
+    name: &'static str,
+    help: &'static str,
+    label: &'static str,
+    values: &'static [&'static str],
+    counts: Vec<AtomicU64>,
+}
+
+impl LabeledCounter {
+    fn new(name: &'static str, help: &'static str, label: &'static str, values: &'static [&'static str]) -> Self {
+        LabeledCounter {
+            name,
+            help,
+            label,
+            values,
+            counts: values.iter().map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+
+    /// Add one to the counter for `value` (the last label value, "other", if unknown).
+    pub fn inc(&self, value: &str) {
+        let i = self
+            .values
+            .iter()
+            .position(|v| *v == value)
+            .unwrap_or(self.values.len() - 1);
+        self.counts[i].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Current count for `value`.
+    pub fn get(&self, value: &str) -> u64 {
+        self.values
+            .iter()
+            .position(|v| *v == value)
+            .map_or(0, |i| self.counts[i].load(Ordering::Relaxed))
+    }
+
+    fn render(&self, out: &mut String) {
+        let _ = writeln!(out, "# HELP {} {}", self.name, self.help);
+        let _ = writeln!(out, "# TYPE {} counter", self.name);
+        for (v, c) in self.values.iter().zip(&self.counts) {
+            let _ = writeln!(
+                out,
+                "{}{{{}=\"{}\"}} {}",
+                self.name,
+                self.label,
+                v,
+                c.load(Ordering::Relaxed)
+            );
+        }
+    }
+}
+
+/// A histogram with fixed bucket bounds in seconds.
+pub struct Histogram {
+    name: &'static str,
+    help: &'static str,
+    bounds: &'static [f64],
+    buckets: Vec<AtomicU64>,
+    sum_us: AtomicU64,
+    count: AtomicU64,
+}
+
+impl Histogram {
+    fn new(name: &'static str, help: &'static str, bounds: &'static [f64]) -> Self {
+        Histogram {
+            name,
+            help,
+            bounds,
+            buckets: bounds.iter().map(|_| AtomicU64::new(0)).collect(),
+            sum_us: AtomicU64::new(0),
+            count: AtomicU64::new(0),
+        }
+    }
+
+    /// Record one duration.
+    pub fn observe(&self, d: std::time::Duration) {
+        self.observe_value(d.as_secs_f64());
+    }
+
+    /// Record one value in the histogram's unit.
+    pub fn observe_value(&self, v: f64) {
+        for (b, c) in self.bounds.iter().zip(&self.buckets) {
+            if v <= *b {
+                c.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.sum_us.fetch_add((v * 1e6) as u64, Ordering::Relaxed);
+        self.count.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Observations so far.
+    pub fn count(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    fn render(&self, out: &mut String) {
+        let _ = writeln!(out, "# HELP {} {}", self.name, self.help);
+        let _ = writeln!(out, "# TYPE {} histogram", self.name);
+        for (b, c) in self.bounds.iter().zip(&self.buckets) {
+            let _ = writeln!(
+                out,
+                "{}_bucket{{le=\"{}\"}} {}",
+                self.name,
+                b,
+                c.load(Ordering::Relaxed)
+            );
+        }
+        let n = self.count.load(Ordering::Relaxed);
+        let _ = writeln!(out, "{}_bucket{{le=\"+Inf\"}} {}", self.name, n);
+        let _ = writeln!(
+            out,
+            "{}_sum {}",
+            self.name,
+            self.sum_us.load(Ordering::Relaxed) as f64 / 1e6
+        );
+        let _ = writeln!(out, "{}_count {}", self.name, n);
+    }
+}
+
+/// A gauge.
+pub struct Gauge {
+    name: &'static str,
+    help: &'static str,
+    value: AtomicI64,
+}
+
+impl Gauge {
+    fn new(name: &'static str, help: &'static str) -> Self {
+        Gauge {
+            name,
+            help,
+            value: AtomicI64::new(0),
+        }
+    }
+
+    /// Add (or subtract) `d`.
+    pub fn add(&self, d: i64) {
+        self.value.fetch_add(d, Ordering::Relaxed);
+    }
+
+    /// Set the value.
+    pub fn set(&self, v: i64) {
+        self.value.store(v, Ordering::Relaxed);
+    }
+
+    /// Current value.
+    pub fn get(&self) -> i64 {
+        self.value.load(Ordering::Relaxed)
+    }
+
+    fn render(&self, out: &mut String) {
+        let _ = writeln!(out, "# HELP {} {}", self.name, self.help);
+        let _ = writeln!(out, "# TYPE {} gauge", self.name);
+        let _ = writeln!(out, "{} {}", self.name, self.value.load(Ordering::Relaxed));
+    }
+}
+
+/// Token label values for frames.
+pub const TOKENS: &[&str] = &["SIA-DCS", "ADM-CID", "NULL", "other"];
+/// Response label values.
+pub const RESPONSES: &[&str] = &["ACK", "NAK", "DUH", "none"];
+/// Refusal and silence reasons.
+pub const REASONS: &[&str] = &[
+    "unsupported_token",
+    "unknown_account",
+    "no_key",
+    "plain_refused",
+    "decrypt",
+    "timestamp",
+    "crc",
+    "length",
+    "syntax",
+    "too_long",
+    "incomplete",
+    "quirk_not_enabled",
+    "garbage",
+    "oversize",
+    "frame_timeout",
+    "commit_failed",
+    "other",
+];
+
+/// Every metric the daemon exports.
+pub struct Metrics {
+    /// Frames received, by ID token.
+    pub frames: LabeledCounter,
+    /// Responses sent, by kind.
+    pub responses: LabeledCounter,
+    /// Refused or dropped input, by reason.
+    pub refusals: LabeledCounter,
+    /// Events stored.
+    pub events: LabeledCounter,
+    /// Retransmissions recognised.
+    pub retransmissions: Gauge,
+    /// Commit latency.
+    pub commit_latency: Histogram,
+    /// Frames per commit.
+    pub batch_size: Histogram,
+    /// Open TCP connections.
+    pub open_connections: Gauge,
+    /// Submissions waiting for the writer.
+    pub queue_depth: Gauge,
+    /// Connections refused by the caps.
+    pub connections_refused: LabeledCounter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            frames: LabeledCounter::new(
+                "meldkamer_frames_total",
+                "DC-09 frames received, by ID token",
+                "token",
+                TOKENS,
+            ),
+            responses: LabeledCounter::new(
+                "meldkamer_responses_total",
+                "Responses sent to panels, by kind",
+                "kind",
+                RESPONSES,
+            ),
+            refusals: LabeledCounter::new(
+                "meldkamer_refusals_total",
+                "Input refused or dropped, by reason",
+                "reason",
+                REASONS,
+            ),
+            events: LabeledCounter::new(
+                "meldkamer_events_total",
+                "Events stored, by outcome",
+                "outcome",
+                &["stored", "other"],
+            ),
+            retransmissions: Gauge::new(
+                "meldkamer_retransmissions_total",
+                "Retransmissions recognised and ACKed again without a new event",
+            ),
+            commit_latency: Histogram::new(
+                "meldkamer_commit_seconds",
+                "Time to commit one group of frames (one fsync)",
+                &[0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0],
+            ),
+            batch_size: Histogram::new(
+                "meldkamer_commit_batch_frames",
+                "Frames per committed group (one fsync each)",
+                &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0],
+            ),
+            open_connections: Gauge::new("meldkamer_open_connections", "Open TCP connections"),
+            queue_depth: Gauge::new("meldkamer_store_queue_depth", "Submissions waiting for the writer"),
+            connections_refused: LabeledCounter::new(
+                "meldkamer_connections_refused_total",
+                "TCP connections refused by a cap",
+                "cap",
+                &["total", "per_ip", "other"],
+            ),
+        }
+    }
+}
+
+impl Metrics {
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut s = String::with_capacity(4096);
+        self.frames.render(&mut s);
+        self.responses.render(&mut s);
+        self.refusals.render(&mut s);
+        self.events.render(&mut s);
+        let _ = writeln!(s, "# HELP {} {}", self.retransmissions.name, self.retransmissions.help);
+        let _ = writeln!(s, "# TYPE {} counter", self.retransmissions.name);
+        let _ = writeln!(s, "{} {}", self.retransmissions.name, self.retransmissions.get());
+        self.commit_latency.render(&mut s);
+        self.batch_size.render(&mut s);
+        self.open_connections.render(&mut s);
+        self.queue_depth.render(&mut s);
+        self.connections_refused.render(&mut s);
+        s
+    }
+
+    /// Record the size of a committed group.
+    pub fn observe_batch(&self, n: usize) {
+        self.batch_size.observe_value(n as f64);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_prometheus_text() {
+        let m = Metrics::default();
+        m.frames.inc("SIA-DCS");
+        m.refusals.inc("crc");
+        m.refusals.inc("no-such-reason");
+        m.commit_latency.observe(std::time::Duration::from_millis(3));
+        let t = m.render();
+        assert!(t.contains("meldkamer_frames_total{token=\"SIA-DCS\"} 1"));
+        assert!(t.contains("meldkamer_refusals_total{reason=\"crc\"} 1"));
+        assert!(t.contains("meldkamer_refusals_total{reason=\"other\"} 1"));
+        assert!(t.contains("meldkamer_commit_seconds_bucket{le=\"0.005\"} 1"));
+        assert!(t.contains("meldkamer_commit_seconds_bucket{le=\"0.002\"} 0"));
+        assert!(t.contains("meldkamer_commit_seconds_count 1"));
+    }
+}

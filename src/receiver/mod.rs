@@ -1,0 +1,229 @@
+//! The DC-09 receiver: TCP and UDP listeners over the pure protocol core, the response policy,
+//! and the limits that keep one panel (or one attacker) from hurting the others.
+//!
+//! Flow for every frame: framer → [`prepare`] (decode, account lookup, decision table,
+//! response bytes, events) → the store writer (commit) → response written. The ACK is built
+//! before the commit but written only after it.
+
+pub mod pad;
+pub mod tcp;
+pub mod udp;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
+
+use tracing::{debug, warn};
+
+use crate::clock::{Clock, unix_ms};
+use crate::config::ReceiverConfig;
+use crate::event::events_from;
+use crate::metrics::Metrics;
+use crate::protocol::frame::{Body, DecodeOptions, Quirks, Token, decode_frame};
+use crate::protocol::policy::{Silence, Verdict, Window, evaluate, response_frame};
+use crate::store::accounts::AccountTable;
+use crate::store::writer::{FrameRecord, Outcome, Transport, WriterHandle, dedupe_key};
+
+/// What every listener task shares.
+pub struct Shared {
+    /// Current accounts (swapped on reload).
+    pub accounts: RwLock<Arc<AccountTable>>,
+    /// The store writer.
+    pub writer: WriterHandle,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Injected clock.
+    pub clock: Arc<dyn Clock>,
+    /// Receiver settings.
+    pub cfg: ReceiverConfig,
+}
+
+impl Shared {
+    /// The current account table.
+    pub fn accounts(&self) -> Arc<AccountTable> {
+        self.accounts
+            .read()
+            .map(|g| g.clone())
+            .unwrap_or_else(|p| p.into_inner().clone())
+    }
+
+    /// Replace the account table.
+    pub fn set_accounts(&self, t: AccountTable) {
+        let t = Arc::new(t);
+        match self.accounts.write() {
+            Ok(mut g) => *g = t,
+            Err(p) => *p.into_inner() = t,
+        }
+    }
+
+    fn window(&self) -> Window {
+        Window {
+            behind_s: self.cfg.timestamp_behind_secs,
+            ahead_s: self.cfg.timestamp_ahead_secs,
+        }
+    }
+}
+
+/// Hex for logs: only plain frames are logged as bytes (AU-4); encrypted ones by length.
+fn log_bytes(raw: &[u8], encrypted: bool) -> String {
+    if encrypted {
+        format!("<{} bytes encrypted>", raw.len())
+    } else {
+        hex::encode_upper(raw)
+    }
+}
+
+/// Decide what to do with one frame and build its storage record (with the response bytes to
+/// send after commit). `trailing_nuls`: the datagram carried NUL bytes after the CR.
+pub fn prepare(
+    shared: &Shared,
+    raw: &[u8],
+    transport: Transport,
+    peer: SocketAddr,
+    trailing_nuls: bool,
+) -> FrameRecord {
+    prepare_frame(shared, raw, transport, peer, trailing_nuls).0
+}
+
+/// [`prepare`], also saying whether the frame's account accepts NUL bytes after its frames
+/// (TCP uses it to tell quirk padding from garbage).
+pub fn prepare_frame(
+    shared: &Shared,
+    raw: &[u8],
+    transport: Transport,
+    peer: SocketAddr,
+    trailing_nuls: bool,
+) -> (FrameRecord, bool) {
+    let now = shared.clock.now();
+    let mut rec = FrameRecord::new(unix_ms(now), transport, peer.to_string(), raw.to_vec(), Outcome::Silent);
+    let m = &shared.metrics;
+    let opts = DecodeOptions {
+        quirks: Quirks::ALL,
+        max_len: shared.cfg.max_frame_bytes,
+    };
+    let frame = match decode_frame(raw, &opts) {
+        Ok(f) => f,
+        Err(e) => {
+            m.frames.inc("other");
+            m.refusals.inc(e.reason());
+            m.responses.inc("none");
+            warn!(%peer, reason = e.reason(), error = %e, bytes = %log_bytes(raw, false), "frame dropped, no response");
+            rec.reason = Some(e.reason());
+            rec.detail = Some(e.to_string());
+            return (rec, false);
+        }
+    };
+    m.frames.inc(match frame.token {
+        Token::SiaDcs => "SIA-DCS",
+        Token::AdmCid => "ADM-CID",
+        Token::Null => "NULL",
+        _ => "other",
+    });
+    rec.token = Some(frame.token.as_str().to_string());
+    rec.encrypted = frame.encrypted;
+    rec.account = frame.account.number().map(str::to_string);
+    rec.receiver = frame.receiver.clone();
+    rec.line = Some(frame.line.clone());
+    rec.seq = Some(frame.seq);
+
+    let accounts = shared.accounts();
+    let entry = frame
+        .account
+        .number()
+        .and_then(|a| accounts.lookup(a, frame.receiver.as_deref(), &frame.line))
+        .cloned();
+    rec.account_id = entry.as_ref().map(|e| e.id);
+    let policy = entry.as_ref().map(|e| &e.policy);
+    let nul_ok = policy.is_some_and(|p| p.quirks.trailing_nul);
+
+    let mut verdict = evaluate(&frame, policy, now, shared.window());
+    if trailing_nuls && !policy.is_some_and(|p| p.quirks.trailing_nul) && !matches!(verdict, Verdict::Silent(_)) {
+        verdict = Verdict::Silent(Silence::QuirkNotEnabled {
+            needs: Quirks {
+                trailing_nul: true,
+                ..Quirks::NONE
+            },
+        });
+    }
+    let mut pad = pad::OsPad;
+    rec.response = response_frame(&frame, &verdict, policy, now, &mut pad).map(|f| f.encode());
+    rec.response_kind = verdict.response_kind();
+    let account = rec.account.as_deref().unwrap_or("");
+    match &verdict {
+        Verdict::Silent(s) => {
+            m.refusals.inc(s.reason());
+            warn!(%peer, account, seq = frame.seq, reason = s.reason(), detail = %s, "frame dropped, no response");
+            rec.outcome = Outcome::Silent;
+            rec.reason = Some(s.reason());
+            rec.detail = Some(s.to_string());
+        }
+        Verdict::Refused(r) => {
+            m.refusals.inc(r.reason());
+            warn!(%peer, account, seq = frame.seq, reason = r.reason(), detail = %r,
+                response = r.response().as_str(), "frame refused");
+            rec.outcome = Outcome::Refused;
+            rec.reason = Some(r.reason());
+            rec.detail = Some(r.to_string());
+        }
+        Verdict::Accepted(a) => {
+            rec.outcome = Outcome::Accepted;
+            rec.skew_s = a.skew_s;
+            if frame.token == Token::Null {
+                rec.link_test_only = true;
+                debug!(%peer, account, "link test");
+            } else {
+                match events_from(&frame, &a.plain) {
+                    Ok(events) => rec.events = events,
+                    Err(e) => {
+                        warn!(%peer, account, seq = frame.seq, error = %e, "data not understood; stored and acknowledged for the supervisor");
+                        rec.reason = Some("payload");
+                        rec.detail = Some(e.0);
+                    }
+                }
+                let mut payload = Vec::with_capacity(a.plain.data.len() + 16);
+                crate::protocol::frame::push_latin1(&a.plain.data, &mut payload);
+                for x in &a.plain.xdata {
+                    payload.push(b'[');
+                    crate::protocol::frame::push_latin1(&x.id.to_string(), &mut payload);
+                    crate::protocol::frame::push_latin1(&x.value, &mut payload);
+                    payload.push(b']');
+                }
+                rec.dedupe_key = Some(dedupe_key(
+                    account,
+                    frame.receiver.as_deref(),
+                    &frame.line,
+                    frame.seq,
+                    &payload,
+                ));
+                debug!(%peer, account, seq = frame.seq, events = rec.events.len(),
+                    bytes = %log_bytes(raw, matches!(frame.body, Body::Encrypted(_))), "frame accepted");
+            }
+        }
+    }
+    (rec, nul_ok)
+}
+
+/// A record for bytes that are not a frame.
+pub fn garbage_record(
+    shared: &Shared,
+    raw: &[u8],
+    transport: Transport,
+    peer: SocketAddr,
+    reason: &'static str,
+) -> FrameRecord {
+    let now = shared.clock.now();
+    let keep = raw.len().min(shared.cfg.max_frame_bytes);
+    let mut rec = FrameRecord::new(
+        unix_ms(now),
+        transport,
+        peer.to_string(),
+        raw[..keep].to_vec(),
+        Outcome::Garbage,
+    );
+    rec.reason = Some(reason);
+    rec.detail = Some(if keep < raw.len() {
+        format!("{} bytes outside any frame (first {keep} kept)", raw.len())
+    } else {
+        format!("{} bytes outside any frame", raw.len())
+    });
+    rec
+}

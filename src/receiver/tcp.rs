@@ -1,0 +1,291 @@
+//! DC-09 over TCP: LF…CR framing, several frames per connection and per read, responses in
+//! order, each written only after its frame committed.
+//!
+//! Limits: a total and a per-address connection cap, an idle timeout, a deadline for a frame
+//! that started but never ends, a cap on frames awaiting commit per connection (reading pauses,
+//! nothing is dropped), and a bounded buffer (the framer discards oversize input).
+
+use std::collections::{HashMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::{Buf, BytesMut};
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use super::{Shared, garbage_record, prepare_frame};
+use crate::protocol::frame::LF;
+use crate::protocol::framer::{Chunk, Framer};
+use crate::protocol::response::ResponseKind;
+use crate::store::StoreError;
+use crate::store::writer::{Committed, Transport};
+
+/// Per-address connection counts.
+#[derive(Default)]
+pub struct PerIp {
+    counts: Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// Holds one per-address slot; frees it on drop.
+pub struct IpSlot {
+    table: Arc<PerIp>,
+    ip: IpAddr,
+}
+
+impl PerIp {
+    fn try_take(self: &Arc<Self>, ip: IpAddr, cap: usize) -> Option<IpSlot> {
+        let mut g = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        let n = g.entry(ip).or_insert(0);
+        if *n >= cap {
+            return None;
+        }
+        *n += 1;
+        Some(IpSlot {
+            table: self.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for IpSlot {
+    fn drop(&mut self) {
+        let mut g = self.table.counts.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = g.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                g.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// Accept connections until `cancel`; each connection runs in `tracker`.
+pub async fn serve(listener: TcpListener, shared: Arc<Shared>, cancel: CancellationToken, tracker: TaskTracker) {
+    let total = Arc::new(Semaphore::new(shared.cfg.max_connections));
+    let per_ip = Arc::new(PerIp::default());
+    let mut backoff = Duration::from_millis(10);
+    loop {
+        let accepted = tokio::select! {
+            _ = cancel.cancelled() => break,
+            r = listener.accept() => r,
+        };
+        let (stream, peer) = match accepted {
+            Ok(x) => {
+                backoff = Duration::from_millis(10);
+                x
+            }
+            Err(e) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                warn!(error = %e, "accept failed");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+                continue;
+            }
+        };
+        let Ok(permit) = total.clone().try_acquire_owned() else {
+            shared.metrics.connections_refused.inc("total");
+            warn!(%peer, cap = shared.cfg.max_connections, "connection refused: total connection cap");
+            drop(stream);
+            continue;
+        };
+        let Some(slot) = per_ip.try_take(peer.ip(), shared.cfg.max_connections_per_ip) else {
+            shared.metrics.connections_refused.inc("per_ip");
+            warn!(%peer, cap = shared.cfg.max_connections_per_ip, "connection refused: per-address cap");
+            drop(stream);
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let shared = shared.clone();
+        let cancel = cancel.clone();
+        let span = info_span!("tcp", %peer);
+        tracker.spawn(
+            async move {
+                shared.metrics.open_connections.add(1);
+                connection(stream, peer, &shared, cancel, permit, slot).await;
+                shared.metrics.open_connections.add(-1);
+            }
+            .instrument(span),
+        );
+    }
+    info!("TCP listener stopped");
+}
+
+struct Pending {
+    rx: oneshot::Receiver<Result<Committed, Arc<StoreError>>>,
+    response: Option<Vec<u8>>,
+    kind: Option<ResponseKind>,
+}
+
+async fn connection(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    shared: &Shared,
+    cancel: CancellationToken,
+    _permit: OwnedSemaphorePermit,
+    _slot: IpSlot,
+) {
+    debug!("connected");
+    let cfg = &shared.cfg;
+    let idle = Duration::from_secs(cfg.idle_timeout_secs);
+    let frame_timeout = Duration::from_secs(cfg.frame_timeout_secs);
+    let write_timeout = Duration::from_secs(10);
+    let mut buf = BytesMut::new();
+    let mut inflight: VecDeque<Pending> = VecDeque::new();
+    let mut last_activity = Instant::now();
+    let mut frame_started: Option<Instant> = None;
+    let mut reading = true;
+    let mut garbage_stored = 0usize;
+    // After a frame: does its account accept NUL padding after frames (the trailing-NUL quirk)?
+    let mut after_frame: Option<bool> = None;
+
+    loop {
+        if !reading && inflight.is_empty() {
+            break;
+        }
+        let deadline = match frame_started {
+            Some(t) => (t + frame_timeout).min(last_activity + idle),
+            None => last_activity + idle,
+        };
+        let can_read = reading && inflight.len() < cfg.max_inflight_per_connection;
+        tokio::select! {
+            biased;
+            res = async { inflight.front_mut().map(|p| &mut p.rx).expect("guarded").await }, if !inflight.is_empty() => {
+                let p = inflight.pop_front().expect("guarded");
+                match res {
+                    Ok(Ok(committed)) => {
+                        if let (Some(bytes), Some(kind)) = (p.response, p.kind) {
+                            match tokio::time::timeout(write_timeout, stream.write_all(&bytes)).await {
+                                Ok(Ok(())) => {
+                                    shared.metrics.responses.inc(kind.as_str());
+                                    if committed.duplicate_of.is_some() {
+                                        debug!(duplicate_of = committed.duplicate_of, "retransmission acknowledged again");
+                                    }
+                                }
+                                _ => {
+                                    debug!("write failed; closing");
+                                    reading = false;
+                                    // Responses still pending cannot be written either; their
+                                    // frames are committed and the panel will retransmit.
+                                    inflight.clear();
+                                }
+                            }
+                        } else {
+                            shared.metrics.responses.inc("none");
+                        }
+                    }
+                    Ok(Err(e)) => {
+                        warn!(error = %e, "commit failed: no response sent, the panel will retry");
+                        shared.metrics.responses.inc("none");
+                    }
+                    Err(_) => {
+                        warn!("store writer stopped: no response sent");
+                        reading = false;
+                    }
+                }
+                last_activity = Instant::now();
+            }
+            _ = cancel.cancelled(), if reading => {
+                // Shutdown: stop reading; answer what is already committed, then close.
+                reading = false;
+            }
+            r = stream.readable(), if can_read => {
+                if r.is_err() {
+                    reading = false;
+                    continue;
+                }
+                buf.reserve(1024);
+                match stream.try_read_buf(&mut buf) {
+                    Ok(0) => {
+                        reading = false;
+                    }
+                    Ok(_) => {
+                        last_activity = Instant::now();
+                        let framer = Framer::new(cfg.max_frame_bytes, shared.accounts().quirks_in_use.crc_binary);
+                        while let Some(chunk) = framer.next_chunk(&buf) {
+                            let len = chunk.len();
+                            let bytes = &buf[..len];
+                            let record = match chunk {
+                                Chunk::Frame { .. } => {
+                                    let (rec, nul_ok) = prepare_frame(shared, bytes, Transport::Tcp, peer, false);
+                                    after_frame = Some(nul_ok);
+                                    Some(rec)
+                                }
+                                Chunk::Garbage { nul_only, .. } => {
+                                    let padding = nul_only && after_frame == Some(true);
+                                    after_frame = None;
+                                    if padding {
+                                        // NUL padding after a frame of an account with the
+                                        // trailing-NUL quirk: expected, discarded quietly.
+                                        debug!(bytes = len, "NUL bytes after a frame discarded");
+                                        None
+                                    } else {
+                                        shared.metrics.refusals.inc("garbage");
+                                        warn!(bytes = len, "bytes outside any frame discarded");
+                                        (garbage_stored < cfg.max_garbage_records_per_connection).then(|| {
+                                            garbage_stored += 1;
+                                            garbage_record(shared, bytes, Transport::Tcp, peer, "garbage")
+                                        })
+                                    }
+                                }
+                                Chunk::Oversize { .. } => {
+                                    after_frame = None;
+                                    shared.metrics.refusals.inc("oversize");
+                                    warn!(bytes = len, max = cfg.max_frame_bytes, "frame longer than the maximum discarded");
+                                    (garbage_stored < cfg.max_garbage_records_per_connection).then(|| {
+                                        garbage_stored += 1;
+                                        garbage_record(shared, bytes, Transport::Tcp, peer, "oversize")
+                                    })
+                                }
+                            };
+                            buf.advance(len);
+                            if let Some(record) = record {
+                                let response = record.response.clone();
+                                let kind = record.response_kind;
+                                match shared.writer.enqueue(record).await {
+                                    Ok(rx) => inflight.push_back(Pending { rx, response, kind }),
+                                    Err(_) => {
+                                        reading = false;
+                                        break;
+                                    }
+                                }
+                            }
+                        }
+                        frame_started = if buf.first() == Some(&LF) { frame_started.or(Some(Instant::now())) } else { None };
+                        if buf.is_empty() {
+                            // Idle connections hold no buffer.
+                            buf = BytesMut::new();
+                        }
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Err(e) => {
+                        debug!(error = %e, "read failed");
+                        reading = false;
+                    }
+                }
+            }
+            _ = tokio::time::sleep_until(deadline), if reading => {
+                if frame_started.is_some_and(|t| Instant::now() >= t + frame_timeout) {
+                    shared.metrics.refusals.inc("frame_timeout");
+                    warn!(buffered = buf.len(), "frame not completed in time; closing");
+                    if garbage_stored < cfg.max_garbage_records_per_connection {
+                        let rec = garbage_record(shared, &buf, Transport::Tcp, peer, "frame_timeout");
+                        if let Ok(rx) = shared.writer.enqueue(rec).await {
+                            inflight.push_back(Pending { rx, response: None, kind: None });
+                        }
+                    }
+                } else {
+                    debug!("idle timeout; closing");
+                }
+                reading = false;
+            }
+        }
+    }
+    let _ = stream.shutdown().await;
+    debug!("closed");
+}

@@ -1,0 +1,97 @@
+//! DC-09 over UDP: one frame per datagram, the response to the datagram's source after commit.
+//! Datagrams are handled concurrently up to a cap; beyond it the listener stops reading (the
+//! kernel queue absorbs or drops the excess, as UDP does, and the panel retries).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::UdpSocket;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use super::{Shared, garbage_record, prepare};
+use crate::protocol::framer::{Chunk, Framer, split_all};
+use crate::store::writer::{FrameRecord, Transport};
+
+/// Receive datagrams until `cancel`.
+pub async fn serve(socket: UdpSocket, shared: Arc<Shared>, cancel: CancellationToken, tracker: TaskTracker) {
+    let socket = Arc::new(socket);
+    let inflight = Arc::new(Semaphore::new(shared.cfg.max_udp_inflight));
+    // One byte more than the largest frame: a full buffer means the datagram was too long.
+    let mut buf = vec![0u8; shared.cfg.max_frame_bytes + 1];
+    loop {
+        let permit = tokio::select! {
+            _ = cancel.cancelled() => break,
+            p = inflight.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+        };
+        let (n, peer) = tokio::select! {
+            _ = cancel.cancelled() => break,
+            r = socket.recv_from(&mut buf) => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    debug!(error = %e, "recv failed");
+                    continue;
+                }
+            },
+        };
+        if peer.port() == 0 {
+            // Nothing can be answered to port 0; a forged source.
+            continue;
+        }
+        let datagram = buf[..n].to_vec();
+        let shared = shared.clone();
+        let socket = socket.clone();
+        tracker.spawn(
+            async move {
+                datagram_task(&shared, &socket, &datagram, peer).await;
+                drop(permit);
+            }
+            .instrument(info_span!("udp", %peer)),
+        );
+    }
+    info!("UDP listener stopped");
+}
+
+fn classify(shared: &Shared, datagram: &[u8], peer: SocketAddr) -> FrameRecord {
+    if datagram.len() > shared.cfg.max_frame_bytes {
+        shared.metrics.refusals.inc("oversize");
+        warn!(bytes = datagram.len(), "datagram longer than the maximum frame");
+        return garbage_record(shared, datagram, Transport::Udp, peer, "oversize");
+    }
+    let framer = Framer::new(shared.cfg.max_frame_bytes, shared.accounts().quirks_in_use.crc_binary);
+    let (chunks, rest) = split_all(&framer, datagram);
+    match (chunks.as_slice(), rest.is_empty()) {
+        ([(Chunk::Frame { .. }, frame)], true) => prepare(shared, frame, Transport::Udp, peer, false),
+        ([(Chunk::Frame { .. }, frame), (Chunk::Garbage { nul_only: true, .. }, _)], true) => {
+            prepare(shared, frame, Transport::Udp, peer, true)
+        }
+        _ => {
+            // Not exactly one frame: decode the whole datagram so the stored reason says why.
+            prepare(shared, datagram, Transport::Udp, peer, false)
+        }
+    }
+}
+
+async fn datagram_task(shared: &Shared, socket: &UdpSocket, datagram: &[u8], peer: SocketAddr) {
+    let record = classify(shared, datagram, peer);
+    let response = record.response.clone();
+    let kind = record.response_kind;
+    match shared.writer.submit(record).await {
+        Ok(_) => match (response, kind) {
+            (Some(bytes), Some(kind)) => {
+                if let Err(e) = socket.send_to(&bytes, peer).await {
+                    debug!(error = %e, "send failed");
+                } else {
+                    shared.metrics.responses.inc(kind.as_str());
+                }
+            }
+            _ => shared.metrics.responses.inc("none"),
+        },
+        Err(e) => {
+            warn!(error = %e, "commit failed: no response sent, the panel will retry");
+            shared.metrics.responses.inc("none");
+        }
+    }
+}

@@ -1,0 +1,262 @@
+//! Transmitter accounts: the table the receiver consults for every frame (key, encryption
+//! policy, quirks), held in memory and reloaded when an import bumps the generation counter.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::StoreError;
+use crate::protocol::crypto::{Key, KeyFormat};
+use crate::protocol::frame::Quirks;
+use crate::protocol::policy::AccountPolicy;
+
+/// One account as the receiver needs it. `Debug` never shows the key (see [`Key`]).
+#[derive(Debug, Clone)]
+pub struct AccountEntry {
+    /// Row id.
+    pub id: i64,
+    /// Account number as configured.
+    pub account: String,
+    /// Receiver number, or empty for any.
+    pub receiver: String,
+    /// Line prefix, or empty for any.
+    pub line: String,
+    /// What the decision table needs.
+    pub policy: AccountPolicy,
+}
+
+/// All enabled accounts, indexed by account number.
+#[derive(Debug, Default)]
+pub struct AccountTable {
+    by_account: HashMap<String, Vec<Arc<AccountEntry>>>,
+    /// The `accounts_generation` this table was loaded at.
+    pub generation: i64,
+    /// Every quirk some account has enabled (the framer needs to know about binary CRCs).
+    pub quirks_in_use: Quirks,
+}
+
+impl AccountTable {
+    /// The best matching account: exact receiver and line first, then wildcards.
+    pub fn lookup(&self, account: &str, receiver: Option<&str>, line: &str) -> Option<&Arc<AccountEntry>> {
+        let candidates = self.by_account.get(account)?;
+        let receiver = receiver.unwrap_or("");
+        let score = |e: &AccountEntry| -> Option<u8> {
+            let r = if e.receiver.is_empty() {
+                0
+            } else if e.receiver == receiver {
+                2
+            } else {
+                return None;
+            };
+            let l = if e.line.is_empty() {
+                0
+            } else if e.line == line {
+                1
+            } else {
+                return None;
+            };
+            Some(r + l)
+        };
+        candidates
+            .iter()
+            .filter_map(|e| score(e).map(|s| (s, e)))
+            .max_by_key(|(s, _)| *s)
+            .map(|(_, e)| e)
+    }
+
+    /// Number of accounts.
+    pub fn len(&self) -> usize {
+        self.by_account.values().map(Vec::len).sum()
+    }
+
+    /// True if there are no accounts.
+    pub fn is_empty(&self) -> bool {
+        self.by_account.is_empty()
+    }
+}
+
+/// The current accounts generation.
+pub fn generation(conn: &Connection) -> Result<i64, StoreError> {
+    let v: Option<String> = conn
+        .query_row("SELECT value FROM meta WHERE key = 'accounts_generation'", [], |r| {
+            r.get(0)
+        })
+        .optional()?;
+    Ok(v.and_then(|s| s.parse().ok()).unwrap_or(0))
+}
+
+/// Bump the generation so running daemons reload.
+pub fn bump_generation(conn: &Connection) -> Result<(), StoreError> {
+    conn.execute(
+        "UPDATE meta SET value = CAST(CAST(value AS INTEGER) + 1 AS TEXT) WHERE key = 'accounts_generation'",
+        [],
+    )?;
+    Ok(())
+}
+
+/// Load every enabled account.
+pub fn load(conn: &Connection) -> Result<AccountTable, StoreError> {
+    let generation = generation(conn)?;
+    let mut stmt = conn.prepare(
+        "SELECT id, account, receiver, line, dc09_key, key_format, require_encryption, quirk_crc_binary,
+                quirk_cr_in_crc, quirk_trailing_nul, check_plain_timestamp, ack_separator
+         FROM accounts WHERE enabled = 1",
+    )?;
+    let mut table = AccountTable {
+        generation,
+        ..AccountTable::default()
+    };
+    let rows = stmt.query_map([], |r| {
+        let key_bytes: Option<Vec<u8>> = r.get(4)?;
+        let key_format: Option<String> = r.get(5)?;
+        let key = match (key_bytes, key_format.as_deref()) {
+            (Some(b), Some("ascii")) => Key::from_bytes(&b, KeyFormat::Ascii).ok(),
+            (Some(b), Some(_)) => Key::from_bytes(&b, KeyFormat::Hex).ok(),
+            _ => None,
+        };
+        Ok(AccountEntry {
+            id: r.get(0)?,
+            account: r.get(1)?,
+            receiver: r.get(2)?,
+            line: r.get(3)?,
+            policy: AccountPolicy {
+                key,
+                require_encryption: r.get(6)?,
+                quirks: Quirks {
+                    crc_binary: r.get(7)?,
+                    cr_in_crc: r.get(8)?,
+                    trailing_nul: r.get(9)?,
+                },
+                check_plain_timestamp: r.get(10)?,
+                ack_separator: r.get(11)?,
+            },
+        })
+    })?;
+    for row in rows {
+        let e = row?;
+        table.quirks_in_use = table.quirks_in_use.union(e.policy.quirks);
+        table.by_account.entry(e.account.clone()).or_default().push(Arc::new(e));
+    }
+    Ok(table)
+}
+
+/// An account as imported.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AccountSpec {
+    /// Account number (3–16 hex digits).
+    pub account: String,
+    /// Receiver number or empty.
+    pub receiver: String,
+    /// Line or empty.
+    pub line: String,
+    /// Key, if any.
+    pub key: Option<Key>,
+    /// Refuse plain frames.
+    pub require_encryption: bool,
+    /// Quirks accepted.
+    pub quirks: Quirks,
+    /// Check timestamps of plain frames.
+    pub check_plain_timestamp: bool,
+    /// `pad|]` in encrypted ACKs.
+    pub ack_separator: bool,
+    /// Enabled.
+    pub enabled: bool,
+}
+
+/// Insert or update an account by (account, receiver, line); returns its id.
+pub fn upsert(conn: &Connection, a: &AccountSpec) -> Result<i64, StoreError> {
+    let (key, fmt): (Option<&[u8]>, Option<&str>) = match &a.key {
+        Some(k) => (
+            Some(k.expose_bytes()),
+            Some(match k.format() {
+                KeyFormat::Hex => "hex",
+                KeyFormat::Ascii => "ascii",
+            }),
+        ),
+        None => (None, None),
+    };
+    let id: i64 = conn.query_row(
+        "INSERT INTO accounts (account, receiver, line, dc09_key, key_format, require_encryption, quirk_crc_binary,
+                               quirk_cr_in_crc, quirk_trailing_nul, check_plain_timestamp, ack_separator, enabled)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+         ON CONFLICT (account, receiver, line) DO UPDATE SET
+             dc09_key = excluded.dc09_key, key_format = excluded.key_format,
+             require_encryption = excluded.require_encryption, quirk_crc_binary = excluded.quirk_crc_binary,
+             quirk_cr_in_crc = excluded.quirk_cr_in_crc, quirk_trailing_nul = excluded.quirk_trailing_nul,
+             check_plain_timestamp = excluded.check_plain_timestamp, ack_separator = excluded.ack_separator,
+             enabled = excluded.enabled
+         RETURNING id",
+        params![
+            a.account,
+            a.receiver,
+            a.line,
+            key,
+            fmt,
+            a.require_encryption,
+            a.quirks.crc_binary,
+            a.quirks.cr_in_crc,
+            a.quirks.trailing_nul,
+            a.check_plain_timestamp,
+            a.ack_separator,
+            a.enabled
+        ],
+        |r| r.get(0),
+    )?;
+    Ok(id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(account: &str, receiver: &str, line: &str) -> AccountSpec {
+        AccountSpec {
+            account: account.into(),
+            receiver: receiver.into(),
+            line: line.into(),
+            key: None,
+            require_encryption: false,
+            quirks: Quirks::NONE,
+            check_plain_timestamp: false,
+            ack_separator: false,
+            enabled: true,
+        }
+    }
+
+    #[test]
+    fn lookup_prefers_exact_receiver_and_line() {
+        let conn = Connection::open_in_memory().expect("db");
+        super::super::schema::migrate(&conn).expect("schema");
+        let any = upsert(&conn, &spec("1234", "", "")).expect("any");
+        let exact = upsert(&conn, &spec("1234", "1", "1")).expect("exact");
+        let line_only = upsert(&conn, &spec("1234", "", "7")).expect("line");
+        assert_eq!(
+            upsert(&conn, &spec("1234", "1", "1")).expect("again"),
+            exact,
+            "idempotent"
+        );
+        let t = load(&conn).expect("load");
+        assert_eq!(t.len(), 3);
+        assert_eq!(t.lookup("1234", Some("1"), "1").map(|e| e.id), Some(exact));
+        assert_eq!(t.lookup("1234", Some("2"), "1").map(|e| e.id), Some(any));
+        assert_eq!(t.lookup("1234", None, "7").map(|e| e.id), Some(line_only));
+        assert!(t.lookup("9999", None, "0").is_none());
+    }
+
+    #[test]
+    fn keys_survive_storage_and_require_encryption_needs_a_key() {
+        let conn = Connection::open_in_memory().expect("db");
+        super::super::schema::migrate(&conn).expect("schema");
+        let mut s = spec("1234", "", "");
+        s.key = Some(Key::from_ascii("0123456789abcdef").expect("key"));
+        s.require_encryption = true;
+        upsert(&conn, &s).expect("insert");
+        let t = load(&conn).expect("load");
+        let e = t.lookup("1234", None, "0").expect("found");
+        assert_eq!(e.policy.key.as_ref().map(|k| k.format()), Some(KeyFormat::Ascii));
+        let mut bad = spec("5678", "", "");
+        bad.require_encryption = true;
+        assert!(upsert(&conn, &bad).is_err());
+    }
+}

@@ -1,0 +1,73 @@
+//! SQLite storage: schema and migrations, the single writer task with group commit, and the
+//! read side for everyone else.
+//!
+//! Durability: every connection runs `journal_mode=WAL` and `synchronous=FULL`, so a committed
+//! transaction survives a crash or power loss on storage that honours fsync. The writer owns the
+//! only write connection; receivers send it frames over a bounded channel and wait for the
+//! commit before they acknowledge.
+
+pub mod accounts;
+pub mod schema;
+pub mod writer;
+
+use std::path::Path;
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags};
+
+/// Storage failures.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// SQLite said no.
+    #[error("database error")]
+    Sqlite(#[from] rusqlite::Error),
+    /// The database was written by a newer meldkamer.
+    #[error("database schema version {found} is newer than this program supports ({supported})")]
+    TooNew {
+        /// In the file.
+        found: i64,
+        /// Known here.
+        supported: i64,
+    },
+    /// The writer is gone (shutting down).
+    #[error("the store writer has stopped")]
+    WriterGone,
+    /// A pragma did not take.
+    #[error("could not set {0}")]
+    Pragma(&'static str),
+}
+
+/// Apply the connection settings every connection uses.
+fn configure(conn: &Connection, busy_timeout: Duration) -> Result<(), StoreError> {
+    conn.busy_timeout(busy_timeout)?;
+    let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(StoreError::Pragma("journal_mode=WAL"));
+    }
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    let sync: i64 = conn.query_row("PRAGMA synchronous", [], |r| r.get(0))?;
+    if sync != 2 {
+        return Err(StoreError::Pragma("synchronous=FULL"));
+    }
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    Ok(())
+}
+
+/// Open (creating if needed) the database for writing and bring its schema up to date.
+pub fn open_write(path: &Path, busy_timeout: Duration) -> Result<Connection, StoreError> {
+    let conn = Connection::open(path)?;
+    configure(&conn, busy_timeout)?;
+    schema::migrate(&conn)?;
+    Ok(conn)
+}
+
+/// Open the database for reading only (it must exist and be migrated).
+pub fn open_read(path: &Path, busy_timeout: Duration) -> Result<Connection, StoreError> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI,
+    )?;
+    conn.busy_timeout(busy_timeout)?;
+    conn.pragma_update(None, "query_only", "ON")?;
+    Ok(conn)
+}

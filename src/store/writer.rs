@@ -1,0 +1,560 @@
+//! The single writer: owns the write connection, commits frames in groups (one fsync per
+//! group), recognises retransmissions, and answers each submitter only after the transaction
+//! holding its frame has committed. If a commit fails, every submitter in that group gets the
+//! error and sends no acknowledgement; the next group tries again.
+
+use std::collections::{HashMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rusqlite::{Connection, TransactionBehavior, params};
+use sha2::{Digest, Sha256};
+use tokio::sync::{mpsc, oneshot};
+
+use super::StoreError;
+use crate::event::{Event, EventCode, Qualifier};
+use crate::metrics::Metrics;
+use crate::protocol::response::ResponseKind;
+
+/// How a frame arrived.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// TCP.
+    Tcp,
+    /// UDP.
+    Udp,
+}
+
+impl Transport {
+    /// Stored name.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Transport::Tcp => "tcp",
+            Transport::Udp => "udp",
+        }
+    }
+}
+
+/// What the receiver decided before storage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Valid: store events (or recognise a retransmission), then ACK.
+    Accepted,
+    /// Well-formed, answered DUH or NAK.
+    Refused,
+    /// Not answered (CRC, length, grammar, quirk not enabled).
+    Silent,
+    /// Bytes outside any frame.
+    Garbage,
+}
+
+impl Outcome {
+    fn as_str(&self) -> &'static str {
+        match self {
+            Outcome::Accepted => "accepted",
+            Outcome::Refused => "refused",
+            Outcome::Silent => "silent",
+            Outcome::Garbage => "garbage",
+        }
+    }
+}
+
+/// One frame (or garbage run) to store.
+#[derive(Debug, Clone)]
+pub struct FrameRecord {
+    /// Receive time, Unix ms.
+    pub received_ms: i64,
+    /// TCP or UDP.
+    pub transport: Transport,
+    /// Peer address.
+    pub peer: String,
+    /// The bytes as received.
+    pub raw: Vec<u8>,
+    /// The receiver's decision.
+    pub outcome: Outcome,
+    /// Reason key for refusals and silence.
+    pub reason: Option<&'static str>,
+    /// Human detail (never secrets).
+    pub detail: Option<String>,
+    /// ID token.
+    pub token: Option<String>,
+    /// Encrypted frame.
+    pub encrypted: bool,
+    /// Account from the header.
+    pub account: Option<String>,
+    /// Receiver from the header.
+    pub receiver: Option<String>,
+    /// Line from the header.
+    pub line: Option<String>,
+    /// Sequence number.
+    pub seq: Option<u16>,
+    /// Matched account row.
+    pub account_id: Option<i64>,
+    /// Message time minus receiver time.
+    pub skew_s: Option<i64>,
+    /// The response bytes that will be sent (after commit).
+    pub response: Option<Vec<u8>>,
+    /// The response kind.
+    pub response_kind: Option<ResponseKind>,
+    /// Events of an accepted frame.
+    pub events: Vec<Event>,
+    /// Retransmission identity of an accepted frame with events.
+    pub dedupe_key: Option<[u8; 16]>,
+    /// An accepted link test: only the account's last-seen time is updated.
+    pub link_test_only: bool,
+}
+
+impl FrameRecord {
+    /// A record with the fields every frame has.
+    pub fn new(received_ms: i64, transport: Transport, peer: String, raw: Vec<u8>, outcome: Outcome) -> Self {
+        FrameRecord {
+            received_ms,
+            transport,
+            peer,
+            raw,
+            outcome,
+            reason: None,
+            detail: None,
+            token: None,
+            encrypted: false,
+            account: None,
+            receiver: None,
+            line: None,
+            seq: None,
+            account_id: None,
+            skew_s: None,
+            response: None,
+            response_kind: None,
+            events: Vec::new(),
+            dedupe_key: None,
+            link_test_only: false,
+        }
+    }
+}
+
+/// The retransmission identity: account, receiver, line, sequence number and the clear payload
+/// (data and extended data, without pad and timestamp, which a panel renews when it resends).
+pub fn dedupe_key(account: &str, receiver: Option<&str>, line: &str, seq: u16, payload: &[u8]) -> [u8; 16] {
+    let mut h = Sha256::new();
+    for part in [account.as_bytes(), receiver.unwrap_or("").as_bytes(), line.as_bytes()] {
+        h.update((part.len() as u32).to_be_bytes());
+        h.update(part);
+    }
+    h.update(seq.to_be_bytes());
+    h.update(payload);
+    let d = h.finalize();
+    let mut k = [0u8; 16];
+    k.copy_from_slice(&d[..16]);
+    k
+}
+
+/// What the store did with a frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Committed {
+    /// The stored frame row (none for a link test).
+    pub frame_id: Option<i64>,
+    /// Set when the frame is a retransmission of this earlier frame.
+    pub duplicate_of: Option<i64>,
+    /// The stored event rows.
+    pub event_ids: Vec<i64>,
+}
+
+type Reply = oneshot::Sender<Result<Committed, Arc<StoreError>>>;
+
+enum Msg {
+    Frame(Box<FrameRecord>, Reply),
+    /// Everything queued before this is committed; then the writer stops.
+    Stop,
+}
+
+/// Something the writer must do inside its transaction, after a frame's rows are written
+/// (correlation plugs in here, so an event and its effects commit together).
+pub trait AfterInsert: Send + 'static {
+    /// Called for every stored accepted frame with its event ids.
+    fn after_insert(
+        &mut self,
+        tx: &rusqlite::Transaction<'_>,
+        record: &FrameRecord,
+        committed: &Committed,
+    ) -> Result<(), StoreError>;
+}
+
+/// No extra work.
+pub struct NoHook;
+
+impl AfterInsert for NoHook {
+    fn after_insert(
+        &mut self,
+        _: &rusqlite::Transaction<'_>,
+        _: &FrameRecord,
+        _: &Committed,
+    ) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+/// Writer settings.
+#[derive(Debug, Clone)]
+pub struct WriterConfig {
+    /// Database file.
+    pub path: PathBuf,
+    /// Queue depth.
+    pub queue_depth: usize,
+    /// Frames per transaction.
+    pub max_batch: usize,
+    /// Busy timeout.
+    pub busy_timeout: Duration,
+    /// Retransmission window.
+    pub retransmission_window: Duration,
+    /// Most remembered retransmission identities (memory bound); the oldest go first.
+    pub max_dedupe_entries: usize,
+}
+
+/// The submit side, cloned into every receiver task.
+#[derive(Clone)]
+pub struct WriterHandle {
+    tx: mpsc::Sender<Msg>,
+    metrics: Arc<Metrics>,
+}
+
+impl WriterHandle {
+    /// Queue a frame and wait until it is committed (or the commit failed). Waits for room in
+    /// the queue when the writer is behind: that is the back-pressure on receivers.
+    pub async fn submit(&self, record: FrameRecord) -> Result<Committed, Arc<StoreError>> {
+        match self.enqueue(record).await {
+            Ok(rx) => rx.await.unwrap_or_else(|_| Err(Arc::new(StoreError::WriterGone))),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Ask the writer to stop once everything queued so far is committed.
+    pub async fn close(&self) {
+        let _ = self.tx.send(Msg::Stop).await;
+    }
+
+    /// Queue a frame; the returned receiver resolves at commit. For pipelining on one connection.
+    pub async fn enqueue(
+        &self,
+        record: FrameRecord,
+    ) -> Result<oneshot::Receiver<Result<Committed, Arc<StoreError>>>, Arc<StoreError>> {
+        let (reply, rx) = oneshot::channel();
+        self.metrics.queue_depth.add(1);
+        if self.tx.send(Msg::Frame(Box::new(record), reply)).await.is_err() {
+            self.metrics.queue_depth.add(-1);
+            return Err(Arc::new(StoreError::WriterGone));
+        }
+        Ok(rx)
+    }
+}
+
+struct Dedupe {
+    map: HashMap<[u8; 16], (i64, i64)>,
+    order: VecDeque<(i64, [u8; 16])>,
+    window_ms: i64,
+    cap: usize,
+}
+
+impl Dedupe {
+    fn get(&self, k: &[u8; 16], now_ms: i64) -> Option<i64> {
+        self.map
+            .get(k)
+            .filter(|(_, t)| now_ms - *t <= self.window_ms)
+            .map(|(id, _)| *id)
+    }
+
+    fn insert(&mut self, k: [u8; 16], frame_id: i64, t: i64) {
+        self.map.insert(k, (frame_id, t));
+        self.order.push_back((t, k));
+        while self.order.len() > self.cap {
+            if let Some((_, old)) = self.order.pop_front() {
+                self.map.remove(&old);
+            }
+        }
+    }
+
+    fn expire(&mut self, now_ms: i64) {
+        while let Some((t, k)) = self.order.front().copied() {
+            if now_ms - t <= self.window_ms {
+                break;
+            }
+            self.order.pop_front();
+            if self.map.get(&k).is_some_and(|(_, tt)| *tt == t) {
+                self.map.remove(&k);
+            }
+        }
+    }
+}
+
+/// Remember the identities of frames accepted within the window, newest first, so that a
+/// restart does not forget them.
+fn load_dedupe(conn: &Connection, now_ms: i64, window_ms: i64, cap: usize) -> Result<Dedupe, StoreError> {
+    let mut d = Dedupe {
+        map: HashMap::new(),
+        order: VecDeque::new(),
+        window_ms,
+        cap,
+    };
+    let mut stmt = conn.prepare("SELECT id, received_ms, dedupe_key FROM frames ORDER BY id DESC")?;
+    let mut rows = stmt.query([])?;
+    let mut found = Vec::new();
+    while let Some(r) = rows.next()? {
+        let t: i64 = r.get(1)?;
+        if now_ms - t > window_ms || found.len() >= cap {
+            break;
+        }
+        let key: Option<Vec<u8>> = r.get(2)?;
+        if let Some(k) = key.and_then(|k| <[u8; 16]>::try_from(k.as_slice()).ok()) {
+            found.push((r.get::<_, i64>(0)?, t, k));
+        }
+    }
+    for (id, t, k) in found.into_iter().rev() {
+        d.insert(k, id, t);
+    }
+    Ok(d)
+}
+
+fn qualifier_str(q: Qualifier) -> String {
+    match q {
+        Qualifier::New => "new".into(),
+        Qualifier::Restore => "restore".into(),
+        Qualifier::Status => "status".into(),
+        Qualifier::Unknown(d) => format!("unknown:{d}"),
+    }
+}
+
+fn insert_frame(
+    tx: &rusqlite::Transaction<'_>,
+    r: &FrameRecord,
+    outcome: &str,
+    duplicate_of: Option<i64>,
+) -> Result<i64, StoreError> {
+    let mut stmt = tx.prepare_cached(
+        "INSERT INTO frames (received_ms, transport, peer, raw, outcome, reason, detail, token, encrypted, account,
+                             receiver, line, seq, account_id, skew_s, response, response_kind, duplicate_of, dedupe_key)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)",
+    )?;
+    stmt.execute(params![
+        r.received_ms,
+        r.transport.as_str(),
+        r.peer,
+        r.raw,
+        outcome,
+        r.reason,
+        r.detail,
+        r.token,
+        r.token.as_ref().map(|_| r.encrypted),
+        r.account,
+        r.receiver,
+        r.line,
+        r.seq,
+        r.account_id,
+        r.skew_s,
+        r.response,
+        r.response_kind.map(|k| k.as_str()),
+        duplicate_of,
+        if duplicate_of.is_none() {
+            r.dedupe_key.map(|k| k.to_vec())
+        } else {
+            None
+        },
+    ])?;
+    Ok(tx.last_insert_rowid())
+}
+
+fn insert_event(tx: &rusqlite::Transaction<'_>, frame_id: i64, r: &FrameRecord, e: &Event) -> Result<i64, StoreError> {
+    let mut stmt = tx.prepare_cached(
+        "INSERT INTO events (frame_id, received_ms, account, account_id, receiver, line, seq, code_format, code,
+                             qualifier, category, kind, priority, description, zone, user_no, area, text,
+                             occurred_ms, sent_ms, old, xdata)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22)",
+    )?;
+    let (fmt, code) = match e.code {
+        EventCode::Sia(c) => ("sia", c.to_string()),
+        EventCode::Cid(c) => ("cid", c.to_string()),
+        EventCode::LinkTest => ("sia", "NULL".to_string()),
+    };
+    let xdata = if e.xdata.is_empty() {
+        None
+    } else {
+        serde_json::to_string(&e.xdata).ok()
+    };
+    stmt.execute(params![
+        frame_id,
+        r.received_ms,
+        e.account,
+        r.account_id,
+        e.receiver,
+        e.line,
+        e.seq,
+        fmt,
+        code,
+        qualifier_str(e.qualifier),
+        e.meaning.map(|m| m.category.as_str()),
+        e.meaning.map(|m| m.kind.as_str()),
+        e.meaning.map(|m| m.priority),
+        e.describe(),
+        e.zone,
+        e.user,
+        e.area,
+        e.text,
+        e.occurred.map(|t| crate::clock::unix_ms(t.to_datetime())),
+        e.sent.map(|t| crate::clock::unix_ms(t.to_datetime())),
+        e.old,
+        xdata,
+    ])?;
+    Ok(tx.last_insert_rowid())
+}
+
+fn touch_account(tx: &rusqlite::Transaction<'_>, account_id: i64, ms: i64) -> Result<(), StoreError> {
+    let mut stmt = tx.prepare_cached(
+        "INSERT INTO account_status (account_id, last_seen_ms) VALUES (?1, ?2)
+         ON CONFLICT (account_id) DO UPDATE SET last_seen_ms = max(last_seen_ms, excluded.last_seen_ms)",
+    )?;
+    stmt.execute(params![account_id, ms])?;
+    Ok(())
+}
+
+fn apply(
+    tx: &rusqlite::Transaction<'_>,
+    r: &FrameRecord,
+    dedupe: &Dedupe,
+    pending: &mut HashMap<[u8; 16], (i64, i64)>,
+    hook: &mut dyn AfterInsert,
+) -> Result<Committed, StoreError> {
+    if r.outcome != Outcome::Accepted {
+        let id = insert_frame(tx, r, r.outcome.as_str(), None)?;
+        return Ok(Committed {
+            frame_id: Some(id),
+            duplicate_of: None,
+            event_ids: Vec::new(),
+        });
+    }
+    if let Some(aid) = r.account_id {
+        touch_account(tx, aid, r.received_ms)?;
+    }
+    if r.link_test_only {
+        let c = Committed {
+            frame_id: None,
+            duplicate_of: None,
+            event_ids: Vec::new(),
+        };
+        hook.after_insert(tx, r, &c)?;
+        return Ok(c);
+    }
+    if let Some(k) = &r.dedupe_key {
+        let earlier = pending
+            .get(k)
+            .filter(|(_, t)| r.received_ms - *t <= dedupe.window_ms)
+            .map(|(id, _)| *id)
+            .or_else(|| dedupe.get(k, r.received_ms));
+        if let Some(orig) = earlier {
+            let id = insert_frame(tx, r, "retransmission", Some(orig))?;
+            return Ok(Committed {
+                frame_id: Some(id),
+                duplicate_of: Some(orig),
+                event_ids: Vec::new(),
+            });
+        }
+    }
+    let id = insert_frame(tx, r, "accepted", None)?;
+    let mut event_ids = Vec::with_capacity(r.events.len());
+    for e in &r.events {
+        event_ids.push(insert_event(tx, id, r, e)?);
+    }
+    if let Some(k) = r.dedupe_key {
+        pending.insert(k, (id, r.received_ms));
+    }
+    let c = Committed {
+        frame_id: Some(id),
+        duplicate_of: None,
+        event_ids,
+    };
+    hook.after_insert(tx, r, &c)?;
+    Ok(c)
+}
+
+/// Start the writer thread. Returns the handle receivers submit through and the thread's join
+/// handle; the thread ends when every handle is dropped and the queue is drained.
+pub fn start(
+    cfg: WriterConfig,
+    now_ms: i64,
+    metrics: Arc<Metrics>,
+    mut hook: Box<dyn AfterInsert>,
+) -> Result<(WriterHandle, std::thread::JoinHandle<()>), StoreError> {
+    let mut conn = super::open_write(&cfg.path, cfg.busy_timeout)?;
+    let window_ms = cfg.retransmission_window.as_millis() as i64;
+    let mut dedupe = load_dedupe(&conn, now_ms, window_ms, cfg.max_dedupe_entries)?;
+    let (tx, mut rx) = mpsc::channel::<Msg>(cfg.queue_depth.max(1));
+    let m = metrics.clone();
+    let max_batch = cfg.max_batch.max(1);
+    let join = std::thread::Builder::new()
+        .name("store-writer".into())
+        .spawn(move || {
+            let mut batch: Vec<(Box<FrameRecord>, Reply)> = Vec::with_capacity(max_batch);
+            let mut stopping = false;
+            while !stopping {
+                match rx.blocking_recv() {
+                    Some(Msg::Frame(r, reply)) => batch.push((r, reply)),
+                    Some(Msg::Stop) | None => break,
+                }
+                while batch.len() < max_batch {
+                    match rx.try_recv() {
+                        Ok(Msg::Frame(r, reply)) => batch.push((r, reply)),
+                        Ok(Msg::Stop) => {
+                            stopping = true;
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
+                m.queue_depth.add(-(batch.len() as i64));
+                let started = Instant::now();
+                let mut pending = HashMap::new();
+                let result: Result<Vec<Committed>, StoreError> = (|| {
+                    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                    let mut out = Vec::with_capacity(batch.len());
+                    for (rec, _) in &batch {
+                        out.push(apply(&tx, rec, &dedupe, &mut pending, hook.as_mut())?);
+                    }
+                    tx.commit()?;
+                    Ok(out)
+                })();
+                m.commit_latency.observe(started.elapsed());
+                match result {
+                    Ok(done) => {
+                        m.observe_batch(batch.len());
+                        let newest = batch.iter().map(|(r, _)| r.received_ms).max().unwrap_or(0);
+                        for (k, (id, t)) in pending.drain() {
+                            dedupe.insert(k, id, t);
+                        }
+                        dedupe.expire(newest);
+                        for ((_, reply), c) in batch.drain(..).zip(done) {
+                            if c.duplicate_of.is_some() {
+                                m.retransmissions.add(1);
+                            }
+                            if !c.event_ids.is_empty() {
+                                for _ in &c.event_ids {
+                                    m.events.inc("stored");
+                                }
+                            }
+                            let _ = reply.send(Ok(c));
+                        }
+                    }
+                    Err(e) => {
+                        let e = Arc::new(e);
+                        m.refusals.inc("commit_failed");
+                        for (_, reply) in batch.drain(..) {
+                            let _ = reply.send(Err(e.clone()));
+                        }
+                        // A failed commit (disk full, I/O error) leaves nothing half-done: the
+                        // transaction rolled back when it was dropped. Pause briefly so a
+                        // persistent fault does not spin.
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
+                }
+            }
+        })
+        .map_err(|_| StoreError::WriterGone)?;
+    Ok((WriterHandle { tx, metrics }, join))
+}
