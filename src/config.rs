@@ -18,6 +18,8 @@ pub struct Config {
     pub receiver: ReceiverConfig,
     /// The SQLite store.
     pub store: StoreConfig,
+    /// Alarm handling.
+    pub alarms: AlarmsConfig,
     /// The Prometheus endpoint.
     pub metrics: MetricsConfig,
     /// Logging.
@@ -70,6 +72,28 @@ pub struct StoreConfig {
     pub busy_timeout_ms: u64,
     /// Load the demo data set into an empty database.
     pub load_demo_data: bool,
+}
+
+/// `[alarms]`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlarmsConfig {
+    /// Escalate unacknowledged alarms after this many seconds.
+    pub escalate_after_secs: u64,
+    /// Both cancellation factors within this many seconds of each other.
+    pub cancel_window_secs: u64,
+    /// Priority of supervisor-queue items.
+    pub supervisor_priority: u8,
+}
+
+impl Default for AlarmsConfig {
+    fn default() -> Self {
+        AlarmsConfig {
+            escalate_after_secs: 120,
+            cancel_window_secs: 900,
+            supervisor_priority: 4,
+        }
+    }
 }
 
 /// `[metrics]`.
@@ -246,6 +270,12 @@ impl Config {
             if v == 0 {
                 return Err(invalid(key, "must be greater than 0"));
             }
+        }
+        if !(1..=9).contains(&self.alarms.supervisor_priority) {
+            return Err(invalid("alarms.supervisor_priority", "must be between 1 and 9"));
+        }
+        if self.alarms.escalate_after_secs == 0 {
+            return Err(invalid("alarms.escalate_after_secs", "must be greater than 0"));
         }
         if self.store.max_batch == 0 {
             return Err(invalid("store.max_batch", "must be greater than 0"));

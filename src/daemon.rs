@@ -17,9 +17,10 @@ use tracing::{info, warn};
 
 use crate::clock::{Clock, unix_ms};
 use crate::config::Config;
+use crate::correlate::{CorrelateConfig, Correlator, supervision};
 use crate::metrics::Metrics;
 use crate::receiver::{Shared, tcp, udp};
-use crate::store::writer::{self, AfterInsert, NoHook, WriterConfig};
+use crate::store::writer::{self, AfterInsert, LastSeen, NoHook, WriterConfig};
 use crate::store::{self, StoreError, accounts};
 
 /// Why the daemon could not start or stopped badly.
@@ -63,6 +64,8 @@ pub struct Running {
     cancel: CancellationToken,
     tracker: TaskTracker,
     writer_join: Option<std::thread::JoinHandle<()>>,
+    /// The supervisor, when the caller drives it (replay); `None` when a task runs it.
+    pub supervisor: Option<supervision::Supervisor>,
 }
 
 impl Running {
@@ -119,9 +122,20 @@ pub fn prepare_database(cfg: &Config) -> Result<accounts::AccountTable, DaemonEr
     accounts::load(&conn).map_err(store_err)
 }
 
-/// Start the daemon with the default (no-op) post-insert hook.
+/// Start the daemon with correlation and supervision.
 pub async fn start(cfg: Config, clock: Arc<dyn Clock>) -> Result<Running, DaemonError> {
-    start_with_hook(cfg, clock, Box::new(NoHook)).await
+    let hook = Box::new(Correlator {
+        cfg: CorrelateConfig {
+            supervisor_priority: cfg.alarms.supervisor_priority,
+        },
+    });
+    start_with_hook(cfg, clock, hook, true).await
+}
+
+/// Start the receiver alone: events are stored and acknowledged, nothing is correlated (for
+/// measuring what correlation costs).
+pub async fn start_receiver_only(cfg: Config, clock: Arc<dyn Clock>) -> Result<Running, DaemonError> {
+    start_with_hook(cfg, clock, Box::new(NoHook), false).await
 }
 
 /// Start the daemon. Listeners are bound before this returns.
@@ -129,9 +143,11 @@ pub async fn start_with_hook(
     cfg: Config,
     clock: Arc<dyn Clock>,
     hook: Box<dyn AfterInsert>,
+    supervise: bool,
 ) -> Result<Running, DaemonError> {
     let table = prepare_database(&cfg)?;
     let metrics = Arc::new(Metrics::default());
+    let last_seen = Arc::new(LastSeen::default());
     let path = cfg.store.path.display().to_string();
     let (writer, writer_join) = writer::start(
         WriterConfig {
@@ -141,6 +157,7 @@ pub async fn start_with_hook(
             busy_timeout: Duration::from_millis(cfg.store.busy_timeout_ms),
             retransmission_window: Duration::from_secs(cfg.receiver.retransmission_window_secs),
             max_dedupe_entries: 4_000_000,
+            last_seen: Some(last_seen.clone()),
         },
         unix_ms(clock.now()),
         metrics.clone(),
@@ -154,6 +171,7 @@ pub async fn start_with_hook(
         metrics: metrics.clone(),
         clock,
         cfg: cfg.receiver.clone(),
+        seeded_pad: std::sync::Mutex::new(None),
     });
     let cancel = CancellationToken::new();
     let tracker = TaskTracker::new();
@@ -188,6 +206,24 @@ pub async fn start_with_hook(
         metrics_addr = l.local_addr().ok();
         tracker.spawn(serve_metrics(l, metrics, cancel.clone()));
     }
+    let supervisor = supervision::Supervisor::new(
+        cfg.store.path.clone(),
+        shared.writer.clone(),
+        last_seen,
+        cfg.alarms.escalate_after_secs as i64 * 1000,
+    );
+    let supervisor = if supervise {
+        let s = shared.clone();
+        tracker.spawn(supervision::run(
+            supervisor,
+            shared.clock.clone(),
+            move || s.accounts().generation,
+            cancel.clone(),
+        ));
+        None
+    } else {
+        Some(supervisor)
+    };
     tracker.spawn(reload_accounts(
         shared.clone(),
         cfg.store.path.clone(),
@@ -206,6 +242,7 @@ pub async fn start_with_hook(
         cancel,
         tracker,
         writer_join: Some(writer_join),
+        supervisor,
     })
 }
 

@@ -6,10 +6,13 @@
 //! |---|---|
 //! | [`protocol`] | bytes in, typed messages out: DC-09 framing, CRC, AES, SIA-DCS, Contact ID, code tables. Pure. |
 //! | [`event`] | the protocol-independent event model |
+//! | [`correlate`] | events → alarms: customer records, priorities, alarm states, supervision |
 //! | [`receiver`] | TCP and UDP listeners, limits, the response policy applied per frame |
 //! | [`store`] | SQLite schema and migrations, the single writer with group commit, accounts |
 //! | [`records`] | records files (`meldkamer import`): validation and atomic, idempotent import |
+//! | [`replay`] | fixture traces replayed in-process on a virtual clock; byte-exact diffs |
 //! | [`daemon`] | `serve`: wiring, account reload, metrics endpoint, graceful shutdown |
+//! | [`view`] | read-side views for people: the customer card |
 //! | [`config`] | the TOML configuration and its embedded, commented default |
 //! | [`clock`] | injected time |
 //! | [`metrics`] | Prometheus counters and histograms |
@@ -24,10 +27,13 @@
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod correlate;
 pub mod daemon;
 pub mod event;
 pub mod metrics;
 pub mod protocol;
 pub mod receiver;
 pub mod records;
+pub mod replay;
 pub mod store;
+pub mod view;

@@ -36,13 +36,21 @@ enum Command {
         /// The file to check.
         file: PathBuf,
     },
-    /// Import accounts (and, later, customer records) from a TOML file, all or nothing.
+    /// Import customer records (TOML, or CSV named after the kind), all files or nothing.
     Import {
-        /// The records file.
-        file: PathBuf,
+        /// The records files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
         /// Configuration file (for the database path).
         #[arg(long)]
         config: Option<PathBuf>,
+    },
+    /// Load generator: act as many panels against a running receiver and measure it.
+    Bench(cli::bench::BenchArgs),
+    /// Customer records.
+    Customer {
+        #[command(subcommand)]
+        command: CustomerCommand,
     },
     /// Decode one DC-09 frame: print it as JSON with the verdict and the response bytes.
     Parse {
@@ -69,6 +77,21 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum CustomerCommand {
+    /// Show the customer, site, transmitters, zones, users, contacts and procedures of an account.
+    Show {
+        /// Account number.
+        account: String,
+        /// JSON instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Configuration file (for the database path).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result: Result<(), Box<dyn std::error::Error>> = match cli.command {
@@ -78,15 +101,23 @@ fn main() -> ExitCode {
             cli::serve::serve(cfg)?;
             Ok(())
         })(),
+        Command::Customer {
+            command: CustomerCommand::Show { account, json, config },
+        } => (|| {
+            let cfg = cli::serve::load_config(config.as_deref())?;
+            cli::customer::show(&cfg, &account, json, &mut std::io::stdout().lock())?;
+            Ok(())
+        })(),
         Command::PrintConfig => cli::serve::print_config(&mut std::io::stdout().lock()).map_err(Into::into),
         Command::CheckConfig { file } => {
             cli::serve::check_config(&file, &mut std::io::stdout().lock()).map_err(Into::into)
         }
-        Command::Import { file, config } => (|| {
+        Command::Import { files, config } => (|| {
             let cfg = cli::serve::load_config(config.as_deref())?;
-            cli::serve::import(&cfg, &file, &mut std::io::stdout().lock())?;
+            cli::serve::import(&cfg, &files, &mut std::io::stdout().lock())?;
             Ok(())
         })(),
+        Command::Bench(args) => cli::bench::run(&args, &mut std::io::stdout().lock()).map_err(Into::into),
         Command::Parse {
             frame,
             key,

@@ -125,13 +125,12 @@ pub fn check_config(path: &Path, out: &mut dyn Write) -> Result<(), ServeError> 
     Ok(())
 }
 
-/// `import FILE`: validate everything, then write it in one transaction.
-pub fn import(cfg: &Config, file: &Path, out: &mut dyn Write) -> Result<(), ServeError> {
-    let text = std::fs::read_to_string(file).map_err(|source| crate::records::ImportError::Read {
-        path: file.display().to_string(),
-        source,
-    })?;
-    let records = crate::records::parse_toml(&text, &file.display().to_string())?;
+/// `import FILE…`: validate every file, then write them all in one transaction.
+pub fn import(cfg: &Config, files: &[std::path::PathBuf], out: &mut dyn Write) -> Result<(), ServeError> {
+    let mut records = crate::records::Records::default();
+    for f in files {
+        records.extend(crate::records::parse_file(f)?);
+    }
     let mut conn = crate::store::open_write(
         &cfg.store.path,
         std::time::Duration::from_millis(cfg.store.busy_timeout_ms),
@@ -141,12 +140,6 @@ pub fn import(cfg: &Config, file: &Path, out: &mut dyn Write) -> Result<(), Serv
         source,
     })?;
     let report = crate::records::apply(&mut conn, &records)?;
-    let _ = writeln!(
-        out,
-        "{}: imported {} account(s) into {}",
-        file.display(),
-        report.accounts,
-        cfg.store.path.display()
-    );
+    let _ = writeln!(out, "imported {report} into {}", cfg.store.path.display());
     Ok(())
 }

@@ -35,6 +35,8 @@ pub struct Shared {
     pub clock: Arc<dyn Clock>,
     /// Receiver settings.
     pub cfg: ReceiverConfig,
+    /// A seeded pad source for encrypted ACKs (deterministic replays); `None`: OS randomness.
+    pub seeded_pad: std::sync::Mutex<Option<crate::protocol::crypto::SeededPad>>,
 }
 
 impl Shared {
@@ -144,8 +146,14 @@ pub fn prepare_frame(
             },
         });
     }
-    let mut pad = pad::OsPad;
-    rec.response = response_frame(&frame, &verdict, policy, now, &mut pad).map(|f| f.encode());
+    rec.response = {
+        let mut seeded = shared.seeded_pad.lock().unwrap_or_else(|p| p.into_inner());
+        match seeded.as_mut() {
+            Some(p) => response_frame(&frame, &verdict, policy, now, p),
+            None => response_frame(&frame, &verdict, policy, now, &mut pad::OsPad),
+        }
+        .map(|f| f.encode())
+    };
     rec.response_kind = verdict.response_kind();
     let account = rec.account.as_deref().unwrap_or("");
     match &verdict {

@@ -162,6 +162,38 @@ pub struct AccountSpec {
     pub ack_separator: bool,
     /// Enabled.
     pub enabled: bool,
+    /// The site this transmitter path belongs to.
+    pub site_id: Option<i64>,
+    /// Path name ("primary", "secondary"), for dual-path supervision.
+    pub path: String,
+    /// EN 50136 ATS category (SP1…SP6, DP1…DP4) for the default reporting deadline.
+    pub ats_category: Option<String>,
+    /// Reporting deadline in seconds (overrides the category).
+    pub supervision_secs: Option<u64>,
+    /// When the account was first imported (Unix ms); kept on update.
+    pub created_ms: i64,
+}
+
+impl AccountSpec {
+    /// A plain account on any receiver and line, with nothing else set.
+    pub fn plain(account: &str) -> AccountSpec {
+        AccountSpec {
+            account: account.to_string(),
+            receiver: String::new(),
+            line: String::new(),
+            key: None,
+            require_encryption: false,
+            quirks: Quirks::NONE,
+            check_plain_timestamp: false,
+            ack_separator: false,
+            enabled: true,
+            site_id: None,
+            path: "primary".to_string(),
+            ats_category: None,
+            supervision_secs: None,
+            created_ms: 0,
+        }
+    }
 }
 
 /// Insert or update an account by (account, receiver, line); returns its id.
@@ -176,17 +208,21 @@ pub fn upsert(conn: &Connection, a: &AccountSpec) -> Result<i64, StoreError> {
         ),
         None => (None, None),
     };
-    let id: i64 = conn.query_row(
+    let mut stmt = conn.prepare_cached(
         "INSERT INTO accounts (account, receiver, line, dc09_key, key_format, require_encryption, quirk_crc_binary,
-                               quirk_cr_in_crc, quirk_trailing_nul, check_plain_timestamp, ack_separator, enabled)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+                               quirk_cr_in_crc, quirk_trailing_nul, check_plain_timestamp, ack_separator, enabled,
+                               site_id, path, ats_category, supervision_secs, created_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)
          ON CONFLICT (account, receiver, line) DO UPDATE SET
              dc09_key = excluded.dc09_key, key_format = excluded.key_format,
              require_encryption = excluded.require_encryption, quirk_crc_binary = excluded.quirk_crc_binary,
              quirk_cr_in_crc = excluded.quirk_cr_in_crc, quirk_trailing_nul = excluded.quirk_trailing_nul,
              check_plain_timestamp = excluded.check_plain_timestamp, ack_separator = excluded.ack_separator,
-             enabled = excluded.enabled
+             enabled = excluded.enabled, site_id = excluded.site_id, path = excluded.path,
+             ats_category = excluded.ats_category, supervision_secs = excluded.supervision_secs
          RETURNING id",
+    )?;
+    let id: i64 = stmt.query_row(
         params![
             a.account,
             a.receiver,
@@ -199,7 +235,12 @@ pub fn upsert(conn: &Connection, a: &AccountSpec) -> Result<i64, StoreError> {
             a.quirks.trailing_nul,
             a.check_plain_timestamp,
             a.ack_separator,
-            a.enabled
+            a.enabled,
+            a.site_id,
+            a.path,
+            a.ats_category,
+            a.supervision_secs.map(|s| s as i64),
+            a.created_ms
         ],
         |r| r.get(0),
     )?;
@@ -212,15 +253,9 @@ mod tests {
 
     fn spec(account: &str, receiver: &str, line: &str) -> AccountSpec {
         AccountSpec {
-            account: account.into(),
             receiver: receiver.into(),
             line: line.into(),
-            key: None,
-            require_encryption: false,
-            quirks: Quirks::NONE,
-            check_plain_timestamp: false,
-            ack_separator: false,
-            enabled: true,
+            ..AccountSpec::plain(account)
         }
     }
 

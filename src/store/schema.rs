@@ -93,6 +93,143 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX events_by_account ON events (account, id);
     "#,
+    // 2: customer records, alarms and supervision. No table here (or anywhere) has a place for
+    // a panel's keypad code: the ARC never knows it.
+    r#"
+    CREATE TABLE customers (
+        id         INTEGER PRIMARY KEY,
+        ref        TEXT NOT NULL UNIQUE,
+        public_id  TEXT NOT NULL UNIQUE,
+        name       TEXT NOT NULL,
+        notes      TEXT NOT NULL DEFAULT ''
+    );
+
+    CREATE TABLE sites (
+        id               INTEGER PRIMARY KEY,
+        ref              TEXT NOT NULL UNIQUE,
+        public_id        TEXT NOT NULL UNIQUE,
+        customer_id      INTEGER NOT NULL REFERENCES customers(id),
+        name             TEXT NOT NULL DEFAULT '',
+        address          TEXT NOT NULL,
+        postcode         TEXT NOT NULL DEFAULT '',
+        city             TEXT NOT NULL DEFAULT '',
+        responder_notes  TEXT NOT NULL DEFAULT '',
+        armed_state      TEXT NOT NULL DEFAULT 'unknown' CHECK (armed_state IN ('armed', 'disarmed', 'unknown')),
+        armed_changed_ms INTEGER,
+        armed_by_user    TEXT
+    );
+    CREATE INDEX sites_by_customer ON sites (customer_id);
+
+    ALTER TABLE accounts ADD COLUMN site_id INTEGER REFERENCES sites(id);
+    ALTER TABLE accounts ADD COLUMN path TEXT NOT NULL DEFAULT 'primary';
+    ALTER TABLE accounts ADD COLUMN ats_category TEXT;
+    ALTER TABLE accounts ADD COLUMN supervision_secs INTEGER CHECK (supervision_secs IS NULL OR supervision_secs > 0);
+    ALTER TABLE accounts ADD COLUMN created_ms INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX accounts_by_site ON accounts (site_id);
+
+    CREATE TABLE zones (
+        site_id      INTEGER NOT NULL REFERENCES sites(id),
+        number       TEXT NOT NULL,
+        description  TEXT NOT NULL,
+        zone_type    TEXT NOT NULL DEFAULT '',
+        PRIMARY KEY (site_id, number)
+    );
+
+    -- Panel users: number, name and role only. The keypad code stays in the panel.
+    CREATE TABLE panel_users (
+        site_id  INTEGER NOT NULL REFERENCES sites(id),
+        number   TEXT NOT NULL,
+        name     TEXT NOT NULL,
+        role     TEXT NOT NULL DEFAULT '',
+        PRIMARY KEY (site_id, number)
+    );
+
+    CREATE TABLE contacts (
+        id          INTEGER PRIMARY KEY,
+        ref         TEXT NOT NULL UNIQUE,
+        public_id   TEXT NOT NULL UNIQUE,
+        customer_id INTEGER NOT NULL REFERENCES customers(id),
+        name        TEXT NOT NULL,
+        phones      TEXT NOT NULL DEFAULT '[]',
+        call_order  INTEGER NOT NULL DEFAULT 1,
+        may_cancel  INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX contacts_by_customer ON contacts (customer_id, call_order);
+
+    -- Procedure steps per event category; customer_id NULL is the default set.
+    CREATE TABLE procedure_steps (
+        customer_id  INTEGER REFERENCES customers(id),
+        category     TEXT NOT NULL,
+        step         INTEGER NOT NULL,
+        instruction  TEXT NOT NULL
+    );
+    CREATE UNIQUE INDEX procedure_steps_key ON procedure_steps (ifnull(customer_id, 0), category, step);
+
+    -- Priority per category; customer_id NULL is the global rule. Without a rule the code
+    -- table's default priority applies.
+    CREATE TABLE priority_rules (
+        customer_id  INTEGER REFERENCES customers(id),
+        category     TEXT NOT NULL,
+        priority     INTEGER NOT NULL CHECK (priority BETWEEN 1 AND 9)
+    );
+    CREATE UNIQUE INDEX priority_rules_key ON priority_rules (ifnull(customer_id, 0), category);
+
+    CREATE TABLE alarms (
+        id                 INTEGER PRIMARY KEY,
+        public_id          TEXT NOT NULL UNIQUE,
+        queue              TEXT NOT NULL CHECK (queue IN ('operator', 'supervisor')),
+        site_id            INTEGER REFERENCES sites(id),
+        account_id         INTEGER REFERENCES accounts(id),
+        account            TEXT NOT NULL,
+        join_key           TEXT NOT NULL,
+        category           TEXT,
+        priority           INTEGER NOT NULL,
+        title              TEXT NOT NULL,
+        zone               TEXT,
+        area               TEXT,
+        state              TEXT NOT NULL DEFAULT 'new'
+                           CHECK (state IN ('new', 'acknowledged', 'in_progress', 'closed')),
+        opened_ms          INTEGER NOT NULL,
+        last_event_ms      INTEGER NOT NULL,
+        event_count        INTEGER NOT NULL DEFAULT 0,
+        restored_ms        INTEGER,
+        escalated_ms       INTEGER,
+        acknowledged_ms    INTEGER,
+        acknowledged_by    TEXT,
+        in_progress_ms     INTEGER,
+        in_progress_by     TEXT,
+        closed_ms          INTEGER,
+        closed_by          TEXT,
+        disposition        TEXT,
+        keypad_factor_ms   INTEGER,
+        keypad_factor_user TEXT,
+        phone_factor_ms    INTEGER,
+        phone_factor_contact INTEGER REFERENCES contacts(id),
+        duress             INTEGER NOT NULL DEFAULT 0
+    );
+    -- At most one open alarm per site and zone (join_key): a flood of events joins it. Alarms
+    -- without a site carry the account in their join_key.
+    CREATE UNIQUE INDEX alarms_one_open ON alarms (ifnull(site_id, -1), join_key) WHERE state <> 'closed';
+    CREATE INDEX alarms_open_by_queue ON alarms (state, queue, priority, opened_ms);
+    CREATE INDEX alarms_by_site ON alarms (site_id, state);
+
+    CREATE TABLE alarm_events (
+        alarm_id  INTEGER NOT NULL REFERENCES alarms(id),
+        event_id  INTEGER NOT NULL REFERENCES events(id),
+        PRIMARY KEY (alarm_id, event_id)
+    ) WITHOUT ROWID;
+
+    -- Every change to an alarm: who, when, what.
+    CREATE TABLE alarm_log (
+        id        INTEGER PRIMARY KEY,
+        alarm_id  INTEGER NOT NULL REFERENCES alarms(id),
+        at_ms     INTEGER NOT NULL,
+        actor     TEXT NOT NULL,
+        action    TEXT NOT NULL,
+        detail    TEXT NOT NULL DEFAULT ''
+    );
+    CREATE INDEX alarm_log_by_alarm ON alarm_log (alarm_id, id);
+    "#,
 ];
 
 /// The schema version this program writes.

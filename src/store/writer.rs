@@ -164,8 +164,55 @@ type Reply = oneshot::Sender<Result<Committed, Arc<StoreError>>>;
 
 enum Msg {
     Frame(Box<FrameRecord>, Reply),
+    Job(Box<dyn Job>),
     /// Everything queued before this is committed; then the writer stops.
     Stop,
+}
+
+/// Work run inside the writer's transaction, in its own savepoint: a failing job is rolled back
+/// alone and does not take the frames committed with it down.
+trait Job: Send {
+    /// Run; false if the job failed (its savepoint is rolled back).
+    fn run(&mut self, tx: &rusqlite::Transaction<'_>) -> bool;
+    /// Deliver the result: called after the commit (or with the commit's error).
+    fn finish(self: Box<Self>, commit: Result<(), Arc<StoreError>>);
+}
+
+struct TypedJob<T, F> {
+    f: Option<F>,
+    out: Option<Result<T, StoreError>>,
+    reply: oneshot::Sender<Result<T, Arc<StoreError>>>,
+}
+
+impl<T, F> Job for TypedJob<T, F>
+where
+    T: Send + 'static,
+    F: FnOnce(&rusqlite::Transaction<'_>) -> Result<T, StoreError> + Send + 'static,
+{
+    fn run(&mut self, tx: &rusqlite::Transaction<'_>) -> bool {
+        let Some(f) = self.f.take() else {
+            return false;
+        };
+        let r = f(tx);
+        let ok = r.is_ok();
+        self.out = Some(r);
+        ok
+    }
+
+    fn finish(self: Box<Self>, commit: Result<(), Arc<StoreError>>) {
+        let result = match (commit, self.out) {
+            (Err(e), _) => Err(e),
+            (Ok(()), Some(Ok(v))) => Ok(v),
+            (Ok(()), Some(Err(e))) => Err(Arc::new(e)),
+            (Ok(()), None) => Err(Arc::new(StoreError::WriterGone)),
+        };
+        let _ = self.reply.send(result);
+    }
+}
+
+enum Item {
+    Frame(Box<FrameRecord>, Reply),
+    Job(Box<dyn Job>),
 }
 
 /// Something the writer must do inside its transaction, after a frame's rows are written
@@ -209,6 +256,31 @@ pub struct WriterConfig {
     pub retransmission_window: Duration,
     /// Most remembered retransmission identities (memory bound); the oldest go first.
     pub max_dedupe_entries: usize,
+    /// Updated after each commit with the newest valid traffic per account (supervision).
+    pub last_seen: Option<Arc<LastSeen>>,
+}
+
+/// Last valid traffic per account id, Unix ms, as committed.
+#[derive(Debug, Default)]
+pub struct LastSeen(pub std::sync::Mutex<HashMap<i64, i64>>);
+
+impl LastSeen {
+    /// The last time an account was heard.
+    pub fn get(&self, account_id: i64) -> Option<i64> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&account_id)
+            .copied()
+    }
+
+    fn record(&self, items: impl Iterator<Item = (i64, i64)>) {
+        let mut g = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        for (id, ms) in items {
+            let e = g.entry(id).or_insert(ms);
+            *e = (*e).max(ms);
+        }
+    }
 }
 
 /// The submit side, cloned into every receiver task.
@@ -226,6 +298,28 @@ impl WriterHandle {
             Ok(rx) => rx.await.unwrap_or_else(|_| Err(Arc::new(StoreError::WriterGone))),
             Err(e) => Err(e),
         }
+    }
+
+    /// Run `f` inside the writer's transaction (in a savepoint) and return its result once the
+    /// transaction committed. Operator actions, supervision timeouts and imports use this, so
+    /// one connection writes everything.
+    pub async fn run<T, F>(&self, f: F) -> Result<T, Arc<StoreError>>
+    where
+        T: Send + 'static,
+        F: FnOnce(&rusqlite::Transaction<'_>) -> Result<T, StoreError> + Send + 'static,
+    {
+        let (reply, rx) = oneshot::channel();
+        let job = TypedJob {
+            f: Some(f),
+            out: None,
+            reply,
+        };
+        self.metrics.queue_depth.add(1);
+        if self.tx.send(Msg::Job(Box::new(job))).await.is_err() {
+            self.metrics.queue_depth.add(-1);
+            return Err(Arc::new(StoreError::WriterGone));
+        }
+        rx.await.unwrap_or_else(|_| Err(Arc::new(StoreError::WriterGone)))
     }
 
     /// Ask the writer to stop once everything queued so far is committed.
@@ -424,11 +518,13 @@ fn apply(
 ) -> Result<Committed, StoreError> {
     if r.outcome != Outcome::Accepted {
         let id = insert_frame(tx, r, r.outcome.as_str(), None)?;
-        return Ok(Committed {
+        let c = Committed {
             frame_id: Some(id),
             duplicate_of: None,
             event_ids: Vec::new(),
-        });
+        };
+        hook.after_insert(tx, r, &c)?;
+        return Ok(c);
     }
     if let Some(aid) = r.account_id {
         touch_account(tx, aid, r.received_ms)?;
@@ -488,22 +584,36 @@ pub fn start(
     let (tx, mut rx) = mpsc::channel::<Msg>(cfg.queue_depth.max(1));
     let m = metrics.clone();
     let max_batch = cfg.max_batch.max(1);
+    let last_seen = cfg.last_seen.clone();
     let join = std::thread::Builder::new()
         .name("store-writer".into())
         .spawn(move || {
-            let mut batch: Vec<(Box<FrameRecord>, Reply)> = Vec::with_capacity(max_batch);
+            let mut batch: Vec<Item> = Vec::with_capacity(max_batch);
             let mut stopping = false;
+            let take = |m: Msg, batch: &mut Vec<Item>| -> bool {
+                match m {
+                    Msg::Frame(r, reply) => batch.push(Item::Frame(r, reply)),
+                    Msg::Job(j) => batch.push(Item::Job(j)),
+                    Msg::Stop => return false,
+                }
+                true
+            };
             while !stopping {
                 match rx.blocking_recv() {
-                    Some(Msg::Frame(r, reply)) => batch.push((r, reply)),
-                    Some(Msg::Stop) | None => break,
+                    Some(m) => {
+                        if !take(m, &mut batch) {
+                            break;
+                        }
+                    }
+                    None => break,
                 }
                 while batch.len() < max_batch {
                     match rx.try_recv() {
-                        Ok(Msg::Frame(r, reply)) => batch.push((r, reply)),
-                        Ok(Msg::Stop) => {
-                            stopping = true;
-                            break;
+                        Ok(m) => {
+                            if !take(m, &mut batch) {
+                                stopping = true;
+                                break;
+                            }
                         }
                         Err(_) => break,
                     }
@@ -511,11 +621,24 @@ pub fn start(
                 m.queue_depth.add(-(batch.len() as i64));
                 let started = Instant::now();
                 let mut pending = HashMap::new();
-                let result: Result<Vec<Committed>, StoreError> = (|| {
+                let result: Result<Vec<Option<Committed>>, StoreError> = (|| {
                     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
                     let mut out = Vec::with_capacity(batch.len());
-                    for (rec, _) in &batch {
-                        out.push(apply(&tx, rec, &dedupe, &mut pending, hook.as_mut())?);
+                    for item in batch.iter_mut() {
+                        match item {
+                            Item::Frame(rec, _) => {
+                                out.push(Some(apply(&tx, rec, &dedupe, &mut pending, hook.as_mut())?))
+                            }
+                            Item::Job(job) => {
+                                tx.execute_batch("SAVEPOINT job")?;
+                                if job.run(&tx) {
+                                    tx.execute_batch("RELEASE job")?;
+                                } else {
+                                    tx.execute_batch("ROLLBACK TO job; RELEASE job")?;
+                                }
+                                out.push(None);
+                            }
+                        }
                     }
                     tx.commit()?;
                     Ok(out)
@@ -524,28 +647,56 @@ pub fn start(
                 match result {
                     Ok(done) => {
                         m.observe_batch(batch.len());
-                        let newest = batch.iter().map(|(r, _)| r.received_ms).max().unwrap_or(0);
+                        let newest = batch
+                            .iter()
+                            .filter_map(|i| match i {
+                                Item::Frame(r, _) => Some(r.received_ms),
+                                Item::Job(_) => None,
+                            })
+                            .max()
+                            .unwrap_or(0);
                         for (k, (id, t)) in pending.drain() {
                             dedupe.insert(k, id, t);
                         }
-                        dedupe.expire(newest);
-                        for ((_, reply), c) in batch.drain(..).zip(done) {
-                            if c.duplicate_of.is_some() {
-                                m.retransmissions.add(1);
-                            }
-                            if !c.event_ids.is_empty() {
-                                for _ in &c.event_ids {
-                                    m.events.inc("stored");
+                        if newest > 0 {
+                            dedupe.expire(newest);
+                        }
+                        if let Some(ls) = &last_seen {
+                            ls.record(batch.iter().filter_map(|i| match i {
+                                Item::Frame(r, _) if r.outcome == Outcome::Accepted => {
+                                    r.account_id.map(|a| (a, r.received_ms))
+                                }
+                                _ => None,
+                            }));
+                        }
+                        for (item, c) in batch.drain(..).zip(done) {
+                            match (item, c) {
+                                (Item::Frame(_, reply), Some(c)) => {
+                                    if c.duplicate_of.is_some() {
+                                        m.retransmissions.add(1);
+                                    }
+                                    for _ in &c.event_ids {
+                                        m.events.inc("stored");
+                                    }
+                                    let _ = reply.send(Ok(c));
+                                }
+                                (Item::Job(job), _) => job.finish(Ok(())),
+                                (Item::Frame(_, reply), None) => {
+                                    let _ = reply.send(Err(Arc::new(StoreError::WriterGone)));
                                 }
                             }
-                            let _ = reply.send(Ok(c));
                         }
                     }
                     Err(e) => {
                         let e = Arc::new(e);
                         m.refusals.inc("commit_failed");
-                        for (_, reply) in batch.drain(..) {
-                            let _ = reply.send(Err(e.clone()));
+                        for item in batch.drain(..) {
+                            match item {
+                                Item::Frame(_, reply) => {
+                                    let _ = reply.send(Err(e.clone()));
+                                }
+                                Item::Job(job) => job.finish(Err(e.clone())),
+                            }
                         }
                         // A failed commit (disk full, I/O error) leaves nothing half-done: the
                         // transaction rolled back when it was dropped. Pause briefly so a

@@ -1,0 +1,547 @@
+//! Alarms: opened by events, joined by more events of the same site and zone, restored,
+//! escalated when nobody acknowledges them, and moved by operators through
+//! new → acknowledged → in progress → closed (with a disposition). Every change is logged with
+//! who made it and when.
+
+use rusqlite::{OptionalExtension, Transaction, params};
+use serde::Serialize;
+
+use crate::protocol::codes::{Category, Kind};
+use crate::store::StoreError;
+
+/// Which queue an alarm is in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Queue {
+    /// The operators' alarm queue.
+    Operator,
+    /// The supervisor's queue: unknown accounts and codes, missing customer records.
+    Supervisor,
+}
+
+impl Queue {
+    fn as_str(&self) -> &'static str {
+        match self {
+            Queue::Operator => "operator",
+            Queue::Supervisor => "supervisor",
+        }
+    }
+}
+
+/// What an event contributes to an alarm.
+#[derive(Debug, Clone)]
+pub struct AlarmSpec {
+    /// Queue.
+    pub queue: Queue,
+    /// Site.
+    pub site_id: Option<i64>,
+    /// Account row.
+    pub account_id: Option<i64>,
+    /// Account number (display).
+    pub account: String,
+    /// Join key: one open alarm per site and key.
+    pub join_key: String,
+    /// Category.
+    pub category: Option<Category>,
+    /// Priority 1–9.
+    pub priority: u8,
+    /// Title.
+    pub title: String,
+    /// Zone.
+    pub zone: Option<String>,
+    /// Area.
+    pub area: Option<String>,
+    /// Duress: the top of the queue, never cancellable.
+    pub duress: bool,
+}
+
+/// A random 128-bit identifier for the API (never a sequential row id).
+pub fn public_id() -> String {
+    let mut b = [0u8; 16];
+    if getrandom::fill(&mut b).is_err() {
+        // No OS randomness is a broken system; still never hand out a guessable id quietly.
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        b = t.to_le_bytes();
+    }
+    hex::encode(b)
+}
+
+/// Append to an alarm's log.
+pub fn log(
+    tx: &Transaction<'_>,
+    alarm_id: i64,
+    at_ms: i64,
+    actor: &str,
+    action: &str,
+    detail: &str,
+) -> Result<(), StoreError> {
+    let mut stmt = tx
+        .prepare_cached("INSERT INTO alarm_log (alarm_id, at_ms, actor, action, detail) VALUES (?1, ?2, ?3, ?4, ?5)")?;
+    stmt.execute(params![alarm_id, at_ms, actor, action, detail])?;
+    Ok(())
+}
+
+/// "Burglary alarm, zone 3: Back door, ground floor".
+pub fn title_for(
+    tx: &Transaction<'_>,
+    site_id: i64,
+    description: &str,
+    zone: Option<&str>,
+) -> Result<String, StoreError> {
+    let Some(z) = zone else {
+        return Ok(description.to_string());
+    };
+    let mut stmt = tx.prepare_cached("SELECT description FROM zones WHERE site_id = ?1 AND number = ?2")?;
+    let d: Option<String> = stmt.query_row(params![site_id, z], |r| r.get(0)).optional()?;
+    Ok(match d {
+        Some(d) => format!("{description}, zone {z}: {d}"),
+        None => format!("{description}, zone {z}"),
+    })
+}
+
+/// Open an alarm, or join the open one with the same site and join key. Returns its id.
+pub fn open_or_join(tx: &Transaction<'_>, a: &AlarmSpec, event_id: Option<i64>, now: i64) -> Result<i64, StoreError> {
+    let existing: Option<(i64, i64)> = {
+        let mut stmt = tx.prepare_cached(
+            "SELECT id, priority FROM alarms WHERE ifnull(site_id, -1) = ifnull(?1, -1) AND join_key = ?2 AND state <> 'closed'",
+        )?;
+        stmt.query_row(params![a.site_id, a.join_key], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?
+    };
+    let id = match existing {
+        Some((id, priority)) => {
+            let mut stmt = tx.prepare_cached(
+                "UPDATE alarms SET event_count = event_count + ?2, last_event_ms = ?3, restored_ms = NULL,
+                        duress = max(duress, ?4),
+                        category = CASE WHEN ?5 < priority THEN ?6 ELSE category END,
+                        title = CASE WHEN ?5 < priority THEN ?7 ELSE title END,
+                        priority = min(priority, ?5)
+                 WHERE id = ?1",
+            )?;
+            stmt.execute(params![
+                id,
+                i64::from(event_id.is_some()),
+                now,
+                a.duress,
+                a.priority,
+                a.category.map(|c| c.as_str()),
+                a.title
+            ])?;
+            if i64::from(a.priority) < priority {
+                log(
+                    tx,
+                    id,
+                    now,
+                    "system",
+                    "priority_raised",
+                    &format!("{priority} -> {}: {}", a.priority, a.title),
+                )?;
+            }
+            id
+        }
+        None => {
+            let mut stmt = tx.prepare_cached(
+                "INSERT INTO alarms (public_id, queue, site_id, account_id, account, join_key, category, priority, title,
+                                     zone, area, state, opened_ms, last_event_ms, event_count, duress)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 'new', ?12, ?12, ?13, ?14)",
+            )?;
+            stmt.execute(params![
+                public_id(),
+                a.queue.as_str(),
+                a.site_id,
+                a.account_id,
+                a.account,
+                a.join_key,
+                a.category.map(|c| c.as_str()),
+                a.priority,
+                a.title,
+                a.zone,
+                a.area,
+                now,
+                i64::from(event_id.is_some()),
+                a.duress
+            ])?;
+            let id = tx.last_insert_rowid();
+            log(tx, id, now, "system", "opened", &a.title)?;
+            id
+        }
+    };
+    if let Some(e) = event_id {
+        let mut stmt = tx.prepare_cached("INSERT OR IGNORE INTO alarm_events (alarm_id, event_id) VALUES (?1, ?2)")?;
+        stmt.execute(params![id, e])?;
+    }
+    Ok(id)
+}
+
+/// Mark the open alarm for this zone restored.
+pub fn restore_zone(
+    tx: &Transaction<'_>,
+    site_id: Option<i64>,
+    join_key: &str,
+    event_id: i64,
+    now: i64,
+) -> Result<(), StoreError> {
+    let id: Option<i64> = {
+        let mut stmt = tx.prepare_cached(
+            "SELECT id FROM alarms WHERE ifnull(site_id, -1) = ifnull(?1, -1) AND join_key = ?2 AND state <> 'closed'",
+        )?;
+        stmt.query_row(params![site_id, join_key], |r| r.get(0)).optional()?
+    };
+    if let Some(id) = id {
+        let mut stmt = tx.prepare_cached("UPDATE alarms SET restored_ms = ?2 WHERE id = ?1")?;
+        stmt.execute(params![id, now])?;
+        let mut stmt = tx.prepare_cached("INSERT OR IGNORE INTO alarm_events (alarm_id, event_id) VALUES (?1, ?2)")?;
+        stmt.execute(params![id, event_id])?;
+        log(tx, id, now, "system", "restored", "")?;
+    }
+    Ok(())
+}
+
+/// Traffic from an account path: restore its open "communication lost" alarm.
+pub fn restore_communication(tx: &Transaction<'_>, account_id: i64, now: i64) -> Result<(), StoreError> {
+    let mut stmt = tx.prepare_cached(
+        "UPDATE alarms SET restored_ms = ?2
+         WHERE account_id = ?1 AND category = 'communication' AND join_key LIKE '%path:' || ?1
+               AND state <> 'closed' AND restored_ms IS NULL
+         RETURNING id",
+    )?;
+    let ids: Vec<i64> = stmt
+        .query_map(params![account_id, now], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    for id in ids {
+        log(tx, id, now, "system", "restored", "traffic received again")?;
+    }
+    Ok(())
+}
+
+/// Set a site's armed state.
+pub fn set_armed(
+    tx: &Transaction<'_>,
+    site_id: i64,
+    armed: bool,
+    user: Option<&str>,
+    now: i64,
+) -> Result<(), StoreError> {
+    let mut stmt = tx
+        .prepare_cached("UPDATE sites SET armed_state = ?2, armed_changed_ms = ?3, armed_by_user = ?4 WHERE id = ?1")?;
+    stmt.execute(params![site_id, if armed { "armed" } else { "disarmed" }, now, user])?;
+    Ok(())
+}
+
+/// A disarm or cancel at the panel by a user, after an alarm: the panel-side factor of a
+/// cancellation, recorded on every open alarm of the site that opened before it.
+pub fn record_keypad_factor(
+    tx: &Transaction<'_>,
+    site_id: i64,
+    user: Option<&str>,
+    kind: Kind,
+    event_id: i64,
+    now: i64,
+) -> Result<(), StoreError> {
+    let mut stmt = tx.prepare_cached(
+        "UPDATE alarms SET keypad_factor_ms = ?2, keypad_factor_user = ?3
+         WHERE site_id = ?1 AND state <> 'closed' AND queue = 'operator' AND opened_ms <= ?2
+         RETURNING id",
+    )?;
+    let ids: Vec<i64> = stmt
+        .query_map(params![site_id, now, user], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    for id in ids {
+        let mut link = tx.prepare_cached("INSERT OR IGNORE INTO alarm_events (alarm_id, event_id) VALUES (?1, ?2)")?;
+        link.execute(params![id, event_id])?;
+        let what = if kind == Kind::Cancel { "cancel" } else { "disarm" };
+        log(
+            tx,
+            id,
+            now,
+            "panel",
+            "keypad_factor",
+            &format!("{what} at the panel by user {}", user.unwrap_or("?")),
+        )?;
+    }
+    Ok(())
+}
+
+/// Escalate alarms nobody acknowledged within `after_ms`: one priority level up (not above 1),
+/// logged. Returns how many.
+pub fn escalate_unacknowledged(tx: &Transaction<'_>, now: i64, after_ms: i64) -> Result<usize, StoreError> {
+    let mut stmt = tx.prepare_cached(
+        "UPDATE alarms SET escalated_ms = ?1, priority = max(1, priority - 1)
+         WHERE state = 'new' AND escalated_ms IS NULL AND opened_ms <= ?1 - ?2
+         RETURNING id",
+    )?;
+    let ids: Vec<i64> = stmt
+        .query_map(params![now, after_ms], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    for id in &ids {
+        log(tx, *id, now, "system", "escalated", "not acknowledged in time")?;
+    }
+    Ok(ids.len())
+}
+
+/// How an alarm was closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Disposition {
+    /// Stand-down: cancelled by the customer (needs both factors).
+    CancelledByCustomer,
+    /// Guard, police or fire brigade dispatched.
+    Dispatched,
+    /// A technical fault, handed to the installer.
+    TechnicalFault,
+    /// A test.
+    Test,
+    /// A false alarm established otherwise (e.g. by the responder on site).
+    FalseAlarm,
+    /// Handled with another alarm.
+    Duplicate,
+    /// Anything else (see the notes).
+    Other,
+}
+
+impl Disposition {
+    /// Stable name.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Disposition::CancelledByCustomer => "cancelled_by_customer",
+            Disposition::Dispatched => "dispatched",
+            Disposition::TechnicalFault => "technical_fault",
+            Disposition::Test => "test",
+            Disposition::FalseAlarm => "false_alarm",
+            Disposition::Duplicate => "duplicate",
+            Disposition::Other => "other",
+        }
+    }
+
+    /// Parse the stable name.
+    pub fn parse(s: &str) -> Option<Disposition> {
+        [
+            Disposition::CancelledByCustomer,
+            Disposition::Dispatched,
+            Disposition::TechnicalFault,
+            Disposition::Test,
+            Disposition::FalseAlarm,
+            Disposition::Duplicate,
+            Disposition::Other,
+        ]
+        .into_iter()
+        .find(|d| d.as_str() == s)
+    }
+}
+
+/// An operator action that cannot be done.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ActionError {
+    /// No such alarm.
+    #[error("no such alarm")]
+    NotFound,
+    /// The alarm is closed.
+    #[error("the alarm is already closed")]
+    Closed,
+    /// The transition is not allowed from the current state.
+    #[error("cannot {action} an alarm that is {state}")]
+    State {
+        /// Attempted.
+        action: &'static str,
+        /// Current state.
+        state: String,
+    },
+    /// A customer cancellation needs both factors.
+    #[error("cannot close as cancelled by customer: missing {}", missing.join(" and "))]
+    MissingFactor {
+        /// Which factors are missing.
+        missing: Vec<&'static str>,
+    },
+    /// A duress alarm is never a cancellation.
+    #[error("a duress alarm can never be closed as cancelled by customer")]
+    Duress,
+    /// Database failure.
+    #[error("database error: {0}")]
+    Store(String),
+}
+
+impl From<rusqlite::Error> for ActionError {
+    fn from(e: rusqlite::Error) -> Self {
+        ActionError::Store(e.to_string())
+    }
+}
+
+impl From<StoreError> for ActionError {
+    fn from(e: StoreError) -> Self {
+        ActionError::Store(e.to_string())
+    }
+}
+
+/// The two factors of a cancellation as they stand on an alarm.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Factors {
+    /// Panel disarm/cancel by a user after the alarm: when, which user.
+    pub keypad: Option<(i64, Option<String>)>,
+    /// Accepted phone cancellation code: when, which contact (row id).
+    pub phone: Option<(i64, Option<i64>)>,
+    /// Duress was signalled.
+    pub duress: bool,
+}
+
+impl Factors {
+    /// Which factors are missing for a cancellation within `window_ms` of each other.
+    pub fn missing(&self, window_ms: i64) -> Vec<&'static str> {
+        let mut m = Vec::new();
+        if self.keypad.is_none() {
+            m.push("the panel disarm by a user (keypad factor)");
+        }
+        if self.phone.is_none() {
+            m.push("a verified phone cancellation code");
+        }
+        if let (Some((k, _)), Some((p, _))) = (&self.keypad, &self.phone)
+            && (k - p).abs() > window_ms
+        {
+            m.push("both factors within the cancellation window");
+        }
+        m
+    }
+}
+
+fn state_of(tx: &Transaction<'_>, alarm_id: i64) -> Result<String, ActionError> {
+    tx.query_row("SELECT state FROM alarms WHERE id = ?1", params![alarm_id], |r| {
+        r.get(0)
+    })
+    .optional()?
+    .ok_or(ActionError::NotFound)
+}
+
+/// The factors on an alarm.
+pub fn factors(tx: &rusqlite::Connection, alarm_id: i64) -> Result<Factors, ActionError> {
+    tx.query_row(
+        "SELECT keypad_factor_ms, keypad_factor_user, phone_factor_ms, phone_factor_contact, duress FROM alarms WHERE id = ?1",
+        params![alarm_id],
+        |r| {
+            let k: Option<i64> = r.get(0)?;
+            let p: Option<i64> = r.get(2)?;
+            Ok(Factors {
+                keypad: k.map(|k| (k, r.get(1).ok().flatten())),
+                phone: p.map(|p| (p, r.get(3).ok().flatten())),
+                duress: r.get(4)?,
+            })
+        },
+    )
+    .optional()?
+    .ok_or(ActionError::NotFound)
+}
+
+/// new → acknowledged.
+pub fn acknowledge(tx: &Transaction<'_>, alarm_id: i64, operator: &str, now: i64) -> Result<(), ActionError> {
+    match state_of(tx, alarm_id)?.as_str() {
+        "new" => {}
+        "closed" => return Err(ActionError::Closed),
+        s => {
+            return Err(ActionError::State {
+                action: "acknowledge",
+                state: s.into(),
+            });
+        }
+    }
+    tx.execute(
+        "UPDATE alarms SET state = 'acknowledged', acknowledged_ms = ?2, acknowledged_by = ?3 WHERE id = ?1",
+        params![alarm_id, now, operator],
+    )?;
+    log(tx, alarm_id, now, operator, "acknowledged", "")?;
+    Ok(())
+}
+
+/// acknowledged (or new) → in progress.
+pub fn start_handling(tx: &Transaction<'_>, alarm_id: i64, operator: &str, now: i64) -> Result<(), ActionError> {
+    match state_of(tx, alarm_id)?.as_str() {
+        "new" => acknowledge(tx, alarm_id, operator, now)?,
+        "acknowledged" => {}
+        "closed" => return Err(ActionError::Closed),
+        s => {
+            return Err(ActionError::State {
+                action: "start handling",
+                state: s.into(),
+            });
+        }
+    }
+    tx.execute(
+        "UPDATE alarms SET state = 'in_progress', in_progress_ms = ?2, in_progress_by = ?3 WHERE id = ?1",
+        params![alarm_id, now, operator],
+    )?;
+    log(tx, alarm_id, now, operator, "in_progress", "")?;
+    Ok(())
+}
+
+/// A free-text note.
+pub fn note(tx: &Transaction<'_>, alarm_id: i64, operator: &str, text: &str, now: i64) -> Result<(), ActionError> {
+    state_of(tx, alarm_id)?;
+    log(tx, alarm_id, now, operator, "note", text)?;
+    Ok(())
+}
+
+/// Close with a disposition. A customer cancellation needs the panel-side factor and a
+/// verified phone code within `cancel_window_ms` of each other, and is never possible for a
+/// duress alarm.
+pub fn close(
+    tx: &Transaction<'_>,
+    alarm_id: i64,
+    operator: &str,
+    disposition: Disposition,
+    now: i64,
+    cancel_window_ms: i64,
+) -> Result<(), ActionError> {
+    if state_of(tx, alarm_id)? == "closed" {
+        return Err(ActionError::Closed);
+    }
+    if disposition == Disposition::CancelledByCustomer {
+        let f = factors(tx, alarm_id)?;
+        if f.duress {
+            return Err(ActionError::Duress);
+        }
+        let missing = f.missing(cancel_window_ms);
+        if !missing.is_empty() {
+            return Err(ActionError::MissingFactor { missing });
+        }
+    }
+    tx.execute(
+        "UPDATE alarms SET state = 'closed', closed_ms = ?2, closed_by = ?3, disposition = ?4 WHERE id = ?1",
+        params![alarm_id, now, operator, disposition.as_str()],
+    )?;
+    log(tx, alarm_id, now, operator, "closed", disposition.as_str())?;
+    Ok(())
+}
+
+/// Record an accepted phone code on an alarm (the phone factor). Used by the verification
+/// module only.
+pub fn record_phone_factor(tx: &Transaction<'_>, alarm_id: i64, contact_id: i64, now: i64) -> Result<(), StoreError> {
+    tx.execute(
+        "UPDATE alarms SET phone_factor_ms = ?2, phone_factor_contact = ?3 WHERE id = ?1",
+        params![alarm_id, now, contact_id],
+    )?;
+    log(
+        tx,
+        alarm_id,
+        now,
+        "system",
+        "phone_factor",
+        "phone cancellation code verified",
+    )?;
+    Ok(())
+}
+
+/// A duress code was given: the alarm silently becomes a top-priority duress alarm.
+pub fn raise_duress(tx: &Transaction<'_>, alarm_id: i64, now: i64) -> Result<(), StoreError> {
+    tx.execute(
+        "UPDATE alarms SET duress = 1, priority = 1, category = 'duress' WHERE id = ?1",
+        params![alarm_id],
+    )?;
+    log(
+        tx,
+        alarm_id,
+        now,
+        "system",
+        "duress",
+        "duress code given by phone: dispatch",
+    )?;
+    Ok(())
+}

@@ -1,0 +1,287 @@
+//! Correlation: turns stored events into alarms an operator can act on, in the same
+//! transaction as the event (a crash can never leave an event without its effect).
+//!
+//! | module | what |
+//! |---|---|
+//! | [`alarms`] | open / join / restore alarms, the panel-side factor, operator transitions |
+//! | [`supervision`] | reporting deadlines per account and path; "communication lost" alarms |
+//!
+//! Rules, per event of an accepted frame:
+//! - an alarm or trouble opens an alarm, or joins the open alarm of the same site and zone
+//!   (a flood of 1,000 events from one zone is one alarm with 1,000 events);
+//! - a restore marks the zone's open alarm restored; an opening (disarm) or cancel by a panel
+//!   user after an alarm records the panel-side factor on the site's open alarms and the site's
+//!   armed state; a closing arms it;
+//! - priority comes from a customer rule, else a global rule, else the code table
+//!   (duress 1; hold-up, panic, fire, medical 2; burglary 3; … information 9);
+//! - unknown codes, unknown accounts and accounts without a customer record go to the
+//!   supervisor queue;
+//! - any valid traffic restores an open "communication lost" alarm of that account path.
+
+pub mod alarms;
+pub mod supervision;
+
+use rusqlite::{OptionalExtension, Transaction, params};
+
+use crate::event::EventCode;
+use crate::protocol::codes::{Category, Kind};
+use crate::store::StoreError;
+use crate::store::writer::{AfterInsert, Committed, FrameRecord, Outcome};
+use alarms::{AlarmSpec, Queue};
+
+/// Account numbers, zones and users are compared without leading zeros ("003" is zone 3).
+pub fn norm_number(s: &str) -> String {
+    let t = s.trim().trim_start_matches('0');
+    if t.is_empty() && !s.trim().is_empty() {
+        "0".to_string()
+    } else {
+        t.to_string()
+    }
+}
+
+/// Where an account belongs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Owner {
+    /// Site, if the account is linked to one.
+    pub site_id: Option<i64>,
+    /// Customer of the site.
+    pub customer_id: Option<i64>,
+}
+
+/// The site and customer of an account row.
+pub fn owner_of(tx: &Transaction<'_>, account_id: i64) -> Result<Owner, StoreError> {
+    let mut stmt = tx.prepare_cached(
+        "SELECT a.site_id, s.customer_id FROM accounts a LEFT JOIN sites s ON s.id = a.site_id WHERE a.id = ?1",
+    )?;
+    let r = stmt
+        .query_row(params![account_id], |r| {
+            Ok((r.get::<_, Option<i64>>(0)?, r.get::<_, Option<i64>>(1)?))
+        })
+        .optional()?;
+    Ok(match r {
+        Some((site_id, customer_id)) => Owner { site_id, customer_id },
+        None => Owner {
+            site_id: None,
+            customer_id: None,
+        },
+    })
+}
+
+/// The priority for a category: customer rule, else global rule, else `default`.
+pub fn priority_for(
+    tx: &Transaction<'_>,
+    customer_id: Option<i64>,
+    category: Category,
+    default: u8,
+) -> Result<u8, StoreError> {
+    let mut stmt = tx.prepare_cached(
+        "SELECT priority FROM priority_rules WHERE category = ?1 AND (customer_id = ?2 OR customer_id IS NULL)
+         ORDER BY customer_id IS NULL LIMIT 1",
+    )?;
+    let p: Option<i64> = stmt
+        .query_row(params![category.as_str(), customer_id], |r| r.get(0))
+        .optional()?;
+    Ok(p.map_or(default, |p| p.clamp(1, 9) as u8))
+}
+
+/// Correlation settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CorrelateConfig {
+    /// Priority of supervisor-queue items (unknown account / code, no customer record).
+    pub supervisor_priority: u8,
+}
+
+impl Default for CorrelateConfig {
+    fn default() -> Self {
+        CorrelateConfig { supervisor_priority: 4 }
+    }
+}
+
+/// The writer hook that correlates each stored frame.
+pub struct Correlator {
+    /// Settings.
+    pub cfg: CorrelateConfig,
+}
+
+impl AfterInsert for Correlator {
+    fn after_insert(&mut self, tx: &Transaction<'_>, r: &FrameRecord, c: &Committed) -> Result<(), StoreError> {
+        on_frame(tx, &self.cfg, r, c)
+    }
+}
+
+/// Correlate one stored frame.
+pub fn on_frame(tx: &Transaction<'_>, cfg: &CorrelateConfig, r: &FrameRecord, c: &Committed) -> Result<(), StoreError> {
+    let now = r.received_ms;
+    match r.outcome {
+        Outcome::Refused if r.reason == Some("unknown_account") => {
+            let Some(account) = r.account.as_deref() else {
+                return Ok(());
+            };
+            alarms::open_or_join(
+                tx,
+                &AlarmSpec {
+                    queue: Queue::Supervisor,
+                    site_id: None,
+                    account_id: None,
+                    account: account.to_string(),
+                    join_key: format!("acct:{account}/unknown-account"),
+                    category: None,
+                    priority: cfg.supervisor_priority,
+                    title: format!("Unknown account {account}"),
+                    zone: None,
+                    area: None,
+                    duress: false,
+                },
+                None,
+                now,
+            )?;
+            return Ok(());
+        }
+        Outcome::Accepted => {}
+        _ => return Ok(()),
+    }
+    let Some(account_id) = r.account_id else {
+        return Ok(());
+    };
+    // Any valid traffic (polls included) proves the path works again.
+    alarms::restore_communication(tx, account_id, now)?;
+    if c.duplicate_of.is_some() {
+        return Ok(());
+    }
+    let owner = owner_of(tx, account_id)?;
+    let account = r.account.clone().unwrap_or_default();
+    let scope = |key: String| match owner.site_id {
+        Some(_) => key,
+        None => format!("acct:{account}/{key}"),
+    };
+    if r.link_test_only {
+        return Ok(());
+    }
+    if r.events.is_empty() {
+        if let Some(detail) = &r.detail {
+            // Accepted but not understood: the supervisor looks at it.
+            alarms::open_or_join(
+                tx,
+                &AlarmSpec {
+                    queue: Queue::Supervisor,
+                    site_id: owner.site_id,
+                    account_id: Some(account_id),
+                    account: account.clone(),
+                    join_key: scope("payload".into()),
+                    category: None,
+                    priority: cfg.supervisor_priority,
+                    title: format!("Data not understood from account {account}: {detail}"),
+                    zone: None,
+                    area: None,
+                    duress: false,
+                },
+                None,
+                now,
+            )?;
+        }
+        return Ok(());
+    }
+    for (ev, event_id) in r.events.iter().zip(&c.event_ids) {
+        let zone = ev.zone.as_deref().map(norm_number);
+        let area = ev.area.as_deref().map(norm_number);
+        let Some(meaning) = ev.meaning else {
+            let code = match ev.code {
+                EventCode::Sia(c) => format!("SIA {c}"),
+                EventCode::Cid(c) => format!("Contact ID {c}"),
+                EventCode::LinkTest => continue,
+            };
+            alarms::open_or_join(
+                tx,
+                &AlarmSpec {
+                    queue: Queue::Supervisor,
+                    site_id: owner.site_id,
+                    account_id: Some(account_id),
+                    account: account.clone(),
+                    join_key: scope(format!("code:{code}")),
+                    category: None,
+                    priority: cfg.supervisor_priority,
+                    title: format!("Unknown code {code} from account {account}"),
+                    zone: zone.clone(),
+                    area: area.clone(),
+                    duress: false,
+                },
+                Some(*event_id),
+                now,
+            )?;
+            continue;
+        };
+        match meaning.kind {
+            Kind::Alarm | Kind::Trouble => {
+                let priority = priority_for(tx, owner.customer_id, meaning.category, meaning.priority)?;
+                let join_key = scope(match &zone {
+                    Some(z) => format!("zone:{z}"),
+                    None => format!("code:{}", ev.code),
+                });
+                let (queue, title) = match owner.site_id {
+                    Some(site) => (
+                        Queue::Operator,
+                        alarms::title_for(tx, site, meaning.description, zone.as_deref())?,
+                    ),
+                    None => (
+                        Queue::Supervisor,
+                        format!("{} from account {account} (no customer record)", meaning.description),
+                    ),
+                };
+                alarms::open_or_join(
+                    tx,
+                    &AlarmSpec {
+                        queue,
+                        site_id: owner.site_id,
+                        account_id: Some(account_id),
+                        account: account.clone(),
+                        join_key,
+                        category: Some(meaning.category),
+                        priority,
+                        title,
+                        zone: zone.clone(),
+                        area: area.clone(),
+                        duress: meaning.category == Category::Duress,
+                    },
+                    Some(*event_id),
+                    now,
+                )?;
+            }
+            Kind::Restore | Kind::TroubleRestore => {
+                let join_key = scope(match &zone {
+                    Some(z) => format!("zone:{z}"),
+                    None => format!("code:{}", ev.code),
+                });
+                alarms::restore_zone(tx, owner.site_id, &join_key, *event_id, now)?;
+            }
+            Kind::Disarm | Kind::Cancel => {
+                if let Some(site) = owner.site_id {
+                    let user = ev.user.as_deref().map(norm_number);
+                    alarms::set_armed(tx, site, false, user.as_deref(), now)?;
+                    alarms::record_keypad_factor(tx, site, user.as_deref(), meaning.kind, *event_id, now)?;
+                }
+            }
+            Kind::Arm => {
+                if let Some(site) = owner.site_id {
+                    let user = ev.user.as_deref().map(norm_number);
+                    alarms::set_armed(tx, site, true, user.as_deref(), now)?;
+                }
+            }
+            Kind::Bypass | Kind::Unbypass | Kind::Test | Kind::Status | Kind::Info => {}
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_compare_without_leading_zeros() {
+        assert_eq!(norm_number("003"), "3");
+        assert_eq!(norm_number("0005"), "5");
+        assert_eq!(norm_number("000"), "0");
+        assert_eq!(norm_number("12"), "12");
+        assert_eq!(norm_number(""), "");
+    }
+}

@@ -1,0 +1,15 @@
+//! Integrator tooling: fixture traces (what a panel sent and what we answered), replayed
+//! against the receiver in-process on a virtual clock (fully deterministic) and compared byte
+//! for byte, with the differing fields named; and the expected outcome (events, alarms).
+//!
+//! | module | what |
+//! |---|---|
+//! | [`trace`] | the trace format: parse, and rewrite expectations for `--bless` |
+//! | [`run`] | the in-process runner: temporary database, manual clock, seeded pads |
+//! | [`diff`] | response comparison: encrypted responses on their decrypted content |
+//! | [`outcome`] | the expected-outcome document: frames, events, alarms, sites |
+
+pub mod diff;
+pub mod outcome;
+pub mod run;
+pub mod trace;

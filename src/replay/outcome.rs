@@ -1,0 +1,84 @@
+//! The expected outcome of a scenario: what was stored and what it led to. Deterministic: no
+//! row ids, no random identifiers, times relative to nothing but the virtual clock.
+
+use rusqlite::Connection;
+use serde_json::{Value, json};
+
+use crate::clock::rfc3339_ms;
+
+/// Build the outcome document from a database.
+pub fn outcome(conn: &Connection) -> Result<Value, rusqlite::Error> {
+    let mut frames = Vec::new();
+    let mut stmt = conn.prepare(
+        "SELECT outcome, ifnull(reason, ''), count(*) FROM frames GROUP BY outcome, reason ORDER BY outcome, reason",
+    )?;
+    for r in stmt.query_map([], |r| {
+        Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?))
+    })? {
+        let (o, reason, n) = r?;
+        frames.push(json!({"outcome": o, "reason": reason, "count": n}));
+    }
+    let mut events = Vec::new();
+    let mut stmt = conn.prepare(
+        "SELECT account, seq, code_format, code, qualifier, ifnull(zone, ''), ifnull(user_no, ''), ifnull(area, ''),
+                description, received_ms
+         FROM events ORDER BY id",
+    )?;
+    for r in stmt.query_map([], |r| {
+        Ok(format!(
+            "{} #{} {} {} {} zone={} user={} area={} at {}: {}",
+            r.get::<_, String>(0)?,
+            r.get::<_, i64>(1)?,
+            r.get::<_, String>(2)?,
+            r.get::<_, String>(3)?,
+            r.get::<_, String>(4)?,
+            r.get::<_, String>(5)?,
+            r.get::<_, String>(6)?,
+            r.get::<_, String>(7)?,
+            rfc3339_ms(r.get::<_, i64>(9)?),
+            r.get::<_, String>(8)?,
+        ))
+    })? {
+        events.push(Value::String(r?));
+    }
+    let mut alarms = Vec::new();
+    let mut stmt = conn.prepare(
+        "SELECT queue, account, ifnull(category, ''), priority, state, title, ifnull(zone, ''), event_count,
+                restored_ms IS NOT NULL, escalated_ms IS NOT NULL, keypad_factor_user, keypad_factor_ms IS NOT NULL,
+                phone_factor_ms IS NOT NULL, duress, ifnull(disposition, ''), opened_ms
+         FROM alarms ORDER BY id",
+    )?;
+    for r in stmt.query_map([], |r| {
+        Ok(json!({
+            "queue": r.get::<_, String>(0)?,
+            "account": r.get::<_, String>(1)?,
+            "category": r.get::<_, String>(2)?,
+            "priority": r.get::<_, i64>(3)?,
+            "state": r.get::<_, String>(4)?,
+            "title": r.get::<_, String>(5)?,
+            "zone": r.get::<_, String>(6)?,
+            "events": r.get::<_, i64>(7)?,
+            "restored": r.get::<_, bool>(8)?,
+            "escalated": r.get::<_, bool>(9)?,
+            "keypad_factor": if r.get::<_, bool>(11)? {
+                Value::String(format!("user {}", r.get::<_, Option<String>>(10)?.unwrap_or_else(|| "?".into())))
+            } else {
+                Value::Null
+            },
+            "phone_factor": r.get::<_, bool>(12)?,
+            "duress": r.get::<_, bool>(13)?,
+            "disposition": r.get::<_, String>(14)?,
+            "opened": rfc3339_ms(r.get::<_, i64>(15)?),
+        }))
+    })? {
+        alarms.push(r?);
+    }
+    let mut sites = Vec::new();
+    let mut stmt = conn.prepare("SELECT ref, armed_state, ifnull(armed_by_user, '') FROM sites ORDER BY ref")?;
+    for r in stmt.query_map([], |r| {
+        Ok(json!({"site": r.get::<_, String>(0)?, "armed": r.get::<_, String>(1)?, "by_user": r.get::<_, String>(2)?}))
+    })? {
+        sites.push(r?);
+    }
+    Ok(json!({"frames": frames, "events": events, "alarms": alarms, "sites": sites}))
+}

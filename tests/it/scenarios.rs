@@ -1,0 +1,147 @@
+//! Correlation and supervision scenarios (`fixtures/scenarios/*.trace`), replayed in-process on
+//! the virtual clock: every response byte-exact, the outcome (events, alarms, sites) equal to
+//! the blessed `*.outcome.json`, and the rule each scenario exists for checked explicitly.
+//! Run with MELDKAMER_BLESS=1 to rewrite expectations after an intended change.
+
+use std::path::{Path, PathBuf};
+
+use meldkamer::replay::run::run_in_process;
+use meldkamer::replay::trace::Trace;
+use serde_json::Value;
+
+fn scenario_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/scenarios")
+}
+
+async fn run(name: &str) -> Value {
+    let path = scenario_dir().join(format!("{name}.trace"));
+    let trace = Trace::load(&path).expect("trace parses");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let result = run_in_process(&trace, dir.path()).await.expect("runs");
+    let outcome_path = path.with_extension("outcome.json");
+    if std::env::var_os("MELDKAMER_BLESS").is_some() {
+        std::fs::write(&path, trace.with_expectations(&result.actual)).expect("write trace");
+        let mut text = serde_json::to_string_pretty(&result.outcome).expect("json");
+        text.push('\n');
+        std::fs::write(&outcome_path, text).expect("write outcome");
+        return result.outcome;
+    }
+    assert!(result.mismatches.is_empty(), "{name}: {:#?}", result.mismatches);
+    let expected: Value =
+        serde_json::from_str(&std::fs::read_to_string(&outcome_path).expect("outcome file")).expect("outcome json");
+    assert_eq!(
+        result.outcome,
+        expected,
+        "{name}: outcome differs from {}",
+        outcome_path.display()
+    );
+    result.outcome
+}
+
+fn alarms(o: &Value) -> &Vec<Value> {
+    o["alarms"].as_array().expect("alarms")
+}
+
+#[tokio::test]
+async fn burglary_then_restore() {
+    let o = run("burglary-restore").await;
+    let a = alarms(&o);
+    assert_eq!(a.len(), 1);
+    assert_eq!(a[0]["category"], "burglary");
+    assert_eq!(a[0]["zone"], "3");
+    assert_eq!(a[0]["restored"], true);
+    assert_eq!(
+        a[0]["state"], "new",
+        "a restore does not close the alarm: the operator does"
+    );
+    assert!(
+        a[0]["title"]
+            .as_str()
+            .expect("title")
+            .contains("Back door, ground floor")
+    );
+}
+
+#[tokio::test]
+async fn alarm_then_opening_by_user_5_is_the_keypad_factor() {
+    let o = run("alarm-then-opening").await;
+    let a = alarms(&o);
+    assert_eq!(a.len(), 1, "an opening does not open an alarm");
+    assert_eq!(a[0]["keypad_factor"], "user 5");
+    assert_eq!(a[0]["phone_factor"], false);
+    assert_eq!(o["sites"][0]["armed"], "disarmed");
+    assert_eq!(o["sites"][0]["by_user"], "5");
+}
+
+#[tokio::test]
+async fn duress_outranks_everything() {
+    let o = run("duress-outranks").await;
+    let a = alarms(&o);
+    let duress = a.iter().find(|x| x["duress"] == true).expect("duress alarm");
+    assert_eq!(duress["priority"], 1);
+    let best_other = a
+        .iter()
+        .filter(|x| x["duress"] != true)
+        .map(|x| x["priority"].as_i64().expect("p"))
+        .min();
+    assert!(best_other.expect("others") > 1, "duress must outrank fire and burglary");
+    let fire = a.iter().find(|x| x["category"] == "fire").expect("fire");
+    let burglary = a.iter().find(|x| x["category"] == "burglary").expect("burglary");
+    assert!(
+        fire["priority"].as_i64() < burglary["priority"].as_i64(),
+        "fire before burglary"
+    );
+}
+
+#[tokio::test]
+async fn a_flood_of_1000_events_is_one_alarm() {
+    let o = run("flood-1000").await;
+    assert_eq!(o["events"].as_array().expect("events").len(), 1000);
+    let a = alarms(&o);
+    assert_eq!(a.len(), 1);
+    assert_eq!(a[0]["events"], 1000);
+}
+
+#[tokio::test]
+async fn unknown_account_and_unknown_code_reach_the_supervisor() {
+    let o = run("unknown-account-and-code").await;
+    let a = alarms(&o);
+    assert_eq!(a.len(), 3);
+    assert!(a.iter().all(|x| x["queue"] == "supervisor"), "{a:#?}");
+    assert!(
+        a.iter()
+            .any(|x| x["title"].as_str().expect("t").contains("Unknown account 9999"))
+    );
+    assert!(
+        a.iter()
+            .any(|x| x["title"].as_str().expect("t").contains("Unknown code SIA ZX"))
+    );
+    assert!(
+        a.iter()
+            .any(|x| x["title"].as_str().expect("t").contains("Unknown code Contact ID 999"))
+    );
+}
+
+#[tokio::test]
+async fn missed_poll_opens_and_late_poll_restores() {
+    let o = run("missed-poll-late-poll").await;
+    let a: Vec<&Value> = alarms(&o).iter().filter(|x| x["account"] == "3456").collect();
+    assert_eq!(a.len(), 1, "{a:#?}");
+    assert_eq!(a[0]["category"], "communication");
+    assert_eq!(a[0]["restored"], true);
+    // Polled at 0 s and 30 s: the deadline is 90 s; the clock passes it at 91 s.
+    assert_eq!(a[0]["opened"], "2026-01-15T12:01:31.000Z");
+}
+
+#[tokio::test]
+async fn deadlines_survive_a_restart() {
+    let o = run("deadline-after-restart").await;
+    let a: Vec<&Value> = alarms(&o).iter().filter(|x| x["account"] == "2345").collect();
+    // Both paths polled at 0 s; down from 0 s to 100 s. The primary (90 s) is noticed at start;
+    // the secondary (3 min) is not due yet.
+    assert_eq!(a.len(), 1, "{a:#?}");
+    assert_eq!(a[0]["category"], "communication");
+    assert!(a[0]["title"].as_str().expect("t").contains("primary"));
+    assert_eq!(a[0]["opened"], "2026-01-15T12:01:40.000Z", "raised right at start-up");
+    assert_eq!(a[0]["restored"], true, "the primary path polled again after start");
+}
