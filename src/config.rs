@@ -24,6 +24,113 @@ pub struct Config {
     pub metrics: MetricsConfig,
     /// Logging.
     pub log: LogConfig,
+    /// Phone cancellation codes (`src/verify`).
+    pub codes: CodesConfig,
+    /// The operator API.
+    pub operator: OperatorConfig,
+}
+
+/// `[operator]`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct OperatorConfig {
+    /// Unix socket path ("" disables; relative to the database's directory).
+    pub socket: String,
+    /// TCP listen address for TLS ("" disables).
+    pub tcp_listen: String,
+    /// PEM certificate chain.
+    pub tls_cert: String,
+    /// PEM private key.
+    pub tls_key: String,
+    /// Session lifetime.
+    pub session_ttl_secs: u64,
+}
+
+impl Default for OperatorConfig {
+    fn default() -> Self {
+        OperatorConfig {
+            socket: "meldkamer.sock".into(),
+            tcp_listen: String::new(),
+            tls_cert: String::new(),
+            tls_key: String::new(),
+            session_ttl_secs: 36000,
+        }
+    }
+}
+
+impl Config {
+    /// The operator API socket path, if enabled (relative paths are relative to the database).
+    pub fn operator_socket(&self) -> Option<PathBuf> {
+        if self.operator.socket.is_empty() {
+            return None;
+        }
+        let p = PathBuf::from(&self.operator.socket);
+        if p.is_absolute() {
+            return Some(p);
+        }
+        let base = self
+            .store
+            .path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        Some(base.join(p))
+    }
+
+    /// The operator API TLS address, if enabled.
+    pub fn operator_tcp_addr(&self) -> Option<SocketAddr> {
+        self.operator.tcp_listen.parse().ok()
+    }
+}
+
+/// `[codes]`: phone cancellation codes.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct CodesConfig {
+    /// The pepper file (owner-only permissions). Empty: beside the database, `<store.path>.pepper`.
+    pub pepper_file: PathBuf,
+    /// Earlier pepper files, still accepted for codes hashed with them (rehashed on success).
+    pub retired_pepper_files: Vec<PathBuf>,
+    /// Argon2id memory cost in KiB.
+    pub argon2_memory_kib: u32,
+    /// Argon2id passes.
+    pub argon2_iterations: u32,
+    /// Argon2id lanes.
+    pub argon2_parallelism: u32,
+    /// Consecutive rejected codes of one contact that lock phone cancellation for the customer.
+    pub lockout_after: u32,
+    /// Rejected codes per operator per hour, across customers, above which the supervisor is alerted.
+    pub operator_alert_rejects_per_hour: u32,
+    /// Verifications hashing at once (each holds `argon2_memory_kib` of memory).
+    pub max_concurrent_verifications: usize,
+}
+
+impl CodesConfig {
+    /// The pepper file, resolved against the database path when not configured.
+    pub fn pepper_path(&self, store: &StoreConfig) -> PathBuf {
+        if self.pepper_file.as_os_str().is_empty() {
+            let mut p = store.path.clone().into_os_string();
+            p.push(".pepper");
+            PathBuf::from(p)
+        } else {
+            self.pepper_file.clone()
+        }
+    }
+}
+
+impl Default for CodesConfig {
+    fn default() -> Self {
+        CodesConfig {
+            pepper_file: PathBuf::new(),
+            retired_pepper_files: Vec::new(),
+            argon2_memory_kib: 32768,
+            argon2_iterations: 2,
+            argon2_parallelism: 1,
+            lockout_after: 5,
+            operator_alert_rejects_per_hour: 10,
+            max_concurrent_verifications: 4,
+        }
+    }
 }
 
 /// `[receiver]`.
@@ -250,6 +357,17 @@ impl Config {
         parse_addr(origin, "receiver.tcp_listen", &self.receiver.tcp_listen)?;
         parse_addr(origin, "receiver.udp_listen", &self.receiver.udp_listen)?;
         parse_addr(origin, "metrics.listen", &self.metrics.listen)?;
+        if parse_addr(origin, "operator.tcp_listen", &self.operator.tcp_listen)?.is_some()
+            && (self.operator.tls_cert.is_empty() || self.operator.tls_key.is_empty())
+        {
+            return Err(invalid(
+                "operator.tcp_listen",
+                "the operator API over TCP needs TLS: set operator.tls_cert and operator.tls_key",
+            ));
+        }
+        if self.operator.session_ttl_secs == 0 {
+            return Err(invalid("operator.session_ttl_secs", "must be greater than 0"));
+        }
         let r = &self.receiver;
         if !(64..=crate::protocol::frame::MAX_FRAME_LEN).contains(&r.max_frame_bytes) {
             return Err(invalid("receiver.max_frame_bytes", "must be between 64 and 4105"));
@@ -285,6 +403,31 @@ impl Config {
         }
         if self.store.path.as_os_str().is_empty() {
             return Err(invalid("store.path", "must not be empty"));
+        }
+        let c = &self.codes;
+        if c.argon2_memory_kib < 19456 || c.argon2_iterations < 2 || c.argon2_parallelism < 1 {
+            return Err(invalid(
+                "codes.argon2_*",
+                "below the floor of 19456 KiB memory, 2 iterations, 1 lane",
+            ));
+        }
+        if c.argon2_memory_kib > 1024 * 1024 || c.argon2_iterations > 64 || c.argon2_parallelism > 64 {
+            return Err(invalid(
+                "codes.argon2_*",
+                "above 1048576 KiB (1 GiB) memory, 64 iterations or 64 lanes",
+            ));
+        }
+        if !(1..=100).contains(&c.lockout_after) {
+            return Err(invalid("codes.lockout_after", "must be between 1 and 100"));
+        }
+        if c.operator_alert_rejects_per_hour == 0 {
+            return Err(invalid(
+                "codes.operator_alert_rejects_per_hour",
+                "must be greater than 0",
+            ));
+        }
+        if c.max_concurrent_verifications == 0 {
+            return Err(invalid("codes.max_concurrent_verifications", "must be greater than 0"));
         }
         if tracing_level_ok(&self.log.level).is_none() {
             return Err(invalid("log.level", "must be one of error, warn, info, debug, trace"));

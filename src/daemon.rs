@@ -19,6 +19,7 @@ use crate::clock::{Clock, unix_ms};
 use crate::config::Config;
 use crate::correlate::{CorrelateConfig, Correlator, supervision};
 use crate::metrics::Metrics;
+use crate::operator::server::{self, ApiSettings, ApiState};
 use crate::receiver::{Shared, tcp, udp};
 use crate::store::writer::{self, AfterInsert, LastSeen, NoHook, WriterConfig};
 use crate::store::{self, StoreError, accounts};
@@ -49,6 +50,30 @@ pub enum DaemonError {
     /// Loading the demo data failed.
     #[error("loading the demo data")]
     Demo(#[source] crate::records::ImportError),
+    /// The recording directory could not be created (`serve --record`).
+    #[error("cannot record into {path}")]
+    Record {
+        /// Directory.
+        path: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The operator API socket could not be created.
+    #[error("cannot create the operator API socket {path}")]
+    BindUnix {
+        /// Path.
+        path: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Phone code verification could not be set up (pepper file, parameters).
+    #[error("phone cancellation codes: {0}")]
+    Codes(String),
+    /// The operator API TLS configuration is not usable.
+    #[error("operator API TLS: {0}")]
+    Tls(String),
 }
 
 /// A running daemon.
@@ -59,6 +84,12 @@ pub struct Running {
     pub udp_addr: Option<SocketAddr>,
     /// Bound metrics address.
     pub metrics_addr: Option<SocketAddr>,
+    /// The operator API socket.
+    pub api_socket: Option<std::path::PathBuf>,
+    /// The operator API TLS address.
+    pub api_tls_addr: Option<SocketAddr>,
+    /// The operator API state (sessions, settings).
+    pub api: Arc<ApiState>,
     /// Shared state (for tests and the operator API).
     pub shared: Arc<Shared>,
     cancel: CancellationToken,
@@ -88,6 +119,10 @@ impl Running {
             .is_err()
         {
             warn!("connections did not finish within 30 s of shutdown");
+        }
+        if let Some(r) = &self.shared.recorder {
+            // Every listener task is done: the last UDP traces can be written.
+            r.flush_all();
         }
         let join = self.writer_join.take();
         // Every connection is done: nothing more will be submitted. The writer commits what
@@ -124,12 +159,31 @@ pub fn prepare_database(cfg: &Config) -> Result<accounts::AccountTable, DaemonEr
 
 /// Start the daemon with correlation and supervision.
 pub async fn start(cfg: Config, clock: Arc<dyn Clock>) -> Result<Running, DaemonError> {
+    start_recording(cfg, clock, None).await
+}
+
+/// [`start`], writing the traffic as fixture traces when `record` is given (`serve --record`).
+pub async fn start_recording(
+    cfg: Config,
+    clock: Arc<dyn Clock>,
+    record: Option<crate::receiver::record::RecordOptions>,
+) -> Result<Running, DaemonError> {
+    let recorder = match record {
+        Some(o) => {
+            info!(dir = %o.dir.display(), anonymise = o.anonymise, "recording traffic as fixture traces");
+            let path = o.dir.display().to_string();
+            let r = crate::receiver::record::Recorder::new(o, clock.now())
+                .map_err(|source| DaemonError::Record { path, source })?;
+            Some(Arc::new(r))
+        }
+        None => None,
+    };
     let hook = Box::new(Correlator {
         cfg: CorrelateConfig {
             supervisor_priority: cfg.alarms.supervisor_priority,
         },
     });
-    start_with_hook(cfg, clock, hook, true).await
+    start_full(cfg, clock, hook, true, recorder).await
 }
 
 /// Start the receiver alone: events are stored and acknowledged, nothing is correlated (for
@@ -145,9 +199,23 @@ pub async fn start_with_hook(
     hook: Box<dyn AfterInsert>,
     supervise: bool,
 ) -> Result<Running, DaemonError> {
+    start_full(cfg, clock, hook, supervise, None).await
+}
+
+async fn start_full(
+    cfg: Config,
+    clock: Arc<dyn Clock>,
+    hook: Box<dyn AfterInsert>,
+    supervise: bool,
+    recorder: Option<Arc<crate::receiver::record::Recorder>>,
+) -> Result<Running, DaemonError> {
+    // The pepper first: an unusable one (readable by others, malformed) stops the start before
+    // anything listens or writes.
+    let hasher = crate::verify::hasher_from_config(&cfg).map_err(|e| DaemonError::Codes(e.to_string()))?;
     let table = prepare_database(&cfg)?;
     let metrics = Arc::new(Metrics::default());
     let last_seen = Arc::new(LastSeen::default());
+    let (changes_tx, changes_rx) = tokio::sync::watch::channel(0u64);
     let path = cfg.store.path.display().to_string();
     let (writer, writer_join) = writer::start(
         WriterConfig {
@@ -158,6 +226,7 @@ pub async fn start_with_hook(
             retransmission_window: Duration::from_secs(cfg.receiver.retransmission_window_secs),
             max_dedupe_entries: 4_000_000,
             last_seen: Some(last_seen.clone()),
+            changes: Some(changes_tx.clone()),
         },
         unix_ms(clock.now()),
         metrics.clone(),
@@ -172,6 +241,7 @@ pub async fn start_with_hook(
         clock,
         cfg: cfg.receiver.clone(),
         seeded_pad: std::sync::Mutex::new(None),
+        recorder,
     });
     let cancel = CancellationToken::new();
     let tracker = TaskTracker::new();
@@ -224,6 +294,63 @@ pub async fn start_with_hook(
     } else {
         Some(supervisor)
     };
+    let verifier = Some(Arc::new(crate::verify::service_from_config(
+        &cfg,
+        hasher,
+        shared.writer.clone(),
+        shared.clock.clone(),
+    )));
+    let api = Arc::new(ApiState::new(
+        ApiSettings {
+            db: cfg.store.path.clone(),
+            session_ttl_ms: cfg.operator.session_ttl_secs as i64 * 1000,
+            cancel_window_ms: cfg.alarms.cancel_window_secs as i64 * 1000,
+        },
+        shared.writer.clone(),
+        shared.clock.clone(),
+        changes_rx,
+        verifier,
+    ));
+    let mut api_socket = None;
+    #[cfg(unix)]
+    if let Some(path) = cfg.operator_socket() {
+        let l = server::bind_unix(&path).map_err(|source| DaemonError::BindUnix {
+            path: path.display().to_string(),
+            source,
+        })?;
+        tracker.spawn(server::serve_unix(
+            l,
+            path.clone(),
+            api.clone(),
+            cancel.clone(),
+            tracker.clone(),
+        ));
+        api_socket = Some(path);
+    }
+    let mut api_tls_addr = None;
+    if let Some(addr) = cfg.operator_tcp_addr() {
+        let acceptor = server::tls_acceptor(
+            std::path::Path::new(&cfg.operator.tls_cert),
+            std::path::Path::new(&cfg.operator.tls_key),
+        )
+        .map_err(DaemonError::Tls)?;
+        let l = TcpListener::bind(addr).await.map_err(|source| DaemonError::Bind {
+            what: "operator API",
+            addr,
+            source,
+        })?;
+        api_tls_addr = l.local_addr().ok();
+        tracker.spawn(server::serve_tls(
+            l,
+            acceptor,
+            api.clone(),
+            cancel.clone(),
+            tracker.clone(),
+        ));
+    }
+    if let Some(r) = shared.recorder.clone() {
+        tracker.spawn(crate::receiver::record::flush_udp_every(r, cancel.clone()));
+    }
     tracker.spawn(reload_accounts(
         shared.clone(),
         cfg.store.path.clone(),
@@ -238,6 +365,9 @@ pub async fn start_with_hook(
         tcp_addr,
         udp_addr,
         metrics_addr,
+        api_socket,
+        api_tls_addr,
+        api,
         shared,
         cancel,
         tracker,

@@ -13,9 +13,13 @@
 //! | [`replay`] | fixture traces replayed in-process on a virtual clock; byte-exact diffs |
 //! | [`daemon`] | `serve`: wiring, account reload, metrics endpoint, graceful shutdown |
 //! | [`view`] | read-side views for people: the customer card |
+//! | [`operator`] | operator accounts and the authenticated operator API (Unix socket / TLS) |
+//! | [`console`] | the operators' terminal UI (ratatui), talking only to the operator API |
 //! | [`config`] | the TOML configuration and its embedded, commented default |
 //! | [`clock`] | injected time |
 //! | [`metrics`] | Prometheus counters and histograms |
+//! | [`verify`] | phone cancellation codes: Argon2id verifiers with a pepper, verification on an open alarm, lockout, duress, the hash-chained audit log |
+//! | [`release`] | support status of this release (end of life says so at start-up and in `--version`) |
 //! | [`cli`] | the command implementations behind `main.rs` |
 //!
 //! Invariants (see `README.md`): an event is acknowledged only after it is committed; a
@@ -27,13 +31,17 @@
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod console;
 pub mod correlate;
 pub mod daemon;
 pub mod event;
 pub mod metrics;
+pub mod operator;
 pub mod protocol;
 pub mod receiver;
 pub mod records;
+pub mod release;
 pub mod replay;
 pub mod store;
+pub mod verify;
 pub mod view;

@@ -10,7 +10,7 @@ use meldkamer::protocol::{KeyFormat, Quirks};
 #[derive(Parser)]
 #[command(
     name = "meldkamer",
-    version,
+    version = meldkamer::release::version(),
     about = "Event-processing daemon for alarm receiving centres"
 )]
 struct Cli {
@@ -28,6 +28,12 @@ enum Command {
         /// Log JSON lines instead of human-readable lines.
         #[arg(long)]
         log_json: bool,
+        /// Write every TCP connection and UDP peer as a fixture trace into DIR.
+        #[arg(long, value_name = "DIR")]
+        record: Option<PathBuf>,
+        /// With --record: synthetic account numbers and keys instead of the real ones.
+        #[arg(long, requires = "record")]
+        anonymise: bool,
     },
     /// Print the embedded default configuration, with its comments.
     PrintConfig,
@@ -47,6 +53,40 @@ enum Command {
     },
     /// Load generator: act as many panels against a running receiver and measure it.
     Bench(cli::bench::BenchArgs),
+    /// Replay fixture traces in-process (deterministic) or against a daemon (--target).
+    Replay(cli::replay::ReplayArgs),
+    /// Act as a panel: send one DC-09 frame and wait for the answer.
+    Send(cli::send::SendArgs),
+    /// Phone cancellation codes: set, reset, bulk-invalidate (write-only: never shown again).
+    Code(cli::code::CodeArgs),
+    /// The audit log: verify its hash chain, list recent rows.
+    Audit(cli::audit::AuditArgs),
+    /// Operator accounts for the console.
+    Operator {
+        #[command(subcommand)]
+        command: OperatorCommand,
+        /// Configuration file (for the database path).
+        #[arg(long, global = true)]
+        config: Option<PathBuf>,
+    },
+    /// The operators' terminal console.
+    Console {
+        /// The operator API socket (default: from the configuration).
+        #[arg(long, conflicts_with = "connect")]
+        socket: Option<PathBuf>,
+        /// host:port of the operator API over TLS.
+        #[arg(long)]
+        connect: Option<String>,
+        /// PEM certificate(s) to trust for --connect (default: the configured tls_cert).
+        #[arg(long, requires = "connect")]
+        ca: Option<PathBuf>,
+        /// Name to expect in the server certificate (default: the host of --connect).
+        #[arg(long, requires = "connect")]
+        server_name: Option<String>,
+        /// Configuration file.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
     /// Customer records.
     Customer {
         #[command(subcommand)]
@@ -78,6 +118,33 @@ enum Command {
 }
 
 #[derive(Subcommand)]
+enum OperatorCommand {
+    /// Add an operator (the password is read twice without echo, or once from stdin).
+    Add {
+        /// Login name.
+        name: String,
+        /// operator, supervisor or admin.
+        #[arg(long, value_parser = ["operator", "supervisor", "admin"])]
+        role: String,
+        /// Read the password from stdin (one line) instead of the terminal.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Disable an operator (logins refused).
+    Disable {
+        /// Login name.
+        name: String,
+    },
+    /// Enable a disabled operator.
+    Enable {
+        /// Login name.
+        name: String,
+    },
+    /// List operators.
+    List,
+}
+
+#[derive(Subcommand)]
 enum CustomerCommand {
     /// Show the customer, site, transmitters, zones, users, contacts and procedures of an account.
     Show {
@@ -95,10 +162,45 @@ enum CustomerCommand {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result: Result<(), Box<dyn std::error::Error>> = match cli.command {
-        Command::Serve { config, log_json } => (|| {
+        Command::Serve {
+            config,
+            log_json,
+            record,
+            anonymise,
+        } => (|| {
             let cfg = cli::serve::load_config(config.as_deref())?;
             cli::serve::init_logging(&cfg, log_json);
-            cli::serve::serve(cfg)?;
+            let record = record.map(|dir| meldkamer::receiver::record::RecordOptions { dir, anonymise });
+            cli::serve::serve_recording(cfg, record)?;
+            Ok(())
+        })(),
+        Command::Operator { command, config } => (|| {
+            let cfg = cli::serve::load_config(config.as_deref())?;
+            let out = &mut std::io::stdout().lock();
+            match command {
+                OperatorCommand::Add {
+                    name,
+                    role,
+                    password_stdin,
+                } => {
+                    let role = meldkamer::operator::Role::parse(&role).ok_or("unknown role")?;
+                    cli::operator::add(&cfg, &name, role, password_stdin, out)?
+                }
+                OperatorCommand::Disable { name } => cli::operator::set_disabled(&cfg, &name, true, out)?,
+                OperatorCommand::Enable { name } => cli::operator::set_disabled(&cfg, &name, false, out)?,
+                OperatorCommand::List => cli::operator::list(&cfg, out)?,
+            }
+            Ok(())
+        })(),
+        Command::Console {
+            socket,
+            connect,
+            ca,
+            server_name,
+            config,
+        } => (|| {
+            let cfg = cli::serve::load_config(config.as_deref())?;
+            cli::operator::console(&cfg, socket, connect, ca, server_name)?;
             Ok(())
         })(),
         Command::Customer {
@@ -117,7 +219,22 @@ fn main() -> ExitCode {
             cli::serve::import(&cfg, &files, &mut std::io::stdout().lock())?;
             Ok(())
         })(),
+        Command::Code(args) => (|| {
+            let cfg = cli::serve::load_config(args.config.as_deref())?;
+            cli::serve::init_logging(&cfg, false);
+            cli::code::run(&cfg, &args, &mut std::io::stdout().lock(), &mut std::io::stdin().lock())?;
+            Ok(())
+        })(),
+        Command::Audit(args) => (|| {
+            let cfg = cli::serve::load_config(args.config.as_deref())?;
+            cli::audit::run(&cfg, &args, &mut std::io::stdout().lock())?;
+            Ok(())
+        })(),
         Command::Bench(args) => cli::bench::run(&args, &mut std::io::stdout().lock()).map_err(Into::into),
+        Command::Replay(args) => cli::replay::run(&args, &mut std::io::stdout().lock())
+            .map(|_| ())
+            .map_err(Into::into),
+        Command::Send(args) => cli::send::run(&args, &mut std::io::stdout().lock()).map_err(Into::into),
         Command::Parse {
             frame,
             key,

@@ -4,12 +4,12 @@
 //! format only, and there is no code of any kind to show.
 
 use rusqlite::{Connection, OptionalExtension, params};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::clock::rfc3339_ms;
 
 /// One transmitter path.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TransmitterView {
     /// Account number.
     pub account: String,
@@ -26,13 +26,13 @@ pub struct TransmitterView {
     /// Last valid traffic.
     pub last_seen: Option<String>,
     /// Quirks enabled.
-    pub quirks: Vec<&'static str>,
+    pub quirks: Vec<String>,
     /// Enabled.
     pub enabled: bool,
 }
 
 /// A zone.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ZoneView {
     /// Number.
     pub number: String,
@@ -43,7 +43,7 @@ pub struct ZoneView {
 }
 
 /// A panel user.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct UserView {
     /// Number.
     pub number: String,
@@ -54,7 +54,7 @@ pub struct UserView {
 }
 
 /// A contact.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ContactView {
     /// Opaque id for the API.
     pub id: String,
@@ -69,7 +69,7 @@ pub struct ContactView {
 }
 
 /// Procedure steps for one category.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ProcedureView {
     /// Category.
     pub category: String,
@@ -80,7 +80,7 @@ pub struct ProcedureView {
 }
 
 /// A customer card for one site.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CustomerCard {
     /// Customer reference.
     pub customer_ref: String,
@@ -148,13 +148,13 @@ fn transmitters(conn: &Connection, where_sql: &str, p: &dyn rusqlite::ToSql) -> 
         };
         let mut quirks = Vec::new();
         if r.get::<_, bool>(11)? {
-            quirks.push("crc_binary");
+            quirks.push("crc_binary".to_string());
         }
         if r.get::<_, bool>(12)? {
-            quirks.push("cr_in_crc");
+            quirks.push("cr_in_crc".to_string());
         }
         if r.get::<_, bool>(13)? {
-            quirks.push("trailing_nul");
+            quirks.push("trailing_nul".to_string());
         }
         Ok(TransmitterView {
             account: r.get(0)?,

@@ -582,6 +582,14 @@ fn write_load(r: &LoadReport, out: &mut dyn Write) -> std::io::Result<()> {
         "anomalies   {} timeouts, {} retries, {} mismatched responses, {} connection errors",
         r.timeouts, r.retries, r.mismatched, r.connection_errors
     )?;
+    if r.duh > 0 {
+        writeln!(
+            out,
+            "hint        DUH means unknown accounts (or plain frames to keyed ones): write them with \
+             --write-accounts FILE (same --connections/--accounts-per-connection/--encrypted) and \
+             `meldkamer import FILE`"
+        )?;
+    }
     writeln!(
         out,
         "throughput  {:.0} ACKed events/s over {:.2} s",
@@ -677,7 +685,10 @@ fn buckets(text: &str, name: &str) -> Vec<(f64, u64)> {
         .filter_map(|l| {
             let rest = l.strip_prefix(&prefix)?;
             let (le, n) = rest.split_once("\"} ")?;
-            Some((le.parse().ok()?, n.trim().parse().ok()?))
+            let le: f64 = le.parse().ok()?;
+            // +Inf is the count itself.
+            le.is_finite().then_some(())?;
+            Some((le, n.trim().parse().ok()?))
         })
         .collect()
 }
@@ -1287,9 +1298,11 @@ mod tests {
         let l = latency((1..=1000).collect());
         assert_eq!((l.p50_us, l.p99_us, l.max_us), (500, 990, 1000));
         assert_eq!(latency(vec![]), Latency::default());
-        let before = "meldkamer_commit_seconds_bucket{le=\"0.001\"} 1\nmeldkamer_commit_seconds_sum 0.5\n\
+        let before = "meldkamer_commit_seconds_bucket{le=\"0.001\"} 1\nmeldkamer_commit_seconds_bucket{le=\"+Inf\"} 2\n\
+                      meldkamer_commit_seconds_sum 0.5\n\
                       meldkamer_commit_seconds_count 2\nmeldkamer_commit_batch_frames_sum 10\n";
-        let after = "meldkamer_commit_seconds_bucket{le=\"0.001\"} 5\nmeldkamer_commit_seconds_sum 0.52\n\
+        let after = "meldkamer_commit_seconds_bucket{le=\"0.001\"} 5\nmeldkamer_commit_seconds_bucket{le=\"+Inf\"} 12\n\
+                     meldkamer_commit_seconds_sum 0.52\n\
                      meldkamer_commit_seconds_count 12\nmeldkamer_commit_batch_frames_sum 210\n";
         let c = commit_stats(before, after);
         assert_eq!((c.commits, c.frames), (10, 200));

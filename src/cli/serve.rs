@@ -61,13 +61,19 @@ pub fn init_logging(cfg: &Config, force_json: bool) {
 
 /// Run the daemon until SIGTERM or SIGINT.
 pub fn serve(cfg: Config) -> Result<(), ServeError> {
+    serve_recording(cfg, None)
+}
+
+/// [`serve`], writing the traffic as fixture traces when `record` is given (`--record DIR`).
+pub fn serve_recording(cfg: Config, record: Option<crate::receiver::record::RecordOptions>) -> Result<(), ServeError> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("meldkamer")
         .build()
         .map_err(ServeError::Runtime)?;
+    crate::release::log_status();
     rt.block_on(async move {
-        let running = daemon::start(cfg, Arc::new(SystemClock)).await?;
+        let running = daemon::start_recording(cfg, Arc::new(SystemClock), record).await?;
         // One line on stdout when ready, for scripts and tests that start the daemon.
         let mut out = std::io::stdout().lock();
         let show = |a: Option<std::net::SocketAddr>| a.map_or("off".to_string(), |a| a.to_string());

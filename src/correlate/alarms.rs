@@ -511,6 +511,41 @@ pub fn close(
     Ok(())
 }
 
+/// Tick (or untick) a procedure step on an alarm.
+pub fn tick_step(
+    tx: &Transaction<'_>,
+    alarm_id: i64,
+    step: u32,
+    done: bool,
+    operator: &str,
+    now: i64,
+) -> Result<(), ActionError> {
+    if state_of(tx, alarm_id)? == "closed" {
+        return Err(ActionError::Closed);
+    }
+    if done {
+        tx.execute(
+            "INSERT INTO procedure_progress (alarm_id, step, done_by, done_ms) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (alarm_id, step) DO UPDATE SET done_by = excluded.done_by, done_ms = excluded.done_ms",
+            params![alarm_id, step, operator, now],
+        )?;
+    } else {
+        tx.execute(
+            "DELETE FROM procedure_progress WHERE alarm_id = ?1 AND step = ?2",
+            params![alarm_id, step],
+        )?;
+    }
+    log(
+        tx,
+        alarm_id,
+        now,
+        operator,
+        if done { "step_done" } else { "step_undone" },
+        &format!("procedure step {step}"),
+    )?;
+    Ok(())
+}
+
 /// Record an accepted phone code on an alarm (the phone factor). Used by the verification
 /// module only.
 pub fn record_phone_factor(tx: &Transaction<'_>, alarm_id: i64, contact_id: i64, now: i64) -> Result<(), StoreError> {

@@ -6,6 +6,7 @@
 //! before the commit but written only after it.
 
 pub mod pad;
+pub mod record;
 pub mod tcp;
 pub mod udp;
 
@@ -37,6 +38,9 @@ pub struct Shared {
     pub cfg: ReceiverConfig,
     /// A seeded pad source for encrypted ACKs (deterministic replays); `None`: OS randomness.
     pub seeded_pad: std::sync::Mutex<Option<crate::protocol::crypto::SeededPad>>,
+    /// `serve --record`: traffic written as fixture traces. `None` (the listeners skip it)
+    /// unless recording.
+    pub recorder: Option<Arc<record::Recorder>>,
 }
 
 impl Shared {

@@ -120,6 +120,8 @@ struct Pending {
     rx: oneshot::Receiver<Result<Committed, Arc<StoreError>>>,
     response: Option<Vec<u8>>,
     kind: Option<ResponseKind>,
+    /// `serve --record`: the trace slot for this frame's response.
+    slot: Option<usize>,
 }
 
 async fn connection(
@@ -143,6 +145,7 @@ async fn connection(
     let mut garbage_stored = 0usize;
     // After a frame: does its account accept NUL padding after frames (the trailing-NUL quirk)?
     let mut after_frame: Option<bool> = None;
+    let mut rec = shared.recorder.as_ref().map(|r| r.tcp(peer));
 
     loop {
         if !reading && inflight.is_empty() {
@@ -157,11 +160,14 @@ async fn connection(
             biased;
             res = async { inflight.front_mut().map(|p| &mut p.rx).expect("guarded").await }, if !inflight.is_empty() => {
                 let p = inflight.pop_front().expect("guarded");
+                let recorded = rec.as_ref().and(p.slot).map(|s| (s, p.response.clone()));
+                let mut written = false;
                 match res {
                     Ok(Ok(committed)) => {
                         if let (Some(bytes), Some(kind)) = (p.response, p.kind) {
                             match tokio::time::timeout(write_timeout, stream.write_all(&bytes)).await {
                                 Ok(Ok(())) => {
+                                    written = true;
                                     shared.metrics.responses.inc(kind.as_str());
                                     if committed.duplicate_of.is_some() {
                                         debug!(duplicate_of = committed.duplicate_of, "retransmission acknowledged again");
@@ -188,6 +194,9 @@ async fn connection(
                         reading = false;
                     }
                 }
+                if let (Some(r), Some((slot, bytes))) = (rec.as_mut(), recorded) {
+                    r.respond(slot, bytes.as_deref().filter(|_| written), &shared.accounts());
+                }
                 last_activity = Instant::now();
             }
             _ = cancel.cancelled(), if reading => {
@@ -210,6 +219,7 @@ async fn connection(
                         while let Some(chunk) = framer.next_chunk(&buf) {
                             let len = chunk.len();
                             let bytes = &buf[..len];
+                            let is_frame = matches!(chunk, Chunk::Frame { .. });
                             let record = match chunk {
                                 Chunk::Frame { .. } => {
                                     let (rec, nul_ok) = prepare_frame(shared, bytes, Transport::Tcp, peer, false);
@@ -243,18 +253,34 @@ async fn connection(
                                     })
                                 }
                             };
+                            let slot = match rec.as_mut() {
+                                Some(r) => r.chunk(
+                                    &buf[..len],
+                                    record.as_ref().filter(|_| is_frame).map(|x| x.received_ms),
+                                    &shared.accounts(),
+                                ),
+                                None => None,
+                            };
                             buf.advance(len);
                             if let Some(record) = record {
                                 let response = record.response.clone();
                                 let kind = record.response_kind;
                                 match shared.writer.enqueue(record).await {
-                                    Ok(rx) => inflight.push_back(Pending { rx, response, kind }),
+                                    Ok(rx) => inflight.push_back(Pending {
+                                        rx,
+                                        response,
+                                        kind,
+                                        slot,
+                                    }),
                                     Err(_) => {
                                         reading = false;
                                         break;
                                     }
                                 }
                             }
+                        }
+                        if let Some(r) = rec.as_mut() {
+                            r.end_read();
                         }
                         frame_started = if buf.first() == Some(&LF) { frame_started.or(Some(Instant::now())) } else { None };
                         if buf.is_empty() {
@@ -276,7 +302,12 @@ async fn connection(
                     if garbage_stored < cfg.max_garbage_records_per_connection {
                         let rec = garbage_record(shared, &buf, Transport::Tcp, peer, "frame_timeout");
                         if let Ok(rx) = shared.writer.enqueue(rec).await {
-                            inflight.push_back(Pending { rx, response: None, kind: None });
+                            inflight.push_back(Pending {
+                                rx,
+                                response: None,
+                                kind: None,
+                                slot: None,
+                            });
                         }
                     }
                 } else {
@@ -285,6 +316,9 @@ async fn connection(
                 reading = false;
             }
         }
+    }
+    if let Some(r) = rec.take() {
+        r.finish(&buf, crate::clock::unix_ms(shared.clock.now()));
     }
     let _ = stream.shutdown().await;
     debug!("closed");

@@ -78,6 +78,8 @@ async fn datagram_task(shared: &Shared, socket: &UdpSocket, datagram: &[u8], pee
     let record = classify(shared, datagram, peer);
     let response = record.response.clone();
     let kind = record.response_kind;
+    let received_ms = record.received_ms;
+    let mut sent = None;
     match shared.writer.submit(record).await {
         Ok(_) => match (response, kind) {
             (Some(bytes), Some(kind)) => {
@@ -85,6 +87,7 @@ async fn datagram_task(shared: &Shared, socket: &UdpSocket, datagram: &[u8], pee
                     debug!(error = %e, "send failed");
                 } else {
                     shared.metrics.responses.inc(kind.as_str());
+                    sent = Some(bytes);
                 }
             }
             _ => shared.metrics.responses.inc("none"),
@@ -93,5 +96,8 @@ async fn datagram_task(shared: &Shared, socket: &UdpSocket, datagram: &[u8], pee
             warn!(error = %e, "commit failed: no response sent, the panel will retry");
             shared.metrics.responses.inc("none");
         }
+    }
+    if let Some(r) = &shared.recorder {
+        r.udp(peer, datagram, received_ms, sent.as_deref(), &shared.accounts());
     }
 }

@@ -653,9 +653,14 @@ fn line_of(text: &str, at: usize) -> usize {
 
 /// Parse and validate a TOML records file.
 pub fn parse_toml(text: &str, origin: &str) -> Result<Records, ImportError> {
+    // toml's Display quotes the offending source line, which may hold a secret (a key, or a
+    // code someone tried to import): give the line number and the message only.
     let file: TomlFile = toml::from_str(text).map_err(|e| ImportError::Syntax {
         origin: origin.to_string(),
-        message: e.to_string(),
+        message: match e.span() {
+            Some(span) => format!("line {}: {}", line_of(text, span.start), e.message()),
+            None => e.message().to_string(),
+        },
     })?;
     let o = |span: std::ops::Range<usize>| Origin {
         file: origin.to_string(),

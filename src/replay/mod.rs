@@ -8,8 +8,12 @@
 //! | [`run`] | the in-process runner: temporary database, manual clock, seeded pads |
 //! | [`diff`] | response comparison: encrypted responses on their decrypted content |
 //! | [`outcome`] | the expected-outcome document: frames, events, alarms, sites |
+//! | [`target`] | replay against a running daemon: frames re-stamped to the real clock |
+//! | [`suite`] | many traces: collect, run, bless, report (text, JSON, JUnit XML) |
 
 pub mod diff;
 pub mod outcome;
 pub mod run;
+pub mod suite;
+pub mod target;
 pub mod trace;

@@ -273,6 +273,7 @@ pub async fn run_in_process(trace: &Trace, work_dir: &std::path::Path) -> Result
     cfg.receiver.tcp_listen = "127.0.0.1:0".into();
     cfg.receiver.udp_listen = "127.0.0.1:0".into();
     cfg.metrics.listen = String::new();
+    cfg.operator.socket = String::new();
     cfg.store.path = work_dir.join("replay.db");
     cfg.store.load_demo_data = false;
     let _ = std::fs::remove_file(&cfg.store.path);
@@ -329,7 +330,7 @@ pub async fn run_in_process(trace: &Trace, work_dir: &std::path::Path) -> Result
     let result: Result<(), RunError> = async {
         for (line, step) in &trace.steps {
             match step {
-                Step::Title(_) | Step::Records(_) | Step::PadSeed(_) => {}
+                Step::Title(_) | Step::Records(_) | Step::PadSeed(_) | Step::InProcessOnly | Step::NoOutcome => {}
                 Step::Clock(t) => s.clock.set(*t),
                 Step::Transport(t) => s.transport = *t,
                 Step::Connect => s.tcp = None,

@@ -11,6 +11,8 @@
 //! @advance 91s                     move the virtual clock (ms, s, m, h); supervision runs
 //! @restart                         stop the daemon and start it again on the same database
 //! @stop / @start                   stop the daemon (time may pass), start it again
+//! @in-process                      only meaningful in-process (`replay --target` skips it)
+//! @outcome none                    no outcome file: only the responses are compared
 //! > \n…\r                          bytes a panel sends (escapes \n \r \t \\ \xNN)
 //! < \n…\r                          the response expected
 //! < (none)                         no response expected
@@ -54,6 +56,10 @@ pub enum Step {
     Stop,
     /// Start it again.
     Start,
+    /// The trace only makes sense in-process (against a remote daemon it is skipped).
+    InProcessOnly,
+    /// No outcome file: only responses are compared (recordings).
+    NoOutcome,
     /// Panel → receiver bytes.
     Send(Vec<u8>),
     /// Receiver → panel bytes expected (`None`: no response).
@@ -143,6 +149,11 @@ impl Trace {
                 "@restart" => Step::Restart,
                 "@stop" => Step::Stop,
                 "@start" => Step::Start,
+                "@in-process" => Step::InProcessOnly,
+                "@outcome" => match rest.trim() {
+                    "none" => Step::NoOutcome,
+                    other => return Err(err(n, format!("@outcome {other:?}: only `@outcome none` is known"))),
+                },
                 other => return Err(err(n, format!("unknown directive {other:?}"))),
             };
             steps.push((n, step));
@@ -175,6 +186,16 @@ impl Trace {
         let mut s = lines.join("\n");
         s.push('\n');
         s
+    }
+
+    /// True if the trace asks for no outcome comparison (`@outcome none`).
+    pub fn compares_outcome(&self) -> bool {
+        !self.steps.iter().any(|(_, s)| matches!(s, Step::NoOutcome))
+    }
+
+    /// The outcome file next to the trace: `NAME.outcome.json` for `NAME.trace`.
+    pub fn outcome_path(&self) -> PathBuf {
+        self.path.with_extension("outcome.json")
     }
 
     /// The title, or the file name.

@@ -230,6 +230,91 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX alarm_log_by_alarm ON alarm_log (alarm_id, id);
     "#,
+    // 3: phone cancellation codes (src/verify) and the audit log. A code is stored only as an
+    // Argon2id PHC string keyed with a pepper that lives outside the database; there is no
+    // column for a plaintext, masked or reversible code, nor for a panel's keypad code.
+    r#"
+    -- The verifiers: at most one cancellation and one duress code per contact.
+    CREATE TABLE code_verifiers (
+        contact_id      INTEGER NOT NULL REFERENCES contacts(id),
+        kind            TEXT NOT NULL CHECK (kind IN ('cancel', 'duress')),
+        argon2_phc      TEXT NOT NULL CHECK (argon2_phc LIKE '$argon2id$%'),
+        pepper_id       TEXT NOT NULL,
+        set_ms          INTEGER NOT NULL,
+        set_by          TEXT NOT NULL,
+        -- Set by a bulk invalidation: the code answers "invalidated" until it is set again.
+        invalidated_ms  INTEGER,
+        PRIMARY KEY (contact_id, kind)
+    ) WITHOUT ROWID;
+
+    -- Consecutive rejected verifications per contact (persisted: a restart forgets nothing).
+    CREATE TABLE code_failures (
+        contact_id   INTEGER PRIMARY KEY REFERENCES contacts(id),
+        consecutive  INTEGER NOT NULL DEFAULT 0,
+        last_ms      INTEGER NOT NULL
+    );
+
+    -- Phone cancellation locked per customer, until a supervisor resets the code.
+    CREATE TABLE code_lockouts (
+        customer_id  INTEGER PRIMARY KEY REFERENCES customers(id),
+        locked_ms    INTEGER NOT NULL,
+        contact_id   INTEGER REFERENCES contacts(id)
+    );
+
+    -- Every verification attempt (never the candidate): the per-operator counters read it.
+    CREATE TABLE code_attempts (
+        id          INTEGER PRIMARY KEY,
+        at_ms       INTEGER NOT NULL,
+        operator    TEXT NOT NULL,
+        alarm_id    INTEGER NOT NULL REFERENCES alarms(id),
+        contact_id  INTEGER REFERENCES contacts(id),
+        verdict     TEXT NOT NULL CHECK (verdict IN ('accepted', 'duress', 'rejected', 'locked', 'invalidated'))
+    );
+    CREATE INDEX code_attempts_by_operator ON code_attempts (operator, at_ms);
+
+    -- The audit log: append-only, each row chained to the previous one by SHA-256.
+    CREATE TABLE audit_log (
+        id         INTEGER PRIMARY KEY,
+        at_ms      INTEGER NOT NULL,
+        actor      TEXT NOT NULL,
+        action     TEXT NOT NULL,
+        subject    TEXT NOT NULL,
+        detail     TEXT NOT NULL,
+        result     TEXT NOT NULL,
+        failures   INTEGER,
+        prev_hash  BLOB NOT NULL CHECK (length(prev_hash) = 32),
+        row_hash   BLOB NOT NULL CHECK (length(row_hash) = 32)
+    );
+    CREATE TRIGGER audit_log_no_update BEFORE UPDATE ON audit_log
+    BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END;
+    CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log
+    BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END;
+    "#,
+    // 4: operators (the console's users) and procedure progress per alarm.
+    r#"
+    CREATE TABLE operators (
+        id               INTEGER PRIMARY KEY,
+        public_id        TEXT NOT NULL UNIQUE,
+        name             TEXT NOT NULL UNIQUE,
+        role             TEXT NOT NULL CHECK (role IN ('operator', 'supervisor', 'admin')),
+        password_phc     TEXT NOT NULL CHECK (password_phc LIKE '$argon2id$%'),
+        disabled         INTEGER NOT NULL DEFAULT 0,
+        failed_logins    INTEGER NOT NULL DEFAULT 0,
+        locked_until_ms  INTEGER,
+        created_ms       INTEGER NOT NULL
+    );
+
+    CREATE TABLE procedure_progress (
+        alarm_id  INTEGER NOT NULL REFERENCES alarms(id),
+        step      INTEGER NOT NULL,
+        done_by   TEXT NOT NULL,
+        done_ms   INTEGER NOT NULL,
+        PRIMARY KEY (alarm_id, step)
+    ) WITHOUT ROWID;
+
+    -- The queue subscription looks for alarms with new events.
+    CREATE INDEX alarms_by_last_event ON alarms (last_event_ms);
+    "#,
 ];
 
 /// The schema version this program writes.

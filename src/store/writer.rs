@@ -258,6 +258,8 @@ pub struct WriterConfig {
     pub max_dedupe_entries: usize,
     /// Updated after each commit with the newest valid traffic per account (supervision).
     pub last_seen: Option<Arc<LastSeen>>,
+    /// Bumped after each commit, so subscribers (the operator API) re-read what changed.
+    pub changes: Option<tokio::sync::watch::Sender<u64>>,
 }
 
 /// Last valid traffic per account id, Unix ms, as committed.
@@ -585,6 +587,7 @@ pub fn start(
     let m = metrics.clone();
     let max_batch = cfg.max_batch.max(1);
     let last_seen = cfg.last_seen.clone();
+    let changes = cfg.changes.clone();
     let join = std::thread::Builder::new()
         .name("store-writer".into())
         .spawn(move || {
@@ -660,6 +663,9 @@ pub fn start(
                         }
                         if newest > 0 {
                             dedupe.expire(newest);
+                        }
+                        if let Some(c) = &changes {
+                            c.send_modify(|v| *v = v.wrapping_add(1));
                         }
                         if let Some(ls) = &last_seen {
                             ls.record(batch.iter().filter_map(|i| match i {

@@ -59,6 +59,7 @@ impl TestDaemon {
         cfg.receiver.tcp_listen = "127.0.0.1:0".into();
         cfg.receiver.udp_listen = "127.0.0.1:0".into();
         cfg.metrics.listen = String::new();
+        cfg.operator.socket = String::new();
         cfg.store.path = dir.join("test.db");
         cfg.store.load_demo_data = false;
         cfg

@@ -1,9 +1,15 @@
 //! All integration tests in one binary (one link step, shared helpers).
 
 mod common;
+mod console;
+mod console_e2e;
+mod crash;
 mod disk_full;
+mod operator;
 mod protocol_props;
 mod protocol_sweep;
 mod receiver;
+mod replay;
 mod scenarios;
 mod vectors;
+mod verify;

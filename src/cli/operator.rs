@@ -1,0 +1,186 @@
+//! `meldkamer operator add|disable|enable|list` and `meldkamer console`.
+
+use std::io::{BufRead, Write};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use zeroize::Zeroizing;
+
+use crate::config::Config;
+use crate::operator::Role;
+use crate::operator::accounts::{self, OperatorError};
+
+/// Errors of the operator commands.
+#[derive(Debug, thiserror::Error)]
+pub enum OperatorCmdError {
+    /// Operator problem.
+    #[error(transparent)]
+    Operator(#[from] OperatorError),
+    /// Database.
+    #[error("opening the database {path}")]
+    Store {
+        /// File.
+        path: String,
+        /// Why.
+        #[source]
+        source: crate::store::StoreError,
+    },
+    /// Reading the password.
+    #[error("reading the password")]
+    Read(#[source] std::io::Error),
+    /// The two passwords differ.
+    #[error("the passwords do not match")]
+    Mismatch,
+    /// Console trouble.
+    #[error(transparent)]
+    Console(#[from] crate::console::ConsoleError),
+    /// No endpoint.
+    #[error("the operator API socket is disabled in the configuration; use --socket or --connect")]
+    NoEndpoint,
+}
+
+fn actor() -> String {
+    format!("cli:{}", std::env::var("USER").unwrap_or_else(|_| "unknown".into()))
+}
+
+fn open(cfg: &Config) -> Result<rusqlite::Connection, OperatorCmdError> {
+    crate::store::open_write(&cfg.store.path, Duration::from_millis(cfg.store.busy_timeout_ms)).map_err(|source| {
+        OperatorCmdError::Store {
+            path: cfg.store.path.display().to_string(),
+            source,
+        }
+    })
+}
+
+fn now_ms() -> i64 {
+    crate::clock::unix_ms(time::OffsetDateTime::now_utc())
+}
+
+/// Read a password: from stdin (one line) with `from_stdin`, else twice without echo.
+pub fn read_password(from_stdin: bool) -> Result<Zeroizing<String>, OperatorCmdError> {
+    if from_stdin {
+        let mut line = Zeroizing::new(String::new());
+        std::io::stdin()
+            .lock()
+            .read_line(&mut line)
+            .map_err(OperatorCmdError::Read)?;
+        let trimmed = Zeroizing::new(line.trim_end_matches(['\n', '\r']).to_string());
+        return Ok(trimmed);
+    }
+    let a = Zeroizing::new(rpassword::prompt_password("Password: ").map_err(OperatorCmdError::Read)?);
+    let b = Zeroizing::new(rpassword::prompt_password("Again: ").map_err(OperatorCmdError::Read)?);
+    if a.as_str() != b.as_str() {
+        return Err(OperatorCmdError::Mismatch);
+    }
+    Ok(a)
+}
+
+fn audit(conn: &mut rusqlite::Connection, action: &str, subject: &str, result: &str) -> Result<(), OperatorCmdError> {
+    let map = |source: crate::store::StoreError| OperatorCmdError::Store {
+        path: String::new(),
+        source,
+    };
+    let tx = conn
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(|e| map(e.into()))?;
+    crate::verify::audit::append(
+        &tx,
+        now_ms(),
+        &crate::verify::audit::AuditRecord {
+            actor: &actor(),
+            action,
+            subject,
+            detail: "",
+            result,
+            failures: None,
+        },
+    )
+    .map_err(map)?;
+    tx.commit().map_err(|e| map(e.into()))
+}
+
+/// `operator add NAME --role ROLE`.
+pub fn add(
+    cfg: &Config,
+    name: &str,
+    role: Role,
+    password_stdin: bool,
+    out: &mut dyn Write,
+) -> Result<(), OperatorCmdError> {
+    let password = read_password(password_stdin)?;
+    let mut conn = open(cfg)?;
+    let r = accounts::add(&conn, name, role, &password, now_ms());
+    let result = match &r {
+        Ok(_) => "ok".to_string(),
+        Err(e) => format!("refused: {e}"),
+    };
+    audit(
+        &mut conn,
+        "operator_add",
+        &format!("operator:{name} role:{}", role.as_str()),
+        &result,
+    )?;
+    r?;
+    let _ = writeln!(out, "operator {name} added with role {}", role.as_str());
+    Ok(())
+}
+
+/// `operator disable|enable NAME`.
+pub fn set_disabled(cfg: &Config, name: &str, disabled: bool, out: &mut dyn Write) -> Result<(), OperatorCmdError> {
+    let mut conn = open(cfg)?;
+    let r = accounts::set_disabled(&conn, name, disabled);
+    let action = if disabled {
+        "operator_disable"
+    } else {
+        "operator_enable"
+    };
+    let result = match &r {
+        Ok(()) => "ok".to_string(),
+        Err(e) => format!("refused: {e}"),
+    };
+    audit(&mut conn, action, &format!("operator:{name}"), &result)?;
+    r?;
+    let _ = writeln!(out, "operator {name} {}", if disabled { "disabled" } else { "enabled" });
+    Ok(())
+}
+
+/// `operator list`.
+pub fn list(cfg: &Config, out: &mut dyn Write) -> Result<(), OperatorCmdError> {
+    let conn = open(cfg)?;
+    for o in accounts::list(&conn)? {
+        let state = if o.disabled {
+            "disabled".to_string()
+        } else if let Some(t) = o.locked_until_ms.filter(|t| *t > now_ms()) {
+            format!("locked until {}", crate::clock::rfc3339_ms(t))
+        } else {
+            "active".to_string()
+        };
+        let _ = writeln!(out, "{:<24} {:<10} {state}", o.name, o.role.as_str());
+    }
+    Ok(())
+}
+
+/// `console`: connect to the socket (default from the configuration) or a TLS address.
+pub fn console(
+    cfg: &Config,
+    socket: Option<PathBuf>,
+    connect: Option<String>,
+    ca: Option<PathBuf>,
+    server_name: Option<String>,
+) -> Result<(), OperatorCmdError> {
+    use crate::console::client::Endpoint;
+    let endpoint = match (socket, connect) {
+        (_, Some(addr)) => {
+            let host = addr.rsplit_once(':').map_or(addr.as_str(), |(h, _)| h).to_string();
+            Endpoint::Tls {
+                server_name: server_name.unwrap_or(host),
+                ca: ca.unwrap_or_else(|| PathBuf::from(&cfg.operator.tls_cert)),
+                addr,
+            }
+        }
+        (Some(p), None) => Endpoint::Unix(p),
+        (None, None) => Endpoint::Unix(cfg.operator_socket().ok_or(OperatorCmdError::NoEndpoint)?),
+    };
+    crate::console::run(endpoint)?;
+    Ok(())
+}

@@ -1,0 +1,421 @@
+//! Read-side queries behind the operator API. All run on a read-only connection.
+
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::{Deserialize, Serialize};
+
+use crate::clock::rfc3339_ms;
+use crate::view::{ContactView, CustomerCard, customer_card};
+
+/// One alarm in the queue.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AlarmSummary {
+    /// Opaque id.
+    pub id: String,
+    /// "operator" or "supervisor".
+    pub queue: String,
+    /// 1 (most urgent) … 9.
+    pub priority: i64,
+    /// Category (empty for unknown codes/accounts).
+    pub category: String,
+    /// Title.
+    pub title: String,
+    /// Account number.
+    pub account: String,
+    /// Site name and address ("" if none).
+    pub site: String,
+    /// new, acknowledged, in_progress, closed.
+    pub state: String,
+    /// Opened, Unix ms.
+    pub opened_ms: i64,
+    /// Last event, Unix ms.
+    pub last_event_ms: i64,
+    /// Events joined.
+    pub events: i64,
+    /// Restored.
+    pub restored: bool,
+    /// Escalated.
+    pub escalated: bool,
+    /// Panel disarm user, if the keypad factor is present.
+    pub keypad_factor: Option<String>,
+    /// Keypad factor time.
+    pub keypad_factor_ms: Option<i64>,
+    /// A phone code was verified.
+    pub phone_factor: bool,
+    /// Duress.
+    pub duress: bool,
+}
+
+const SUMMARY_COLUMNS: &str = "a.public_id, a.queue, a.priority, ifnull(a.category, ''), a.title, a.account,
+     ifnull(s.name || ', ' || s.address, ''), a.state, a.opened_ms, a.last_event_ms, a.event_count,
+     a.restored_ms IS NOT NULL, a.escalated_ms IS NOT NULL, a.keypad_factor_user, a.keypad_factor_ms,
+     a.phone_factor_ms IS NOT NULL, a.duress";
+
+fn summary(r: &rusqlite::Row<'_>) -> rusqlite::Result<AlarmSummary> {
+    Ok(AlarmSummary {
+        id: r.get(0)?,
+        queue: r.get(1)?,
+        priority: r.get(2)?,
+        category: r.get(3)?,
+        title: r.get(4)?,
+        account: r.get(5)?,
+        site: r.get(6)?,
+        state: r.get(7)?,
+        opened_ms: r.get(8)?,
+        last_event_ms: r.get(9)?,
+        events: r.get(10)?,
+        restored: r.get(11)?,
+        escalated: r.get(12)?,
+        keypad_factor: r.get(13)?,
+        keypad_factor_ms: r.get(14)?,
+        phone_factor: r.get(15)?,
+        duress: r.get(16)?,
+    })
+}
+
+/// Open alarms by priority, then age. `supervisor`: include the supervisor queue.
+pub fn queue(conn: &Connection, supervisor: bool) -> rusqlite::Result<Vec<AlarmSummary>> {
+    let sql = format!(
+        "SELECT {SUMMARY_COLUMNS} FROM alarms a LEFT JOIN sites s ON s.id = a.site_id
+         WHERE a.state <> 'closed' AND (a.queue = 'operator' OR ?1)
+         ORDER BY a.priority, a.opened_ms, a.id"
+    );
+    let mut stmt = conn.prepare_cached(&sql)?;
+    stmt.query_map(params![supervisor], summary)?.collect()
+}
+
+/// Alarms changed since a cursor: new log entries or new events. Returns the summaries (closed
+/// ones included, so a client can drop them) and the new cursor.
+pub fn changed_since(
+    conn: &Connection,
+    cursor: (i64, i64),
+    supervisor: bool,
+) -> rusqlite::Result<(Vec<AlarmSummary>, (i64, i64))> {
+    let (log_id, event_ms) = cursor;
+    let max_log: i64 = conn.query_row("SELECT ifnull(max(id), 0) FROM alarm_log", [], |r| r.get(0))?;
+    let max_event: i64 = conn.query_row("SELECT ifnull(max(last_event_ms), 0) FROM alarms", [], |r| r.get(0))?;
+    let sql = format!(
+        "SELECT {SUMMARY_COLUMNS} FROM alarms a LEFT JOIN sites s ON s.id = a.site_id
+         WHERE (a.id IN (SELECT alarm_id FROM alarm_log WHERE id > ?1) OR (a.last_event_ms > ?2 AND a.state <> 'closed'))
+           AND (a.queue = 'operator' OR ?3)
+         ORDER BY a.priority, a.opened_ms, a.id"
+    );
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let rows = stmt
+        .query_map(params![log_id, event_ms, supervisor], summary)?
+        .collect::<Result<_, _>>()?;
+    Ok((rows, (max_log, max_event)))
+}
+
+/// The current change cursor.
+pub fn cursor(conn: &Connection) -> rusqlite::Result<(i64, i64)> {
+    let max_log: i64 = conn.query_row("SELECT ifnull(max(id), 0) FROM alarm_log", [], |r| r.get(0))?;
+    let max_event: i64 = conn.query_row("SELECT ifnull(max(last_event_ms), 0) FROM alarms", [], |r| r.get(0))?;
+    Ok((max_log, max_event))
+}
+
+/// An event as shown with an alarm.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventRow {
+    /// Received.
+    pub received: String,
+    /// Account.
+    pub account: String,
+    /// "SIA BA" / "CID 130".
+    pub code: String,
+    /// new / restore / status.
+    pub qualifier: String,
+    /// Description.
+    pub description: String,
+    /// Zone.
+    pub zone: Option<String>,
+    /// User.
+    pub user: Option<String>,
+    /// Area.
+    pub area: Option<String>,
+}
+
+/// A step of the procedure, ticked when done.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepRow {
+    /// 1-based.
+    pub number: u32,
+    /// Instruction.
+    pub instruction: String,
+    /// Done by (operator), when ticked.
+    pub done_by: Option<String>,
+}
+
+/// An alarm log line.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogRow {
+    /// When.
+    pub at: String,
+    /// Who (operator name, "system", "panel").
+    pub actor: String,
+    /// What.
+    pub action: String,
+    /// Detail.
+    pub detail: String,
+}
+
+/// One alarm with everything an operator needs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AlarmDetail {
+    /// The summary.
+    pub alarm: AlarmSummary,
+    /// Zone of the alarm.
+    pub zone: Option<String>,
+    /// Its description, if the zone is known.
+    pub zone_description: Option<String>,
+    /// The panel user of the keypad factor, with name and role.
+    pub keypad_user: Option<String>,
+    /// Customer card (absent for unknown accounts).
+    pub customer: Option<CustomerCard>,
+    /// Contacts in call order (also inside the card; here for convenience).
+    pub contacts: Vec<ContactView>,
+    /// Procedure for the alarm's category.
+    pub procedure: Vec<StepRow>,
+    /// Events of this alarm, newest last (at most the last 200).
+    pub events: Vec<EventRow>,
+    /// Log.
+    pub log: Vec<LogRow>,
+    /// Phone cancellation is locked for this customer (too many wrong codes).
+    pub phone_locked: bool,
+}
+
+/// The row id of an alarm by its public id.
+pub fn alarm_row(conn: &Connection, public_id: &str) -> rusqlite::Result<Option<i64>> {
+    conn.query_row("SELECT id FROM alarms WHERE public_id = ?1", params![public_id], |r| {
+        r.get(0)
+    })
+    .optional()
+}
+
+/// One alarm in full.
+pub fn alarm_detail(conn: &Connection, public_id: &str) -> rusqlite::Result<Option<AlarmDetail>> {
+    let sql = format!(
+        "SELECT {SUMMARY_COLUMNS}, a.id, a.site_id, a.zone, s.customer_id FROM alarms a LEFT JOIN sites s ON s.id = a.site_id
+         WHERE a.public_id = ?1"
+    );
+    let head = conn
+        .query_row(&sql, params![public_id], |r| {
+            Ok((
+                summary(r)?,
+                r.get::<_, i64>(17)?,
+                r.get::<_, Option<i64>>(18)?,
+                r.get::<_, Option<String>>(19)?,
+                r.get::<_, Option<i64>>(20)?,
+            ))
+        })
+        .optional()?;
+    let Some((alarm, id, site_id, zone, customer_id)) = head else {
+        return Ok(None);
+    };
+    let customer = match site_id {
+        Some(s) => customer_card(conn, s)?,
+        None => None,
+    };
+    let zone_description = match (site_id, &zone) {
+        (Some(s), Some(z)) => conn
+            .query_row(
+                "SELECT description FROM zones WHERE site_id = ?1 AND number = ?2",
+                params![s, z],
+                |r| r.get(0),
+            )
+            .optional()?,
+        _ => None,
+    };
+    let keypad_user = match (site_id, &alarm.keypad_factor) {
+        (Some(s), Some(u)) => Some(
+            conn.query_row(
+                "SELECT name || CASE WHEN role <> '' THEN ' (' || role || ')' ELSE '' END FROM panel_users
+                 WHERE site_id = ?1 AND number = ?2",
+                params![s, u],
+                |r| r.get::<_, String>(0),
+            )
+            .optional()?
+            .map_or_else(|| format!("user {u}"), |n| format!("user {u}: {n}")),
+        ),
+        (_, Some(u)) => Some(format!("user {u}")),
+        _ => None,
+    };
+    let contacts = customer.as_ref().map(|c| c.contacts.clone()).unwrap_or_default();
+    let mut procedure = Vec::new();
+    if let Some(cat) = Some(alarm.category.clone()).filter(|c| !c.is_empty()) {
+        let steps = customer
+            .as_ref()
+            .and_then(|c| c.procedures.iter().find(|p| p.category == cat).map(|p| p.steps.clone()))
+            .or_else(|| {
+                // No customer card (or no procedure there): the default set.
+                let mut stmt = conn
+                    .prepare("SELECT instruction FROM procedure_steps WHERE customer_id IS NULL AND category = ?1 ORDER BY step")
+                    .ok()?;
+                stmt.query_map(params![cat], |r| r.get::<_, String>(0))
+                    .ok()?
+                    .collect::<Result<Vec<_>, _>>()
+                    .ok()
+            })
+            .unwrap_or_default();
+        let mut stmt = conn.prepare("SELECT step, done_by FROM procedure_progress WHERE alarm_id = ?1")?;
+        let done: Vec<(u32, String)> = stmt
+            .query_map(params![id], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<_, _>>()?;
+        for (i, s) in steps.into_iter().enumerate() {
+            let n = i as u32 + 1;
+            procedure.push(StepRow {
+                number: n,
+                instruction: s,
+                done_by: done.iter().find(|d| d.0 == n).map(|d| d.1.clone()),
+            });
+        }
+    }
+    let mut stmt = conn.prepare(
+        "SELECT e.received_ms, e.account, e.code_format, e.code, e.qualifier, e.description, e.zone, e.user_no, e.area
+         FROM alarm_events ae JOIN events e ON e.id = ae.event_id WHERE ae.alarm_id = ?1
+         ORDER BY e.id DESC LIMIT 200",
+    )?;
+    let mut events: Vec<EventRow> = stmt
+        .query_map(params![id], |r| {
+            let fmt: String = r.get(2)?;
+            Ok(EventRow {
+                received: rfc3339_ms(r.get(0)?),
+                account: r.get(1)?,
+                code: format!(
+                    "{} {}",
+                    if fmt == "cid" { "CID" } else { "SIA" },
+                    r.get::<_, String>(3)?
+                ),
+                qualifier: r.get(4)?,
+                description: r.get(5)?,
+                zone: r.get(6)?,
+                user: r.get(7)?,
+                area: r.get(8)?,
+            })
+        })?
+        .collect::<Result<_, _>>()?;
+    events.reverse();
+    let mut stmt =
+        conn.prepare("SELECT at_ms, actor, action, detail FROM alarm_log WHERE alarm_id = ?1 ORDER BY id")?;
+    let log = stmt
+        .query_map(params![id], |r| {
+            Ok(LogRow {
+                at: rfc3339_ms(r.get(0)?),
+                actor: r.get(1)?,
+                action: r.get(2)?,
+                detail: r.get(3)?,
+            })
+        })?
+        .collect::<Result<_, _>>()?;
+    let phone_locked = match customer_id {
+        Some(c) => phone_locked(conn, c)?,
+        None => false,
+    };
+    Ok(Some(AlarmDetail {
+        alarm,
+        zone,
+        zone_description,
+        keypad_user,
+        customer,
+        contacts,
+        procedure,
+        events,
+        log,
+        phone_locked,
+    }))
+}
+
+/// Whether phone cancellation is locked for a customer (too many wrong codes; see `verify`).
+fn phone_locked(conn: &Connection, customer_id: i64) -> rusqlite::Result<bool> {
+    conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM code_lockouts WHERE customer_id = ?1)",
+        params![customer_id],
+        |r| r.get(0),
+    )
+}
+
+/// An account path whose reporting deadline has passed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OverdueAccount {
+    /// Account.
+    pub account: String,
+    /// Path.
+    pub path: String,
+    /// Site ("" if none).
+    pub site: String,
+    /// Reporting interval, seconds.
+    pub interval_secs: i64,
+    /// Last valid traffic, if any.
+    pub last_seen: Option<String>,
+    /// How long overdue, seconds.
+    pub overdue_secs: i64,
+}
+
+/// Supervised accounts whose deadline has passed at `now_ms`.
+pub fn overdue(conn: &Connection, now_ms: i64) -> rusqlite::Result<Vec<OverdueAccount>> {
+    let mut stmt = conn.prepare(
+        "SELECT a.account, a.path, ifnull(s.name || ', ' || s.address, ''), a.supervision_secs, a.ats_category,
+                st.last_seen_ms, a.created_ms
+         FROM accounts a LEFT JOIN account_status st ON st.account_id = a.id LEFT JOIN sites s ON s.id = a.site_id
+         WHERE a.enabled = 1 AND (a.supervision_secs IS NOT NULL OR a.ats_category IS NOT NULL)",
+    )?;
+    let mut out = Vec::new();
+    for row in stmt.query_map([], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, String>(2)?,
+            r.get::<_, Option<i64>>(3)?,
+            r.get::<_, Option<String>>(4)?,
+            r.get::<_, Option<i64>>(5)?,
+            r.get::<_, i64>(6)?,
+        ))
+    })? {
+        let (account, path, site, secs, cat, seen, created) = row?;
+        let interval = secs.or_else(|| {
+            cat.as_deref()
+                .and_then(|c| crate::correlate::supervision::ats_reporting_secs(c, path == "secondary"))
+                .map(|s| s as i64)
+        });
+        let Some(interval) = interval else { continue };
+        let base = seen.unwrap_or(created);
+        let deadline = base + interval * 1000;
+        if deadline < now_ms {
+            out.push(OverdueAccount {
+                account,
+                path,
+                site,
+                interval_secs: interval,
+                last_seen: seen.map(rfc3339_ms),
+                overdue_secs: (now_ms - deadline) / 1000,
+            });
+        }
+    }
+    out.sort_by_key(|o| std::cmp::Reverse(o.overdue_secs));
+    Ok(out)
+}
+
+/// Past events of an account, newest first.
+pub fn search(conn: &Connection, account: &str, limit: u32) -> rusqlite::Result<Vec<EventRow>> {
+    let mut stmt = conn.prepare(
+        "SELECT received_ms, account, code_format, code, qualifier, description, zone, user_no, area
+         FROM events WHERE account = ?1 ORDER BY id DESC LIMIT ?2",
+    )?;
+    stmt.query_map(params![account, limit.clamp(1, 1000)], |r| {
+        let fmt: String = r.get(2)?;
+        Ok(EventRow {
+            received: rfc3339_ms(r.get(0)?),
+            account: r.get(1)?,
+            code: format!(
+                "{} {}",
+                if fmt == "cid" { "CID" } else { "SIA" },
+                r.get::<_, String>(3)?
+            ),
+            qualifier: r.get(4)?,
+            description: r.get(5)?,
+            zone: r.get(6)?,
+            user: r.get(7)?,
+            area: r.get(8)?,
+        })
+    })?
+    .collect()
+}

@@ -1,0 +1,105 @@
+//! Phone cancellation codes: the second factor of a cancellation, kept as a write-only secret.
+//!
+//! A cancellation (stand-down, no dispatch) needs two factors on the alarm: the panel-side
+//! factor (a disarm or cancel by a panel user after the alarm, recorded by `correlate`) and a
+//! phone cancellation code given by a caller and verified here. The panel's keypad code is a
+//! different secret the ARC never sees; nothing here (or anywhere) stores or asks for it.
+//!
+//! A code can be set, reset, invalidated and checked — never read. Only Argon2id verifiers are
+//! stored, keyed with a pepper from a file outside the database.
+//!
+//! | module | what |
+//! |---|---|
+//! | [`hash`] | Argon2id PHC verifiers, the pepper file and its rotation, the computation counter |
+//! | [`codes`] | the secret [`Code`] type, weak-code rules, generation; set / reset / bulk invalidation |
+//! | [`attempt`] | one verification on an open alarm: load, hash (always two), record |
+//! | [`lockout`] | persisted counters: per-contact lockout, per-operator supervisor alert |
+//! | [`audit`] | the append-only, hash-chained audit log every code and operator action writes |
+//! | [`service`] | the async service for the daemon: hashing off the writer, bounded, serialised per customer |
+//!
+//! Rules (the project's own requirements; `README.md` and `SECURITY.md` tell the operator's side):
+//!
+//! - verifiers are Argon2id PHC strings with a 16-byte random salt and a 32-byte tag, at least
+//!   m=19456 KiB, t=2, p=1, keyed with the pepper; the pepper id is stored beside each, and a
+//!   verifier below the current cost or made with a retired pepper is re-hashed on its next
+//!   successful verification;
+//! - the pepper file must be owner-only, or nothing starts;
+//! - a candidate lives in [`Code`] (no `Debug`, `Display`, `Clone` or `Serialize`; zeroed on
+//!   drop) and reaches no log, error, audit record or response; tags are compared in constant
+//!   time;
+//! - verification exists only for an open alarm of the contact's customer, always computes two
+//!   Argon2id hashes, and answers unknown contacts like wrong codes;
+//! - five consecutive wrong codes for a contact lock phone cancellation for the customer until
+//!   a supervisor resets the code; more than ten wrong codes by one operator within an hour
+//!   alert the supervisor; neither ever blocks alarm handling;
+//! - a duress code answers like the right code and silently escalates the alarm to a duress
+//!   alarm at the top priority, which can never be closed as a cancellation;
+//! - every set, reset, invalidation, unlock, re-hash and attempt is in the audit log, never the
+//!   candidate, not even hashed.
+
+pub mod attempt;
+pub mod audit;
+pub mod codes;
+pub mod hash;
+pub mod lockout;
+pub mod service;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use attempt::{Answer, Verdict, VerifyError, VerifyRequest};
+pub use codes::{Code, Kind};
+pub use hash::{Cost, Hasher, Pepper, PepperError, PepperRing};
+pub use lockout::Limits;
+pub use service::{CodeService, ResetError};
+
+/// The name the operator API knows the verification service by.
+pub type Verifier = CodeService;
+
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::store::writer::WriterHandle;
+
+/// Setting up code verification failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    /// The pepper file.
+    #[error(transparent)]
+    Pepper(#[from] PepperError),
+    /// The Argon2id parameters.
+    #[error("codes.argon2_*: {0}")]
+    Hash(#[from] hash::HashError),
+}
+
+/// The hasher for a configuration: loads the pepper (creating it, owner-only, when missing —
+/// logged) and the retired peppers. Refuses a pepper file others may read.
+pub fn hasher_from_config(cfg: &Config) -> Result<Hasher, SetupError> {
+    let path = cfg.codes.pepper_path(&cfg.store);
+    let (pepper, created) = Pepper::load_or_create(&path)?;
+    if created {
+        tracing::warn!(
+            path = %path.display(), pepper_id = pepper.id(),
+            "created a new pepper file for phone cancellation codes (owner-only); back it up apart from the database"
+        );
+    } else {
+        tracing::info!(path = %path.display(), pepper_id = pepper.id(), "pepper loaded");
+    }
+    let mut ring = PepperRing::new(pepper);
+    for p in &cfg.codes.retired_pepper_files {
+        ring = ring.with_retired(Pepper::load(p)?);
+    }
+    Ok(Hasher::new(ring, Cost::from_config(&cfg.codes))?)
+}
+
+/// The verification service of a daemon.
+pub fn service_from_config(cfg: &Config, hasher: Hasher, writer: WriterHandle, clock: Arc<dyn Clock>) -> CodeService {
+    CodeService::new(
+        Arc::new(hasher),
+        Limits::from_config(cfg),
+        writer,
+        cfg.store.path.clone(),
+        Duration::from_millis(cfg.store.busy_timeout_ms),
+        clock,
+        cfg.codes.max_concurrent_verifications,
+    )
+}

@@ -1,0 +1,247 @@
+//! End to end: the real daemon and the real console binary in a terminal (tmux). Log in, see
+//! an alarm arrive, open it, acknowledge, the panel is disarmed by user 5, verify the caller's
+//! phone code, close as cancelled by the customer; then the database and the audit log must
+//! show exactly that.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use meldkamer::protocol::frame::Token;
+
+use crate::common::*;
+
+const BIN: &str = env!("CARGO_BIN_EXE_meldkamer");
+const CODE: &str = "739164";
+
+struct Tmux {
+    socket: String,
+}
+
+impl Tmux {
+    fn run(&self, args: &[&str]) -> String {
+        let out = Command::new("tmux")
+            .arg("-L")
+            .arg(&self.socket)
+            .args(args)
+            .output()
+            .expect("tmux runs");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn keys(&self, keys: &[&str]) {
+        let mut args = vec!["send-keys", "-t", "console"];
+        args.extend_from_slice(keys);
+        self.run(&args);
+    }
+
+    fn text(&self, s: &str) {
+        self.run(&["send-keys", "-t", "console", "-l", s]);
+    }
+
+    fn screen(&self) -> String {
+        self.run(&["capture-pane", "-p", "-t", "console"])
+    }
+
+    fn wait_gone(&self, what: &str) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.screen().contains(what) {
+            assert!(Instant::now() < deadline, "waited for {what:?} to go away");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn wait_for(&self, what: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let s = self.screen();
+            if s.contains(what) {
+                return s;
+            }
+            assert!(Instant::now() < deadline, "waited for {what:?}; the screen shows:\n{s}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        // Our own tmux server (its own socket name), not anyone else's.
+        let _ = Command::new("tmux")
+            .arg("-L")
+            .arg(&self.socket)
+            .arg("kill-server")
+            .output();
+    }
+}
+
+struct Daemon(Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn meldkamer(config: &Path, args: &[&str], stdin: Option<&str>) {
+    let mut c = Command::new(BIN)
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    if let Some(s) = stdin {
+        c.stdin.take().expect("stdin").write_all(s.as_bytes()).expect("write");
+    }
+    let out = c.wait_with_output().expect("wait");
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn operator_cancels_an_alarm_with_both_factors_from_the_console() {
+    if Command::new("tmux").arg("-V").output().is_err() {
+        panic!("tmux is needed for the console end-to-end test (.ci/run installs it)");
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db: PathBuf = dir.path().join("e2e.db");
+    let sock = dir.path().join("api.sock");
+    let config = dir.path().join("meldkamer.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[receiver]\ntcp_listen = \"127.0.0.1:0\"\nudp_listen = \"\"\n[store]\npath = \"{}\"\nload_demo_data = false\n\
+             [metrics]\nlisten = \"\"\n[operator]\nsocket = \"{}\"\n",
+            db.display(),
+            sock.display()
+        ),
+    )
+    .expect("config");
+    let records = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/records/scenarios.toml");
+    meldkamer(&config, &["import", records], None);
+    meldkamer(
+        &config,
+        &["operator", "add", "olga", "--role", "operator", "--password-stdin"],
+        Some("console e2e password\n"),
+    );
+    meldkamer(
+        &config,
+        &["code", "set", "--contact", "K-1001-1", "--stdin"],
+        Some(&format!("{CODE}\n")),
+    );
+
+    let mut child = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(&config)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("serve");
+    let stdout = child.stdout.take().expect("stdout");
+    let daemon = Daemon(child);
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line).expect("ready line");
+    let tcp: std::net::SocketAddr = line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("tcp="))
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no tcp address in {line:?}"));
+
+    let tmux = Tmux {
+        socket: format!("meldkamer-e2e-{}", std::process::id()),
+    };
+    let cmd = format!("{BIN} console --socket {}", sock.display());
+    tmux.run(&["new-session", "-d", "-s", "console", "-x", "120", "-y", "40", &cmd]);
+    // Deliver Escape at once (not as the start of an Alt- sequence).
+    tmux.run(&["set-option", "-s", "escape-time", "0"]);
+    tmux.wait_for("Log in");
+    tmux.text("olga");
+    tmux.keys(&["Tab"]);
+    tmux.text("console e2e password");
+    tmux.keys(&["Enter"]);
+    tmux.wait_for("No open alarms");
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("rt");
+    let send = |frame: Vec<u8>| rt.block_on(tcp_exchange(tcp, &frame));
+    let ack = send(plain(Token::SiaDcs, 1, "1234", "#1234|Nri1/BA03", None));
+    assert_eq!(ack.as_deref().map(token_of).as_deref(), Some("ACK"));
+    // The alarm appears without a key press.
+    tmux.wait_for("BURGLARY");
+    tmux.keys(&["Enter"]);
+    tmux.wait_for("Back door, ground floor");
+    tmux.keys(&["a"]);
+    tmux.wait_for("acknowledge: ok");
+    // The panel is disarmed by user 5: the keypad factor.
+    let ack = send(plain(Token::AdmCid, 2, "1234", "#1234|1401 01 005", None));
+    assert_eq!(ack.as_deref().map(token_of).as_deref(), Some("ACK"));
+    tmux.wait_for("Panel disarm ✓");
+    // The caller gives the phone code.
+    tmux.keys(&["v"]);
+    tmux.wait_for("Verify phone cancellation code");
+    tmux.text(CODE);
+    let s = tmux.screen();
+    assert!(!s.contains(CODE), "the code is never on screen:\n{s}");
+    tmux.keys(&["Enter"]);
+    tmux.wait_for("ACCEPTED");
+    tmux.keys(&["Escape"]);
+    tmux.wait_gone("Verify phone cancellation code");
+    tmux.wait_for("Phone code   ✓");
+    tmux.keys(&["c"]);
+    tmux.wait_for("Cancelled by customer");
+    tmux.keys(&["Enter"]);
+    tmux.wait_for("close: ok");
+    tmux.keys(&["Escape"]);
+    tmux.wait_for("No open alarms");
+    tmux.keys(&["q"]);
+    drop(tmux);
+    drop(daemon);
+
+    let conn = rusqlite::Connection::open(&db).expect("db");
+    let (state, disposition, closed_by, ack_by, keypad, phone): (String, String, String, String, String, bool) = conn
+        .query_row(
+            "SELECT state, disposition, closed_by, acknowledged_by, keypad_factor_user, phone_factor_ms IS NOT NULL
+             FROM alarms WHERE category = 'burglary'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)),
+        )
+        .expect("the alarm");
+    assert_eq!(
+        (
+            state.as_str(),
+            disposition.as_str(),
+            closed_by.as_str(),
+            ack_by.as_str(),
+            keypad.as_str(),
+            phone
+        ),
+        ("closed", "cancelled_by_customer", "olga", "olga", "5", true)
+    );
+    let audit: Vec<(String, String)> = conn
+        .prepare("SELECT action, result FROM audit_log WHERE actor = 'olga' ORDER BY id")
+        .expect("q")
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .expect("rows")
+        .collect::<Result<_, _>>()
+        .expect("all");
+    let actions: Vec<&str> = audit.iter().map(|(a, _)| a.as_str()).collect();
+    for want in ["login", "acknowledge", "close"] {
+        assert!(actions.contains(&want), "{want} in {audit:?}");
+    }
+    assert!(
+        audit.iter().any(|(a, r)| a.contains("verify") && r == "accepted"),
+        "the verification is audited: {audit:?}"
+    );
+    let report = meldkamer::verify::audit::verify_chain(&conn, None).expect("chain");
+    assert!(report.ok());
+}

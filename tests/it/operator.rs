@@ -1,0 +1,275 @@
+//! The operator API over its Unix socket: login and sessions, authorisation by role (refusals
+//! audited), alarm actions, the two-factor rule, and the queue subscription.
+
+use std::path::Path;
+use std::time::Duration;
+
+use meldkamer::operator::Role;
+use meldkamer::protocol::frame::Token;
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::UnixStream;
+
+use crate::common::*;
+
+pub struct Api {
+    lines: tokio::io::Lines<BufReader<tokio::net::unix::OwnedReadHalf>>,
+    write: tokio::net::unix::OwnedWriteHalf,
+    next: u64,
+    pub token: Option<String>,
+    pub pushes: Vec<Value>,
+}
+
+impl Api {
+    pub async fn connect(path: &Path) -> Api {
+        let s = UnixStream::connect(path).await.expect("connect to the operator socket");
+        let (r, w) = s.into_split();
+        Api {
+            lines: BufReader::new(r).lines(),
+            write: w,
+            next: 1,
+            token: None,
+            pushes: Vec::new(),
+        }
+    }
+
+    pub async fn call(&mut self, mut req: Value) -> Value {
+        let id = self.next;
+        self.next += 1;
+        req["id"] = json!(id);
+        if let Some(t) = &self.token
+            && req.get("token").is_none()
+        {
+            req["token"] = json!(t);
+        }
+        self.write
+            .write_all(format!("{req}\n").as_bytes())
+            .await
+            .expect("write");
+        loop {
+            let line = tokio::time::timeout(Duration::from_secs(10), self.lines.next_line())
+                .await
+                .expect("response in time")
+                .expect("read")
+                .expect("line");
+            let v: Value = serde_json::from_str(&line).expect("json");
+            if v.get("push").is_some() {
+                self.pushes.push(v);
+                continue;
+            }
+            assert_eq!(v["id"], json!(id));
+            return v;
+        }
+    }
+
+    pub async fn next_push(&mut self, wait: Duration) -> Option<Value> {
+        if !self.pushes.is_empty() {
+            return Some(self.pushes.remove(0));
+        }
+        let line = tokio::time::timeout(wait, self.lines.next_line()).await.ok()?.ok()??;
+        serde_json::from_str(&line).ok()
+    }
+
+    pub async fn login(&mut self, name: &str, password: &str) -> Value {
+        let r = self
+            .call(json!({"op": "login", "name": name, "password": password}))
+            .await;
+        if r["ok"] == json!(true) {
+            self.token = r["result"]["token"].as_str().map(str::to_string);
+        }
+        r
+    }
+}
+
+pub const PASSWORD: &str = "correct horse battery staple";
+
+pub async fn daemon_with_operators() -> TestDaemon {
+    let records = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/records/scenarios.toml"))
+        .expect("records");
+    let d = TestDaemon::start_with(&records, |c| c.operator.socket = "api.sock".into()).await;
+    let conn = rusqlite::Connection::open(d.db_path()).expect("db");
+    for (name, role) in [("olga", Role::Operator), ("sam", Role::Supervisor)] {
+        meldkamer::operator::accounts::add(&conn, name, role, PASSWORD, 0).expect("add operator");
+    }
+    d
+}
+
+pub fn socket(d: &TestDaemon) -> std::path::PathBuf {
+    d.running
+        .as_ref()
+        .and_then(|r| r.api_socket.clone())
+        .expect("api socket")
+}
+
+#[tokio::test]
+async fn socket_is_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let mut d = daemon_with_operators().await;
+    let mode = std::fs::metadata(socket(&d)).expect("socket").permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    d.stop().await;
+}
+
+#[tokio::test]
+async fn authorisation() {
+    let mut d = daemon_with_operators().await;
+    let mut api = Api::connect(&socket(&d)).await;
+    // No session.
+    let r = api.call(json!({"op": "queue"})).await;
+    assert_eq!(r["error"]["kind"], "unauthorized");
+    let r = api.call(json!({"op": "queue", "token": "00".repeat(32)})).await;
+    assert_eq!(r["error"]["kind"], "unauthorized");
+    // Wrong password: refused (and the same answer as an unknown name).
+    let r = api.login("olga", "wrong password!!").await;
+    assert_eq!(r["error"]["kind"], "unauthorized");
+    let r2 = api.login("nobody", "wrong password!!").await;
+    assert_eq!(r2["error"], r["error"]);
+    // An operator may not reset codes or list operators: refused and audited.
+    assert_eq!(api.login("olga", PASSWORD).await["ok"], true);
+    let r = api.call(json!({"op": "reset_code", "contact": "0".repeat(32)})).await;
+    assert_eq!(r["error"]["kind"], "forbidden");
+    let r = api.call(json!({"op": "operators"})).await;
+    assert_eq!(r["error"]["kind"], "forbidden");
+    // A supervisor may reset (the contact here does not exist: not found, not forbidden).
+    let mut sup = Api::connect(&socket(&d)).await;
+    assert_eq!(sup.login("sam", PASSWORD).await["ok"], true);
+    let r = sup.call(json!({"op": "reset_code", "contact": "0".repeat(32)})).await;
+    assert_eq!(r["error"]["kind"], "not_found");
+    // The session expires.
+    d.clock.advance(time::Duration::hours(11));
+    let r = api.call(json!({"op": "queue"})).await;
+    assert_eq!(r["error"]["kind"], "unauthorized", "expired token refused");
+    d.stop().await;
+    let conn = rusqlite::Connection::open(d.db_path()).expect("db");
+    let refused: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM audit_log WHERE actor = 'olga' AND result LIKE 'refused: forbidden%'",
+            [],
+            |r| r.get(0),
+        )
+        .expect("audit");
+    assert_eq!(refused, 2, "both forbidden requests are audited");
+    let logins: i64 = conn
+        .query_row("SELECT count(*) FROM audit_log WHERE action = 'login'", [], |r| {
+            r.get(0)
+        })
+        .expect("audit");
+    assert_eq!(logins, 4);
+    let report = meldkamer::verify::audit::verify_chain(&conn, None).expect("chain");
+    assert!(report.ok(), "audit chain intact");
+}
+
+#[tokio::test]
+async fn login_lockout_after_repeated_failures() {
+    let mut d = daemon_with_operators().await;
+    let mut api = Api::connect(&socket(&d)).await;
+    for _ in 0..5 {
+        assert_eq!(api.login("olga", "not the password").await["ok"], false);
+    }
+    assert_eq!(
+        api.login("olga", PASSWORD).await["ok"],
+        false,
+        "locked even with the right password"
+    );
+    d.clock.advance(time::Duration::minutes(16));
+    assert_eq!(
+        api.login("olga", PASSWORD).await["ok"],
+        true,
+        "unlocked after the lock period"
+    );
+    d.stop().await;
+}
+
+#[tokio::test]
+async fn alarm_handling_and_the_queue_subscription() {
+    let mut d = daemon_with_operators().await;
+    let mut api = Api::connect(&socket(&d)).await;
+    assert_eq!(api.login("olga", PASSWORD).await["ok"], true);
+    assert_eq!(api.call(json!({"op": "subscribe"})).await["ok"], true);
+    let queue = api.call(json!({"op": "queue"})).await;
+    assert_eq!(queue["result"]["alarms"].as_array().map(Vec::len), Some(0));
+
+    // A burglary arrives over DC-09: the subscription pushes it.
+    let f = plain(Token::SiaDcs, 1, "1234", "#1234|Nri1/BA03", None);
+    assert_eq!(
+        tcp_exchange(d.tcp(), &f).await.as_deref().map(token_of).as_deref(),
+        Some("ACK")
+    );
+    let push = api
+        .next_push(Duration::from_secs(5))
+        .await
+        .expect("a push for the new alarm");
+    assert_eq!(push["push"], "queue");
+    let alarm = push["changed"][0].clone();
+    assert_eq!(alarm["category"], "burglary");
+    let id = alarm["id"].as_str().expect("id").to_string();
+    assert_eq!(id.len(), 32, "opaque 128-bit id");
+
+    let detail = api.call(json!({"op": "alarm", "alarm": id})).await;
+    let r = &detail["result"];
+    assert_eq!(r["zone_description"], "Back door, ground floor");
+    assert_eq!(r["customer"]["site_ref"], "S-1001");
+    assert_eq!(r["contacts"][0]["name"], "P. Voorbeeld (synthetic)");
+    assert_eq!(r["procedure"].as_array().map(Vec::len), Some(3));
+    assert_eq!(r["events"].as_array().map(Vec::len), Some(1));
+
+    assert_eq!(api.call(json!({"op": "acknowledge", "alarm": id})).await["ok"], true);
+    let again = api.call(json!({"op": "acknowledge", "alarm": id})).await;
+    assert_eq!(again["error"]["kind"], "conflict");
+    assert_eq!(
+        api.call(json!({"op": "note", "alarm": id, "text": "called keyholder 1"}))
+            .await["ok"],
+        true
+    );
+    assert_eq!(
+        api.call(json!({"op": "step", "alarm": id, "step": 1, "done": true}))
+            .await["ok"],
+        true
+    );
+    let detail = api.call(json!({"op": "alarm", "alarm": id})).await;
+    assert_eq!(detail["result"]["procedure"][0]["done_by"], "olga");
+
+    // One factor (the panel disarm by user 5) is not enough to cancel.
+    let open = plain(Token::AdmCid, 2, "1234", "#1234|1401 01 005", None);
+    assert_eq!(
+        tcp_exchange(d.tcp(), &open).await.as_deref().map(token_of).as_deref(),
+        Some("ACK")
+    );
+    let r = api
+        .call(json!({"op": "close", "alarm": id, "disposition": "cancelled_by_customer"}))
+        .await;
+    assert_eq!(r["error"]["kind"], "conflict");
+    assert!(r["error"]["message"].as_str().expect("msg").contains("phone"), "{r}");
+    // Unknown ids are simply not found.
+    let r = api.call(json!({"op": "acknowledge", "alarm": "f".repeat(32)})).await;
+    assert_eq!(r["error"]["kind"], "not_found");
+    // Closing as dispatched works and leaves the queue.
+    assert_eq!(
+        api.call(json!({"op": "close", "alarm": id, "disposition": "dispatched"}))
+            .await["ok"],
+        true
+    );
+    let queue = api.call(json!({"op": "queue"})).await;
+    assert_eq!(queue["result"]["alarms"].as_array().map(Vec::len), Some(0));
+    // The supervisor queue is not shown to operators.
+    let unknown = plain(Token::SiaDcs, 3, "9999", "#9999|Nri1/BA01", None);
+    tcp_exchange(d.tcp(), &unknown).await;
+    let queue = api.call(json!({"op": "queue"})).await;
+    assert_eq!(queue["result"]["alarms"].as_array().map(Vec::len), Some(0));
+    let mut sup = Api::connect(&socket(&d)).await;
+    sup.login("sam", PASSWORD).await;
+    let queue = sup.call(json!({"op": "queue"})).await;
+    assert_eq!(queue["result"]["alarms"][0]["queue"], "supervisor");
+    d.stop().await;
+    let conn = rusqlite::Connection::open(d.db_path()).expect("db");
+    let actions: Vec<String> = conn
+        .prepare("SELECT action FROM audit_log WHERE actor = 'olga' ORDER BY id")
+        .expect("q")
+        .query_map([], |r| r.get(0))
+        .expect("rows")
+        .collect::<Result<_, _>>()
+        .expect("all");
+    for a in ["login", "acknowledge", "note", "step", "close"] {
+        assert!(actions.iter().any(|x| x == a), "{a} audited: {actions:?}");
+    }
+}
