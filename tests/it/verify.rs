@@ -529,6 +529,37 @@ fn codes_below_policy_are_rehashed_on_success() {
 }
 
 #[test]
+fn a_rotated_pepper_still_verifies_and_rehashes_with_the_new_one() {
+    let mut f = Fixture::new();
+    f.set("K1", Kind::Cancel, CANCEL);
+    let (_, alarm) = f.alarm("S1", "3");
+    let k1 = f.id("contacts", "K1");
+    let old_id = codes::stored(&f.conn, k1, Kind::Cancel)
+        .expect("read")
+        .expect("stored")
+        .pepper_id;
+    // Rotate: a new pepper file; the old one retired.
+    let old_file = f.cfg.codes.pepper_path(&f.cfg.store);
+    f.cfg.codes.pepper_file = old_file.with_extension("pepper2");
+    f.cfg.codes.retired_pepper_files = vec![old_file.clone()];
+    f.reopen();
+    assert_ne!(f.hasher.current_pepper_id(), old_id);
+    assert_eq!(f.verify(&alarm, "K1", CANCEL), Verdict::Accepted);
+    let now = codes::stored(&f.conn, k1, Kind::Cancel).expect("read").expect("stored");
+    assert_eq!(
+        now.pepper_id,
+        f.hasher.current_pepper_id(),
+        "re-hashed with the new pepper"
+    );
+    // Without the old pepper a code made with it cannot be checked: invalidated, not rejected.
+    f.set("K2", Kind::Cancel, OTHER);
+    f.cfg.codes.pepper_file = old_file.with_extension("pepper3");
+    f.cfg.codes.retired_pepper_files = vec![];
+    f.reopen();
+    assert_eq!(f.verify(&alarm, "K2", OTHER), Verdict::Invalidated);
+}
+
+#[test]
 fn weak_codes_are_refused_and_generated_codes_printed_once() {
     let mut f = Fixture::new();
     for weak in ["12345", "000000", "123456", "987654", "561234", "121212"] {
@@ -1065,7 +1096,7 @@ async fn leak_test_no_code_appears_in_database_wal_logs_or_output() {
         &cfg_file,
         format!(
             "[receiver]\ntcp_listen = \"127.0.0.1:0\"\nudp_listen = \"127.0.0.1:0\"\n[metrics]\nlisten = \"\"\n\
-             [operator]\nsocket = \"\"\n[store]\npath = {:?}\nload_demo_data = false\n[codes]\nargon2_memory_kib = 19456\n\
+             [operator]\nsocket = \"api.sock\"\n[store]\npath = {:?}\nload_demo_data = false\n[codes]\nargon2_memory_kib = 19456\n\
              [log]\nlevel = \"trace\"\n",
             db.display().to_string()
         ),
@@ -1177,6 +1208,33 @@ async fn leak_test_no_code_appears_in_database_wal_logs_or_output() {
             "\"verified\""
         ]
     );
+    // The operator API: login, queue, the alarm in full, verification (right, wrong, duress),
+    // supervision and search. Every response is searched too.
+    {
+        let conn = Connection::open(&db).expect("db");
+        meldkamer::operator::accounts::add(&conn, "leaky", meldkamer::operator::Role::Operator, "leak test password", 0)
+            .expect("operator");
+    }
+    let mut api = crate::operator::Api::connect(&running.api_socket.clone().expect("api socket")).await;
+    let mut api_out = vec![api.login("leaky", "leak test password").await];
+    for req in [
+        serde_json::json!({"op": "queue"}),
+        serde_json::json!({"op": "alarm", "alarm": alarm}),
+        serde_json::json!({"op": "verify", "alarm": alarm, "contact": k1, "code": CANCEL}),
+        serde_json::json!({"op": "verify", "alarm": alarm, "contact": k1, "code": WRONG}),
+        serde_json::json!({"op": "verify", "alarm": alarm, "contact": k2, "code": OTHER}),
+        serde_json::json!({"op": "verify", "alarm": alarm, "contact": k1, "code": DURESS}),
+        serde_json::json!({"op": "alarm", "alarm": alarm}),
+        serde_json::json!({"op": "supervision"}),
+        serde_json::json!({"op": "search", "account": "1234"}),
+    ] {
+        api_out.push(api.call(req).await);
+    }
+    assert_eq!(api_out[3]["result"]["result"], "accepted", "{api_out:#?}");
+    assert_eq!(api_out[4]["result"]["result"], "rejected");
+    assert_eq!(api_out[6]["result"]["result"], "duress", "the operator sees duress");
+    let api_bytes = serde_json::to_vec(&api_out).expect("json");
+    drop(api);
     // The WAL while the daemon runs (before any checkpoint on close).
     let wal_running = read_all(&wal_of(&db));
     // A canary the search must find: proves the database and WAL searches can see text.
@@ -1217,6 +1275,7 @@ async fn leak_test_no_code_appears_in_database_wal_logs_or_output() {
         serde_json::to_vec(&meldkamer::replay::outcome::outcome(&conn).expect("outcome")).expect("json")
     };
     outputs.push(("replay outcome export".into(), outcome));
+    outputs.push(("operator API responses".into(), api_bytes));
 
     // Search.
     let mut places: Vec<(String, Vec<u8>)> = vec![
