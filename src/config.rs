@@ -28,6 +28,12 @@ pub struct Config {
     pub codes: CodesConfig,
     /// The operator API.
     pub operator: OperatorConfig,
+    /// Contact ID over IP without DC-09 (Sur-Gard lines, Lupusec frames, raw DC-05).
+    pub cid_input: CidInputConfig,
+    /// Sur-Gard output to automation software.
+    pub automation: AutomationConfig,
+    /// The JSON Lines event stream.
+    pub event_stream: EventStreamConfig,
 }
 
 /// `[operator]`.
@@ -280,6 +286,138 @@ impl Default for LogConfig {
     }
 }
 
+/// `[cid_input]`: Contact ID over IP without DC-09 (`src/receiver/cid_ip.rs`).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct CidInputConfig {
+    /// TCP listen address, empty to disable.
+    pub tcp_listen: String,
+    /// UDP listen address, empty to disable.
+    pub udp_listen: String,
+    /// Accepted framings, detected per message: "surgard", "lupusec", "dc05".
+    pub framings: Vec<String>,
+    /// Longest message, terminator included.
+    pub max_line_bytes: usize,
+    /// Open TCP connections, in total.
+    pub max_connections: usize,
+    /// Open TCP connections per source address.
+    pub max_connections_per_ip: usize,
+    /// Idle TCP connections are closed after this many seconds.
+    pub idle_timeout_secs: u64,
+    /// A started message must end within this many seconds.
+    pub line_timeout_secs: u64,
+    /// A message equal to the previous one of the same account within this window is a
+    /// retransmission (0: never).
+    pub retransmission_window_secs: u64,
+}
+
+impl Default for CidInputConfig {
+    fn default() -> Self {
+        CidInputConfig {
+            tcp_listen: String::new(),
+            udp_listen: String::new(),
+            framings: vec!["surgard".into(), "lupusec".into(), "dc05".into()],
+            max_line_bytes: 256,
+            max_connections: 1024,
+            max_connections_per_ip: 256,
+            idle_timeout_secs: 300,
+            line_timeout_secs: 10,
+            retransmission_window_secs: 60,
+        }
+    }
+}
+
+/// Who opens the automation connection.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum AutomationMode {
+    /// No Sur-Gard output.
+    Off,
+    /// meldkamer connects to `connect`.
+    Client,
+    /// The automation software connects to `listen`.
+    Server,
+}
+
+/// `[automation]`: every stored event to automation software, as a Sur-Gard receiver sends it
+/// (`src/automation/`).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AutomationConfig {
+    /// off, client or server.
+    pub mode: AutomationMode,
+    /// host:port of the automation software (client mode).
+    pub connect: String,
+    /// Listen address (server mode).
+    pub listen: String,
+    /// Receiver number in every line: two hex characters.
+    pub receiver: String,
+    /// Line number in every line: 1–7 hex characters (its length is the header width).
+    pub line: String,
+    /// Heartbeat after this many idle seconds (0: none).
+    pub heartbeat_secs: u64,
+    /// Wait this long for ACK/NAK before sending the message again.
+    pub ack_timeout_ms: u64,
+    /// NAKs in a row for one message before it is skipped (logged, counted).
+    pub nak_retries: u32,
+    /// Delivered outbox rows are kept this long (TCP subscribers of the event stream can resume
+    /// within it), then deleted.
+    pub outbox_retention_hours: u64,
+}
+
+impl Default for AutomationConfig {
+    fn default() -> Self {
+        AutomationConfig {
+            mode: AutomationMode::Off,
+            connect: String::new(),
+            listen: String::new(),
+            receiver: "01".into(),
+            line: "1".into(),
+            heartbeat_secs: 30,
+            ack_timeout_ms: 4000,
+            nak_retries: 3,
+            outbox_retention_hours: 168,
+        }
+    }
+}
+
+/// Where the JSON Lines event stream goes.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum EventStreamMode {
+    /// No stream.
+    Off,
+    /// Appended to `file`.
+    File,
+    /// To TCP subscribers of `listen`.
+    Tcp,
+}
+
+/// `[event_stream]`: every stored event as one JSON object per line.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct EventStreamConfig {
+    /// off, file or tcp.
+    pub mode: EventStreamMode,
+    /// The file (file mode).
+    pub file: PathBuf,
+    /// Listen address (tcp mode).
+    pub listen: String,
+    /// A heartbeat line to TCP subscribers after this many idle seconds (0: none).
+    pub heartbeat_secs: u64,
+}
+
+impl Default for EventStreamConfig {
+    fn default() -> Self {
+        EventStreamConfig {
+            mode: EventStreamMode::Off,
+            file: PathBuf::new(),
+            listen: String::new(),
+            heartbeat_secs: 30,
+        }
+    }
+}
+
 /// A configuration that cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -429,8 +567,113 @@ impl Config {
         if c.max_concurrent_verifications == 0 {
             return Err(invalid("codes.max_concurrent_verifications", "must be greater than 0"));
         }
+        self.validate_cid_automation(origin)?;
         if tracing_level_ok(&self.log.level).is_none() {
             return Err(invalid("log.level", "must be one of error, warn, info, debug, trace"));
+        }
+        Ok(())
+    }
+
+    fn validate_cid_automation(&self, origin: &str) -> Result<(), ConfigError> {
+        let invalid = |key: &'static str, problem: &str| ConfigError::Invalid {
+            origin: origin.to_string(),
+            key,
+            problem: problem.to_string(),
+        };
+        let c = &self.cid_input;
+        parse_addr(origin, "cid_input.tcp_listen", &c.tcp_listen)?;
+        parse_addr(origin, "cid_input.udp_listen", &c.udp_listen)?;
+        if c.framings.is_empty() {
+            return Err(invalid(
+                "cid_input.framings",
+                "name at least one of surgard, lupusec, dc05",
+            ));
+        }
+        for (i, f) in c.framings.iter().enumerate() {
+            if crate::protocol::cidip::Framing::parse(f).is_none() {
+                return Err(invalid(
+                    "cid_input.framings",
+                    &format!("{f:?} is not one of surgard, lupusec, dc05"),
+                ));
+            }
+            if c.framings[..i].contains(f) {
+                return Err(invalid("cid_input.framings", &format!("{f:?} is named twice")));
+            }
+        }
+        if !(32..=4096).contains(&c.max_line_bytes) {
+            return Err(invalid("cid_input.max_line_bytes", "must be between 32 and 4096"));
+        }
+        for (key, v) in [
+            ("cid_input.max_connections", c.max_connections as u64),
+            ("cid_input.max_connections_per_ip", c.max_connections_per_ip as u64),
+            ("cid_input.idle_timeout_secs", c.idle_timeout_secs),
+            ("cid_input.line_timeout_secs", c.line_timeout_secs),
+        ] {
+            if v == 0 {
+                return Err(invalid(key, "must be greater than 0"));
+            }
+        }
+        if c.retransmission_window_secs > self.receiver.retransmission_window_secs {
+            return Err(invalid(
+                "cid_input.retransmission_window_secs",
+                "must not exceed receiver.retransmission_window_secs (the store remembers retransmissions that long)",
+            ));
+        }
+        let a = &self.automation;
+        match a.mode {
+            AutomationMode::Off => {}
+            AutomationMode::Client => {
+                let ok = a
+                    .connect
+                    .rsplit_once(':')
+                    .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0));
+                if !ok {
+                    return Err(invalid(
+                        "automation.connect",
+                        "client mode needs host:port of the automation software",
+                    ));
+                }
+            }
+            AutomationMode::Server => {
+                if parse_addr(origin, "automation.listen", &a.listen)?.is_none() {
+                    return Err(invalid("automation.listen", "server mode needs a listen address"));
+                }
+            }
+        }
+        if crate::protocol::surgard::Header::new(&a.receiver, &a.line).is_none() {
+            return Err(invalid(
+                "automation.receiver",
+                "receiver must be 2 and line 1 to 7 upper-case hex characters (e.g. \"01\" and \"1\" or \"001\")",
+            ));
+        }
+        if !(100..=60_000).contains(&a.ack_timeout_ms) {
+            return Err(invalid("automation.ack_timeout_ms", "must be between 100 and 60000"));
+        }
+        if a.heartbeat_secs > 3600 {
+            return Err(invalid("automation.heartbeat_secs", "must be 0 (off) to 3600"));
+        }
+        if a.nak_retries > 100 {
+            return Err(invalid("automation.nak_retries", "must be 0 to 100"));
+        }
+        if a.outbox_retention_hours == 0 {
+            return Err(invalid("automation.outbox_retention_hours", "must be greater than 0"));
+        }
+        let e = &self.event_stream;
+        match e.mode {
+            EventStreamMode::Off => {}
+            EventStreamMode::File => {
+                if e.file.as_os_str().is_empty() {
+                    return Err(invalid("event_stream.file", "file mode needs a file"));
+                }
+            }
+            EventStreamMode::Tcp => {
+                if parse_addr(origin, "event_stream.listen", &e.listen)?.is_none() {
+                    return Err(invalid("event_stream.listen", "tcp mode needs a listen address"));
+                }
+            }
+        }
+        if e.heartbeat_secs > 3600 {
+            return Err(invalid("event_stream.heartbeat_secs", "must be 0 (off) to 3600"));
         }
         Ok(())
     }

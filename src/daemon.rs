@@ -84,6 +84,14 @@ pub struct Running {
     pub udp_addr: Option<SocketAddr>,
     /// Bound metrics address.
     pub metrics_addr: Option<SocketAddr>,
+    /// Bound Contact ID input address, TCP (`[cid_input]`).
+    pub cid_tcp_addr: Option<SocketAddr>,
+    /// Bound Contact ID input address, UDP.
+    pub cid_udp_addr: Option<SocketAddr>,
+    /// Bound Sur-Gard output address (`[automation]` in server mode).
+    pub automation_addr: Option<SocketAddr>,
+    /// Bound JSON Lines event stream address (`[event_stream]` in TCP mode).
+    pub event_stream_addr: Option<SocketAddr>,
     /// The operator API socket.
     pub api_socket: Option<std::path::PathBuf>,
     /// The operator API TLS address.
@@ -217,6 +225,8 @@ async fn start_full(
     let last_seen = Arc::new(LastSeen::default());
     let (changes_tx, changes_rx) = tokio::sync::watch::channel(0u64);
     let path = cfg.store.path.display().to_string();
+    // The outbox of the automation outputs fills in the event's own transaction.
+    let hook = crate::automation::wrap_hook(hook, &cfg);
     let (writer, writer_join) = writer::start(
         WriterConfig {
             path: cfg.store.path.clone(),
@@ -266,6 +276,61 @@ async fn start_full(
         udp_addr = s.local_addr().ok();
         tracker.spawn(udp::serve(s, shared.clone(), cancel.clone(), tracker.clone()));
     }
+    let (mut cid_tcp_addr, mut cid_udp_addr) = (None, None);
+    let cid_tcp = cfg.cid_input.tcp_listen.parse::<SocketAddr>().ok();
+    let cid_udp = cfg.cid_input.udp_listen.parse::<SocketAddr>().ok();
+    if cid_tcp.is_some() || cid_udp.is_some() {
+        let store_err = |source| DaemonError::Store {
+            path: cfg.store.path.display().to_string(),
+            source,
+        };
+        let conn =
+            store::open_read(&cfg.store.path, Duration::from_millis(cfg.store.busy_timeout_ms)).map_err(store_err)?;
+        let cs = Arc::new(
+            crate::receiver::cid_ip::CidShared::new(shared.clone(), cfg.cid_input.clone(), &conn).map_err(store_err)?,
+        );
+        if let Some(addr) = cid_tcp {
+            let l = TcpListener::bind(addr).await.map_err(|source| DaemonError::Bind {
+                what: "Contact ID TCP",
+                addr,
+                source,
+            })?;
+            cid_tcp_addr = l.local_addr().ok();
+            tracker.spawn(crate::receiver::cid_ip::serve_tcp(
+                l,
+                cs.clone(),
+                cancel.clone(),
+                tracker.clone(),
+            ));
+        }
+        if let Some(addr) = cid_udp {
+            let s = UdpSocket::bind(addr).await.map_err(|source| DaemonError::Bind {
+                what: "Contact ID UDP",
+                addr,
+                source,
+            })?;
+            cid_udp_addr = s.local_addr().ok();
+            tracker.spawn(crate::receiver::cid_ip::serve_udp(
+                s,
+                cs,
+                cancel.clone(),
+                tracker.clone(),
+            ));
+        }
+    }
+    let outputs = crate::automation::start(
+        &cfg,
+        crate::automation::Ctx {
+            writer: shared.writer.clone(),
+            metrics: shared.metrics.clone(),
+            clock: shared.clock.clone(),
+            changes: changes_tx.subscribe(),
+        },
+        cancel.clone(),
+        &tracker,
+    )
+    .await
+    .map_err(|(what, addr, source)| DaemonError::Bind { what, addr, source })?;
     let mut metrics_addr = None;
     if let Some(addr) = cfg.metrics_addr() {
         let l = TcpListener::bind(addr).await.map_err(|source| DaemonError::Bind {
@@ -358,13 +423,18 @@ async fn start_full(
         cancel.clone(),
     ));
     info!(
-        tcp = ?tcp_addr, udp = ?udp_addr, metrics = ?metrics_addr, db = %cfg.store.path.display(),
+        tcp = ?tcp_addr, udp = ?udp_addr, metrics = ?metrics_addr, cid_tcp = ?cid_tcp_addr, cid_udp = ?cid_udp_addr,
+        db = %cfg.store.path.display(),
         "meldkamer receiver listening"
     );
     Ok(Running {
         tcp_addr,
         udp_addr,
         metrics_addr,
+        cid_tcp_addr,
+        cid_udp_addr,
+        automation_addr: outputs.automation,
+        event_stream_addr: outputs.stream,
         api_socket,
         api_tls_addr,
         api,

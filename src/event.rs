@@ -92,8 +92,9 @@ pub struct Event {
     pub sent: Option<Timestamp>,
     /// Reported late (SIA `O` block).
     pub old: bool,
-    /// Extended data of the frame.
-    pub xdata: Vec<XData>,
+    /// Extended data of the frame, shared by all events of the frame (a frame with many events
+    /// and many fields must not multiply them).
+    pub xdata: std::sync::Arc<Vec<XData>>,
 }
 
 impl Event {
@@ -160,7 +161,7 @@ fn sia_time(da: Option<&str>, ti: Option<&str>, sent: Option<Timestamp>) -> Opti
 pub fn events_from(frame: &Frame, plain: &Plain) -> Result<Vec<Event>, PayloadError> {
     let account = frame.account.number().unwrap_or_default().to_string();
     // A key-change field (K) carries key material: it never leaves the protocol layer.
-    let xdata: Vec<XData> = plain
+    let xdata: std::sync::Arc<Vec<XData>> = plain
         .xdata
         .iter()
         .map(|x| XData {
@@ -171,7 +172,8 @@ pub fn events_from(frame: &Frame, plain: &Plain) -> Result<Vec<Event>, PayloadEr
                 x.value.clone()
             },
         })
-        .collect();
+        .collect::<Vec<_>>()
+        .into();
     let occurred_x = plain
         .xdata
         .iter()
@@ -196,7 +198,27 @@ pub fn events_from(frame: &Frame, plain: &Plain) -> Result<Vec<Event>, PayloadEr
         xdata: xdata.clone(),
     };
     match frame.token {
-        Token::Null => Ok(vec![base(EventCode::LinkTest, Qualifier::New)]),
+        Token::Null if plain.data.trim().is_empty() => Ok(vec![base(EventCode::LinkTest, Qualifier::New)]),
+        Token::Null => {
+            // Some hubs (Hikvision, field report eavanvalkenburg/sia #17) tag events NULL: a
+            // NULL that carries data is read as SIA-DCS, else as ADM-CID, never dropped.
+            let mut as_sia = frame.clone();
+            as_sia.token = Token::SiaDcs;
+            let sia = events_from(&as_sia, plain).map_err(|e| e.0);
+            match sia {
+                Ok(ev) if !ev.is_empty() => Ok(ev),
+                other => {
+                    let mut as_cid = frame.clone();
+                    as_cid.token = Token::AdmCid;
+                    events_from(&as_cid, plain).map_err(|_| {
+                        let why = other.err().unwrap_or_else(|| "no event in it".into());
+                        PayloadError(format!(
+                            "NULL frame carrying data that is neither SIA-DCS nor ADM-CID ({why})"
+                        ))
+                    })
+                }
+            }
+        }
         Token::SiaDcs => {
             let data = parse_sia_data(&plain.data).map_err(|e| PayloadError(e.to_string()))?;
             let message_text: Option<String> = data.blocks.iter().find_map(|b| match b {
@@ -300,6 +322,24 @@ mod tests {
         };
         let p = p.clone();
         (f, p)
+    }
+
+    /// Field report (Hikvision hub, eavanvalkenburg/sia #17): events arrive tagged NULL. A NULL
+    /// with data must give its events, not be taken for a link test and lost.
+    #[test]
+    fn null_frame_with_data_gives_its_events() {
+        let body = b"\"NULL\"0005L0#1234[#1234|Nri1/BA01]";
+        let raw = crate::protocol::frame::wrap(body, Default::default());
+        let (f, p) = frame(&raw);
+        let ev = events_from(&f, &p).expect("events");
+        assert_eq!(ev.len(), 1);
+        assert_eq!(ev[0].code, EventCode::Sia(SiaCode(*b"BA")));
+        let raw = crate::protocol::frame::wrap(b"\"NULL\"0006L0#1234[#1234|1130 01 003]", Default::default());
+        let (f, p) = frame(&raw);
+        assert_eq!(events_from(&f, &p).expect("cid")[0].code, EventCode::Cid(CidCode(130)));
+        let raw = crate::protocol::frame::wrap(b"\"NULL\"0000L0#1234[]", Default::default());
+        let (f, p) = frame(&raw);
+        assert!(events_from(&f, &p).expect("poll")[0].is_link_test());
     }
 
     /// The fuzzers' LeakSanitizer found every event with a known code leaking a copy of its

@@ -7,7 +7,8 @@
 //! | [`protocol`] | bytes in, typed messages out: DC-09 framing, CRC, AES, SIA-DCS, Contact ID, code tables. Pure. |
 //! | [`event`] | the protocol-independent event model |
 //! | [`correlate`] | events → alarms: customer records, priorities, alarm states, supervision |
-//! | [`receiver`] | TCP and UDP listeners, limits, the response policy applied per frame |
+//! | [`receiver`] | TCP and UDP listeners, limits, the response policy applied per frame; the Contact ID input (Sur-Gard, Lupusec, DC-05 framings) |
+//! | [`automation`] | the durable outbox, the Sur-Gard output to automation software, the JSON Lines event stream |
 //! | [`store`] | SQLite schema and migrations, the single writer with group commit, accounts |
 //! | [`records`] | records files (`meldkamer import`): validation and atomic, idempotent import |
 //! | [`replay`] | fixture traces replayed in-process on a virtual clock; byte-exact diffs |
@@ -28,6 +29,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod automation;
 pub mod cli;
 pub mod clock;
 pub mod config;

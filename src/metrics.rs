@@ -185,6 +185,8 @@ pub const REASONS: &[&str] = &[
     "oversize",
     "frame_timeout",
     "commit_failed",
+    "checksum",
+    "unsupported_format",
     "other",
 ];
 
@@ -210,6 +212,18 @@ pub struct Metrics {
     pub queue_depth: Gauge,
     /// Connections refused by the caps.
     pub connections_refused: LabeledCounter,
+    /// Contact ID input messages (`[cid_input]`), by framing.
+    pub cid_messages: LabeledCounter,
+    /// Sur-Gard output: answers from the automation software, skips and heartbeats.
+    pub automation: LabeledCounter,
+    /// Sur-Gard output: 1 while an automation connection is up.
+    pub automation_connected: Gauge,
+    /// Sur-Gard output: outbox rows not yet acknowledged.
+    pub automation_backlog: Gauge,
+    /// JSON Lines event stream: lines written, by sink.
+    pub stream_lines: LabeledCounter,
+    /// JSON Lines event stream: connected TCP subscribers.
+    pub stream_subscribers: Gauge,
 }
 
 impl Default for Metrics {
@@ -261,6 +275,44 @@ impl Default for Metrics {
                 "cap",
                 &["total", "per_ip", "other"],
             ),
+            cid_messages: LabeledCounter::new(
+                "meldkamer_cid_input_messages_total",
+                "Contact ID input messages received, by framing",
+                "framing",
+                &["surgard", "lupusec", "dc05", "heartbeat", "other"],
+            ),
+            automation: LabeledCounter::new(
+                "meldkamer_automation_messages_total",
+                "Sur-Gard output: answers from the automation software, skipped messages and heartbeats",
+                "result",
+                &[
+                    "ack",
+                    "nak",
+                    "timeout",
+                    "skipped",
+                    "heartbeat",
+                    "heartbeat_timeout",
+                    "other",
+                ],
+            ),
+            automation_connected: Gauge::new(
+                "meldkamer_automation_connected",
+                "Sur-Gard output: 1 while an automation connection is up",
+            ),
+            automation_backlog: Gauge::new(
+                "meldkamer_automation_backlog",
+                "Sur-Gard output: stored events not yet acknowledged by the automation software",
+            ),
+            stream_lines: LabeledCounter::new(
+                "meldkamer_event_stream_lines_total",
+                "JSON Lines event stream: lines written, by sink",
+                "sink",
+                &["file", "tcp", "other"],
+            ),
+            stream_subscribers: Gauge::new(
+                "meldkamer_event_stream_subscribers",
+                "JSON Lines event stream: connected TCP subscribers",
+            ),
         }
     }
 }
@@ -281,6 +333,12 @@ impl Metrics {
         self.open_connections.render(&mut s);
         self.queue_depth.render(&mut s);
         self.connections_refused.render(&mut s);
+        self.cid_messages.render(&mut s);
+        self.automation.render(&mut s);
+        self.automation_connected.render(&mut s);
+        self.automation_backlog.render(&mut s);
+        self.stream_lines.render(&mut s);
+        self.stream_subscribers.render(&mut s);
         s
     }
 

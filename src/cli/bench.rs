@@ -108,6 +108,10 @@ pub struct BenchArgs {
     /// The daemon's metrics endpoint: report commit batching and latency during the run.
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<SocketAddr>,
+    /// Load the Contact ID input (`[cid_input]`) instead of DC-09, in this framing: surgard,
+    /// lupusec or dc05 (`src/cli/bench_cid.rs`). --target is then the Contact ID address.
+    #[arg(long, value_name = "FRAMING", value_parser = ["surgard", "lupusec", "dc05"], conflicts_with_all = ["encrypted", "idle"])]
+    pub cid_ip: Option<String>,
 }
 
 /// Why a bench run could not be done.
@@ -345,6 +349,8 @@ struct Stats {
     mismatched: u64,
     connection_errors: u64,
     latencies_us: Vec<u32>,
+    /// Paced runs: from the actual (possibly late) send instead of the scheduled time.
+    service_us: Vec<u32>,
 }
 
 impl Stats {
@@ -359,6 +365,7 @@ impl Stats {
         self.mismatched += o.mismatched;
         self.connection_errors += o.connection_errors;
         self.latencies_us.extend(o.latencies_us);
+        self.service_us.extend(o.service_us);
     }
 }
 
@@ -379,7 +386,7 @@ pub struct Latency {
     pub mean_us: u64,
 }
 
-fn latency(mut v: Vec<u32>) -> Latency {
+pub(crate) fn latency(mut v: Vec<u32>) -> Latency {
     if v.is_empty() {
         return Latency::default();
     }
@@ -459,6 +466,9 @@ pub struct LoadReport {
     /// Send-to-ACK latency of the acknowledged events (paced runs: from the scheduled send
     /// time, so a stall is not hidden).
     pub latency: Latency,
+    /// Paced runs only: the same, from the moment the frame was actually sent. Where this is
+    /// much lower than `latency`, the load generator itself fell behind its schedule.
+    pub latency_from_send: Option<Latency>,
     /// The daemon's resident memory at the end, KiB (with --rss-pid).
     pub daemon_rss_kib: Option<u64>,
     /// The daemon's commits during the run (with --metrics).
@@ -494,9 +504,16 @@ pub struct IdleReport {
 
 /// Run `meldkamer bench`.
 pub fn run(args: &BenchArgs, out: &mut dyn Write) -> Result<(), BenchError> {
-    check_shape(args.connections, args.accounts_per_connection)?;
+    let cid = args.cid_ip.as_deref().map(super::bench_cid::framing).transpose()?;
+    match cid {
+        Some(_) => super::bench_cid::check_shape(args.connections, args.accounts_per_connection)?,
+        None => check_shape(args.connections, args.accounts_per_connection)?,
+    }
     if let Some(path) = &args.write_accounts {
-        let text = accounts_toml(args.connections, args.accounts_per_connection, args.encrypted);
+        let text = match cid {
+            Some(_) => super::bench_cid::accounts_toml(args.connections, args.accounts_per_connection),
+            None => accounts_toml(args.connections, args.accounts_per_connection, args.encrypted),
+        };
         std::fs::write(path, text).map_err(|source| BenchError::Write {
             what: path.display().to_string(),
             source,
@@ -546,7 +563,10 @@ pub fn run(args: &BenchArgs, out: &mut dyn Write) -> Result<(), BenchError> {
         }
         return Ok(());
     }
-    let report = rt.block_on(load(args));
+    let report = match cid {
+        Some(f) => rt.block_on(super::bench_cid::load(args, f)),
+        None => rt.block_on(load(args)),
+    };
     if args.json {
         writeln!(out, "{}", serde_json::to_string(&report)?).map_err(write_err)?;
     } else {
@@ -606,6 +626,17 @@ fn write_load(r: &LoadReport, out: &mut dyn Write) -> std::io::Result<()> {
         ms(l.max_us),
         ms(l.mean_us)
     )?;
+    if let Some(l) = &r.latency_from_send {
+        writeln!(
+            out,
+            "  from send p50 {}  p90 {}  p99 {}  p99.9 {}  max {}  (the send itself was late by the rest)",
+            ms(l.p50_us),
+            ms(l.p90_us),
+            ms(l.p99_us),
+            ms(l.p999_us),
+            ms(l.max_us)
+        )?;
+    }
     if let Some(kib) = r.daemon_rss_kib {
         writeln!(out, "daemon RSS  {:.1} MiB", kib as f64 / 1024.0)?;
     }
@@ -659,7 +690,7 @@ pub fn rss_kib(pid: u32) -> Option<u64> {
         .and_then(|v| v.parse().ok())
 }
 
-async fn fetch_metrics(addr: SocketAddr) -> Option<String> {
+pub(crate) async fn fetch_metrics(addr: SocketAddr) -> Option<String> {
     let get = async {
         let mut s = TcpStream::connect(addr).await.ok()?;
         s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").await.ok()?;
@@ -693,7 +724,7 @@ fn buckets(text: &str, name: &str) -> Vec<(f64, u64)> {
         .collect()
 }
 
-fn commit_stats(before: &str, after: &str) -> CommitStats {
+pub(crate) fn commit_stats(before: &str, after: &str) -> CommitStats {
     let d = |name: &str| sample(after, name).unwrap_or(0.0) - sample(before, name).unwrap_or(0.0);
     let commits = d("meldkamer_commit_seconds_count").max(0.0) as u64;
     let frames = d("meldkamer_commit_batch_frames_sum").max(0.0) as u64;
@@ -884,6 +915,7 @@ async fn panel_task(ctx: Arc<Ctx>, conn: u32, quota: Option<u64>) -> Stats {
         };
         let ev = panel.next_event();
         st.sent += 1;
+        let sent_at = Instant::now();
         let mut answer = None;
         for attempt in 0..2u64 {
             if attempt > 0 {
@@ -928,8 +960,11 @@ async fn panel_task(ctx: Arc<Ctx>, conn: u32, quota: Option<u64>) -> Stats {
         match answer {
             Some(Answer::Ack) => {
                 st.acked += 1;
-                let us = started.elapsed().as_micros().min(u128::from(u32::MAX)) as u32;
-                st.latencies_us.push(us);
+                let us = |t: Instant| t.elapsed().as_micros().min(u128::from(u32::MAX)) as u32;
+                st.latencies_us.push(us(started));
+                if ctx.interval.is_some() {
+                    st.service_us.push(us(sent_at));
+                }
             }
             Some(Answer::Nak) => st.nak += 1,
             Some(Answer::Duh) => st.duh += 1,
@@ -1011,6 +1046,7 @@ async fn load(args: &BenchArgs) -> LoadReport {
         duration_s: elapsed,
         events_per_s: if elapsed > 0.0 { all.acked as f64 / elapsed } else { 0.0 },
         latency: latency(all.latencies_us),
+        latency_from_send: args.rate.map(|_| latency(all.service_us)),
         daemon_rss_kib: args.rss_pid.and_then(rss_kib),
         commit: match (metrics_before, metrics_after) {
             (Some(b), Some(a)) => Some(commit_stats(&b, &a)),

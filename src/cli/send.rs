@@ -470,11 +470,12 @@ pub fn run(args: &SendArgs, out: &mut dyn Write) -> Result<(), SendError> {
                             // Set the panel clock to the receiver's: the error is the
                             // difference between our clock and the NAK's time.
                             let ours = whole_seconds(OffsetDateTime::now_utc());
+                            let before = clock_error;
                             clock_error = receiver_time.to_datetime() - ours;
                             corrected = true;
                             reason = format!(
-                                "NAK: panel clock corrected to the receiver's ({} s)",
-                                clock_error.whole_seconds()
+                                "NAK: panel clock corrected by {:+} s to the receiver's time; same sequence number",
+                                (clock_error - before).whole_seconds()
                             );
                         }
                         _ => break,

@@ -79,10 +79,14 @@ pub fn serve_recording(cfg: Config, record: Option<crate::receiver::record::Reco
         let show = |a: Option<std::net::SocketAddr>| a.map_or("off".to_string(), |a| a.to_string());
         let _ = writeln!(
             out,
-            "meldkamer ready tcp={} udp={} metrics={}",
+            "meldkamer ready tcp={} udp={} metrics={} cid_tcp={} cid_udp={} automation={} event_stream={}",
             show(running.tcp_addr),
             show(running.udp_addr),
-            show(running.metrics_addr)
+            show(running.metrics_addr),
+            show(running.cid_tcp_addr),
+            show(running.cid_udp_addr),
+            show(running.automation_addr),
+            show(running.event_stream_addr)
         );
         let _ = out.flush();
         drop(out);

@@ -203,8 +203,7 @@ pub fn restore_zone(
 pub fn restore_communication(tx: &Transaction<'_>, account_id: i64, now: i64) -> Result<(), StoreError> {
     let mut stmt = tx.prepare_cached(
         "UPDATE alarms SET restored_ms = ?2
-         WHERE account_id = ?1 AND category = 'communication' AND join_key LIKE '%path:' || ?1
-               AND state <> 'closed' AND restored_ms IS NULL
+         WHERE account_id = ?1 AND state <> 'closed' AND category = 'communication' AND restored_ms IS NULL
          RETURNING id",
     )?;
     let ids: Vec<i64> = stmt

@@ -74,14 +74,22 @@ pub fn priority_for(
     category: Category,
     default: u8,
 ) -> Result<u8, StoreError> {
-    let mut stmt = tx.prepare_cached(
-        "SELECT priority FROM priority_rules WHERE category = ?1 AND (customer_id = ?2 OR customer_id IS NULL)
-         ORDER BY customer_id IS NULL LIMIT 1",
-    )?;
-    let p: Option<i64> = stmt
-        .query_row(params![category.as_str(), customer_id], |r| r.get(0))
-        .optional()?;
-    Ok(p.map_or(default, |p| p.clamp(1, 9) as u8))
+    // Two lookups on the unique index (ifnull(customer_id, 0), category): the customer's rule,
+    // then the global one.
+    let mut stmt =
+        tx.prepare_cached("SELECT priority FROM priority_rules WHERE ifnull(customer_id, 0) = ?1 AND category = ?2")?;
+    for who in [customer_id.unwrap_or(0), 0] {
+        let p: Option<i64> = stmt
+            .query_row(params![who, category.as_str()], |r| r.get(0))
+            .optional()?;
+        if let Some(p) = p {
+            return Ok(p.clamp(1, 9) as u8);
+        }
+        if who == 0 {
+            break;
+        }
+    }
+    Ok(default)
 }
 
 /// Correlation settings.
@@ -128,6 +136,32 @@ pub fn on_frame(tx: &Transaction<'_>, cfg: &CorrelateConfig, r: &FrameRecord, c:
                     category: None,
                     priority: cfg.supervisor_priority,
                     title: format!("Unknown account {account}"),
+                    zone: None,
+                    area: None,
+                    duress: false,
+                },
+                None,
+                now,
+            )?;
+            return Ok(());
+        }
+        Outcome::Refused if r.reason == Some("unsupported_format") => {
+            // A Sur-Gard line of a format meldkamer does not read (ACKed, so the translator
+            // goes on with the next): the supervisor looks at the stored raw line.
+            alarms::open_or_join(
+                tx,
+                &AlarmSpec {
+                    queue: Queue::Supervisor,
+                    site_id: None,
+                    account_id: None,
+                    account: String::new(),
+                    join_key: "input:unsupported-format".into(),
+                    category: None,
+                    priority: cfg.supervisor_priority,
+                    title: format!(
+                        "Contact ID input not understood: {}",
+                        r.detail.as_deref().unwrap_or("unsupported format")
+                    ),
                     zone: None,
                     area: None,
                     duress: false,

@@ -121,9 +121,9 @@ impl ApiState {
         }
     }
 
-    async fn read<T: Send + 'static>(
+    async fn read<T: Send + 'static, E: std::fmt::Display>(
         &self,
-        f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+        f: impl FnOnce(&Connection) -> Result<T, E> + Send + 'static,
     ) -> Result<T, ApiError> {
         let db = self.settings.db.clone();
         tokio::task::spawn_blocking(move || -> Result<T, ApiError> {
@@ -223,14 +223,7 @@ async fn dispatch(state: &ApiState, env: Envelope, subscribed: &mut Option<(i64,
     if let Request::Login { name, password } = &env.request {
         let (n, p) = (name.clone(), password.expose().to_string());
         let p = zeroize::Zeroizing::new(p);
-        let check = state
-            .read(move |c| {
-                accounts::check_login(c, &n, &p, now).map_err(|e| match e {
-                    accounts::OperatorError::Store(crate::store::StoreError::Sqlite(e)) => e,
-                    _ => rusqlite::Error::InvalidQuery,
-                })
-            })
-            .await?;
+        let check = state.read(move |c| accounts::check_login(c, &n, &p, now)).await?;
         let name = name.clone();
         let check2 = check.clone();
         let locked = state
@@ -442,9 +435,7 @@ async fn dispatch(state: &ApiState, env: Envelope, subscribed: &mut Option<(i64,
             Ok(json!({"subscribed": true}))
         }
         Request::Operators => {
-            let list = state
-                .read(|c| accounts::list(c).map_err(|_| rusqlite::Error::InvalidQuery))
-                .await?;
+            let list = state.read(accounts::list).await?;
             Ok(json!({"operators": list}))
         }
     }

@@ -157,7 +157,8 @@ pub fn parse_adm_cid(data: &str) -> Result<AdmCidData, CidError> {
 /// Value of a Contact ID digit for the checksum (0 counts as 10).
 fn digit_value(b: u8) -> Option<u32> {
     match b {
-        b'0' => Some(10),
+        // 0 is sent as the tone for 10; some senders write that as A.
+        b'0' | b'A' => Some(10),
         b'1'..=b'9' => Some(u32::from(b - b'0')),
         b'B'..=b'F' => Some(u32::from(b - b'A' + 10)),
         _ => None,

@@ -447,6 +447,40 @@ pub(crate) fn detect_crc_format(buf: &[u8], allow_binary: bool) -> Option<CrcFor
     None
 }
 
+/// Check length and CRC in one layout. Returns where the body starts and whether the CR was
+/// counted (the quirk).
+fn check_integrity(buf: &[u8], format: CrcFormat, allow_cr_in_crc: bool) -> Result<(usize, bool), DecodeError> {
+    let (declared_crc, len_at, body_at) = match format {
+        CrcFormat::Hex => (hex4(&buf[1..5]).unwrap_or(0), 5, 9),
+        CrcFormat::Binary => (u16::from_be_bytes([buf[1], buf[2]]), 3, 7),
+    };
+    let declared_len = hex4(&buf[len_at..len_at + 4]).unwrap_or(0);
+    let body = &buf[body_at..buf.len() - 1];
+    let mut cr_in_crc = false;
+    if usize::from(declared_len) != body.len() {
+        if allow_cr_in_crc && usize::from(declared_len) == body.len() + 1 {
+            cr_in_crc = true;
+        } else {
+            return Err(DecodeError::Length {
+                declared: declared_len,
+                actual: body.len(),
+            });
+        }
+    }
+    let computed = if cr_in_crc {
+        crc16_arc_parts(&[body, &[CR]])
+    } else {
+        crc16_arc(body)
+    };
+    if computed != declared_crc {
+        return Err(DecodeError::Crc {
+            declared: declared_crc,
+            computed,
+        });
+    }
+    Ok((body_at, cr_in_crc))
+}
+
 /// Decode one frame: `buf` is LF … CR exactly as the framer delivered it.
 pub fn decode_frame(buf: &[u8], opts: &DecodeOptions) -> Result<Frame, DecodeError> {
     if buf.len() > opts.max_len {
@@ -486,35 +520,34 @@ pub fn decode_frame(buf: &[u8], opts: &DecodeOptions) -> Result<Frame, DecodeErr
         };
         return Err(DecodeError::Syntax { field, offset });
     };
-    let (declared_crc, len_at, body_at) = match format {
-        CrcFormat::Hex => (hex4(&buf[1..5]).unwrap_or(0), 5, 9),
-        CrcFormat::Binary => (u16::from_be_bytes([buf[1], buf[2]]), 3, 7),
-    };
-    let declared_len = hex4(&buf[len_at..len_at + 4]).unwrap_or(0);
-    let body = &buf[body_at..buf.len() - 1];
-
-    let mut cr_in_crc = false;
-    if usize::from(declared_len) != body.len() {
-        if opts.quirks.cr_in_crc && usize::from(declared_len) == body.len() + 1 {
-            cr_in_crc = true;
-        } else {
-            return Err(DecodeError::Length {
-                declared: declared_len,
-                actual: body.len(),
-            });
+    // With the binary-CRC quirk allowed, two raw CRC bytes can happen to look like hex digits:
+    // then both layouts fit. Take the first whose length and CRC check out; if none does,
+    // report the first one's finding.
+    let mut candidates = vec![format];
+    if format == CrcFormat::Hex
+        && opts.quirks.crc_binary
+        && buf.len() >= 8
+        && buf[3..7].iter().all(|b| hex_value(*b).is_some())
+    {
+        candidates.push(CrcFormat::Binary);
+    }
+    let mut first_error = None;
+    let mut found = None;
+    for candidate in candidates {
+        match check_integrity(buf, candidate, opts.quirks.cr_in_crc) {
+            Ok(ok) => {
+                found = Some((candidate, ok));
+                break;
+            }
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
         }
     }
-    let computed = if cr_in_crc {
-        crc16_arc_parts(&[body, &[CR]])
-    } else {
-        crc16_arc(body)
+    let Some((format, (body_at, cr_in_crc))) = found else {
+        return Err(first_error.unwrap_or(DecodeError::Incomplete));
     };
-    if computed != declared_crc {
-        return Err(DecodeError::Crc {
-            declared: declared_crc,
-            computed,
-        });
-    }
+    let body = &buf[body_at..buf.len() - 1];
     let lowercase_crc = format == CrcFormat::Hex && buf[1..5].iter().any(|b| b.is_ascii_lowercase());
     let lowercase_ciphertext = buf[body_at..].contains(&b'[')
         && buf[body_at..]
@@ -895,6 +928,31 @@ mod tests {
         let back = decode_frame(&raw, &q).expect("binary crc accepted with quirk");
         assert_eq!(back, f);
         assert!(back.framing.quirks().crc_binary);
+    }
+
+    /// Found by the property tests: two binary CRC bytes that happen to be ASCII hex digits
+    /// (0x37 0x66 = "7f") make the frame look like the hex layout too. The decoder must take
+    /// the layout whose length and CRC check out, not blame the length.
+    #[test]
+    fn binary_crc_bytes_that_look_like_hex_digits() {
+        let framing = Framing {
+            crc: CrcFormat::Binary,
+            cr_in_crc: true,
+            ..Framing::default()
+        };
+        let raw = wrap(b"BA\"DUH", framing);
+        assert_eq!(&raw[1..3], b"7f");
+        let q = DecodeOptions {
+            quirks: Quirks::ALL,
+            ..opts()
+        };
+        assert!(matches!(
+            decode_frame(&raw, &q),
+            Err(DecodeError::Syntax {
+                field: Field::Token,
+                ..
+            })
+        ));
     }
 
     #[test]

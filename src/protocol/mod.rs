@@ -10,11 +10,14 @@
 //! | [`policy`] | the decision table: which answer a frame gets |
 //! | [`sia`] | SIA DC-03/DC-04 data blocks |
 //! | [`cid`] | Contact ID (DC-05): `ADM-CID` data and raw 16-digit messages |
+//! | [`surgard`] | Sur-Gard automation lines: Contact ID, SIA, heartbeat; ACK/NAK bytes |
+//! | [`cidip`] | Contact ID over IP without DC-09: Lupusec/Climax frames, raw DC-05 lines, detection and splitting |
 //! | [`codes`] | SIA and Contact ID code tables (data in `protocols/*.csv`) |
 //! | [`crc`] | CRC-16/ARC |
 //! | [`timestamp`] | `HH:MM:SS,MM-DD-YYYY` |
 
 pub mod cid;
+pub mod cidip;
 pub mod codes;
 pub mod crc;
 pub mod crypto;
@@ -23,6 +26,7 @@ pub mod framer;
 pub mod policy;
 pub mod response;
 pub mod sia;
+pub mod surgard;
 pub mod timestamp;
 
 pub use crypto::{Key, KeyFormat, PadSource, SeededPad};

@@ -355,6 +355,21 @@ mod tests {
         ));
     }
 
+    /// The window is checked at the wire's one-second resolution: the receiver's clock is
+    /// truncated to its second like a panel's, so the edges do not depend on the fraction.
+    #[test]
+    fn window_edges_at_whole_seconds() {
+        let enc = frame(ENC_BA);
+        let w = Window::default();
+        let ms = time::Duration::milliseconds;
+        let accepted = |d| matches!(evaluate(&enc, Some(&keyed()), NOW + d, w), Verdict::Accepted(_));
+        assert!(accepted(ms(40_000)));
+        assert!(accepted(ms(40_999)), "still second -40");
+        assert!(!accepted(ms(41_000)));
+        assert!(accepted(ms(-20_000)));
+        assert!(!accepted(ms(-20_001)), "the receiver's second is -21 from the message");
+    }
+
     #[test]
     fn unsupported_token_is_duh_even_for_unknown_accounts() {
         let f = frame(&crate::protocol::frame::wrap(

@@ -53,8 +53,13 @@ impl Timestamp {
     }
 
     /// Signed difference `self - other` in whole seconds.
+    ///
+    /// Both sides are compared at the wire's resolution: `other` is first truncated to its
+    /// whole second, as a panel truncates its own clock when it stamps a frame. (Comparing
+    /// against the receiver's fraction would make the window's edges depend on where in its
+    /// second the receiver happens to be.)
     pub fn seconds_since(self, other: OffsetDateTime) -> i64 {
-        (self.to_datetime() - other).whole_seconds()
+        (self.to_datetime() - Timestamp::from_datetime(other).to_datetime()).whole_seconds()
     }
 
     /// Write the 19-byte textual form.

@@ -4,7 +4,11 @@
 //! Flow for every frame: framer → [`prepare`] (decode, account lookup, decision table,
 //! response bytes, events) → the store writer (commit) → response written. The ACK is built
 //! before the commit but written only after it.
+//!
+//! [`cid_ip`] is the Contact ID input (Sur-Gard lines, Lupusec frames, raw DC-05) on its own
+//! address, built the same way and sharing [`Shared`], the writer and the limits' patterns.
 
+pub mod cid_ip;
 pub mod pad;
 pub mod record;
 pub mod tcp;
@@ -179,7 +183,7 @@ pub fn prepare_frame(
         Verdict::Accepted(a) => {
             rec.outcome = Outcome::Accepted;
             rec.skew_s = a.skew_s;
-            if frame.token == Token::Null {
+            if frame.token == Token::Null && a.plain.data.trim().is_empty() {
                 rec.link_test_only = true;
                 debug!(%peer, account, "link test");
             } else {

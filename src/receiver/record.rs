@@ -634,6 +634,60 @@ mod tests {
         assert_eq!(synthetic_key(&ascii, "F002").expect("same").1, text, "deterministic");
     }
 
+    fn keyed_entry() -> Arc<AccountEntry> {
+        Arc::new(AccountEntry {
+            id: 1,
+            account: "5678".into(),
+            receiver: String::new(),
+            line: String::new(),
+            policy: crate::protocol::policy::AccountPolicy {
+                key: Some(Key::from_hex("000102030405060708090A0B0C0D0E0F").expect("key")),
+                require_encryption: true,
+                ..Default::default()
+            },
+        })
+    }
+
+    fn records_text(anonymise: bool) -> String {
+        let dir = std::env::temp_dir().join(format!("meldkamer-record-test-{}-{anonymise}", std::process::id()));
+        let rec = Recorder::new(
+            RecordOptions {
+                dir: dir.clone(),
+                anonymise,
+            },
+            time::macros::datetime!(2026-01-15 12:00:00 UTC),
+        )
+        .expect("recorder");
+        {
+            let mut st = rec.lock();
+            st.seen.insert(1, SeenAccount { entry: keyed_entry() });
+            rec.write_records(&mut st);
+        }
+        let text = std::fs::read_to_string(rec.records_file()).expect("records file");
+        let _ = std::fs::remove_dir_all(&dir);
+        text
+    }
+
+    #[test]
+    fn keys_never_reach_the_records_file() {
+        let plain = records_text(false);
+        assert!(!plain.contains("000102030405060708090A0B0C0D0E0F"), "{plain}");
+        assert!(
+            plain.contains("account = \"5678\"") && plain.contains("key withheld"),
+            "{plain}"
+        );
+        crate::records::parse_toml(&plain, "recorded").expect("a valid records file");
+        let anon = records_text(true);
+        assert!(
+            !anon.contains("000102030405060708090A0B0C0D0E0F") && !anon.contains("5678"),
+            "{anon}"
+        );
+        let r = crate::records::parse_toml(&anon, "recorded").expect("a valid records file");
+        let key = r.accounts[0].spec.key.as_ref().expect("a synthetic key");
+        assert_eq!(key.bits(), 128);
+        assert_eq!(r.accounts[0].spec.account, "F001");
+    }
+
     #[test]
     fn data_account_is_replaced_only_at_the_start() {
         let mut d = "#1234|Nri1/BA01".to_string();

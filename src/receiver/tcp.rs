@@ -39,7 +39,8 @@ pub struct IpSlot {
 }
 
 impl PerIp {
-    fn try_take(self: &Arc<Self>, ip: IpAddr, cap: usize) -> Option<IpSlot> {
+    /// Take a slot for `ip` if it holds fewer than `cap` (the Contact ID listener shares this).
+    pub fn try_take(self: &Arc<Self>, ip: IpAddr, cap: usize) -> Option<IpSlot> {
         let mut g = self.counts.lock().unwrap_or_else(|p| p.into_inner());
         let n = g.entry(ip).or_insert(0);
         if *n >= cap {
@@ -145,7 +146,7 @@ async fn connection(
     let mut garbage_stored = 0usize;
     // After a frame: does its account accept NUL padding after frames (the trailing-NUL quirk)?
     let mut after_frame: Option<bool> = None;
-    let mut rec = shared.recorder.as_ref().map(|r| r.tcp(peer));
+    let mut recording = shared.recorder.as_ref().map(|r| r.tcp(peer));
 
     loop {
         if !reading && inflight.is_empty() {
@@ -160,7 +161,7 @@ async fn connection(
             biased;
             res = async { inflight.front_mut().map(|p| &mut p.rx).expect("guarded").await }, if !inflight.is_empty() => {
                 let p = inflight.pop_front().expect("guarded");
-                let recorded = rec.as_ref().and(p.slot).map(|s| (s, p.response.clone()));
+                let recorded = recording.as_ref().and(p.slot).map(|s| (s, p.response.clone()));
                 let mut written = false;
                 match res {
                     Ok(Ok(committed)) => {
@@ -194,7 +195,7 @@ async fn connection(
                         reading = false;
                     }
                 }
-                if let (Some(r), Some((slot, bytes))) = (rec.as_mut(), recorded) {
+                if let (Some(r), Some((slot, bytes))) = (recording.as_mut(), recorded) {
                     r.respond(slot, bytes.as_deref().filter(|_| written), &shared.accounts());
                 }
                 last_activity = Instant::now();
@@ -253,7 +254,7 @@ async fn connection(
                                     })
                                 }
                             };
-                            let slot = match rec.as_mut() {
+                            let slot = match recording.as_mut() {
                                 Some(r) => r.chunk(
                                     &buf[..len],
                                     record.as_ref().filter(|_| is_frame).map(|x| x.received_ms),
@@ -279,7 +280,7 @@ async fn connection(
                                 }
                             }
                         }
-                        if let Some(r) = rec.as_mut() {
+                        if let Some(r) = recording.as_mut() {
                             r.end_read();
                         }
                         frame_started = if buf.first() == Some(&LF) { frame_started.or(Some(Instant::now())) } else { None };
@@ -317,7 +318,7 @@ async fn connection(
             }
         }
     }
-    if let Some(r) = rec.take() {
+    if let Some(r) = recording.take() {
         r.finish(&buf, crate::clock::unix_ms(shared.clock.now()));
     }
     let _ = stream.shutdown().await;

@@ -10,10 +10,12 @@
 //! | [`outcome`] | the expected-outcome document: frames, events, alarms, sites |
 //! | [`target`] | replay against a running daemon: frames re-stamped to the real clock |
 //! | [`suite`] | many traces: collect, run, bless, report (text, JSON, JUnit XML) |
+//! | [`side`] | the Contact ID input and the Sur-Gard output in traces (`@transport cid-tcp`, `cid-udp`, `automation`) |
 
 pub mod diff;
 pub mod outcome;
 pub mod run;
+pub mod side;
 pub mod suite;
 pub mod target;
 pub mod trace;

@@ -131,6 +131,8 @@ struct Session<'a> {
     transport: TraceTransport,
     tcp: Option<Conn>,
     udp: Option<UdpSocket>,
+    /// Contact ID input and automation output connections (`side.rs`).
+    side: super::side::Side,
     pad_seed: u64,
 }
 
@@ -167,6 +169,7 @@ impl Session<'_> {
     async fn stop(&mut self) {
         self.tcp = None;
         self.udp = None;
+        self.side = super::side::Side::default();
         if let Some(r) = self.running.take() {
             r.shutdown();
             r.wait().await;
@@ -230,6 +233,10 @@ impl Session<'_> {
                     .await
                     .map_err(|e| self.io(line, format!("send: {e}")))?;
             }
+            t => {
+                let sent = self.side.send(t, self.running.as_ref(), bytes).await;
+                sent.map_err(|w| self.io(line, w))?;
+            }
         }
         Ok(())
     }
@@ -248,6 +255,7 @@ impl Session<'_> {
                     _ => None,
                 }
             }
+            t => self.side.receive(t, self.running.as_ref(), wait).await,
         }
     }
 
@@ -264,7 +272,7 @@ impl Session<'_> {
 }
 
 /// How long to wait for a response that should come, and for one that should not.
-const RESPONSE_WAIT: Duration = Duration::from_secs(3);
+const RESPONSE_WAIT: Duration = Duration::from_secs(10);
 const SILENCE_WAIT: Duration = Duration::from_millis(250);
 
 /// Run one trace in-process. `work_dir` holds the temporary database.
@@ -276,6 +284,7 @@ pub async fn run_in_process(trace: &Trace, work_dir: &std::path::Path) -> Result
     cfg.operator.socket = String::new();
     cfg.store.path = work_dir.join("replay.db");
     cfg.store.load_demo_data = false;
+    super::side::configure(trace, &mut cfg);
     let _ = std::fs::remove_file(&cfg.store.path);
 
     let start_clock = trace
@@ -316,6 +325,7 @@ pub async fn run_in_process(trace: &Trace, work_dir: &std::path::Path) -> Result
         transport: TraceTransport::Tcp,
         tcp: None,
         udp: None,
+        side: super::side::Side::default(),
         pad_seed: 0,
     };
     for (_, step) in &trace.steps {
@@ -333,7 +343,10 @@ pub async fn run_in_process(trace: &Trace, work_dir: &std::path::Path) -> Result
                 Step::Title(_) | Step::Records(_) | Step::PadSeed(_) | Step::InProcessOnly | Step::NoOutcome => {}
                 Step::Clock(t) => s.clock.set(*t),
                 Step::Transport(t) => s.transport = *t,
-                Step::Connect => s.tcp = None,
+                Step::Connect => {
+                    s.tcp = None;
+                    s.side.reset(s.transport);
+                }
                 Step::Advance(d) => {
                     s.clock.advance(*d);
                     s.tick().await;

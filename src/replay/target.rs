@@ -43,7 +43,7 @@ pub struct Target {
 pub const TIMESTAMP_TOLERANCE_S: i64 = 3;
 /// The longest `@advance` that is waited for against a real daemon.
 pub const MAX_SLEEP: time::Duration = time::Duration::seconds(2);
-const RESPONSE_WAIT: Duration = Duration::from_secs(3);
+const RESPONSE_WAIT: Duration = Duration::from_secs(10);
 const SILENCE_WAIT: Duration = Duration::from_millis(250);
 
 /// One account of the trace's records, as far as re-stamping needs it.
@@ -161,16 +161,10 @@ fn whole_seconds(d: time::Duration) -> i64 {
 }
 
 /// The new timestamp for a frame that was `skew_s` whole seconds from the trace clock, sent
-/// at real time `now`: the receiver truncates the skew toward zero, so a positive skew counts
-/// from the next whole second and a negative one from the last.
+/// at real time `now`: the receiver compares whole seconds (its clock truncated to the second,
+/// as a panel's is), so the skew counts from the start of the current second.
 fn restamped(skew_s: i64, now: OffsetDateTime) -> OffsetDateTime {
-    let floor = now.replace_nanosecond(0).unwrap_or(now);
-    let base = if skew_s > 0 {
-        floor + time::Duration::SECOND
-    } else {
-        floor
-    };
-    base + time::Duration::seconds(skew_s)
+    now.replace_nanosecond(0).unwrap_or(now) + time::Duration::seconds(skew_s)
 }
 
 /// Does this frame's timestamp matter to the receiver (encrypted, or an account that checks
@@ -261,6 +255,9 @@ pub fn in_process_only(trace: &Trace) -> Option<String> {
             Step::Stop => "@stop",
             Step::Start => "@start",
             Step::InProcessOnly => "@in-process",
+            Step::Transport(t) if super::side::is_side(*t) => {
+                return Some(format!("@transport {} at line {line}", super::side::name(*t)));
+            }
             _ => return None,
         };
         Some(format!("{what} at line {line}"))
@@ -320,6 +317,8 @@ impl Peer {
                     .map(|_| ())
                     .map_err(|e| format!("send to {}: {e}", self.target.udp))
             }
+            // Traces using these are skipped (`in_process_only`).
+            t => Err(format!("@transport {} needs in-process", super::side::name(t))),
         }
     }
 
@@ -337,6 +336,7 @@ impl Peer {
                     _ => None,
                 }
             }
+            _ => None,
         }
     }
 }
@@ -502,12 +502,12 @@ mod tests {
             panic!()
         };
         assert_eq!(decrypt_body(&key, old).expect("old").pad, d.pad, "same pad");
-        // Ahead: counted from the next whole second, so the receiver's truncation keeps +21.
+        // Ahead: counted from the start of the current second, as the receiver compares.
         let ahead = restamp(&enc_frame(&key, T + time::Duration::seconds(21)), T, now, &keys);
         let f = decode_frame(&ahead, &opts()).expect("decodes");
         assert_eq!(
             frame_time(&f, Some(&key)).map(|t| t.to_wire_string()).as_deref(),
-            Some("08:30:32,03-01-2026")
+            Some("08:30:31,03-01-2026")
         );
         // Garbage, undecodable frames and frames without a key are kept as they are.
         let junk = b"junk\n0000\r".to_vec();

@@ -7,6 +7,8 @@
 //! @clock 2026-01-15T12:00:00Z      the virtual clock (receiver time)
 //! @pad-seed 1                      pads of encrypted ACKs (deterministic mode)
 //! @transport tcp | udp             (default tcp)
+//! @transport cid-tcp | cid-udp     the Contact ID input (one-byte answers)
+//! @transport automation            the runner is the automation software (Sur-Gard output)
 //! @connect                         close the TCP connection and open a new one
 //! @advance 91s                     move the virtual clock (ms, s, m, h); supervision runs
 //! @restart                         stop the daemon and start it again on the same database
@@ -31,6 +33,12 @@ pub enum TraceTransport {
     Tcp,
     /// UDP.
     Udp,
+    /// The Contact ID input over TCP (`src/replay/side.rs`).
+    CidTcp,
+    /// The Contact ID input over UDP.
+    CidUdp,
+    /// The Sur-Gard output: the runner is the automation software.
+    Automation,
 }
 
 /// One directive.
@@ -139,7 +147,15 @@ impl Trace {
                 "@transport" => match rest.trim() {
                     "tcp" => Step::Transport(TraceTransport::Tcp),
                     "udp" => Step::Transport(TraceTransport::Udp),
-                    other => return Err(err(n, format!("@transport {other:?}: tcp or udp"))),
+                    "cid-tcp" => Step::Transport(TraceTransport::CidTcp),
+                    "cid-udp" => Step::Transport(TraceTransport::CidUdp),
+                    "automation" => Step::Transport(TraceTransport::Automation),
+                    other => {
+                        return Err(err(
+                            n,
+                            format!("@transport {other:?}: tcp, udp, cid-tcp, cid-udp or automation"),
+                        ));
+                    }
                 },
                 "@connect" => Step::Connect,
                 "@advance" => Step::Advance(
@@ -238,6 +254,15 @@ mod tests {
         assert_eq!(t.steps[8].1, Step::Send(b"\nAB\r".to_vec()));
         assert_eq!(t.steps[9].1, Step::Expect(None));
         assert_eq!(t.steps[10], (12, Step::Expect(Some(vec![0]))));
+    }
+
+    #[test]
+    fn in_process_and_outcome_directives() {
+        let t = Trace::parse("@in-process\n@outcome none\n", Path::new("dir/x.trace")).expect("parses");
+        assert_eq!(t.steps, vec![(1, Step::InProcessOnly), (2, Step::NoOutcome)]);
+        assert!(!t.compares_outcome());
+        assert_eq!(t.outcome_path(), PathBuf::from("dir/x.outcome.json"));
+        assert!(Trace::parse("@outcome maybe\n", Path::new("x")).is_err());
     }
 
     #[test]

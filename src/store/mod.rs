@@ -57,6 +57,9 @@ fn configure(conn: &Connection, busy_timeout: Duration) -> Result<(), StoreError
 pub fn open_write(path: &Path, busy_timeout: Duration) -> Result<Connection, StoreError> {
     let conn = Connection::open(path)?;
     configure(&conn, busy_timeout)?;
+    // The writer cycles through a few dozen statements (frames, events, correlation, jobs):
+    // keep them all prepared.
+    conn.set_prepared_statement_cache_capacity(128);
     schema::migrate(&conn)?;
     Ok(conn)
 }

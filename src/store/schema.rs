@@ -315,6 +315,39 @@ const MIGRATIONS: &[&str] = &[
     -- The queue subscription looks for alarms with new events.
     CREATE INDEX alarms_by_last_event ON alarms (last_event_ms);
     "#,
+    // 5: the outbox of the automation outputs (src/automation): one row per stored event,
+    // written in the event's own transaction and rendered once; every output keeps a cursor
+    // that moves only after the receiving side acknowledged. Rows are deleted once every
+    // output has them and they are older than the retention.
+    r#"
+    -- AUTOINCREMENT: pruning may empty the table, and an id must never be used twice (the
+    -- cursors point at ids).
+    CREATE TABLE outbox (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        event_id    INTEGER NOT NULL UNIQUE REFERENCES events(id),
+        created_ms  INTEGER NOT NULL,
+        -- The Sur-Gard line, DC4 included; NULL when the event has no Sur-Gard form.
+        surgard     BLOB,
+        -- The event as a JSON object (event stream schema version 1).
+        json        TEXT NOT NULL,
+        -- Why the Sur-Gard output passed over it ('nak', 'unrepresentable'); NULL: delivered
+        -- or still to deliver.
+        skipped     TEXT
+    );
+
+    -- How far each output got: rows up to delivered_id are acknowledged.
+    CREATE TABLE outbox_cursors (
+        sink          TEXT PRIMARY KEY,
+        delivered_id  INTEGER NOT NULL,
+        updated_ms    INTEGER NOT NULL
+    );
+    "#,
+    // 6: indexes for correlation on the hot path (every valid frame looks for an open
+    // communication-lost alarm of its account; profiling showed a full scan of open alarms).
+    r#"
+    CREATE INDEX alarms_open_comm_by_account ON alarms (account_id)
+        WHERE state <> 'closed' AND category = 'communication';
+    "#,
 ];
 
 /// The schema version this program writes.

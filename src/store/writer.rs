@@ -458,7 +458,32 @@ fn insert_frame(
     Ok(tx.last_insert_rowid())
 }
 
-fn insert_event(tx: &rusqlite::Transaction<'_>, frame_id: i64, r: &FrameRecord, e: &Event) -> Result<i64, StoreError> {
+/// Extended data as stored: JSON, computed once per frame (all events of a frame share it).
+struct XdataJson {
+    of: Option<std::sync::Arc<Vec<crate::protocol::frame::XData>>>,
+    json: Option<String>,
+}
+
+impl XdataJson {
+    fn get(&mut self, e: &Event) -> Option<String> {
+        if e.xdata.is_empty() {
+            return None;
+        }
+        if !self.of.as_ref().is_some_and(|o| std::sync::Arc::ptr_eq(o, &e.xdata)) {
+            self.of = Some(e.xdata.clone());
+            self.json = serde_json::to_string(&*e.xdata).ok();
+        }
+        self.json.clone()
+    }
+}
+
+fn insert_event(
+    tx: &rusqlite::Transaction<'_>,
+    frame_id: i64,
+    r: &FrameRecord,
+    e: &Event,
+    xdata_json: &mut XdataJson,
+) -> Result<i64, StoreError> {
     let mut stmt = tx.prepare_cached(
         "INSERT INTO events (frame_id, received_ms, account, account_id, receiver, line, seq, code_format, code,
                              qualifier, category, kind, priority, description, zone, user_no, area, text,
@@ -470,11 +495,7 @@ fn insert_event(tx: &rusqlite::Transaction<'_>, frame_id: i64, r: &FrameRecord, 
         EventCode::Cid(c) => ("cid", c.to_string()),
         EventCode::LinkTest => ("sia", "NULL".to_string()),
     };
-    let xdata = if e.xdata.is_empty() {
-        None
-    } else {
-        serde_json::to_string(&e.xdata).ok()
-    };
+    let xdata = xdata_json.get(e);
     stmt.execute(params![
         frame_id,
         r.received_ms,
@@ -557,11 +578,9 @@ fn apply(
     }
     let id = insert_frame(tx, r, "accepted", None)?;
     let mut event_ids = Vec::with_capacity(r.events.len());
+    let mut xdata_json = XdataJson { of: None, json: None };
     for e in &r.events {
-        event_ids.push(insert_event(tx, id, r, e)?);
-    }
-    if let Some(k) = r.dedupe_key {
-        pending.insert(k, (id, r.received_ms));
+        event_ids.push(insert_event(tx, id, r, e, &mut xdata_json)?);
     }
     let c = Committed {
         frame_id: Some(id),
@@ -569,6 +588,10 @@ fn apply(
         event_ids,
     };
     hook.after_insert(tx, r, &c)?;
+    // Remembered only once everything for this frame succeeded.
+    if let Some(k) = r.dedupe_key {
+        pending.insert(k, (id, r.received_ms));
+    }
     Ok(c)
 }
 
@@ -624,13 +647,29 @@ pub fn start(
                 m.queue_depth.add(-(batch.len() as i64));
                 let started = Instant::now();
                 let mut pending = HashMap::new();
-                let result: Result<Vec<Option<Committed>>, StoreError> = (|| {
+                let result: Result<Vec<Option<Result<Committed, Arc<StoreError>>>>, StoreError> = (|| {
                     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
                     let mut out = Vec::with_capacity(batch.len());
                     for item in batch.iter_mut() {
                         match item {
                             Item::Frame(rec, _) => {
-                                out.push(Some(apply(&tx, rec, &dedupe, &mut pending, hook.as_mut())?))
+                                // Each frame in its own savepoint: one frame that cannot be stored
+                                // is refused alone (no ACK; the panel retries) instead of taking
+                                // the whole group down with it, again at every resend.
+                                tx.prepare_cached("SAVEPOINT frame")?.execute([])?;
+                                match apply(&tx, rec, &dedupe, &mut pending, hook.as_mut()) {
+                                    Ok(c) => {
+                                        tx.prepare_cached("RELEASE frame")?.execute([])?;
+                                        out.push(Some(Ok(c)));
+                                    }
+                                    Err(e) => {
+                                        // If even the rollback fails (disk full, I/O error: the
+                                        // transaction is gone), the whole group fails.
+                                        tx.execute_batch("ROLLBACK TO frame; RELEASE frame")?;
+                                        tracing::warn!(error = %e, "a frame could not be stored; not acknowledged");
+                                        out.push(Some(Err(Arc::new(e))));
+                                    }
+                                }
                             }
                             Item::Job(job) => {
                                 tx.execute_batch("SAVEPOINT job")?;
@@ -668,8 +707,8 @@ pub fn start(
                             c.send_modify(|v| *v = v.wrapping_add(1));
                         }
                         if let Some(ls) = &last_seen {
-                            ls.record(batch.iter().filter_map(|i| match i {
-                                Item::Frame(r, _) if r.outcome == Outcome::Accepted => {
+                            ls.record(batch.iter().zip(&done).filter_map(|(i, d)| match (i, d) {
+                                (Item::Frame(r, _), Some(Ok(_))) if r.outcome == Outcome::Accepted => {
                                     r.account_id.map(|a| (a, r.received_ms))
                                 }
                                 _ => None,
@@ -677,7 +716,11 @@ pub fn start(
                         }
                         for (item, c) in batch.drain(..).zip(done) {
                             match (item, c) {
-                                (Item::Frame(_, reply), Some(c)) => {
+                                (Item::Frame(_, reply), Some(Err(e))) => {
+                                    m.refusals.inc("commit_failed");
+                                    let _ = reply.send(Err(e));
+                                }
+                                (Item::Frame(_, reply), Some(Ok(c))) => {
                                     if c.duplicate_of.is_some() {
                                         m.retransmissions.add(1);
                                     }
@@ -714,4 +757,87 @@ pub fn start(
         })
         .map_err(|_| StoreError::WriterGone)?;
     Ok((WriterHandle { tx, metrics }, join))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Fails the frames of account "BAD" (as a constraint or correlation error would).
+    struct FailBad;
+
+    impl AfterInsert for FailBad {
+        fn after_insert(
+            &mut self,
+            _: &rusqlite::Transaction<'_>,
+            r: &FrameRecord,
+            _: &Committed,
+        ) -> Result<(), StoreError> {
+            if r.account.as_deref() == Some("BAD") {
+                return Err(StoreError::Pragma("simulated failure"));
+            }
+            Ok(())
+        }
+    }
+
+    fn record(account: &str, seq: u16) -> FrameRecord {
+        let mut r = FrameRecord::new(
+            1_000,
+            Transport::Tcp,
+            "127.0.0.1:1".into(),
+            b"x".to_vec(),
+            Outcome::Accepted,
+        );
+        r.account = Some(account.into());
+        r.seq = Some(seq);
+        r.dedupe_key = Some(dedupe_key(account, None, "0", seq, b"payload"));
+        r
+    }
+
+    /// A frame that cannot be stored must not take the other frames of its group down with it
+    /// (else it would do so again at every resend: "batch poisoning").
+    #[tokio::test]
+    async fn one_failing_frame_does_not_poison_its_group() {
+        let dir = tempfile::tempdir().expect("dir");
+        let (w, join) = start(
+            WriterConfig {
+                path: dir.path().join("w.db"),
+                queue_depth: 64,
+                max_batch: 64,
+                busy_timeout: Duration::from_secs(5),
+                retransmission_window: Duration::from_secs(600),
+                max_dedupe_entries: 1000,
+                last_seen: None,
+                changes: None,
+            },
+            0,
+            Arc::new(Metrics::default()),
+            Box::new(FailBad),
+        )
+        .expect("writer");
+        // Hold the writer busy so the next frames queue up and commit as one group.
+        let busy = w.run(|_| {
+            std::thread::sleep(Duration::from_millis(200));
+            Ok(())
+        });
+        let (good1, bad, good2) = (
+            w.enqueue(record("GOOD", 1)),
+            w.enqueue(record("BAD", 2)),
+            w.enqueue(record("GOOD", 3)),
+        );
+        let (_, g1, b, g2) = tokio::join!(busy, good1, bad, good2);
+        let (g1, b, g2) = (g1.expect("queued"), b.expect("queued"), g2.expect("queued"));
+        let (g1, b, g2) = tokio::join!(g1, b, g2);
+        assert!(g1.expect("reply").is_ok());
+        assert!(b.expect("reply").is_err(), "the failing frame is refused (no ACK)");
+        assert!(g2.expect("reply").is_ok());
+        w.close().await;
+        drop(w);
+        join.join().expect("writer ends");
+        let conn = rusqlite::Connection::open(dir.path().join("w.db")).expect("db");
+        let n: i64 = conn
+            .query_row("SELECT count(*) FROM frames", [], |r| r.get(0))
+            .expect("count");
+        assert_eq!(n, 2, "both good frames stored, the failing one not at all");
+    }
 }

@@ -1,5 +1,7 @@
 //! All integration tests in one binary (one link step, shared helpers).
 
+mod automation;
+mod cid_ip;
 mod common;
 mod console;
 mod console_e2e;

@@ -89,21 +89,38 @@ fn xdata() -> impl Strategy<Value = XData> {
     })
 }
 
-fn plain_with(ts: BoxedStrategy<Option<Timestamp>>) -> impl Strategy<Value = Plain> {
-    (field_text(32), prop::collection::vec(xdata(), 0..3), ts).prop_map(|(data, xdata, timestamp)| Plain {
-        data,
-        xdata,
-        timestamp,
-    })
+/// Sizes of generated content: data characters and extended-data fields.
+#[derive(Debug, Clone, Copy)]
+struct Size {
+    data: usize,
+    xdata: usize,
+}
+
+/// Full-size content for the round trips.
+const FULL: Size = Size { data: 32, xdata: 2 };
+/// Smaller frames for the bit-flip property, which decodes 8 variants of every byte.
+const SMALL: Size = Size { data: 12, xdata: 1 };
+
+fn plain_with(size: Size, ts: BoxedStrategy<Option<Timestamp>>) -> impl Strategy<Value = Plain> {
+    (
+        field_text(size.data),
+        prop::collection::vec(xdata(), 0..=size.xdata),
+        ts,
+    )
+        .prop_map(|(data, xdata, timestamp)| Plain { data, xdata, timestamp })
+}
+
+fn plain_sized(size: Size) -> impl Strategy<Value = Plain> {
+    plain_with(size, prop::option::of(timestamp()).boxed())
 }
 
 fn plain() -> impl Strategy<Value = Plain> {
-    plain_with(prop::option::of(timestamp()).boxed())
+    plain_sized(FULL)
 }
 
 /// Encrypted frames must carry a timestamp.
-fn plain_with_timestamp() -> impl Strategy<Value = Plain> {
-    plain_with(timestamp().prop_map(Some).boxed())
+fn plain_with_timestamp(size: Size) -> impl Strategy<Value = Plain> {
+    plain_with(size, timestamp().prop_map(Some).boxed())
 }
 
 fn token() -> impl Strategy<Value = Token> {
@@ -163,7 +180,11 @@ fn frame_of(h: Header, framing: Framing, encrypted: bool, body: Body) -> Frame {
 }
 
 fn plain_frame() -> impl Strategy<Value = Frame> {
-    (header(), framing(), plain()).prop_map(|(h, mut framing, p)| {
+    plain_frame_sized(FULL)
+}
+
+fn plain_frame_sized(size: Size) -> impl Strategy<Value = Frame> {
+    (header(), framing(), plain_sized(size)).prop_map(|(h, mut framing, p)| {
         framing.lowercase_ciphertext = false;
         frame_of(h, framing, false, Body::Plain(p))
     })
@@ -214,10 +235,14 @@ struct Encrypted {
 }
 
 fn encrypted_frame() -> impl Strategy<Value = Encrypted> {
+    encrypted_frame_sized(FULL)
+}
+
+fn encrypted_frame_sized(size: Size) -> impl Strategy<Value = Encrypted> {
     (
         header(),
         framing(),
-        plain_with_timestamp(),
+        plain_with_timestamp(size),
         key(),
         any::<u64>(),
         any::<bool>(),
@@ -234,10 +259,14 @@ fn encrypted_frame() -> impl Strategy<Value = Encrypted> {
 }
 
 fn any_valid_frame() -> impl Strategy<Value = Frame> {
+    any_valid_frame_sized(FULL)
+}
+
+fn any_valid_frame_sized(size: Size) -> impl Strategy<Value = Frame> {
     prop_oneof![
-        3 => plain_frame(),
+        3 => plain_frame_sized(size),
         1 => response_shaped_frame(),
-        2 => encrypted_frame().prop_map(|e| e.frame),
+        2 => encrypted_frame_sized(size).prop_map(|e| e.frame),
     ]
 }
 
@@ -526,18 +555,25 @@ proptest! {
     }
 
     /// Arbitrary bodies with a correct CRC and length, so the body grammar is what is tested.
-    /// The decoder never blames CRC or length, and whatever it accepts re-encodes to a frame
-    /// that decodes to the same content; events and policy never panic on it.
+    /// A body that starts with the token's `"` is never blamed on CRC or length. (One that does
+    /// not is invalid anyway, and in a binary-CRC wrap whose two CRC bytes happen to be hex
+    /// characters it looks like a hex-CRC frame, so a length error is right there.) Whatever
+    /// the decoder accepts re-encodes to a frame that decodes to the same content, and events and
+    /// policy never panic on it.
     #[test]
     fn wrapped_arbitrary_body_reaches_the_grammar(body in hostile_body(), framing in framing(), k in key()) {
         prop_assume!(body.len() < MAX_BODY_LEN);
         let raw = wrap(&body, framing);
+        let starts_like_a_body = body.first() == Some(&b'"');
         match decode_frame(&raw, &opts(Quirks::ALL)) {
-            Err(e @ (DecodeError::Crc { .. } | DecodeError::Length { .. } | DecodeError::Incomplete
-                | DecodeError::TooLong { .. })) => {
+            Err(e @ (DecodeError::Incomplete | DecodeError::TooLong { .. })) => {
+                return Err(TestCaseError::fail(format!("{e:?} for a wrapped body: {}", show(&raw))));
+            }
+            Err(e @ (DecodeError::Crc { .. } | DecodeError::Length { .. })) if starts_like_a_body => {
                 return Err(TestCaseError::fail(format!("{e:?} for a wrapped body: {}", show(&raw))));
             }
             Err(DecodeError::Syntax { offset, .. }) => prop_assert!(offset < raw.len()),
+            Err(_) => {}
             Ok(f) => {
                 check_round_trip_content(&f)?;
                 exercise_accepted(&f, &k);
@@ -673,7 +709,7 @@ proptest! {
     /// every quirk: whatever `Quirks::NONE` accepts, `Quirks::ALL` accepts identically, so an
     /// error here is an error without quirks too.
     #[test]
-    fn single_bit_flips_are_refused(f in any_valid_frame()) {
+    fn single_bit_flips_are_refused(f in any_valid_frame_sized(SMALL)) {
         let bytes = f.encode();
         let body_at = if f.framing.crc == CrcFormat::Binary { 7 } else { 9 };
         let all = opts(Quirks::ALL);

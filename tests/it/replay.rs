@@ -104,6 +104,70 @@ fn library_matches_its_generator_and_intent() {
     }
 }
 
+fn outcome_of(name: &str) -> Value {
+    let path = traces_dir().join(format!("{name}.outcome.json"));
+    serde_json::from_str(&std::fs::read_to_string(&path).expect("outcome file")).expect("json")
+}
+
+fn frame_count(o: &Value, outcome: &str, reason: &str) -> i64 {
+    o["frames"]
+        .as_array()
+        .expect("frames")
+        .iter()
+        .filter(|f| f["outcome"] == outcome && f["reason"] == reason)
+        .map(|f| f["count"].as_i64().expect("count"))
+        .sum()
+}
+
+fn events(o: &Value) -> Vec<String> {
+    o["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .map(|e| e.as_str().expect("text").to_string())
+        .collect()
+}
+
+/// The blessed outcomes (which the in-process run must reproduce) say what each trace is for.
+#[test]
+fn library_outcomes_show_what_the_traces_are_for() {
+    let o = outcome_of("retransmission-tcp");
+    assert_eq!(events(&o).len(), 1, "three deliveries, one event");
+    assert_eq!(frame_count(&o, "retransmission", ""), 2);
+    let o = outcome_of("retransmission-udp");
+    assert_eq!(events(&o).len(), 2, "two frames sent twice each");
+    assert_eq!(events(&outcome_of("sia-several-events")).len(), 3);
+    assert_eq!(events(&outcome_of("two-frames-one-write")).len(), 2);
+    let o = outcome_of("enc-stale-nak-resend");
+    assert_eq!(events(&o).len(), 1);
+    assert_eq!(frame_count(&o, "refused", "timestamp"), 1);
+    assert_eq!(frame_count(&outcome_of("enc-wrong-key-nak"), "refused", "decrypt"), 1);
+    let o = outcome_of("satel-nri2-id1-op");
+    assert!(events(&o)[0].contains("sia OP new zone= user=1 area=2"), "{o}");
+    assert!(events(&outcome_of("scantronic-nti-id1-rp"))[0].contains("sia RP"));
+    assert_eq!(events(&outcome_of("ajax-nf-pc")).len(), 2);
+    let o = outcome_of("unknown-code-ack");
+    assert_eq!(o["alarms"][0]["queue"], "supervisor");
+    for off in ["quirk-crc-binary-off", "quirk-cr-in-crc-off", "quirk-trailing-nul-off"] {
+        assert_eq!(frame_count(&outcome_of(off), "silent", "quirk_not_enabled"), 1, "{off}");
+    }
+    for on in ["quirk-crc-binary-on", "quirk-cr-in-crc-on", "quirk-trailing-nul-on"] {
+        assert_eq!(frame_count(&outcome_of(on), "silent", "quirk_not_enabled"), 0, "{on}");
+    }
+    assert_eq!(
+        frame_count(&outcome_of("iobroker-empty-line-prefix"), "silent", "syntax"),
+        1
+    );
+    assert_eq!(frame_count(&outcome_of("garbage-between-frames"), "accepted", ""), 3);
+    let o = outcome_of("local-time-plain");
+    assert_eq!(
+        frame_count(&o, "refused", "timestamp"),
+        1,
+        "only where check_plain_timestamp is on"
+    );
+    assert_eq!(outcome_of("sia-open-close")["sites"][0]["armed"], "armed");
+}
+
 /// `MELDKAMER_GEN_FIXTURES=1`: write `fixtures/traces/*.trace` from the generator and bless
 /// them in-process (responses and outcome files), checking each answer against its intent.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -216,7 +280,8 @@ fn serve(config: &Path, extra: &[&str]) -> Daemon {
 /// SIGTERM and wait: a graceful stop (recordings are flushed).
 fn stop(mut d: Daemon) {
     let pid = d.child.id().to_string();
-    let _ = Command::new("kill").arg("-TERM").arg(&pid).status();
+    // The shell's own kill: no dependency on a kill binary being installed.
+    let _ = Command::new("sh").arg("-c").arg(format!("kill -TERM {pid}")).status();
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while std::time::Instant::now() < deadline {
         if let Ok(Some(status)) = d.child.try_wait() {

@@ -1212,8 +1212,14 @@ async fn leak_test_no_code_appears_in_database_wal_logs_or_output() {
     // supervision and search. Every response is searched too.
     {
         let conn = Connection::open(&db).expect("db");
-        meldkamer::operator::accounts::add(&conn, "leaky", meldkamer::operator::Role::Operator, "leak test password", 0)
-            .expect("operator");
+        meldkamer::operator::accounts::add(
+            &conn,
+            "leaky",
+            meldkamer::operator::Role::Operator,
+            "leak test password",
+            0,
+        )
+        .expect("operator");
     }
     let mut api = crate::operator::Api::connect(&running.api_socket.clone().expect("api socket")).await;
     let mut api_out = vec![api.login("leaky", "leak test password").await];

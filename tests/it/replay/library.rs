@@ -515,14 +515,14 @@ pub fn library() -> Vec<Fixture> {
         .f(&frame("SIA-DCS", 50, "7021", "#7021|Nti19:44/id1/RP"), "ACK"),
         Fixture::new(
             "hikvision-null-tagged",
-            "Hikvision hub: events tagged NULL / *NULL (key entered as hex) are acknowledged",
+            "Hikvision hub: events tagged NULL / *NULL (key entered as hex) are stored and acknowledged",
             &[
-                "meldkamer treats a NULL frame as a link test whatever its data: the hub is answered and",
-                "supervised, the event data in it is not stored (eavanvalkenburg/sia #17).",
+                "A NULL frame with data is not a link test: its data is read as SIA-DCS (else ADM-CID),",
+                "stored, correlated and acknowledged (eavanvalkenburg/sia #17). An empty NULL is a poll.",
             ],
         )
         .f(&frame("NULL", 51, "7022", "#7022|Nri1/BA01"), "ACK")
-        .f(&frame("NULL", 52, "7022", "#7022|Nri1/BA01").key(hik, 19), "*ACK"),
+        .f(&frame("NULL", 52, "7022", "#7022|Nri1/BA02").key(hik, 19), "*ACK"),
         Fixture::new(
             "ajax-nf-pc",
             "Ajax hub codes NF and PC are ACKed, never DUHed (HA core #88675: DUH wedged the hub)",
