@@ -197,11 +197,15 @@ pub struct AlarmsConfig {
     pub cancel_window_secs: u64,
     /// Priority of supervisor-queue items.
     pub supervisor_priority: u8,
+    /// Correlate events into alarms and supervise accounts (off only to measure the receiver
+    /// alone).
+    pub correlate: bool,
 }
 
 impl Default for AlarmsConfig {
     fn default() -> Self {
         AlarmsConfig {
+            correlate: true,
             escalate_after_secs: 120,
             cancel_window_secs: 900,
             supervisor_priority: 4,

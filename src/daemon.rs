@@ -186,6 +186,10 @@ pub async fn start_recording(
         }
         None => None,
     };
+    if !cfg.alarms.correlate {
+        warn!("alarms.correlate = false: events are stored and acknowledged, but no alarms are raised");
+        return start_full(cfg, clock, Box::new(NoHook), false, recorder).await;
+    }
     let hook = Box::new(Correlator {
         cfg: CorrelateConfig {
             supervisor_priority: cfg.alarms.supervisor_priority,
