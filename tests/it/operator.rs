@@ -273,3 +273,93 @@ async fn alarm_handling_and_the_queue_subscription() {
         assert!(actions.iter().any(|x| x == a), "{a} audited: {actions:?}");
     }
 }
+
+/// The operator API over TCP only with TLS: the console's client connects with the server's
+/// certificate as its trust anchor, logs in and reads the queue; a plain TCP client gets
+/// nothing it can use.
+#[tokio::test]
+async fn the_api_over_tls() {
+    use meldkamer::console::client::{Endpoint, NetEvent, run};
+    let dir = tempfile::tempdir().expect("dir");
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("certificate");
+    let (cert, key) = (dir.path().join("api.crt"), dir.path().join("api.key"));
+    std::fs::write(&cert, ck.cert.pem()).expect("cert");
+    std::fs::write(&key, ck.signing_key.serialize_pem()).expect("key");
+    let records = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/records/scenarios.toml"))
+        .expect("records");
+    let (c, k) = (cert.display().to_string(), key.display().to_string());
+    let mut d = TestDaemon::start_with(&records, move |cfg| {
+        cfg.operator.tcp_listen = "127.0.0.1:0".into();
+        cfg.operator.tls_cert = c;
+        cfg.operator.tls_key = k;
+    })
+    .await;
+    {
+        let conn = rusqlite::Connection::open(d.db_path()).expect("db");
+        meldkamer::operator::accounts::add(&conn, "tina", Role::Operator, PASSWORD, 0).expect("operator");
+    }
+    let addr = d.running.as_ref().and_then(|r| r.api_tls_addr).expect("TLS address");
+
+    let (out_tx, out_rx) = tokio::sync::mpsc::channel(8);
+    let (net_tx, mut net_rx) = tokio::sync::mpsc::channel(8);
+    let endpoint = Endpoint::Tls {
+        addr: addr.to_string(),
+        server_name: "localhost".into(),
+        ca: cert.clone(),
+    };
+    let client = tokio::spawn(run(endpoint, out_rx, net_tx));
+    assert!(matches!(next_event(&mut net_rx).await, NetEvent::Connected));
+    out_tx
+        .send(json!({"id": 1, "op": "login", "name": "tina", "password": PASSWORD}))
+        .await
+        .expect("send");
+    let NetEvent::Message(m) = next_event(&mut net_rx).await else {
+        panic!("a message")
+    };
+    assert_eq!(m["ok"], true, "{m}");
+    let token = m["result"]["token"].as_str().expect("token").to_string();
+    out_tx
+        .send(json!({"id": 2, "op": "queue", "token": token}))
+        .await
+        .expect("send");
+    let NetEvent::Message(m) = next_event(&mut net_rx).await else {
+        panic!("a message")
+    };
+    assert_eq!(m["ok"], true, "{m}");
+    drop(out_tx);
+    let _ = client.await;
+
+    // Plain text on the TLS port gets no API answer.
+    let mut plain = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    plain
+        .write_all(b"{\"id\":1,\"op\":\"login\",\"name\":\"tina\",\"password\":\"x\"}\n")
+        .await
+        .expect("write");
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio::io::AsyncReadExt::read_to_end(&mut plain, &mut buf),
+    )
+    .await;
+    assert!(
+        !String::from_utf8_lossy(&buf).contains("\"ok\""),
+        "no JSON over plain TCP"
+    );
+    d.stop().await;
+}
+
+#[test]
+fn the_api_over_tcp_needs_tls() {
+    let e = meldkamer::config::Config::from_toml("[operator]\ntcp_listen = \"127.0.0.1:9000\"\n", "t")
+        .expect_err("TCP without TLS is refused");
+    assert!(e.to_string().contains("TLS"), "{e}");
+}
+
+async fn next_event(
+    rx: &mut tokio::sync::mpsc::Receiver<meldkamer::console::client::NetEvent>,
+) -> meldkamer::console::client::NetEvent {
+    tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        .await
+        .expect("in time")
+        .expect("event")
+}
