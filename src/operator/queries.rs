@@ -134,6 +134,26 @@ pub struct EventRow {
     pub area: Option<String>,
 }
 
+/// An event row from `received_ms, account, code_format, code, qualifier, description, zone,
+/// user_no, area` (in that order).
+fn event_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<EventRow> {
+    let fmt: String = r.get(2)?;
+    Ok(EventRow {
+        received: rfc3339_ms(r.get(0)?),
+        account: r.get(1)?,
+        code: format!(
+            "{} {}",
+            if fmt == "cid" { "CID" } else { "SIA" },
+            r.get::<_, String>(3)?
+        ),
+        qualifier: r.get(4)?,
+        description: r.get(5)?,
+        zone: r.get(6)?,
+        user: r.get(7)?,
+        area: r.get(8)?,
+    })
+}
+
 /// A step of the procedure, ticked when done.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StepRow {
@@ -274,25 +294,7 @@ pub fn alarm_detail(conn: &Connection, public_id: &str) -> rusqlite::Result<Opti
          FROM alarm_events ae JOIN events e ON e.id = ae.event_id WHERE ae.alarm_id = ?1
          ORDER BY e.id DESC LIMIT 200",
     )?;
-    let mut events: Vec<EventRow> = stmt
-        .query_map(params![id], |r| {
-            let fmt: String = r.get(2)?;
-            Ok(EventRow {
-                received: rfc3339_ms(r.get(0)?),
-                account: r.get(1)?,
-                code: format!(
-                    "{} {}",
-                    if fmt == "cid" { "CID" } else { "SIA" },
-                    r.get::<_, String>(3)?
-                ),
-                qualifier: r.get(4)?,
-                description: r.get(5)?,
-                zone: r.get(6)?,
-                user: r.get(7)?,
-                area: r.get(8)?,
-            })
-        })?
-        .collect::<Result<_, _>>()?;
+    let mut events: Vec<EventRow> = stmt.query_map(params![id], event_row)?.collect::<Result<_, _>>()?;
     events.reverse();
     let mut stmt =
         conn.prepare("SELECT at_ms, actor, action, detail FROM alarm_log WHERE alarm_id = ?1 ORDER BY id")?;
@@ -400,22 +402,6 @@ pub fn search(conn: &Connection, account: &str, limit: u32) -> rusqlite::Result<
         "SELECT received_ms, account, code_format, code, qualifier, description, zone, user_no, area
          FROM events WHERE account = ?1 ORDER BY id DESC LIMIT ?2",
     )?;
-    stmt.query_map(params![account, limit.clamp(1, 1000)], |r| {
-        let fmt: String = r.get(2)?;
-        Ok(EventRow {
-            received: rfc3339_ms(r.get(0)?),
-            account: r.get(1)?,
-            code: format!(
-                "{} {}",
-                if fmt == "cid" { "CID" } else { "SIA" },
-                r.get::<_, String>(3)?
-            ),
-            qualifier: r.get(4)?,
-            description: r.get(5)?,
-            zone: r.get(6)?,
-            user: r.get(7)?,
-            area: r.get(8)?,
-        })
-    })?
-    .collect()
+    stmt.query_map(params![account, limit.clamp(1, 1000)], event_row)?
+        .collect()
 }

@@ -106,6 +106,27 @@ fn meldkamer(config: &Path, args: &[&str], stdin: Option<&str>) {
     );
 }
 
+/// Start `meldkamer serve` and wait for its ready line; returns it with its TCP address.
+fn serve(config: &Path) -> (Daemon, std::net::SocketAddr) {
+    let mut child = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(config)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("serve");
+    let stdout = child.stdout.take().expect("stdout");
+    let daemon = Daemon(child);
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line).expect("ready line");
+    let tcp = line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("tcp="))
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no tcp address in {line:?}"));
+    (daemon, tcp)
+}
+
 #[test]
 fn operator_cancels_an_alarm_with_both_factors_from_the_console() {
     if Command::new("tmux").arg("-V").output().is_err() {
@@ -138,22 +159,7 @@ fn operator_cancels_an_alarm_with_both_factors_from_the_console() {
         Some(&format!("{CODE}\n")),
     );
 
-    let mut child = Command::new(BIN)
-        .args(["serve", "--config"])
-        .arg(&config)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("serve");
-    let stdout = child.stdout.take().expect("stdout");
-    let daemon = Daemon(child);
-    let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).expect("ready line");
-    let tcp: std::net::SocketAddr = line
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("tcp="))
-        .and_then(|a| a.parse().ok())
-        .unwrap_or_else(|| panic!("no tcp address in {line:?}"));
+    let (daemon, tcp) = serve(&config);
 
     let tmux = Tmux {
         socket: format!("meldkamer-e2e-{}", std::process::id()),
@@ -208,17 +214,7 @@ fn operator_cancels_an_alarm_with_both_factors_from_the_console() {
     // (sessions do not survive a restart) it asks for the login again. Never a crash.
     drop(daemon);
     tmux.wait_for("CONNECTION LOST");
-    let mut child = Command::new(BIN)
-        .args(["serve", "--config"])
-        .arg(&config)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("serve again");
-    let stdout = child.stdout.take().expect("stdout");
-    let daemon = Daemon(child);
-    let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).expect("ready line");
+    let (daemon, _) = serve(&config);
     tmux.wait_for("session expired: log in again");
     tmux.wait_for(" connected ");
     tmux.keys(&["Escape"]);
