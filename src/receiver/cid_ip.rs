@@ -36,14 +36,14 @@ use std::time::Duration;
 use bytes::{Buf, BytesMut};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
+use tokio::sync::{Semaphore, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::Shared;
-use super::tcp::{IpSlot, PerIp};
+use super::admission::{Admission, Admitted, accept};
 use crate::clock::unix_ms;
 use crate::config::CidInputConfig;
 use crate::event::{Event, PayloadError, events_from};
@@ -504,43 +504,18 @@ fn garbage(cs: &CidShared, raw: &[u8], transport: Transport, peer: SocketAddr, r
 
 /// Accept connections until `cancel`; each connection runs in `tracker`.
 pub async fn serve_tcp(listener: TcpListener, cs: Arc<CidShared>, cancel: CancellationToken, tracker: TaskTracker) {
-    let total = Arc::new(Semaphore::new(cs.cfg.max_connections));
-    let per_ip = Arc::new(PerIp::default());
+    let admission = Admission::new(cs.cfg.max_connections, cs.cfg.max_connections_per_ip);
     let mut backoff = Duration::from_millis(10);
-    loop {
-        let accepted = tokio::select! {
-            _ = cancel.cancelled() => break,
-            r = listener.accept() => r,
-        };
-        let (stream, peer) = match accepted {
-            Ok(x) => {
-                backoff = Duration::from_millis(10);
-                x
-            }
-            Err(e) => {
-                warn!(error = %e, "accept failed");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(1));
-                continue;
-            }
-        };
-        let Ok(permit) = total.clone().try_acquire_owned() else {
-            cs.shared.metrics.connections_refused.inc("total");
-            warn!(%peer, cap = cs.cfg.max_connections, "Contact ID connection refused: total connection cap");
+    while let Some((stream, peer)) = accept(&listener, &cancel, &mut backoff).await {
+        let Some(admitted) = admission.admit(peer, &cs.shared.metrics, "contact-id") else {
             continue;
         };
-        let Some(slot) = per_ip.try_take(peer.ip(), cs.cfg.max_connections_per_ip) else {
-            cs.shared.metrics.connections_refused.inc("per_ip");
-            warn!(%peer, cap = cs.cfg.max_connections_per_ip, "Contact ID connection refused: per-address cap");
-            continue;
-        };
-        let _ = stream.set_nodelay(true);
         let cs = cs.clone();
         let cancel = cancel.clone();
         tracker.spawn(
             async move {
                 cs.shared.metrics.open_connections.add(1);
-                connection(stream, peer, &cs, cancel, permit, slot).await;
+                connection(stream, peer, &cs, cancel, admitted).await;
                 cs.shared.metrics.open_connections.add(-1);
             }
             .instrument(info_span!("cid-tcp", %peer)),
@@ -561,8 +536,7 @@ async fn connection(
     peer: SocketAddr,
     cs: &CidShared,
     cancel: CancellationToken,
-    _permit: OwnedSemaphorePermit,
-    _slot: IpSlot,
+    _admitted: Admitted,
 ) {
     debug!("connected");
     let shared = &cs.shared;

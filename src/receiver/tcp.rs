@@ -5,20 +5,21 @@
 //! that started but never ends, a cap on frames awaiting commit per connection (reading pauses,
 //! nothing is dropped), and a bounded buffer (the framer discards oversize input).
 
-use std::collections::{HashMap, VecDeque};
-use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex};
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
+use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, info, info_span, warn};
 
+use super::admission::{Admission, Admitted, accept};
 use super::{Shared, garbage_record, prepare_frame};
 use crate::protocol::frame::LF;
 use crate::protocol::framer::{Chunk, Framer};
@@ -26,89 +27,22 @@ use crate::protocol::response::ResponseKind;
 use crate::store::StoreError;
 use crate::store::writer::{Committed, Transport};
 
-/// Per-address connection counts.
-#[derive(Default)]
-pub struct PerIp {
-    counts: Mutex<HashMap<IpAddr, usize>>,
-}
-
-/// Holds one per-address slot; frees it on drop.
-pub struct IpSlot {
-    table: Arc<PerIp>,
-    ip: IpAddr,
-}
-
-impl PerIp {
-    /// Take a slot for `ip` if it holds fewer than `cap` (the Contact ID listener shares this).
-    pub fn try_take(self: &Arc<Self>, ip: IpAddr, cap: usize) -> Option<IpSlot> {
-        let mut g = self.counts.lock().unwrap_or_else(|p| p.into_inner());
-        let n = g.entry(ip).or_insert(0);
-        if *n >= cap {
-            return None;
-        }
-        *n += 1;
-        Some(IpSlot {
-            table: self.clone(),
-            ip,
-        })
-    }
-}
-
-impl Drop for IpSlot {
-    fn drop(&mut self) {
-        let mut g = self.table.counts.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = g.get_mut(&self.ip) {
-            *n -= 1;
-            if *n == 0 {
-                g.remove(&self.ip);
-            }
-        }
-    }
-}
-
 /// Accept connections until `cancel`; each connection runs in `tracker`.
 pub async fn serve(listener: TcpListener, shared: Arc<Shared>, cancel: CancellationToken, tracker: TaskTracker) {
-    let total = Arc::new(Semaphore::new(shared.cfg.max_connections));
-    let per_ip = Arc::new(PerIp::default());
+    let admission = Admission::new(shared.cfg.max_connections, shared.cfg.max_connections_per_ip);
     let mut backoff = Duration::from_millis(10);
-    loop {
-        let accepted = tokio::select! {
-            _ = cancel.cancelled() => break,
-            r = listener.accept() => r,
-        };
-        let (stream, peer) = match accepted {
-            Ok(x) => {
-                backoff = Duration::from_millis(10);
-                x
-            }
-            Err(e) => {
-                // Out of file descriptors and the like: back off instead of spinning.
-                warn!(error = %e, "accept failed");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(1));
-                continue;
-            }
-        };
-        let Ok(permit) = total.clone().try_acquire_owned() else {
-            shared.metrics.connections_refused.inc("total");
-            warn!(%peer, cap = shared.cfg.max_connections, "connection refused: total connection cap");
+    while let Some((stream, peer)) = accept(&listener, &cancel, &mut backoff).await {
+        let Some(admitted) = admission.admit(peer, &shared.metrics, "dc09") else {
             drop(stream);
             continue;
         };
-        let Some(slot) = per_ip.try_take(peer.ip(), shared.cfg.max_connections_per_ip) else {
-            shared.metrics.connections_refused.inc("per_ip");
-            warn!(%peer, cap = shared.cfg.max_connections_per_ip, "connection refused: per-address cap");
-            drop(stream);
-            continue;
-        };
-        let _ = stream.set_nodelay(true);
         let shared = shared.clone();
         let cancel = cancel.clone();
         let span = info_span!("tcp", %peer);
         tracker.spawn(
             async move {
                 shared.metrics.open_connections.add(1);
-                connection(stream, peer, &shared, cancel, permit, slot).await;
+                connection(stream, peer, &shared, cancel, admitted).await;
                 shared.metrics.open_connections.add(-1);
             }
             .instrument(span),
@@ -130,8 +64,7 @@ async fn connection(
     peer: SocketAddr,
     shared: &Shared,
     cancel: CancellationToken,
-    _permit: OwnedSemaphorePermit,
-    _slot: IpSlot,
+    _admitted: Admitted,
 ) {
     debug!("connected");
     let cfg = &shared.cfg;
