@@ -112,6 +112,10 @@ pub struct BenchArgs {
     /// lupusec or dc05 (`src/cli/bench_cid.rs`). --target is then the Contact ID address.
     #[arg(long, value_name = "FRAMING", value_parser = ["surgard", "lupusec", "dc05"], conflicts_with_all = ["encrypted", "idle"])]
     pub cid_ip: Option<String>,
+    /// ARC-scale scenarios: records files, supervision poll load, queue push latency, deadline
+    /// latency (`src/cli/bench_arc.rs`).
+    #[command(flatten)]
+    pub arc: super::bench_arc::ArcArgs,
 }
 
 /// Why a bench run could not be done.
@@ -504,6 +508,9 @@ pub struct IdleReport {
 
 /// Run `meldkamer bench`.
 pub fn run(args: &BenchArgs, out: &mut dyn Write) -> Result<(), BenchError> {
+    if args.arc.wanted() {
+        return super::bench_arc::run(args, out);
+    }
     let cid = args.cid_ip.as_deref().map(super::bench_cid::framing).transpose()?;
     match cid {
         Some(_) => super::bench_cid::check_shape(args.connections, args.accounts_per_connection)?,

@@ -3,6 +3,7 @@
 
 pub mod audit;
 pub mod bench;
+pub mod bench_arc;
 pub mod bench_cid;
 pub mod code;
 pub mod customer;
