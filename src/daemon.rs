@@ -190,11 +190,9 @@ pub async fn start_recording(
         warn!("alarms.correlate = false: events are stored and acknowledged, but no alarms are raised");
         return start_full(cfg, clock, Box::new(NoHook), false, recorder).await;
     }
-    let hook = Box::new(Correlator {
-        cfg: CorrelateConfig {
-            supervisor_priority: cfg.alarms.supervisor_priority,
-        },
-    });
+    let hook = Box::new(Correlator::new(CorrelateConfig {
+        supervisor_priority: cfg.alarms.supervisor_priority,
+    }));
     start_full(cfg, clock, hook, true, recorder).await
 }
 

@@ -111,6 +111,16 @@ pub fn open_or_join(tx: &Transaction<'_>, a: &AlarmSpec, event_id: Option<i64>, 
             .optional()?
     };
     let id = match existing {
+        Some((id, priority)) if i64::from(a.priority) >= priority && !a.duress => {
+            // The flood case: nothing about the alarm changes but its count and time. Setting
+            // only those leaves the indexes on priority and category alone (SQLite rewrites
+            // an index entry when its column is in the SET list, changed or not).
+            let mut stmt = tx.prepare_cached(
+                "UPDATE alarms SET event_count = event_count + ?2, last_event_ms = ?3, restored_ms = NULL WHERE id = ?1",
+            )?;
+            stmt.execute(params![id, i64::from(event_id.is_some()), now])?;
+            id
+        }
         Some((id, priority)) => {
             let mut stmt = tx.prepare_cached(
                 "UPDATE alarms SET event_count = event_count + ?2, last_event_ms = ?3, restored_ms = NULL,

@@ -150,11 +150,9 @@ impl Session<'_> {
     }
 
     async fn start(&mut self) -> Result<(), RunError> {
-        let hook = Box::new(Correlator {
-            cfg: CorrelateConfig {
-                supervisor_priority: self.cfg.alarms.supervisor_priority,
-            },
-        });
+        let hook = Box::new(Correlator::new(CorrelateConfig {
+            supervisor_priority: self.cfg.alarms.supervisor_priority,
+        }));
         let running = daemon::start_with_hook(self.cfg.clone(), self.clock.clone(), hook, false)
             .await
             .map_err(|source| RunError::Daemon {

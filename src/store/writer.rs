@@ -218,6 +218,12 @@ enum Item {
 /// Something the writer must do inside its transaction, after a frame's rows are written
 /// (correlation plugs in here, so an event and its effects commit together).
 pub trait AfterInsert: Send + 'static {
+    /// Called once per commit group, first thing in its transaction (before any frame): a hook
+    /// that caches what only imports change checks here whether an import happened.
+    fn begin(&mut self, _tx: &rusqlite::Transaction<'_>) -> Result<(), StoreError> {
+        Ok(())
+    }
+
     /// Called for every stored accepted frame with its event ids.
     fn after_insert(
         &mut self,
@@ -649,6 +655,7 @@ pub fn start(
                 let mut pending = HashMap::new();
                 let result: Result<Vec<Option<Result<Committed, Arc<StoreError>>>>, StoreError> = (|| {
                     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                    hook.begin(&tx)?;
                     let mut out = Vec::with_capacity(batch.len());
                     for item in batch.iter_mut() {
                         match item {

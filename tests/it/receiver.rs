@@ -408,3 +408,55 @@ async fn metrics_endpoint_serves_prometheus_text() {
     assert!(body.contains("meldkamer_commit_seconds_count"), "{body}");
     d.stop().await;
 }
+
+/// Correlation keeps an account's site and customer and the priority rules in memory; an
+/// import while the daemon runs (a new site link, a new rule) must take effect for the next
+/// frame, without a restart.
+#[tokio::test]
+async fn an_import_while_running_changes_correlation_for_the_next_frame() {
+    let d = TestDaemon::start().await;
+    let alarm = |seq: u16, zone: &str| plain(Token::SiaDcs, seq, "1234", &format!("#1234|Nri1/BA{zone}"), ts(T0));
+    let r = tcp_exchange(d.tcp(), &alarm(1, "01")).await.expect("response");
+    assert_eq!(token_of(&r), "ACK");
+    let queue_of = |zone: &str| {
+        let conn = rusqlite::Connection::open(d.db_path()).expect("db");
+        conn.query_row(
+            "SELECT queue, ifnull(site_id, 0), priority FROM alarms WHERE zone = ?1",
+            [zone],
+            |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?)),
+        )
+        .expect("an alarm for the zone")
+    };
+    let (queue, site, _) = queue_of("1");
+    assert_eq!((queue.as_str(), site), ("supervisor", 0), "no customer record yet");
+
+    import(
+        &d.cfg,
+        r#"
+[[customer]]
+ref = "C-TEST"
+name = "Test customer (synthetic)"
+
+[[site]]
+ref = "S-TEST"
+customer = "C-TEST"
+name = "Test site"
+address = "Teststraat 1"
+
+[[account]]
+account = "1234"
+site = "S-TEST"
+
+[[priority_rule]]
+customer = "C-TEST"
+category = "burglary"
+priority = 7
+"#,
+    );
+    let r = tcp_exchange(d.tcp(), &alarm(2, "02")).await.expect("response");
+    assert_eq!(token_of(&r), "ACK");
+    let (queue, site, priority) = queue_of("2");
+    assert_eq!(queue, "operator", "the new site link is used");
+    assert_ne!(site, 0);
+    assert_eq!(priority, 7, "the customer's new priority rule is used");
+}
