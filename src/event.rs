@@ -7,7 +7,7 @@ use serde::Serialize;
 use crate::protocol::cid::{CidQualifier, parse_adm_cid};
 use crate::protocol::codes::{AddressKind, Category, CidCode, Kind, SiaCode};
 use crate::protocol::frame::{Frame, Plain, Token, XData};
-use crate::protocol::sia::{SiaBlock, parse_sia_data};
+use crate::protocol::sia::{SiaItem, first_text_block, visit_sia_data};
 use crate::protocol::timestamp::Timestamp;
 
 /// The event code, in the payload's own code space.
@@ -159,7 +159,7 @@ fn sia_time(da: Option<&str>, ti: Option<&str>, sent: Option<Timestamp>) -> Opti
 
 /// The events of an accepted frame with its clear content.
 pub fn events_from(frame: &Frame, plain: &Plain) -> Result<Vec<Event>, PayloadError> {
-    let account = frame.account.number().unwrap_or_default().to_string();
+    let account = frame.account.number().unwrap_or_default();
     // A key-change field (K) carries key material: it never leaves the protocol layer.
     let xdata: std::sync::Arc<Vec<XData>> = plain
         .xdata
@@ -180,7 +180,7 @@ pub fn events_from(frame: &Frame, plain: &Plain) -> Result<Vec<Event>, PayloadEr
         .find(|x| x.id == 'H')
         .and_then(|x| Timestamp::parse(x.value.as_bytes()));
     let base = |code: EventCode, qualifier: Qualifier| Event {
-        account: account.clone(),
+        account: account.to_string(),
         receiver: frame.receiver.clone(),
         line: frame.line.clone(),
         seq: frame.seq,
@@ -220,47 +220,45 @@ pub fn events_from(frame: &Frame, plain: &Plain) -> Result<Vec<Event>, PayloadEr
             }
         }
         Token::SiaDcs => {
-            let data = parse_sia_data(&plain.data).map_err(|e| PayloadError(e.to_string()))?;
-            let message_text: Option<String> = data.blocks.iter().find_map(|b| match b {
-                SiaBlock::Text { text } => Some(text.clone()),
-                _ => None,
-            });
+            // The parser lends each event with its modifiers in force; no tree of owned blocks
+            // is built only to be copied into the events and dropped.
+            let message_text = first_text_block(&plain.data);
             let mut out = Vec::new();
-            for block in &data.blocks {
-                let SiaBlock::Events { old, events } = block else {
-                    continue;
+            visit_sia_data(&plain.data, |item| {
+                let SiaItem::Event(se) = item else {
+                    return;
                 };
-                for se in events {
-                    let info = se.code.info();
-                    let qualifier = match info.map(|i| i.kind) {
-                        Some(Kind::Restore | Kind::TroubleRestore | Kind::Unbypass) => Qualifier::Restore,
-                        Some(Kind::Status) => Qualifier::Status,
-                        _ => Qualifier::New,
-                    };
-                    let mut ev = base(EventCode::Sia(se.code), qualifier);
-                    ev.old = *old;
-                    ev.meaning = info.map(|i| Meaning {
-                        category: i.category,
-                        kind: i.kind,
-                        priority: i.priority,
-                        description: i.description.as_str(),
-                    });
-                    ev.address = se.address.clone();
-                    ev.area = se.modifier("ri").and_then(strip_zero);
-                    ev.user = se.modifier("id").and_then(strip_zero);
-                    match info.map_or(AddressKind::Zone, |i| i.address) {
-                        AddressKind::User => ev.user = se.address.clone().or(ev.user),
-                        AddressKind::Area => ev.area = se.address.clone().or(ev.area),
-                        AddressKind::Zone => ev.zone = se.address.clone(),
-                        AddressKind::None => {}
-                    }
-                    ev.text = se.text.clone().or_else(|| message_text.clone());
-                    if ev.occurred.is_none() {
-                        ev.occurred = sia_time(se.modifier("da"), se.modifier("ti"), plain.timestamp);
-                    }
-                    out.push(ev);
+                let info = se.code.info();
+                let qualifier = match info.map(|i| i.kind) {
+                    Some(Kind::Restore | Kind::TroubleRestore | Kind::Unbypass) => Qualifier::Restore,
+                    Some(Kind::Status) => Qualifier::Status,
+                    _ => Qualifier::New,
+                };
+                let mut ev = base(EventCode::Sia(se.code), qualifier);
+                ev.old = se.old;
+                ev.meaning = info.map(|i| Meaning {
+                    category: i.category,
+                    kind: i.kind,
+                    priority: i.priority,
+                    description: i.description.as_str(),
+                });
+                let address = se.address.map(str::to_string);
+                ev.area = se.modifier("ri").and_then(strip_zero);
+                ev.user = se.modifier("id").and_then(strip_zero);
+                match info.map_or(AddressKind::Zone, |i| i.address) {
+                    AddressKind::User => ev.user = address.clone().or(ev.user),
+                    AddressKind::Area => ev.area = address.clone().or(ev.area),
+                    AddressKind::Zone => ev.zone = address.clone(),
+                    AddressKind::None => {}
                 }
-            }
+                ev.address = address;
+                ev.text = se.text.or(message_text).map(str::to_string);
+                if ev.occurred.is_none() {
+                    ev.occurred = sia_time(se.modifier("da"), se.modifier("ti"), plain.timestamp);
+                }
+                out.push(ev);
+            })
+            .map_err(|e| PayloadError(e.to_string()))?;
             Ok(out)
         }
         Token::AdmCid => {
@@ -293,14 +291,16 @@ pub fn events_from(frame: &Frame, plain: &Plain) -> Result<Vec<Event>, PayloadEr
                     description: i.description.as_str(),
                 }
             });
-            ev.address = Some(e.zone.clone());
-            ev.area = (e.group != "00").then(|| e.group.clone());
+            // The parsed event is ours: its strings move into the event (one copy of the zone
+            // for the field it names, the original for `address`).
+            ev.area = (e.group != "00").then_some(e.group);
             match info.map_or(AddressKind::Zone, |i| i.address) {
                 AddressKind::User => ev.user = Some(e.zone.clone()),
                 AddressKind::Area => ev.area = Some(e.zone.clone()),
                 AddressKind::None => {}
                 AddressKind::Zone => ev.zone = Some(e.zone.clone()),
             }
+            ev.address = Some(e.zone);
             Ok(vec![ev])
         }
         _ => Err(PayloadError(format!(

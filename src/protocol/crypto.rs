@@ -6,9 +6,9 @@
 //! implementations, so the decoder never assumes one. When the data is empty, some senders
 //! write `pad]_ts` and others `pad|]_ts`; both decode.
 
-use aes::cipher::{BlockModeDecrypt, BlockModeEncrypt, KeyIvInit};
+use aes::cipher::{BlockCipherDecrypt, BlockCipherEncrypt, BlockModeDecrypt, BlockModeEncrypt, InnerIvInit, KeyInit};
 use serde::Serialize;
-use zeroize::{Zeroize, Zeroizing};
+use zeroize::Zeroizing;
 
 use super::frame::{Field, Plain, latin1, parse_plain_tail, push_latin1};
 
@@ -27,11 +27,46 @@ pub enum KeyFormat {
 }
 
 /// An AES key for one account. The bytes never print: `Debug` shows only the size.
-#[derive(Clone, PartialEq, Eq)]
+///
+/// It also holds the expanded key schedule, built once when the key is made: expanding it for
+/// every frame (and again for its ACK) was a sixth of the encrypted path. The schedule is as
+/// secret as the bytes; the `aes` types zero it on drop (its `zeroize` feature).
+#[derive(Clone)]
 pub struct Key {
     bytes: Zeroizing<Vec<u8>>,
     format: KeyFormat,
+    cipher: Cipher,
 }
+
+/// The expanded key schedule, one variant per key size.
+#[derive(Clone)]
+enum Cipher {
+    Aes128(aes::Aes128),
+    Aes192(aes::Aes192),
+    Aes256(aes::Aes256),
+}
+
+impl Cipher {
+    /// `None` unless `bytes` is 16, 24 or 32 long (callers have checked).
+    fn new(bytes: &[u8]) -> Option<Cipher> {
+        match bytes.len() {
+            16 => aes::Aes128::new_from_slice(bytes).ok().map(Cipher::Aes128),
+            24 => aes::Aes192::new_from_slice(bytes).ok().map(Cipher::Aes192),
+            32 => aes::Aes256::new_from_slice(bytes).ok().map(Cipher::Aes256),
+            _ => None,
+        }
+    }
+}
+
+// The schedule is a function of the bytes: comparing the bytes (and how they were entered)
+// is comparing the keys.
+impl PartialEq for Key {
+    fn eq(&self, other: &Key) -> bool {
+        self.bytes == other.bytes && self.format == other.format
+    }
+}
+
+impl Eq for Key {}
 
 impl std::fmt::Debug for Key {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -71,11 +106,14 @@ impl Key {
         if !matches!(text.len(), 32 | 48 | 64) {
             return Err(KeyError::HexLength(text.len()));
         }
-        let bytes = hex::decode(text).map_err(|_| KeyError::HexDigit)?;
-        Ok(Key {
-            bytes: Zeroizing::new(bytes),
-            format: KeyFormat::Hex,
-        })
+        let bytes = Zeroizing::new(hex::decode(text).map_err(|_| KeyError::HexDigit)?);
+        Key::new(bytes, KeyFormat::Hex).ok_or(KeyError::HexLength(text.len()))
+    }
+
+    /// A key from bytes of a checked length (`None` otherwise).
+    fn new(bytes: Zeroizing<Vec<u8>>, format: KeyFormat) -> Option<Key> {
+        let cipher = Cipher::new(&bytes)?;
+        Some(Key { bytes, format, cipher })
     }
 
     /// A key written as ASCII characters (the bytes of the text are the key).
@@ -86,10 +124,7 @@ impl Key {
         if !matches!(text.len(), 16 | 24 | 32) {
             return Err(KeyError::AsciiLength(text.len()));
         }
-        Ok(Key {
-            bytes: Zeroizing::new(text.as_bytes().to_vec()),
-            format: KeyFormat::Ascii,
-        })
+        Key::new(Zeroizing::new(text.as_bytes().to_vec()), KeyFormat::Ascii).ok_or(KeyError::AsciiLength(text.len()))
     }
 
     /// Key size in bits.
@@ -112,70 +147,58 @@ impl Key {
         match format {
             KeyFormat::Hex if !matches!(bytes.len(), 16 | 24 | 32) => Err(KeyError::HexLength(bytes.len() * 2)),
             KeyFormat::Ascii if !matches!(bytes.len(), 16 | 24 | 32) => Err(KeyError::AsciiLength(bytes.len())),
-            _ => Ok(Key {
-                bytes: Zeroizing::new(bytes.to_vec()),
-                format,
-            }),
+            KeyFormat::Hex => {
+                Key::new(Zeroizing::new(bytes.to_vec()), format).ok_or(KeyError::HexLength(bytes.len() * 2))
+            }
+            KeyFormat::Ascii => {
+                Key::new(Zeroizing::new(bytes.to_vec()), format).ok_or(KeyError::AsciiLength(bytes.len()))
+            }
         }
     }
 }
 
-macro_rules! cbc_with {
-    ($key:expr, $f:ident, $($arg:expr),*) => {
-        match $key.len() {
-            16 => $f::<aes::Aes128>($key, $($arg),*),
-            24 => $f::<aes::Aes192>($key, $($arg),*),
-            _ => $f::<aes::Aes256>($key, $($arg),*),
+/// CBC over whole blocks in `buf` (a trailing partial block is left alone; callers check).
+/// All blocks go to the cipher in one call: its backend prepares the round keys once per call,
+/// and CBC decryption runs the blocks in parallel.
+fn cbc_decrypt_in_place<C: BlockCipherDecrypt<BlockSize = aes::cipher::consts::U16>>(cipher: &C, buf: &mut [u8]) {
+    let (blocks, _) = aes::Block::slice_as_chunks_mut(buf);
+    cbc::Decryptor::inner_iv_init(cipher, &IV.into()).decrypt_blocks(blocks);
+}
+
+fn cbc_encrypt_in_place<C: BlockCipherEncrypt<BlockSize = aes::cipher::consts::U16>>(cipher: &C, buf: &mut [u8]) {
+    let (blocks, _) = aes::Block::slice_as_chunks_mut(buf);
+    cbc::Encryptor::inner_iv_init(cipher, &IV.into()).encrypt_blocks(blocks);
+}
+
+impl Key {
+    fn decrypt_in_place(&self, buf: &mut [u8]) {
+        match &self.cipher {
+            Cipher::Aes128(c) => cbc_decrypt_in_place(c, buf),
+            Cipher::Aes192(c) => cbc_decrypt_in_place(c, buf),
+            Cipher::Aes256(c) => cbc_decrypt_in_place(c, buf),
         }
-    };
-}
-
-fn cbc_decrypt_in_place<C>(key: &[u8], buf: &mut [u8])
-where
-    C: aes::cipher::BlockCipherDecrypt
-        + aes::cipher::KeyInit
-        + aes::cipher::BlockSizeUser<BlockSize = aes::cipher::consts::U16>,
-{
-    let Ok(mut dec) = cbc::Decryptor::<C>::new_from_slices(key, &IV) else {
-        return;
-    };
-    for chunk in buf.chunks_exact_mut(BLOCK) {
-        let mut block = aes::Block::try_from(&*chunk).unwrap_or_default();
-        dec.decrypt_block(&mut block);
-        chunk.copy_from_slice(&block);
-        block.zeroize();
     }
-}
 
-fn cbc_encrypt_in_place<C>(key: &[u8], buf: &mut [u8])
-where
-    C: aes::cipher::BlockCipherEncrypt
-        + aes::cipher::KeyInit
-        + aes::cipher::BlockSizeUser<BlockSize = aes::cipher::consts::U16>,
-{
-    let Ok(mut enc) = cbc::Encryptor::<C>::new_from_slices(key, &IV) else {
-        return;
-    };
-    for chunk in buf.chunks_exact_mut(BLOCK) {
-        let mut block = aes::Block::try_from(&*chunk).unwrap_or_default();
-        enc.encrypt_block(&mut block);
-        chunk.copy_from_slice(&block);
+    fn encrypt_in_place(&self, buf: &mut [u8]) {
+        match &self.cipher {
+            Cipher::Aes128(c) => cbc_encrypt_in_place(c, buf),
+            Cipher::Aes192(c) => cbc_encrypt_in_place(c, buf),
+            Cipher::Aes256(c) => cbc_encrypt_in_place(c, buf),
+        }
     }
 }
 
 /// Raw AES-CBC (zero IV) decryption of whole blocks. The caller checks the length.
 pub fn aes_cbc_decrypt(key: &Key, ciphertext: &[u8]) -> Zeroizing<Vec<u8>> {
     let mut buf = Zeroizing::new(ciphertext.to_vec());
-    let k: &[u8] = &key.bytes;
-    cbc_with!(k, cbc_decrypt_in_place, &mut buf[..]);
+    key.decrypt_in_place(&mut buf);
     buf
 }
 
 /// Raw AES-CBC (zero IV) encryption of whole blocks. The caller pads.
 pub fn aes_cbc_encrypt(key: &Key, plaintext: &[u8]) -> Vec<u8> {
     let mut buf = plaintext.to_vec();
-    let k: &[u8] = &key.bytes;
-    cbc_with!(k, cbc_encrypt_in_place, &mut buf[..]);
+    key.encrypt_in_place(&mut buf);
     buf
 }
 
@@ -303,17 +326,23 @@ pub fn pad_len_for(content_len: usize) -> usize {
 /// Build the plaintext `pad [|] data ] xdata _ts` with a pad from `pad`, and encrypt it.
 /// `separator` writes `|` even when the data is empty (it is always written otherwise).
 pub fn encrypt_body(key: &Key, plain: &Plain, separator: bool, pad: &mut dyn PadSource) -> Vec<u8> {
-    let mut content = Zeroizing::new(Vec::with_capacity(64));
+    // One buffer: the content is written first, then moved up behind a pad of the length it
+    // needs, and encrypted in place (the plaintext is overwritten by its ciphertext).
+    // Room for everything up front, so that no plaintext is left behind in a reallocation.
+    let room = 1 + plain.data.len() + 1 + plain.xdata.iter().map(|x| x.value.len() + 3).sum::<usize>() + 20 + BLOCK;
+    let mut buf = Zeroizing::new(Vec::with_capacity(room));
     let sep = separator || !plain.data.is_empty();
     if sep {
-        content.push(b'|');
+        buf.push(b'|');
     }
-    super::frame::write_plain_tail(plain, &mut content);
-    let n = pad_len_for(content.len());
-    let mut buf = Zeroizing::new(vec![0u8; n]);
-    pad.fill_pad(&mut buf);
-    buf.extend_from_slice(&content);
-    aes_cbc_encrypt(key, &buf)
+    super::frame::write_plain_tail(plain, &mut buf);
+    let len = buf.len();
+    let n = pad_len_for(len);
+    buf.resize(len + n, 0);
+    buf.copy_within(..len, n);
+    pad.fill_pad(&mut buf[..n]);
+    key.encrypt_in_place(&mut buf);
+    std::mem::take(&mut *buf)
 }
 
 /// Encrypt with exactly the given pad (for byte-identical re-encoding of a decoded frame).
@@ -357,6 +386,32 @@ mod tests {
         let c = aes_cbc_encrypt(&key, &p);
         assert_eq!(hex::encode(&c), "3ad77bb40d7a3660a89ecaf32466ef97");
         assert_eq!(&aes_cbc_decrypt(&key, &c)[..], &p[..]);
+    }
+
+    /// The schedule kept in `Key` must be the one of its size: NIST SP 800-38A F.1.3 and F.1.5
+    /// (the first CBC block with a zero IV is ECB), through every way a key is made.
+    #[test]
+    fn aes192_and_aes256_schedules() {
+        let p = hex::decode("6bc1bee22e409f96e93d7e117393172a").expect("hex");
+        for (k, c) in [
+            (
+                "8E73B0F7DA0E6452C810F32B809079E562F8EAD2522C6B7B",
+                "bd334f1d6e45f25ff712a214571fa5cc",
+            ),
+            (
+                "603DEB1015CA71BE2B73AEF0857D77811F352C073B6108D72D9810A30914DFF4",
+                "f3eed1bdb5d2a03c064b5a7e3db181f8",
+            ),
+        ] {
+            let key = Key::from_hex(k).expect("key");
+            let stored = Key::from_bytes(key.expose_bytes(), KeyFormat::Hex).expect("stored key");
+            assert_eq!(stored, key);
+            for key in [key.clone(), stored] {
+                let ct = aes_cbc_encrypt(&key, &p);
+                assert_eq!(hex::encode(&ct), c);
+                assert_eq!(&aes_cbc_decrypt(&key, &ct)[..], &p[..]);
+            }
+        }
     }
 
     #[test]

@@ -173,6 +173,20 @@ impl Token {
         }
     }
 
+    /// Classify a token as it came off the wire (token characters only: ASCII), without
+    /// building a string for the tokens we know.
+    pub(crate) fn from_bytes(b: &[u8]) -> Token {
+        match b {
+            b"SIA-DCS" => Token::SiaDcs,
+            b"ADM-CID" => Token::AdmCid,
+            b"NULL" => Token::Null,
+            b"ACK" => Token::Ack,
+            b"NAK" => Token::Nak,
+            b"DUH" => Token::Duh,
+            other => Token::Other(String::from_utf8_lossy(other).into_owned()),
+        }
+    }
+
     /// The token text as it travels.
     pub fn as_str(&self) -> &str {
         match self {
@@ -523,17 +537,14 @@ pub fn decode_frame(buf: &[u8], opts: &DecodeOptions) -> Result<Frame, DecodeErr
     // With the binary-CRC quirk allowed, two raw CRC bytes can happen to look like hex digits:
     // then both layouts fit. Take the first whose length and CRC check out; if none does,
     // report the first one's finding.
-    let mut candidates = vec![format];
-    if format == CrcFormat::Hex
+    let second = (format == CrcFormat::Hex
         && opts.quirks.crc_binary
         && buf.len() >= 8
-        && buf[3..7].iter().all(|b| hex_value(*b).is_some())
-    {
-        candidates.push(CrcFormat::Binary);
-    }
+        && buf[3..7].iter().all(|b| hex_value(*b).is_some()))
+    .then_some(CrcFormat::Binary);
     let mut first_error = None;
     let mut found = None;
-    for candidate in candidates {
+    for candidate in std::iter::once(format).chain(second) {
         match check_integrity(buf, candidate, opts.quirks.cr_in_crc) {
             Ok(ok) => {
                 found = Some((candidate, ok));
@@ -549,12 +560,13 @@ pub fn decode_frame(buf: &[u8], opts: &DecodeOptions) -> Result<Frame, DecodeErr
     };
     let body = &buf[body_at..buf.len() - 1];
     let lowercase_crc = format == CrcFormat::Hex && buf[1..5].iter().any(|b| b.is_ascii_lowercase());
-    let lowercase_ciphertext = buf[body_at..].contains(&b'[')
+    // The `*` test first: it is one byte, and plain frames (most of them) stop there.
+    let lowercase_ciphertext = buf.get(body_at + 1) == Some(&b'*')
+        && buf[body_at..].contains(&b'[')
         && buf[body_at..]
             .iter()
             .skip_while(|b| **b != b'[')
-            .any(|b| b.is_ascii_lowercase())
-        && buf.get(body_at + 1) == Some(&b'*');
+            .any(|b| b.is_ascii_lowercase());
     let framing = Framing {
         crc: format,
         cr_in_crc,
@@ -605,12 +617,16 @@ impl Frame {
         out.push(b'[');
         match &self.body {
             Body::Encrypted(ct) => {
+                let digits = if self.framing.lowercase_ciphertext {
+                    HEX_LOWER
+                } else {
+                    HEX_UPPER
+                };
                 let start = out.len();
                 out.resize(start + ct.len() * 2, 0);
-                // Infallible: the output slice is exactly twice the input.
-                let _ = hex::encode_to_slice(ct, &mut out[start..]);
-                if !self.framing.lowercase_ciphertext {
-                    out[start..].make_ascii_uppercase();
+                for (pair, b) in out[start..].chunks_exact_mut(2).zip(ct) {
+                    pair[0] = digits[usize::from(b >> 4)];
+                    pair[1] = digits[usize::from(b & 0xF)];
                 }
             }
             Body::Plain(p) => write_plain_tail(p, out),
@@ -619,9 +635,11 @@ impl Frame {
 
     /// The complete frame, LF … CR, in this frame's framing.
     pub fn encode(&self) -> Vec<u8> {
-        let mut body = Vec::with_capacity(96);
-        self.write_body(&mut body);
-        let mut out = wrap(&body, self.framing);
+        // One buffer: the CRC and length are filled in once the body is written after them.
+        let mut out = Vec::with_capacity(128);
+        let body_at = open_frame(&mut out, self.framing);
+        self.write_body(&mut out);
+        close_frame(&mut out, body_at, self.framing);
         if self.framing.lowercase_crc && self.framing.crc == CrcFormat::Hex {
             out[1..5].make_ascii_lowercase();
         }
@@ -636,7 +654,7 @@ pub(crate) fn write_plain_tail(p: &Plain, out: &mut Vec<u8>) {
     out.push(b']');
     for x in &p.xdata {
         out.push(b'[');
-        push_latin1(&x.id.to_string(), out);
+        out.push(latin1_byte(x.id));
         push_latin1(&x.value, out);
         out.push(b']');
     }
@@ -649,39 +667,113 @@ pub(crate) fn write_plain_tail(p: &Plain, out: &mut Vec<u8>) {
 /// Characters are written as single bytes (the decoder reads bytes as Latin-1); a character
 /// beyond U+00FF cannot travel and is written as `?`.
 pub(crate) fn push_latin1(s: &str, out: &mut Vec<u8>) {
-    for c in s.chars() {
-        out.push(u8::try_from(u32::from(c)).unwrap_or(b'?'));
+    // ASCII (nearly every field) is its own bytes.
+    if s.is_ascii() {
+        out.extend_from_slice(s.as_bytes());
+        return;
     }
+    for c in s.chars() {
+        out.push(latin1_byte(c));
+    }
+}
+
+fn latin1_byte(c: char) -> u8 {
+    u8::try_from(u32::from(c)).unwrap_or(b'?')
 }
 
 /// Bytes to a String, one char per byte (Latin-1); lossless and reversible.
 pub(crate) fn latin1(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| char::from(*b)).collect()
+    // ASCII is the same text in UTF-8: copy it instead of encoding char by char.
+    match std::str::from_utf8(bytes) {
+        Ok(s) if s.is_ascii() => s.to_owned(),
+        _ => bytes.iter().map(|b| char::from(*b)).collect(),
+    }
 }
 
-/// Wrap a body into LF CRC LEN body CR.
-pub fn wrap(body: &[u8], framing: Framing) -> Vec<u8> {
+const HEX_UPPER: &[u8; 16] = b"0123456789ABCDEF";
+const HEX_LOWER: &[u8; 16] = b"0123456789abcdef";
+
+/// Nibble value of each byte; 0xFF for a byte that is not a hex digit.
+const HEX_NIBBLE: [u8; 256] = {
+    let mut t = [0xFF; 256];
+    let mut i = 0;
+    while i < 10 {
+        t[b'0' as usize + i] = i as u8;
+        i += 1;
+    }
+    let mut i = 0;
+    while i < 6 {
+        t[b'a' as usize + i] = 10 + i as u8;
+        t[b'A' as usize + i] = 10 + i as u8;
+        i += 1;
+    }
+    t
+};
+
+/// Hex digits (either case) to bytes, by table (`hex::decode` goes through an iterator of
+/// `Result`s and was a tenth of decoding an encrypted frame). `None` for an odd count or a
+/// non-digit.
+pub(crate) fn decode_hex(digits: &[u8]) -> Option<Vec<u8>> {
+    if !digits.len().is_multiple_of(2) {
+        return None;
+    }
+    let mut out = Vec::with_capacity(digits.len() / 2);
+    for pair in digits.chunks_exact(2) {
+        let (hi, lo) = (HEX_NIBBLE[usize::from(pair[0])], HEX_NIBBLE[usize::from(pair[1])]);
+        if (hi | lo) > 0xF {
+            return None;
+        }
+        out.push((hi << 4) | lo);
+    }
+    Some(out)
+}
+
+/// Start a frame in `out`: LF and room for the CRC and length fields. Returns where the body
+/// starts; [`close_frame`] fills the fields in.
+fn open_frame(out: &mut Vec<u8>, framing: Framing) -> usize {
+    out.push(LF);
+    let crc_len = match framing.crc {
+        CrcFormat::Hex => 4,
+        CrcFormat::Binary => 2,
+    };
+    out.resize(out.len() + crc_len + 4, b'0');
+    out.len()
+}
+
+/// Fill in CRC and length for the body from `body_at` to the end of `out`, and append the CR.
+fn close_frame(out: &mut Vec<u8>, body_at: usize, framing: Framing) {
+    let body = &out[body_at..];
     let (crc, len) = if framing.cr_in_crc {
         (crc16_arc_parts(&[body, &[CR]]), body.len() + 1)
     } else {
         (crc16_arc(body), body.len())
     };
-    let mut out = Vec::with_capacity(body.len() + 10);
-    out.push(LF);
-    match framing.crc {
-        CrcFormat::Hex => push_hex4(crc, &mut out),
-        CrcFormat::Binary => out.extend_from_slice(&crc.to_be_bytes()),
-    }
-    push_hex4(u16::try_from(len).unwrap_or(u16::MAX), &mut out);
-    out.extend_from_slice(body);
+    let len_at = match framing.crc {
+        CrcFormat::Hex => {
+            write_hex4(crc, &mut out[1..5]);
+            5
+        }
+        CrcFormat::Binary => {
+            out[1..3].copy_from_slice(&crc.to_be_bytes());
+            3
+        }
+    };
+    write_hex4(u16::try_from(len).unwrap_or(u16::MAX), &mut out[len_at..len_at + 4]);
     out.push(CR);
+}
+
+/// Wrap a body into LF CRC LEN body CR.
+pub fn wrap(body: &[u8], framing: Framing) -> Vec<u8> {
+    let mut out = Vec::with_capacity(body.len() + 10);
+    let body_at = open_frame(&mut out, framing);
+    out.extend_from_slice(body);
+    close_frame(&mut out, body_at, framing);
     out
 }
 
-fn push_hex4(v: u16, out: &mut Vec<u8>) {
-    const DIGITS: &[u8; 16] = b"0123456789ABCDEF";
-    for shift in [12, 8, 4, 0] {
-        out.push(DIGITS[usize::from((v >> shift) & 0xF)]);
+fn write_hex4(v: u16, out: &mut [u8]) {
+    for (d, shift) in out.iter_mut().zip([12, 8, 4, 0]) {
+        *d = HEX_UPPER[usize::from((v >> shift) & 0xF)];
     }
 }
 
@@ -786,7 +878,6 @@ mod body {
             _ if !line_ok(digits) => return Err(err(Field::Line, &rest[1..])),
             _ => return Err(err(Field::Account, after_line)),
         };
-        let line = line.to_vec();
 
         let r: IResult<&[u8], &[u8]> = tag(&b"["[..]).parse(rest);
         let (rest, _) = r.map_err(|_| err(Field::Data, rest))?;
@@ -801,7 +892,7 @@ mod body {
             if hexdigits.is_empty() || hexdigits.len() % 32 != 0 {
                 return Err(err(Field::Ciphertext, rest));
             }
-            let ct = hex::decode(hexdigits).map_err(|_| err(Field::Ciphertext, rest))?;
+            let ct = decode_hex(hexdigits).ok_or_else(|| err(Field::Ciphertext, rest))?;
             Body::Encrypted(ct)
         } else {
             let (after, plain) = parse_plain_tail(rest).map_err(|(field, at)| err(field, at))?;
@@ -812,11 +903,11 @@ mod body {
         };
 
         Ok(Parts {
-            token: Token::from_text(&ascii(token)),
+            token: Token::from_bytes(token),
             encrypted,
             seq,
             receiver,
-            line: ascii(&line),
+            line: ascii(line),
             account,
             body,
         })

@@ -91,30 +91,141 @@ pub struct SiaError {
     pub what: &'static str,
 }
 
-/// Split on `|` outside `^…^` text.
-fn split_blocks(data: &str) -> Vec<(usize, &str)> {
-    let mut out = Vec::new();
-    let mut in_text = false;
-    let mut start = 0;
-    for (i, c) in data.char_indices() {
-        match c {
-            '^' => in_text = !in_text,
-            '|' if !in_text => {
-                out.push((start, &data[start..i]));
-                start = i + 1;
-            }
-            _ => {}
+/// The `|`-separated blocks of SIA data with their byte offsets, split outside `^…^` text
+/// (a `^` left open runs on into the following blocks, as it does in a panel's text).
+struct Blocks<'a> {
+    data: &'a str,
+    start: usize,
+    in_text: bool,
+    done: bool,
+}
+
+impl<'a> Blocks<'a> {
+    fn new(data: &'a str) -> Self {
+        Blocks {
+            data,
+            start: 0,
+            in_text: false,
+            done: false,
         }
     }
-    out.push((start, &data[start..]));
-    out
+}
+
+impl<'a> Iterator for Blocks<'a> {
+    type Item = (usize, &'a str);
+
+    fn next(&mut self) -> Option<(usize, &'a str)> {
+        if self.done {
+            return None;
+        }
+        let start = self.start;
+        // `^` and `|` are ASCII: they never occur inside a multi-byte character, so byte
+        // positions are character boundaries.
+        for (i, b) in self.data.bytes().enumerate().skip(start) {
+            match b {
+                b'^' => self.in_text = !self.in_text,
+                b'|' if !self.in_text => {
+                    self.start = i + 1;
+                    return Some((start, &self.data[start..i]));
+                }
+                _ => {}
+            }
+        }
+        self.done = true;
+        Some((start, &self.data[start..]))
+    }
+}
+
+/// A modifier in force, borrowed from the data: (name, value).
+pub(crate) type ModifierRef<'a> = (&'a str, &'a str);
+
+/// An event as the parser meets it, borrowing from the data text and from the parser's list of
+/// modifiers in force (no copy per event).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SiaEventRef<'a, 'm> {
+    /// Two-letter event code.
+    pub code: SiaCode,
+    /// Address, as sent.
+    pub address: Option<&'a str>,
+    /// `^text^` description.
+    pub text: Option<&'a str>,
+    /// From an `O` block.
+    pub old: bool,
+    /// Modifiers in force, sorted by name.
+    pub modifiers: &'m [ModifierRef<'a>],
+}
+
+impl<'a> SiaEventRef<'a, '_> {
+    /// The value of a modifier in force.
+    pub fn modifier(&self, name: &str) -> Option<&'a str> {
+        self.modifiers.iter().find(|m| m.0 == name).map(|m| m.1)
+    }
+}
+
+/// What [`visit_sia_data`] reports, in data order.
+pub(crate) enum SiaItem<'a, 'm> {
+    /// The `#` account block.
+    Account(&'a str),
+    /// An `N`/`O` block starts; its events follow.
+    EventsBlock { old: bool },
+    /// An event of the current block.
+    Event(SiaEventRef<'a, 'm>),
+    /// An `A` text block.
+    Text(&'a str),
+    /// Any other block.
+    Other(char, &'a str),
 }
 
 /// Parse SIA-DCS data.
 pub fn parse_sia_data(data: &str) -> Result<SiaData, SiaError> {
     let mut account = None;
     let mut blocks = Vec::new();
-    for (offset, block) in split_blocks(data) {
+    visit_sia_data(data, |item| match item {
+        SiaItem::Account(a) => account = Some(a.to_string()),
+        SiaItem::EventsBlock { old } => blocks.push(SiaBlock::Events {
+            old,
+            events: Vec::new(),
+        }),
+        SiaItem::Event(e) => {
+            if let Some(SiaBlock::Events { events, .. }) = blocks.last_mut() {
+                events.push(SiaEvent {
+                    code: e.code,
+                    address: e.address.map(str::to_string),
+                    text: e.text.map(str::to_string),
+                    modifiers: e
+                        .modifiers
+                        .iter()
+                        .map(|(name, value)| Modifier {
+                            name: name.to_string(),
+                            value: value.to_string(),
+                        })
+                        .collect(),
+                });
+            }
+        }
+        SiaItem::Text(text) => blocks.push(SiaBlock::Text { text: text.to_string() }),
+        SiaItem::Other(function, body) => blocks.push(SiaBlock::Other {
+            function,
+            body: body.to_string(),
+        }),
+    })?;
+    Ok(SiaData { account, blocks })
+}
+
+/// The text of the first `A` block, if any (it describes every event of the message). Does
+/// not check the rest of the data.
+pub(crate) fn first_text_block(data: &str) -> Option<&str> {
+    Blocks::new(data).find_map(|(_, block)| block.strip_prefix('A'))
+}
+
+/// Parse SIA-DCS data without copying it: `f` sees accounts, blocks and events in order, each
+/// event with its text and the modifiers in force. [`parse_sia_data`] builds its owned tree from
+/// this; the receiver turns the events straight into its own. On an error `f` may already have
+/// seen the items before it.
+pub(crate) fn visit_sia_data<'a>(data: &'a str, mut f: impl FnMut(SiaItem<'a, '_>)) -> Result<(), SiaError> {
+    // Reused from block to block.
+    let mut scratch = EventScratch::default();
+    for (offset, block) in Blocks::new(data) {
         let mut chars = block.chars();
         let Some(function) = chars.next() else {
             continue; // empty block: a leading "|" (account omitted)
@@ -128,20 +239,18 @@ pub fn parse_sia_data(data: &str) -> Result<SiaData, SiaError> {
                         what: "an account of hex digits after #",
                     });
                 }
-                account = Some(body.to_string());
+                f(SiaItem::Account(body));
             }
-            'N' | 'O' => blocks.push(SiaBlock::Events {
-                old: function == 'O',
-                events: parse_event_block(body, offset + 1)?,
-            }),
-            'A' => blocks.push(SiaBlock::Text { text: body.to_string() }),
-            other => blocks.push(SiaBlock::Other {
-                function: other,
-                body: body.to_string(),
-            }),
+            'N' | 'O' => {
+                let old = function == 'O';
+                f(SiaItem::EventsBlock { old });
+                parse_event_block(body, offset + 1, old, &mut scratch, &mut f)?;
+            }
+            'A' => f(SiaItem::Text(body)),
+            other => f(SiaItem::Other(other, body)),
         }
     }
-    Ok(SiaData { account, blocks })
+    Ok(())
 }
 
 fn modifier_value_char(name: &[u8], c: u8) -> bool {
@@ -152,12 +261,50 @@ fn modifier_value_char(name: &[u8], c: u8) -> bool {
     }
 }
 
-fn parse_event_block(body: &str, base: usize) -> Result<Vec<SiaEvent>, SiaError> {
+/// Working lists of one event block.
+#[derive(Default)]
+struct EventScratch<'a> {
+    /// Modifiers in force, sorted by name.
+    modifiers: Vec<ModifierRef<'a>>,
+    /// The modifiers as they were at the pending event, once a modifier after it changed them.
+    at_pending: Vec<ModifierRef<'a>>,
+}
+
+/// The last event of a block is handed out only when the next one starts (or the block ends):
+/// a `^text^` after it still belongs to it.
+struct Pending<'a> {
+    code: SiaCode,
+    address: Option<&'a str>,
+    text: Option<&'a str>,
+    /// `at_pending` holds its modifiers (they changed after it).
+    snapshot: bool,
+}
+
+fn parse_event_block<'a>(
+    body: &'a str,
+    base: usize,
+    old: bool,
+    scratch: &mut EventScratch<'a>,
+    f: &mut impl FnMut(SiaItem<'a, '_>),
+) -> Result<(), SiaError> {
     let b = body.as_bytes();
-    let mut modifiers: Vec<Modifier> = Vec::new();
-    let mut events: Vec<SiaEvent> = Vec::new();
+    scratch.modifiers.clear();
+    let mut pending: Option<Pending<'a>> = None;
     let mut i = 0;
     let err = |i: usize, what: &'static str| SiaError { offset: base + i, what };
+    let emit = |p: Pending<'a>, scratch: &EventScratch<'a>, f: &mut dyn FnMut(SiaItem<'a, '_>)| {
+        f(SiaItem::Event(SiaEventRef {
+            code: p.code,
+            address: p.address,
+            text: p.text,
+            old,
+            modifiers: if p.snapshot {
+                &scratch.at_pending
+            } else {
+                &scratch.modifiers
+            },
+        }))
+    };
     while i < b.len() {
         let c = b[i];
         if c == b'/' {
@@ -171,8 +318,8 @@ fn parse_event_block(body: &str, base: usize) -> Result<Vec<SiaEvent>, SiaError>
                 .position(|x| *x == b'^')
                 .ok_or_else(|| err(i, "a closing ^ after the text"))?;
             let text = &body[i + 1..i + 1 + end];
-            match events.last_mut() {
-                Some(ev) if ev.text.is_none() => ev.text = Some(text.to_string()),
+            match pending.as_mut() {
+                Some(ev) if ev.text.is_none() => ev.text = Some(text),
                 _ => return Err(err(i, "an event code before ^text^")),
             }
             i += end + 2;
@@ -181,22 +328,22 @@ fn parse_event_block(body: &str, base: usize) -> Result<Vec<SiaEvent>, SiaError>
         let pair = b.get(i..i + 2);
         match pair {
             Some([x, y]) if x.is_ascii_lowercase() && y.is_ascii_lowercase() => {
-                let name = &b[i..i + 2];
+                let name_bytes = &b[i..i + 2];
                 let start = i + 2;
                 let mut end = start;
-                while end < b.len() && modifier_value_char(name, b[end]) {
+                while end < b.len() && modifier_value_char(name_bytes, b[end]) {
                     end += 1;
                 }
-                let m = Modifier {
-                    name: body[i..i + 2].to_string(),
-                    value: body[start..end].to_string(),
-                };
-                match modifiers.iter_mut().find(|x| x.name == m.name) {
-                    Some(existing) => *existing = m,
-                    None => {
-                        modifiers.push(m);
-                        modifiers.sort_by(|a, b| a.name.cmp(&b.name));
-                    }
+                let (name, value) = (&body[i..i + 2], &body[start..end]);
+                if let Some(p) = pending.as_mut().filter(|p| !p.snapshot) {
+                    scratch.at_pending.clear();
+                    scratch.at_pending.extend_from_slice(&scratch.modifiers);
+                    p.snapshot = true;
+                }
+                // Sorted and unique by name: a repeated modifier replaces the earlier one.
+                match scratch.modifiers.binary_search_by(|m| m.0.cmp(name)) {
+                    Ok(k) => scratch.modifiers[k] = (name, value),
+                    Err(k) => scratch.modifiers.insert(k, (name, value)),
                 }
                 i = end;
             }
@@ -207,11 +354,14 @@ fn parse_event_block(body: &str, base: usize) -> Result<Vec<SiaEvent>, SiaError>
                 while end < b.len() && b[end].is_ascii_digit() {
                     end += 1;
                 }
-                events.push(SiaEvent {
+                if let Some(p) = pending.take() {
+                    emit(p, scratch, f);
+                }
+                pending = Some(Pending {
                     code,
-                    address: (end > start).then(|| body[start..end].to_string()),
+                    address: (end > start).then(|| &body[start..end]),
                     text: None,
-                    modifiers: modifiers.clone(),
+                    snapshot: false,
                 });
                 i = end;
             }
@@ -223,7 +373,10 @@ fn parse_event_block(body: &str, base: usize) -> Result<Vec<SiaEvent>, SiaError>
             }
         }
     }
-    Ok(events)
+    if let Some(p) = pending {
+        emit(p, scratch, f);
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -310,6 +463,18 @@ mod tests {
         assert!(parse_sia_data("#1234|N^text^").is_err());
         assert!(parse_sia_data("#1234|NBA1^unterminated").is_err());
         assert!(parse_sia_data("#1234|N!!").is_err());
+    }
+
+    /// Events are handed out one late (a `^text^` may still follow): a modifier between an
+    /// event and its text must not reach that event.
+    #[test]
+    fn modifier_between_event_and_its_text_belongs_to_the_next_event() {
+        let e = events("Nri1BA01ri2id3^t^TA02");
+        assert_eq!((e[0].modifier("ri"), e[0].modifier("id")), (Some("1"), None));
+        assert_eq!(e[0].text.as_deref(), Some("t"));
+        assert_eq!((e[1].modifier("ri"), e[1].modifier("id")), (Some("2"), Some("3")));
+        assert_eq!(e[1].text, None);
+        assert!(parse_sia_data("#1234|NBA1^a^ri2^b^").is_err());
     }
 
     #[test]
