@@ -185,6 +185,44 @@ pub fn open_or_join(tx: &Transaction<'_>, a: &AlarmSpec, event_id: Option<i64>, 
     Ok(id)
 }
 
+/// Join alarm `id`, remembered as the open alarm of `a`'s site and join key, if it still is
+/// and the event changes nothing but its count and time (no higher priority, no duress).
+/// Returns false, having changed nothing, when any of that is not so: the caller then looks
+/// the alarm up. The row is checked in the same statement that updates it, so a remembered
+/// id that was closed, rolled back or reused can never be joined by mistake.
+pub fn join_known(
+    tx: &Transaction<'_>,
+    id: i64,
+    a: &AlarmSpec,
+    event_id: Option<i64>,
+    now: i64,
+) -> Result<bool, StoreError> {
+    if a.duress {
+        return Ok(false);
+    }
+    let mut stmt = tx.prepare_cached(
+        "UPDATE alarms SET event_count = event_count + ?2, last_event_ms = ?3, restored_ms = NULL
+         WHERE id = ?1 AND state <> 'closed' AND ifnull(site_id, -1) = ifnull(?4, -1) AND join_key = ?5
+               AND priority <= ?6",
+    )?;
+    let n = stmt.execute(params![
+        id,
+        i64::from(event_id.is_some()),
+        now,
+        a.site_id,
+        a.join_key,
+        a.priority
+    ])?;
+    if n == 0 {
+        return Ok(false);
+    }
+    if let Some(e) = event_id {
+        let mut stmt = tx.prepare_cached("INSERT OR IGNORE INTO alarm_events (alarm_id, event_id) VALUES (?1, ?2)")?;
+        stmt.execute(params![id, e])?;
+    }
+    Ok(true)
+}
+
 /// Mark the open alarm for this zone restored.
 pub fn restore_zone(
     tx: &Transaction<'_>,

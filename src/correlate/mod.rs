@@ -21,7 +21,7 @@
 pub mod alarms;
 pub mod supervision;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use rusqlite::{OptionalExtension, Transaction, params};
 
@@ -125,7 +125,17 @@ pub struct RecordCache {
     generation: Option<i64>,
     owners: HashMap<i64, Owner>,
     priorities: HashMap<(i64, Category), Option<u8>>,
+    /// The open alarm last seen per (site, join key): a hint, checked by the statement that
+    /// uses it ([`alarms::join_known`]), so it never needs to be dropped for correctness.
+    open: HashMap<(Option<i64>, String), i64>,
+    /// Accounts known to have no unrestored communication-lost alarm: valid traffic restored
+    /// them, and nothing since could have opened one (only jobs do, and [`Self::forget`] runs
+    /// after every job and rollback).
+    comm_clear: HashSet<i64>,
 }
+
+/// Most entries in each of the remembered-state maps; past it a map starts over.
+const MAX_REMEMBERED: usize = 1 << 18;
 
 impl RecordCache {
     /// Forget everything if an import happened since the last call.
@@ -136,6 +146,48 @@ impl RecordCache {
             self.priorities.clear();
             self.generation = Some(g);
         }
+        Ok(())
+    }
+
+    /// Drop what a job or a rollback could have made wrong.
+    pub fn forget(&mut self) {
+        self.comm_clear.clear();
+    }
+
+    /// [`alarms::open_or_join`], skipping the look-up when the remembered alarm still takes
+    /// the event.
+    pub fn open_or_join(
+        &mut self,
+        tx: &Transaction<'_>,
+        a: &AlarmSpec,
+        event_id: Option<i64>,
+        now: i64,
+    ) -> Result<i64, StoreError> {
+        let key = (a.site_id, a.join_key.clone());
+        if let Some(&id) = self.open.get(&key)
+            && alarms::join_known(tx, id, a, event_id, now)?
+        {
+            return Ok(id);
+        }
+        let id = alarms::open_or_join(tx, a, event_id, now)?;
+        if self.open.len() >= MAX_REMEMBERED {
+            self.open.clear();
+        }
+        self.open.insert(key, id);
+        Ok(id)
+    }
+
+    /// [`alarms::restore_communication`], skipped for accounts known to have nothing to
+    /// restore.
+    pub fn restore_communication(&mut self, tx: &Transaction<'_>, account_id: i64, now: i64) -> Result<(), StoreError> {
+        if self.comm_clear.contains(&account_id) {
+            return Ok(());
+        }
+        alarms::restore_communication(tx, account_id, now)?;
+        if self.comm_clear.len() >= MAX_REMEMBERED {
+            self.comm_clear.clear();
+        }
+        self.comm_clear.insert(account_id);
         Ok(())
     }
 
@@ -192,6 +244,10 @@ impl AfterInsert for Correlator {
         self.cache.refresh(tx)
     }
 
+    fn forget(&mut self) {
+        self.cache.forget();
+    }
+
     fn after_insert(&mut self, tx: &Transaction<'_>, r: &FrameRecord, c: &Committed) -> Result<(), StoreError> {
         on_frame(tx, &self.cfg, &mut self.cache, r, c)
     }
@@ -211,7 +267,7 @@ pub fn on_frame(
             let Some(account) = r.account.as_deref() else {
                 return Ok(());
             };
-            alarms::open_or_join(
+            cache.open_or_join(
                 tx,
                 &AlarmSpec {
                     queue: Queue::Supervisor,
@@ -234,7 +290,7 @@ pub fn on_frame(
         Outcome::Refused if r.reason == Some("unsupported_format") => {
             // A Sur-Gard line of a format meldkamer does not read (ACKed, so the translator
             // goes on with the next): the supervisor looks at the stored raw line.
-            alarms::open_or_join(
+            cache.open_or_join(
                 tx,
                 &AlarmSpec {
                     queue: Queue::Supervisor,
@@ -264,7 +320,7 @@ pub fn on_frame(
         return Ok(());
     };
     // Any valid traffic (polls included) proves the path works again.
-    alarms::restore_communication(tx, account_id, now)?;
+    cache.restore_communication(tx, account_id, now)?;
     if c.duplicate_of.is_some() {
         return Ok(());
     }
@@ -280,7 +336,7 @@ pub fn on_frame(
     if r.events.is_empty() {
         if let Some(detail) = &r.detail {
             // Accepted but not understood: the supervisor looks at it.
-            alarms::open_or_join(
+            cache.open_or_join(
                 tx,
                 &AlarmSpec {
                     queue: Queue::Supervisor,
@@ -310,7 +366,7 @@ pub fn on_frame(
                 EventCode::Cid(c) => format!("Contact ID {c}"),
                 EventCode::LinkTest => continue,
             };
-            alarms::open_or_join(
+            cache.open_or_join(
                 tx,
                 &AlarmSpec {
                     queue: Queue::Supervisor,
@@ -347,7 +403,7 @@ pub fn on_frame(
                         format!("{} from account {account} (no customer record)", meaning.description),
                     ),
                 };
-                alarms::open_or_join(
+                cache.open_or_join(
                     tx,
                     &AlarmSpec {
                         queue,

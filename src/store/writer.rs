@@ -224,6 +224,11 @@ pub trait AfterInsert: Send + 'static {
         Ok(())
     }
 
+    /// Something the hook did not see may have changed the database, or what it saw was
+    /// undone: a job ran, or a frame or the whole group was rolled back. A hook that remembers
+    /// what it derived from the database drops what could now be wrong.
+    fn forget(&mut self) {}
+
     /// Called for every stored accepted frame with its event ids.
     fn after_insert(
         &mut self,
@@ -672,6 +677,7 @@ pub fn start(
                                     Err(e) => {
                                         // If even the rollback fails (disk full, I/O error: the
                                         // transaction is gone), the whole group fails.
+                                        hook.forget();
                                         tx.execute_batch("ROLLBACK TO frame; RELEASE frame")?;
                                         tracing::warn!(error = %e, "a frame could not be stored; not acknowledged");
                                         out.push(Some(Err(Arc::new(e))));
@@ -680,7 +686,9 @@ pub fn start(
                             }
                             Item::Job(job) => {
                                 tx.execute_batch("SAVEPOINT job")?;
-                                if job.run(&tx) {
+                                let ok = job.run(&tx);
+                                hook.forget();
+                                if ok {
                                     tx.execute_batch("RELEASE job")?;
                                 } else {
                                     tx.execute_batch("ROLLBACK TO job; RELEASE job")?;
@@ -744,6 +752,7 @@ pub fn start(
                         }
                     }
                     Err(e) => {
+                        hook.forget();
                         let e = Arc::new(e);
                         m.refusals.inc("commit_failed");
                         for item in batch.drain(..) {

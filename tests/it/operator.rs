@@ -260,6 +260,20 @@ async fn alarm_handling_and_the_queue_subscription() {
     sup.login("sam", PASSWORD).await;
     let queue = sup.call(json!({"op": "queue"})).await;
     assert_eq!(queue["result"]["alarms"][0]["queue"], "supervisor");
+    // The same zone again after the close: a new alarm (the writer remembers open alarms per
+    // zone; the closed one must not be joined).
+    for seq in [4, 5] {
+        let again = plain(Token::SiaDcs, seq, "1234", "#1234|Nri1/BA03", None);
+        assert_eq!(
+            tcp_exchange(d.tcp(), &again).await.as_deref().map(token_of).as_deref(),
+            Some("ACK")
+        );
+    }
+    let queue = api.call(json!({"op": "queue"})).await;
+    let alarms = queue["result"]["alarms"].as_array().expect("alarms");
+    assert_eq!(alarms.len(), 1, "{queue}");
+    assert_ne!(alarms[0]["id"], id.as_str(), "a new alarm");
+    assert_eq!(alarms[0]["events"], 2, "both events joined the new alarm");
     d.stop().await;
     let conn = rusqlite::Connection::open(d.db_path()).expect("db");
     let actions: Vec<String> = conn
