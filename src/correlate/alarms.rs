@@ -55,6 +55,31 @@ pub struct AlarmSpec {
     pub duress: bool,
 }
 
+impl AlarmSpec {
+    /// A supervisor-queue item with no site, account row, category, zone or area (unknown
+    /// accounts, input not understood, operator alerts); callers set what they know more.
+    pub fn supervisor(
+        account: impl Into<String>,
+        join_key: impl Into<String>,
+        title: impl Into<String>,
+        priority: u8,
+    ) -> AlarmSpec {
+        AlarmSpec {
+            queue: Queue::Supervisor,
+            site_id: None,
+            account_id: None,
+            account: account.into(),
+            join_key: join_key.into(),
+            category: None,
+            priority,
+            title: title.into(),
+            zone: None,
+            area: None,
+            duress: false,
+        }
+    }
+}
+
 /// A random 128-bit identifier for the API (never a sequential row id).
 pub fn public_id() -> String {
     let mut b = [0u8; 16];

@@ -269,19 +269,12 @@ pub fn on_frame(
             };
             cache.open_or_join(
                 tx,
-                &AlarmSpec {
-                    queue: Queue::Supervisor,
-                    site_id: None,
-                    account_id: None,
-                    account: account.to_string(),
-                    join_key: format!("acct:{account}/unknown-account"),
-                    category: None,
-                    priority: cfg.supervisor_priority,
-                    title: format!("Unknown account {account}"),
-                    zone: None,
-                    area: None,
-                    duress: false,
-                },
+                &AlarmSpec::supervisor(
+                    account,
+                    format!("acct:{account}/unknown-account"),
+                    format!("Unknown account {account}"),
+                    cfg.supervisor_priority,
+                ),
                 None,
                 now,
             )?;
@@ -292,22 +285,15 @@ pub fn on_frame(
             // goes on with the next): the supervisor looks at the stored raw line.
             cache.open_or_join(
                 tx,
-                &AlarmSpec {
-                    queue: Queue::Supervisor,
-                    site_id: None,
-                    account_id: None,
-                    account: String::new(),
-                    join_key: "input:unsupported-format".into(),
-                    category: None,
-                    priority: cfg.supervisor_priority,
-                    title: format!(
+                &AlarmSpec::supervisor(
+                    "",
+                    "input:unsupported-format",
+                    format!(
                         "Contact ID input not understood: {}",
                         r.detail.as_deref().unwrap_or("unsupported format")
                     ),
-                    zone: None,
-                    area: None,
-                    duress: false,
-                },
+                    cfg.supervisor_priority,
+                ),
                 None,
                 now,
             )?;
@@ -339,17 +325,14 @@ pub fn on_frame(
             cache.open_or_join(
                 tx,
                 &AlarmSpec {
-                    queue: Queue::Supervisor,
                     site_id: owner.site_id,
                     account_id: Some(account_id),
-                    account: account.clone(),
-                    join_key: scope("payload".into()),
-                    category: None,
-                    priority: cfg.supervisor_priority,
-                    title: format!("Data not understood from account {account}: {detail}"),
-                    zone: None,
-                    area: None,
-                    duress: false,
+                    ..AlarmSpec::supervisor(
+                        account.as_str(),
+                        scope("payload".into()),
+                        format!("Data not understood from account {account}: {detail}"),
+                        cfg.supervisor_priority,
+                    )
                 },
                 None,
                 now,
@@ -369,17 +352,16 @@ pub fn on_frame(
             cache.open_or_join(
                 tx,
                 &AlarmSpec {
-                    queue: Queue::Supervisor,
                     site_id: owner.site_id,
                     account_id: Some(account_id),
-                    account: account.clone(),
-                    join_key: scope(format!("code:{code}")),
-                    category: None,
-                    priority: cfg.supervisor_priority,
-                    title: format!("Unknown code {code} from account {account}"),
                     zone: zone.clone(),
                     area: area.clone(),
-                    duress: false,
+                    ..AlarmSpec::supervisor(
+                        account.as_str(),
+                        scope(format!("code:{code}")),
+                        format!("Unknown code {code} from account {account}"),
+                        cfg.supervisor_priority,
+                    )
                 },
                 Some(*event_id),
                 now,

@@ -36,7 +36,7 @@ use std::time::Duration;
 use bytes::{Buf, BytesMut};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
-use tokio::sync::{Semaphore, oneshot};
+use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -484,22 +484,15 @@ pub fn prepare(cs: &CidShared, raw: &[u8], transport: Transport, peer: SocketAdd
 
 /// A record for bytes that are no message (the first `max_line_bytes` kept).
 fn garbage(cs: &CidShared, raw: &[u8], transport: Transport, peer: SocketAddr, reason: &'static str) -> FrameRecord {
-    let keep = raw.len().min(cs.cfg.max_line_bytes);
-    let now_ms = unix_ms(cs.shared.clock.now());
-    let mut rec = FrameRecord::new(
-        now_ms,
+    super::stray_bytes(
+        &cs.shared,
+        raw,
+        cs.cfg.max_line_bytes,
+        "Contact ID message",
         transport,
-        peer.to_string(),
-        raw[..keep].to_vec(),
-        Outcome::Garbage,
-    );
-    rec.reason = Some(reason);
-    rec.detail = Some(if keep < raw.len() {
-        format!("{} bytes outside any Contact ID message (first {keep} kept)", raw.len())
-    } else {
-        format!("{} bytes outside any Contact ID message", raw.len())
-    });
-    rec
+        peer,
+        reason,
+    )
 }
 
 /// Accept connections until `cancel`; each connection runs in `tracker`.
@@ -687,40 +680,22 @@ async fn connection(
 /// Receive datagrams until `cancel`. A datagram may hold several messages; each is answered
 /// with its own datagram, in order, after its commit.
 pub async fn serve_udp(socket: UdpSocket, cs: Arc<CidShared>, cancel: CancellationToken, tracker: TaskTracker) {
-    let socket = Arc::new(socket);
-    let inflight = Arc::new(Semaphore::new(cs.shared.cfg.max_udp_inflight));
-    // Room for several messages per datagram; a full buffer means the datagram was too long.
+    let max_inflight = cs.shared.cfg.max_udp_inflight;
+    // Room for several messages per datagram.
     let cap = cs.cfg.max_line_bytes * 8;
-    let mut buf = vec![0u8; cap + 1];
-    loop {
-        let permit = tokio::select! {
-            _ = cancel.cancelled() => break,
-            p = inflight.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
-        };
-        let (n, peer) = tokio::select! {
-            _ = cancel.cancelled() => break,
-            r = socket.recv_from(&mut buf) => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    debug!(error = %e, "recv failed");
-                    continue;
-                }
-            },
-        };
-        if peer.port() == 0 {
-            continue;
-        }
-        let datagram = buf[..n].to_vec();
-        let cs = cs.clone();
-        let socket = socket.clone();
-        tracker.spawn(
-            async move {
-                datagram_task(&cs, &socket, &datagram, peer, n > cap).await;
-                drop(permit);
-            }
-            .instrument(info_span!("cid-udp", %peer)),
-        );
-    }
+    super::udp::recv_loop(
+        socket,
+        max_inflight,
+        cap,
+        cancel,
+        tracker,
+        move |socket, datagram, peer, too_long| {
+            let cs = cs.clone();
+            async move { datagram_task(&cs, &socket, &datagram, peer, too_long).await }
+                .instrument(info_span!("cid-udp", %peer))
+        },
+    )
+    .await;
     info!("Contact ID UDP listener stopped");
 }
 

@@ -227,10 +227,31 @@ pub fn garbage_record(
     peer: SocketAddr,
     reason: &'static str,
 ) -> FrameRecord {
-    let now = shared.clock.now();
-    let keep = raw.len().min(shared.cfg.max_frame_bytes);
+    stray_bytes(
+        shared,
+        raw,
+        shared.cfg.max_frame_bytes,
+        "frame",
+        transport,
+        peer,
+        reason,
+    )
+}
+
+/// A record for bytes outside any `unit` (frame, Contact ID message): the first `keep_at_most`
+/// kept, and how many there were.
+pub(crate) fn stray_bytes(
+    shared: &Shared,
+    raw: &[u8],
+    keep_at_most: usize,
+    unit: &str,
+    transport: Transport,
+    peer: SocketAddr,
+    reason: &'static str,
+) -> FrameRecord {
+    let keep = raw.len().min(keep_at_most);
     let mut rec = FrameRecord::new(
-        unix_ms(now),
+        unix_ms(shared.clock.now()),
         transport,
         peer.to_string(),
         raw[..keep].to_vec(),
@@ -238,9 +259,9 @@ pub fn garbage_record(
     );
     rec.reason = Some(reason);
     rec.detail = Some(if keep < raw.len() {
-        format!("{} bytes outside any frame (first {keep} kept)", raw.len())
+        format!("{} bytes outside any {unit} (first {keep} kept)", raw.len())
     } else {
-        format!("{} bytes outside any frame", raw.len())
+        format!("{} bytes outside any {unit}", raw.len())
     });
     rec
 }

@@ -17,10 +17,43 @@ use crate::store::writer::{FrameRecord, Transport};
 
 /// Receive datagrams until `cancel`.
 pub async fn serve(socket: UdpSocket, shared: Arc<Shared>, cancel: CancellationToken, tracker: TaskTracker) {
+    let max_inflight = shared.cfg.max_udp_inflight;
+    // One byte more than the largest frame: a longer datagram is refused by `classify`.
+    let cap = shared.cfg.max_frame_bytes;
+    recv_loop(
+        socket,
+        max_inflight,
+        cap,
+        cancel,
+        tracker,
+        move |socket, datagram, peer, _| {
+            let shared = shared.clone();
+            async move { datagram_task(&shared, &socket, &datagram, peer).await }.instrument(info_span!("udp", %peer))
+        },
+    )
+    .await;
+    info!("UDP listener stopped");
+}
+
+/// The receive loop of a UDP listener (DC-09 and Contact ID): read datagrams of up to `cap`
+/// bytes until `cancel` and hand each, with its source and whether it was longer than `cap`,
+/// to `handle` in a task of its own. At most `max_inflight` run at once; beyond that the loop
+/// stops reading (the kernel queue absorbs or drops the excess, and the panel retries).
+pub(super) async fn recv_loop<F, Fut>(
+    socket: UdpSocket,
+    max_inflight: usize,
+    cap: usize,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+    handle: F,
+) where
+    F: Fn(Arc<UdpSocket>, Vec<u8>, SocketAddr, bool) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     let socket = Arc::new(socket);
-    let inflight = Arc::new(Semaphore::new(shared.cfg.max_udp_inflight));
-    // One byte more than the largest frame: a full buffer means the datagram was too long.
-    let mut buf = vec![0u8; shared.cfg.max_frame_bytes + 1];
+    let inflight = Arc::new(Semaphore::new(max_inflight));
+    // One byte more than `cap`: a full buffer means the datagram was too long.
+    let mut buf = vec![0u8; cap + 1];
     loop {
         let permit = tokio::select! {
             _ = cancel.cancelled() => break,
@@ -40,18 +73,12 @@ pub async fn serve(socket: UdpSocket, shared: Arc<Shared>, cancel: CancellationT
             // Nothing can be answered to port 0; a forged source.
             continue;
         }
-        let datagram = buf[..n].to_vec();
-        let shared = shared.clone();
-        let socket = socket.clone();
-        tracker.spawn(
-            async move {
-                datagram_task(&shared, &socket, &datagram, peer).await;
-                drop(permit);
-            }
-            .instrument(info_span!("udp", %peer)),
-        );
+        let task = handle(socket.clone(), buf[..n].to_vec(), peer, n > cap);
+        tracker.spawn(async move {
+            task.await;
+            drop(permit);
+        });
     }
-    info!("UDP listener stopped");
 }
 
 fn classify(shared: &Shared, datagram: &[u8], peer: SocketAddr) -> FrameRecord {

@@ -13,7 +13,7 @@
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
 use super::audit::{self, AuditRecord};
-use crate::correlate::alarms::{self, AlarmSpec, Queue};
+use crate::correlate::alarms::{self, AlarmSpec};
 use crate::store::StoreError;
 
 /// The thresholds.
@@ -137,19 +137,7 @@ pub fn alert_supervisor(
         .optional()?;
     let id = alarms::open_or_join(
         tx,
-        &AlarmSpec {
-            queue: Queue::Supervisor,
-            site_id: None,
-            account_id: None,
-            account: String::new(),
-            join_key: join_key.to_string(),
-            category: None,
-            priority: limits.alert_priority.clamp(1, 9),
-            title: title.to_string(),
-            zone: None,
-            area: None,
-            duress: false,
-        },
+        &AlarmSpec::supervisor("", join_key, title, limits.alert_priority.clamp(1, 9)),
         None,
         now,
     )?;
