@@ -20,6 +20,12 @@ use rusqlite::{Connection, params};
 use crate::common::{T0, TestDaemon, plain, tcp_exchange};
 
 /// The fixed "now" of these tests, Unix ms.
+/// `meldkamer code set` by supervisor sup1 with `stdin` as its standard input.
+fn set_by_stdin(cfg: &Config, contact: &str, kind: Kind, stdin: &str) -> Result<(), code_cli::CodeError> {
+    let mut input = std::io::Cursor::new(stdin.as_bytes().to_vec());
+    code_cli::set(cfg, contact, kind, Source::Stdin(&mut input), "sup1", &mut Vec::new())
+}
+
 fn t0() -> i64 {
     meldkamer::clock::unix_ms(T0)
 }
@@ -164,9 +170,7 @@ impl Fixture {
     }
 
     fn set(&self, contact: &str, kind: Kind, code: &str) {
-        let mut input = std::io::Cursor::new(format!("{code}\n").into_bytes());
-        let mut out = Vec::new();
-        code_cli::set(&self.cfg, contact, kind, Source::Stdin(&mut input), "sup1", &mut out).expect("set");
+        set_by_stdin(&self.cfg, contact, kind, &format!("{code}\n")).expect("set");
     }
 
     fn verify(&mut self, alarm: &str, contact: &str, candidate: &str) -> Verdict {
@@ -382,16 +386,7 @@ fn duress_escalates_silently_and_can_never_be_a_cancellation() {
         1
     );
     // The duress code may not equal the cancellation code.
-    let mut input = std::io::Cursor::new(format!("{CANCEL}\n").into_bytes());
-    let e = code_cli::set(
-        &f.cfg,
-        "K1",
-        Kind::Duress,
-        Source::Stdin(&mut input),
-        "sup1",
-        &mut Vec::new(),
-    )
-    .expect_err("same code");
+    let e = set_by_stdin(&f.cfg, "K1", Kind::Duress, &format!("{CANCEL}\n")).expect_err("same code");
     assert!(matches!(e, code_cli::CodeError::SameAsOther), "{e}");
 }
 
@@ -563,9 +558,7 @@ fn a_rotated_pepper_still_verifies_and_rehashes_with_the_new_one() {
 fn weak_codes_are_refused_and_generated_codes_printed_once() {
     let mut f = Fixture::new();
     for weak in ["12345", "000000", "123456", "987654", "561234", "121212"] {
-        let mut input = std::io::Cursor::new(format!("{weak}\n").into_bytes());
-        let mut out = Vec::new();
-        let e = code_cli::set(&f.cfg, "K1", Kind::Cancel, Source::Stdin(&mut input), "sup1", &mut out).expect_err(weak);
+        let e = set_by_stdin(&f.cfg, "K1", Kind::Cancel, &format!("{weak}\n")).expect_err(weak);
         assert!(matches!(e, code_cli::CodeError::Weak(_)), "{weak}: {e}");
         assert!(!e.to_string().contains(weak), "{e}");
     }
@@ -574,16 +567,7 @@ fn weak_codes_are_refused_and_generated_codes_printed_once() {
         6
     );
     assert_eq!(f.i64("SELECT count(*) FROM code_verifiers"), 0);
-    let mut input = std::io::Cursor::new(Vec::new());
-    let e = code_cli::set(
-        &f.cfg,
-        "K3",
-        Kind::Cancel,
-        Source::Stdin(&mut input),
-        "sup1",
-        &mut Vec::new(),
-    )
-    .expect_err("may not cancel");
+    let e = set_by_stdin(&f.cfg, "K3", Kind::Cancel, "").expect_err("may not cancel");
     assert!(matches!(e, code_cli::CodeError::MayNotCancel(_)), "{e}");
     let mut out = Vec::new();
     code_cli::set(&f.cfg, "K1", Kind::Cancel, Source::Generate, "sup1", &mut out).expect("generate");
@@ -616,16 +600,7 @@ async fn one_factor_is_not_enough_and_both_close_the_alarm_as_cancelled() {
         let mode = std::fs::metadata(&pepper).expect("pepper").permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
     }
-    let mut input = std::io::Cursor::new(format!("{CANCEL}\n").into_bytes());
-    code_cli::set(
-        &cfg,
-        "K1",
-        Kind::Cancel,
-        Source::Stdin(&mut input),
-        "sup1",
-        &mut Vec::new(),
-    )
-    .expect("set");
+    set_by_stdin(&cfg, "K1", Kind::Cancel, &format!("{CANCEL}\n")).expect("set");
     let running = d.running.as_ref().expect("running");
     let hasher = meldkamer::verify::hasher_from_config(&cfg).expect("hasher");
     let service = meldkamer::verify::service_from_config(&cfg, hasher, running.shared.writer.clone(), d.clock.clone());
@@ -698,16 +673,7 @@ async fn concurrent_attempts_for_one_customer_are_serialised() {
     })
     .await;
     let cfg = d.cfg.clone();
-    let mut input = std::io::Cursor::new(format!("{CANCEL}\n").into_bytes());
-    code_cli::set(
-        &cfg,
-        "K1",
-        Kind::Cancel,
-        Source::Stdin(&mut input),
-        "sup1",
-        &mut Vec::new(),
-    )
-    .expect("set");
+    set_by_stdin(&cfg, "K1", Kind::Cancel, &format!("{CANCEL}\n")).expect("set");
     let running = d.running.as_ref().expect("running");
     let hasher = meldkamer::verify::hasher_from_config(&cfg).expect("hasher");
     let service = Arc::new(meldkamer::verify::service_from_config(
