@@ -239,6 +239,8 @@ async fn start_full(
             max_dedupe_entries: 4_000_000,
             last_seen: Some(last_seen.clone()),
             changes: Some(changes_tx.clone()),
+            wal: Default::default(),
+            status_flush: writer::STATUS_FLUSH_EVERY,
         },
         unix_ms(clock.now()),
         metrics.clone(),

@@ -202,6 +202,8 @@ pub struct Metrics {
     pub events: LabeledCounter,
     /// Retransmissions recognised.
     pub retransmissions: Gauge,
+    /// Commit groups run a second time, frame by frame in savepoints, because one frame failed.
+    pub group_retries: Gauge,
     /// Commit latency.
     pub commit_latency: Histogram,
     /// Frames per commit.
@@ -256,6 +258,10 @@ impl Default for Metrics {
             retransmissions: Gauge::new(
                 "meldkamer_retransmissions_total",
                 "Retransmissions recognised and ACKed again without a new event",
+            ),
+            group_retries: Gauge::new(
+                "meldkamer_commit_group_retries_total",
+                "Commit groups repeated frame by frame because one of their frames could not be stored",
             ),
             commit_latency: Histogram::new(
                 "meldkamer_commit_seconds",
@@ -325,9 +331,11 @@ impl Metrics {
         self.responses.render(&mut s);
         self.refusals.render(&mut s);
         self.events.render(&mut s);
-        let _ = writeln!(s, "# HELP {} {}", self.retransmissions.name, self.retransmissions.help);
-        let _ = writeln!(s, "# TYPE {} counter", self.retransmissions.name);
-        let _ = writeln!(s, "{} {}", self.retransmissions.name, self.retransmissions.get());
+        for c in [&self.retransmissions, &self.group_retries] {
+            let _ = writeln!(s, "# HELP {} {}", c.name, c.help);
+            let _ = writeln!(s, "# TYPE {} counter", c.name);
+            let _ = writeln!(s, "{} {}", c.name, c.get());
+        }
         self.commit_latency.render(&mut s);
         self.batch_size.render(&mut s);
         self.open_connections.render(&mut s);

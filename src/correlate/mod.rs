@@ -130,7 +130,7 @@ pub struct RecordCache {
     open: HashMap<(Option<i64>, String), i64>,
     /// Accounts known to have no unrestored communication-lost alarm: valid traffic restored
     /// them, and nothing since could have opened one (only jobs do, and [`Self::forget`] runs
-    /// after every job and rollback).
+    /// after every rollback and every job that changed an alarm).
     comm_clear: HashSet<i64>,
 }
 
@@ -227,6 +227,8 @@ pub struct Correlator {
     /// Settings.
     pub cfg: CorrelateConfig,
     cache: RecordCache,
+    /// The newest `alarm_log` row before the running job.
+    log_before_job: i64,
 }
 
 impl Correlator {
@@ -235,6 +237,7 @@ impl Correlator {
         Correlator {
             cfg,
             cache: RecordCache::default(),
+            log_before_job: 0,
         }
     }
 }
@@ -248,9 +251,31 @@ impl AfterInsert for Correlator {
         self.cache.forget();
     }
 
+    fn before_job(&mut self, tx: &Transaction<'_>) -> Result<(), StoreError> {
+        self.log_before_job = newest_log_id(tx)?;
+        Ok(())
+    }
+
+    /// Every change to an alarm is logged, and opening or re-opening a communication-lost
+    /// alarm is one: a job that logged nothing (an escalation check that found nothing, an
+    /// outbox cursor, an audit row) cannot have made the remembered state wrong. The check
+    /// runs every second for escalation; forgetting each time cost every account a probe.
+    fn after_job(&mut self, tx: &Transaction<'_>) -> Result<(), StoreError> {
+        if newest_log_id(tx)? != self.log_before_job {
+            self.cache.forget();
+        }
+        Ok(())
+    }
+
     fn after_insert(&mut self, tx: &Transaction<'_>, r: &FrameRecord, c: &Committed) -> Result<(), StoreError> {
         on_frame(tx, &self.cfg, &mut self.cache, r, c)
     }
+}
+
+fn newest_log_id(tx: &Transaction<'_>) -> Result<i64, StoreError> {
+    Ok(tx
+        .prepare_cached("SELECT ifnull(max(id), 0) FROM alarm_log")?
+        .query_row([], |r| r.get(0))?)
 }
 
 /// Correlate one stored frame. `cache` must have been refreshed in this transaction.

@@ -78,10 +78,10 @@ impl AccountTable {
 
 /// The current accounts generation.
 pub fn generation(conn: &Connection) -> Result<i64, StoreError> {
+    // Cached: the writer asks once per commit group.
     let v: Option<String> = conn
-        .query_row("SELECT value FROM meta WHERE key = 'accounts_generation'", [], |r| {
-            r.get(0)
-        })
+        .prepare_cached("SELECT value FROM meta WHERE key = 'accounts_generation'")?
+        .query_row([], |r| r.get(0))
         .optional()?;
     Ok(v.and_then(|s| s.parse().ok()).unwrap_or(0))
 }

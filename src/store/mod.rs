@@ -7,6 +7,7 @@
 //! commit before they acknowledge.
 
 pub mod accounts;
+pub mod checkpoint;
 pub mod schema;
 pub mod writer;
 

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rusqlite::{Connection, TransactionBehavior, params};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, oneshot};
 
@@ -229,6 +229,18 @@ pub trait AfterInsert: Send + 'static {
     /// what it derived from the database drops what could now be wrong.
     fn forget(&mut self) {}
 
+    /// A job is about to run in this transaction.
+    fn before_job(&mut self, _tx: &rusqlite::Transaction<'_>) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    /// A job ran and its changes stand: a hook that can tell the job left what it remembers
+    /// alone keeps it; by default it forgets.
+    fn after_job(&mut self, _tx: &rusqlite::Transaction<'_>) -> Result<(), StoreError> {
+        self.forget();
+        Ok(())
+    }
+
     /// Called for every stored accepted frame with its event ids.
     fn after_insert(
         &mut self,
@@ -271,6 +283,10 @@ pub struct WriterConfig {
     pub last_seen: Option<Arc<LastSeen>>,
     /// Bumped after each commit, so subscribers (the operator API) re-read what changed.
     pub changes: Option<tokio::sync::watch::Sender<u64>>,
+    /// When WAL checkpoints run (in the background, and past a bound in the writer).
+    pub wal: super::checkpoint::WalLimits,
+    /// How often the last-seen times of event frames go to `account_status` in bulk.
+    pub status_flush: Duration,
 }
 
 /// Last valid traffic per account id, Unix ms, as committed.
@@ -534,9 +550,12 @@ fn insert_event(
     Ok(tx.last_insert_rowid())
 }
 
-fn touch_account(tx: &rusqlite::Transaction<'_>, account_id: i64, ms: i64) -> Result<(), StoreError> {
+/// Record traffic from an account (never moving its time back). An account deleted by an
+/// import meanwhile is skipped.
+fn touch_account(tx: &Connection, account_id: i64, ms: i64) -> Result<(), StoreError> {
     let mut stmt = tx.prepare_cached(
-        "INSERT INTO account_status (account_id, last_seen_ms) VALUES (?1, ?2)
+        "INSERT INTO account_status (account_id, last_seen_ms)
+         SELECT ?1, ?2 WHERE EXISTS (SELECT 1 FROM accounts WHERE id = ?1)
          ON CONFLICT (account_id) DO UPDATE SET last_seen_ms = max(last_seen_ms, excluded.last_seen_ms)",
     )?;
     stmt.execute(params![account_id, ms])?;
@@ -560,10 +579,12 @@ fn apply(
         hook.after_insert(tx, r, &c)?;
         return Ok(c);
     }
-    if let Some(aid) = r.account_id {
-        touch_account(tx, aid, r.received_ms)?;
-    }
     if r.link_test_only {
+        // A poll leaves no frame row: its last-seen time is its only durable trace. (An event
+        // frame's time goes to `account_status` in bulk; its frame row covers a crash.)
+        if let Some(aid) = r.account_id {
+            touch_account(tx, aid, r.received_ms)?;
+        }
         let c = Committed {
             frame_id: None,
             duplicate_of: None,
@@ -606,6 +627,179 @@ fn apply(
     Ok(c)
 }
 
+/// How often the last-seen times of event frames are written to `account_status`
+/// ([`WriterConfig::status_flush`]): polls (link tests, which store no frame row) write theirs
+/// in their own transaction; a frame with events is itself the durable record of when its
+/// account was heard, so its time waits and goes out in bulk.
+pub const STATUS_FLUSH_EVERY: Duration = Duration::from_secs(1);
+/// Most accounts waiting in the backlog; past it the next group writes them.
+const STATUS_MAX_PENDING: usize = 1 << 16;
+/// `meta` key: every committed frame up to this id has its last-seen in `account_status`.
+const STATUS_WATERMARK: &str = "status_frame_id";
+
+/// Last-seen times of committed event frames not yet in `account_status`. Their frame rows
+/// (account id, receive time) are committed, so after a crash [`recover_status`] rebuilds the
+/// times from the frames after the watermark: nothing a panel was ACKed for is forgotten.
+/// Writing them per frame touched a random `account_status` page per frame in every commit.
+#[derive(Debug, Default)]
+struct StatusBacklog {
+    every: Duration,
+    pending: HashMap<i64, i64>,
+    /// The newest frame whose time is in `pending` (or already written).
+    frame_id: i64,
+    flushed_at: Option<Instant>,
+}
+
+impl StatusBacklog {
+    fn note(&mut self, account_id: i64, ms: i64, frame_id: i64) {
+        let e = self.pending.entry(account_id).or_insert(ms);
+        *e = (*e).max(ms);
+        self.frame_id = self.frame_id.max(frame_id);
+    }
+
+    fn due(&self) -> bool {
+        !self.pending.is_empty()
+            && (self.pending.len() >= STATUS_MAX_PENDING || self.flushed_at.is_none_or(|t| t.elapsed() >= self.every))
+    }
+
+    /// Write the backlog and move the watermark (in the caller's transaction).
+    fn write(&self, tx: &rusqlite::Transaction<'_>) -> Result<(), StoreError> {
+        let mut rows: Vec<(i64, i64)> = self.pending.iter().map(|(a, t)| (*a, *t)).collect();
+        rows.sort_unstable();
+        for (account_id, ms) in rows {
+            touch_account(tx, account_id, ms)?;
+        }
+        set_watermark(tx, self.frame_id)
+    }
+
+    fn written(&mut self) {
+        self.pending.clear();
+        self.flushed_at = Some(Instant::now());
+    }
+}
+
+fn set_watermark(conn: &Connection, frame_id: i64) -> Result<(), StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+    )?;
+    stmt.execute(params![STATUS_WATERMARK, frame_id.to_string()])?;
+    Ok(())
+}
+
+/// Bring `account_status` up to date with the frames committed after the watermark (the
+/// backlog a crash or kill left unwritten). A database without a watermark was written frame
+/// by frame, so it is up to date. Returns how many accounts were updated.
+pub fn recover_status(conn: &mut Connection) -> Result<usize, StoreError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let newest: i64 = tx.query_row("SELECT ifnull(max(id), 0) FROM frames", [], |r| r.get(0))?;
+    let mark: Option<String> = tx
+        .query_row("SELECT value FROM meta WHERE key = ?1", [STATUS_WATERMARK], |r| {
+            r.get(0)
+        })
+        .optional()?;
+    let mut n = 0;
+    if let Some(mark) = mark.and_then(|m| m.parse::<i64>().ok()) {
+        let rows: Vec<(i64, i64)> = {
+            let mut stmt = tx.prepare(
+                "SELECT account_id, max(received_ms) FROM frames
+                 WHERE id > ?1 AND account_id IS NOT NULL AND outcome IN ('accepted', 'retransmission')
+                 GROUP BY account_id",
+            )?;
+            stmt.query_map([mark], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<Result<_, _>>()?
+        };
+        for (account_id, ms) in rows {
+            touch_account(&tx, account_id, ms)?;
+            n += 1;
+        }
+    }
+    set_watermark(&tx, newest)?;
+    tx.commit()?;
+    Ok(n)
+}
+
+type Outcomes = Vec<Option<Result<Committed, Arc<StoreError>>>>;
+
+/// Why a group attempt did not commit.
+enum GroupFailure {
+    /// A frame failed in an attempt without savepoints: run the group again with them.
+    Retry,
+    /// The transaction failed as a whole.
+    Store(StoreError),
+}
+
+impl<E: Into<StoreError>> From<E> for GroupFailure {
+    fn from(e: E) -> Self {
+        GroupFailure::Store(e.into())
+    }
+}
+
+/// One attempt at a commit group. With `careful`, every frame and job runs in its own
+/// savepoint, so one that cannot be stored is refused alone. Without, the frames run straight
+/// (no savepoint statements, no sub-journal copy of every page a frame first touches) and the
+/// first failure abandons the attempt, which the caller repeats carefully. Jobs always need
+/// `careful` (a job runs once). Returns what each item got and whether the status backlog was
+/// written.
+fn run_group(
+    conn: &mut Connection,
+    batch: &mut [Item],
+    dedupe: &Dedupe,
+    pending: &mut HashMap<[u8; 16], (i64, i64)>,
+    hook: &mut dyn AfterInsert,
+    status: &StatusBacklog,
+    careful: bool,
+) -> Result<(Outcomes, bool), GroupFailure> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    hook.begin(&tx)?;
+    let flushed = status.due();
+    if flushed {
+        status.write(&tx)?;
+    }
+    let mut out = Vec::with_capacity(batch.len());
+    for item in batch.iter_mut() {
+        match item {
+            Item::Frame(rec, _) if !careful => match apply(&tx, rec, dedupe, pending, hook) {
+                Ok(c) => out.push(Some(Ok(c))),
+                Err(_) => return Err(GroupFailure::Retry),
+            },
+            Item::Frame(rec, _) => {
+                // Each frame in its own savepoint: one frame that cannot be stored is refused
+                // alone (no ACK; the panel retries) instead of taking the whole group down with
+                // it, again at every resend.
+                tx.prepare_cached("SAVEPOINT frame")?.execute([])?;
+                match apply(&tx, rec, dedupe, pending, hook) {
+                    Ok(c) => {
+                        tx.prepare_cached("RELEASE frame")?.execute([])?;
+                        out.push(Some(Ok(c)));
+                    }
+                    Err(e) => {
+                        // If even the rollback fails (disk full, I/O error: the transaction is
+                        // gone), the whole group fails.
+                        hook.forget();
+                        tx.execute_batch("ROLLBACK TO frame; RELEASE frame")?;
+                        tracing::warn!(error = %e, "a frame could not be stored; not acknowledged");
+                        out.push(Some(Err(Arc::new(e))));
+                    }
+                }
+            }
+            Item::Job(job) => {
+                tx.execute_batch("SAVEPOINT job")?;
+                hook.before_job(&tx)?;
+                if job.run(&tx) {
+                    hook.after_job(&tx)?;
+                    tx.execute_batch("RELEASE job")?;
+                } else {
+                    hook.forget();
+                    tx.execute_batch("ROLLBACK TO job; RELEASE job")?;
+                }
+                out.push(None);
+            }
+        }
+    }
+    tx.commit()?;
+    Ok((out, flushed))
+}
+
 /// Start the writer thread. Returns the handle receivers submit through and the thread's join
 /// handle; the thread ends when every handle is dropped and the queue is drained.
 pub fn start(
@@ -615,6 +809,14 @@ pub fn start(
     mut hook: Box<dyn AfterInsert>,
 ) -> Result<(WriterHandle, std::thread::JoinHandle<()>), StoreError> {
     let mut conn = super::open_write(&cfg.path, cfg.busy_timeout)?;
+    let recovered = recover_status(&mut conn)?;
+    if recovered > 0 {
+        tracing::info!(
+            accounts = recovered,
+            "last-seen times recovered from frames after an unclean stop"
+        );
+    }
+    let checkpointer = super::checkpoint::install(&mut conn, &cfg.path, cfg.busy_timeout, cfg.wal)?;
     let window_ms = cfg.retransmission_window.as_millis() as i64;
     let mut dedupe = load_dedupe(&conn, now_ms, window_ms, cfg.max_dedupe_entries)?;
     let (tx, mut rx) = mpsc::channel::<Msg>(cfg.queue_depth.max(1));
@@ -622,10 +824,15 @@ pub fn start(
     let max_batch = cfg.max_batch.max(1);
     let last_seen = cfg.last_seen.clone();
     let changes = cfg.changes.clone();
+    let status_flush = cfg.status_flush;
     let join = std::thread::Builder::new()
         .name("store-writer".into())
         .spawn(move || {
             let mut batch: Vec<Item> = Vec::with_capacity(max_batch);
+            let mut status = StatusBacklog {
+                every: status_flush,
+                ..Default::default()
+            };
             let mut stopping = false;
             let take = |m: Msg, batch: &mut Vec<Item>| -> bool {
                 match m {
@@ -658,52 +865,43 @@ pub fn start(
                 m.queue_depth.add(-(batch.len() as i64));
                 let started = Instant::now();
                 let mut pending = HashMap::new();
-                let result: Result<Vec<Option<Result<Committed, Arc<StoreError>>>>, StoreError> = (|| {
-                    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-                    hook.begin(&tx)?;
-                    let mut out = Vec::with_capacity(batch.len());
-                    for item in batch.iter_mut() {
-                        match item {
-                            Item::Frame(rec, _) => {
-                                // Each frame in its own savepoint: one frame that cannot be stored
-                                // is refused alone (no ACK; the panel retries) instead of taking
-                                // the whole group down with it, again at every resend.
-                                tx.prepare_cached("SAVEPOINT frame")?.execute([])?;
-                                match apply(&tx, rec, &dedupe, &mut pending, hook.as_mut()) {
-                                    Ok(c) => {
-                                        tx.prepare_cached("RELEASE frame")?.execute([])?;
-                                        out.push(Some(Ok(c)));
-                                    }
-                                    Err(e) => {
-                                        // If even the rollback fails (disk full, I/O error: the
-                                        // transaction is gone), the whole group fails.
-                                        hook.forget();
-                                        tx.execute_batch("ROLLBACK TO frame; RELEASE frame")?;
-                                        tracing::warn!(error = %e, "a frame could not be stored; not acknowledged");
-                                        out.push(Some(Err(Arc::new(e))));
-                                    }
-                                }
-                            }
-                            Item::Job(job) => {
-                                tx.execute_batch("SAVEPOINT job")?;
-                                let ok = job.run(&tx);
-                                hook.forget();
-                                if ok {
-                                    tx.execute_batch("RELEASE job")?;
-                                } else {
-                                    tx.execute_batch("ROLLBACK TO job; RELEASE job")?;
-                                }
-                                out.push(None);
-                            }
-                        }
-                    }
-                    tx.commit()?;
-                    Ok(out)
-                })();
+                let has_job = batch.iter().any(|i| matches!(i, Item::Job(_)));
+                let mut attempt = run_group(
+                    &mut conn,
+                    &mut batch,
+                    &dedupe,
+                    &mut pending,
+                    hook.as_mut(),
+                    &status,
+                    has_job,
+                );
+                if matches!(attempt, Err(GroupFailure::Retry)) {
+                    // Nothing of the first attempt was kept.
+                    hook.forget();
+                    pending.clear();
+                    m.group_retries.add(1);
+                    attempt = run_group(
+                        &mut conn,
+                        &mut batch,
+                        &dedupe,
+                        &mut pending,
+                        hook.as_mut(),
+                        &status,
+                        true,
+                    );
+                }
+                let result = attempt.map_err(|f| match f {
+                    GroupFailure::Store(e) => e,
+                    // A careful attempt refuses a failing frame alone and never asks for this.
+                    GroupFailure::Retry => StoreError::WriterGone,
+                });
                 m.commit_latency.observe(started.elapsed());
                 match result {
-                    Ok(done) => {
+                    Ok((done, flushed)) => {
                         m.observe_batch(batch.len());
+                        if flushed {
+                            status.written();
+                        }
                         let newest = batch
                             .iter()
                             .filter_map(|i| match i {
@@ -720,6 +918,14 @@ pub fn start(
                         }
                         if let Some(c) = &changes {
                             c.send_modify(|v| *v = v.wrapping_add(1));
+                        }
+                        for (item, d) in batch.iter().zip(&done) {
+                            if let (Item::Frame(r, _), Some(Ok(c))) = (item, d)
+                                && r.outcome == Outcome::Accepted
+                                && let (Some(a), Some(f)) = (r.account_id, c.frame_id)
+                            {
+                                status.note(a, r.received_ms, f);
+                            }
                         }
                         if let Some(ls) = &last_seen {
                             ls.record(batch.iter().zip(&done).filter_map(|(i, d)| match (i, d) {
@@ -770,6 +976,20 @@ pub fn start(
                     }
                 }
             }
+            // A clean stop leaves no backlog (a crash leaves one that the next start recovers).
+            if !status.pending.is_empty() {
+                let r = conn
+                    .transaction()
+                    .map_err(StoreError::from)
+                    .and_then(|tx| status.write(&tx).and_then(|()| tx.commit().map_err(StoreError::from)));
+                if let Err(e) = r {
+                    tracing::warn!(error = %e, "last-seen times not written at stop; the next start recovers them");
+                }
+            }
+            // Removing the hook drops the checkpointer's wake-up; it ends, then the writer's
+            // connection closes last (SQLite checkpoints and removes the WAL on that close).
+            let _ = conn.wal_hook(None::<fn(&mut rusqlite::hooks::Wal, std::ffi::c_int) -> rusqlite::Result<()>>);
+            let _ = checkpointer.join();
         })
         .map_err(|_| StoreError::WriterGone)?;
     Ok((WriterHandle { tx, metrics }, join))
@@ -815,6 +1035,7 @@ mod tests {
     #[tokio::test]
     async fn one_failing_frame_does_not_poison_its_group() {
         let dir = tempfile::tempdir().expect("dir");
+        let metrics = Arc::new(Metrics::default());
         let (w, join) = start(
             WriterConfig {
                 path: dir.path().join("w.db"),
@@ -825,24 +1046,29 @@ mod tests {
                 max_dedupe_entries: 1000,
                 last_seen: None,
                 changes: None,
+                wal: Default::default(),
+                status_flush: STATUS_FLUSH_EVERY,
             },
             0,
-            Arc::new(Metrics::default()),
+            metrics.clone(),
             Box::new(FailBad),
         )
         .expect("writer");
-        // Hold the writer busy so the next frames queue up and commit as one group.
-        let busy = w.run(|_| {
-            std::thread::sleep(Duration::from_millis(200));
-            Ok(())
+        // Hold the writer busy with a job (a group of its own, taken before the frames arrive)
+        // so the frames queue up and commit as one group without a job.
+        let w2 = w.clone();
+        let busy = tokio::spawn(async move {
+            w2.run(|_| {
+                std::thread::sleep(Duration::from_millis(300));
+                Ok(())
+            })
+            .await
         });
-        let (good1, bad, good2) = (
-            w.enqueue(record("GOOD", 1)),
-            w.enqueue(record("BAD", 2)),
-            w.enqueue(record("GOOD", 3)),
-        );
-        let (_, g1, b, g2) = tokio::join!(busy, good1, bad, good2);
-        let (g1, b, g2) = (g1.expect("queued"), b.expect("queued"), g2.expect("queued"));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let g1 = w.enqueue(record("GOOD", 1)).await.expect("queued");
+        let b = w.enqueue(record("BAD", 2)).await.expect("queued");
+        let g2 = w.enqueue(record("GOOD", 3)).await.expect("queued");
+        busy.await.expect("job").expect("job ran");
         let (g1, b, g2) = tokio::join!(g1, b, g2);
         assert!(g1.expect("reply").is_ok());
         assert!(b.expect("reply").is_err(), "the failing frame is refused (no ACK)");
@@ -855,5 +1081,175 @@ mod tests {
             .query_row("SELECT count(*) FROM frames", [], |r| r.get(0))
             .expect("count");
         assert_eq!(n, 2, "both good frames stored, the failing one not at all");
+        // The group of three ran without savepoints first, then again frame by frame.
+        assert_eq!(metrics.group_retries.get(), 1);
+    }
+
+    /// A writer on a new database with accounts 1..=n ("A1", "A2", …) whose status backlog
+    /// goes out with the second group and then only once an hour.
+    fn writer_with(
+        path: &std::path::Path,
+        accounts: i64,
+        wal: super::super::checkpoint::WalLimits,
+    ) -> (WriterHandle, std::thread::JoinHandle<()>) {
+        let conn = super::super::open_write(path, Duration::from_secs(5)).expect("db");
+        for i in 1..=accounts {
+            conn.execute(
+                "INSERT INTO accounts (id, account) VALUES (?1, ?2)",
+                params![i, format!("A{i}")],
+            )
+            .expect("account");
+        }
+        // Closed first (the last connection): the setup's WAL goes into the database.
+        drop(conn);
+        let cfg = WriterConfig {
+            path: path.to_path_buf(),
+            queue_depth: 64,
+            max_batch: 64,
+            busy_timeout: Duration::from_secs(5),
+            retransmission_window: Duration::from_secs(600),
+            max_dedupe_entries: 1000,
+            last_seen: None,
+            changes: None,
+            wal,
+            status_flush: Duration::from_secs(3600),
+        };
+        start(cfg, 0, Arc::new(Metrics::default()), Box::new(NoHook)).expect("writer")
+    }
+
+    fn event_frame(account_id: i64, seq: u16, at_ms: i64) -> FrameRecord {
+        let mut r = record(&format!("A{account_id}"), seq);
+        r.account_id = Some(account_id);
+        r.received_ms = at_ms;
+        r
+    }
+
+    fn status(conn: &Connection) -> Vec<(i64, i64)> {
+        let mut stmt = conn
+            .prepare("SELECT account_id, last_seen_ms FROM account_status ORDER BY account_id")
+            .expect("query");
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .expect("rows")
+            .collect::<Result<_, _>>()
+            .expect("rows")
+    }
+
+    /// An event frame's last-seen time is written in bulk, later; a crash before that must not
+    /// lose it (supervision after a restart would raise a false "communication lost"). The
+    /// frame rows are the durable record: the next start rebuilds the times from them.
+    #[tokio::test]
+    async fn last_seen_of_event_frames_survives_a_crash_before_the_bulk_write() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("w.db");
+        let (w, _join) = writer_with(&path, 3, Default::default());
+        // The first group's times go out with the second group; the later groups' times wait
+        // in memory (the next bulk write is an hour away).
+        w.submit(event_frame(1, 1, 5_000)).await.expect("stored");
+        w.submit(event_frame(3, 2, 6_000)).await.expect("stored");
+        w.submit(event_frame(1, 3, 9_000)).await.expect("stored");
+        w.submit(event_frame(2, 4, 9_500)).await.expect("stored");
+        let mut poll = event_frame(3, 5, 9_900);
+        poll.link_test_only = true;
+        w.submit(poll).await.expect("stored");
+        // "Crash": the writer is never stopped; a new process opens the database.
+        let mut conn = super::super::open_write(&path, Duration::from_secs(5)).expect("db");
+        let before = status(&conn);
+        assert!(
+            before.iter().all(|&(a, t)| (a, t) != (1, 9_000) && a != 2),
+            "the newest times are not written yet: {before:?}"
+        );
+        assert!(
+            before.contains(&(3, 9_900)),
+            "a poll is written in its own commit: {before:?}"
+        );
+        let n = recover_status(&mut conn).expect("recover");
+        assert!(n >= 2);
+        assert_eq!(status(&conn), vec![(1, 9_000), (2, 9_500), (3, 9_900)]);
+        // Recovery moved the watermark: a second start finds nothing to do.
+        assert_eq!(recover_status(&mut conn).expect("recover"), 0);
+    }
+
+    /// A clean stop writes the backlog and leaves nothing to recover.
+    #[tokio::test]
+    async fn a_clean_stop_writes_the_last_seen_backlog() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("w.db");
+        let (w, join) = writer_with(&path, 2, Default::default());
+        w.submit(event_frame(1, 1, 5_000)).await.expect("stored");
+        w.submit(event_frame(2, 2, 7_000)).await.expect("stored");
+        w.close().await;
+        drop(w);
+        join.join().expect("writer ends");
+        let mut conn = Connection::open(&path).expect("db");
+        assert_eq!(status(&conn), vec![(1, 5_000), (2, 7_000)]);
+        assert_eq!(recover_status(&mut conn).expect("recover"), 0);
+    }
+
+    fn file_len(p: &std::path::Path) -> u64 {
+        std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)
+    }
+
+    /// Checkpoints run on the checkpointer's own connection: with the commit path never
+    /// checkpointing, the database file still receives the pages.
+    #[tokio::test]
+    async fn the_background_checkpointer_copies_the_wal_into_the_database() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("w.db");
+        let (w, join) = writer_with(
+            &path,
+            1,
+            super::super::checkpoint::WalLimits {
+                background_pages: 8,
+                foreground_pages: u32::MAX,
+            },
+        );
+        let initial = file_len(&path);
+        for seq in 0..300 {
+            w.submit(event_frame(1, seq, 1_000 + i64::from(seq)))
+                .await
+                .expect("stored");
+        }
+        let mut grew = false;
+        for _ in 0..500 {
+            if file_len(&path) > initial {
+                grew = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(
+            grew,
+            "nothing was checkpointed into the database file ({initial} bytes)"
+        );
+        w.close().await;
+        drop(w);
+        join.join().expect("writer ends");
+    }
+
+    /// Past the bound the writer checkpoints itself, so the WAL starts over and stays small
+    /// even when the background checkpointer never runs.
+    #[tokio::test]
+    async fn the_wal_stays_bounded_without_the_background() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("w.db");
+        let (w, join) = writer_with(
+            &path,
+            1,
+            super::super::checkpoint::WalLimits {
+                background_pages: u32::MAX,
+                foreground_pages: 16,
+            },
+        );
+        for seq in 0..400 {
+            w.submit(event_frame(1, seq, 1_000 + i64::from(seq)))
+                .await
+                .expect("stored");
+        }
+        let wal = file_len(&dir.path().join("w.db-wal"));
+        // 400 commits of a few pages each would be well over 1 MiB without the bound.
+        assert!(wal < 40 * 4_120, "WAL of {wal} bytes");
+        w.close().await;
+        drop(w);
+        join.join().expect("writer ends");
     }
 }
