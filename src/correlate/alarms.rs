@@ -128,31 +128,40 @@ pub fn title_for(
 
 /// Open an alarm, or join the open one with the same site and join key. Returns its id.
 pub fn open_or_join(tx: &Transaction<'_>, a: &AlarmSpec, event_id: Option<i64>, now: i64) -> Result<i64, StoreError> {
-    let existing: Option<(i64, i64)> = {
+    let existing: Option<(i64, i64, Option<i64>)> = {
         let mut stmt = tx.prepare_cached(
-            "SELECT id, priority FROM alarms WHERE ifnull(site_id, -1) = ifnull(?1, -1) AND join_key = ?2 AND state <> 'closed'",
+            "SELECT id, priority, last_event_id FROM alarms
+             WHERE ifnull(site_id, -1) = ifnull(?1, -1) AND join_key = ?2 AND state <> 'closed'",
         )?;
-        stmt.query_row(params![a.site_id, a.join_key], |r| Ok((r.get(0)?, r.get(1)?)))
-            .optional()?
+        stmt.query_row(params![a.site_id, a.join_key], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })
+        .optional()?
     };
+    let mut prev = None;
     let id = match existing {
-        Some((id, priority)) if i64::from(a.priority) >= priority && !a.duress => {
+        Some((id, priority, last)) if i64::from(a.priority) >= priority && !a.duress => {
+            prev = last;
             // The flood case: nothing about the alarm changes but its count and time. Setting
             // only those leaves the indexes on priority and category alone (SQLite rewrites
             // an index entry when its column is in the SET list, changed or not).
             let mut stmt = tx.prepare_cached(
-                "UPDATE alarms SET event_count = event_count + ?2, last_event_ms = ?3, restored_ms = NULL WHERE id = ?1",
+                "UPDATE alarms SET event_count = event_count + ?2, last_event_ms = ?3, restored_ms = NULL,
+                                   last_event_id = ifnull(?4, last_event_id)
+                 WHERE id = ?1",
             )?;
-            stmt.execute(params![id, i64::from(event_id.is_some()), now])?;
+            stmt.execute(params![id, i64::from(event_id.is_some()), now, event_id])?;
             id
         }
-        Some((id, priority)) => {
+        Some((id, priority, last)) => {
+            prev = last;
             let mut stmt = tx.prepare_cached(
                 "UPDATE alarms SET event_count = event_count + ?2, last_event_ms = ?3, restored_ms = NULL,
                         duress = max(duress, ?4),
                         category = CASE WHEN ?5 < priority THEN ?6 ELSE category END,
                         title = CASE WHEN ?5 < priority THEN ?7 ELSE title END,
-                        priority = min(priority, ?5)
+                        priority = min(priority, ?5),
+                        last_event_id = ifnull(?8, last_event_id)
                  WHERE id = ?1",
             )?;
             stmt.execute(params![
@@ -162,7 +171,8 @@ pub fn open_or_join(tx: &Transaction<'_>, a: &AlarmSpec, event_id: Option<i64>, 
                 a.duress,
                 a.priority,
                 a.category.map(|c| c.as_str()),
-                a.title
+                a.title,
+                event_id
             ])?;
             if i64::from(a.priority) < priority {
                 log(
@@ -179,8 +189,8 @@ pub fn open_or_join(tx: &Transaction<'_>, a: &AlarmSpec, event_id: Option<i64>, 
         None => {
             let mut stmt = tx.prepare_cached(
                 "INSERT INTO alarms (public_id, queue, site_id, account_id, account, join_key, category, priority, title,
-                                     zone, area, state, opened_ms, last_event_ms, event_count, duress)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 'new', ?12, ?12, ?13, ?14)",
+                                     zone, area, state, opened_ms, last_event_ms, event_count, duress, last_event_id)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 'new', ?12, ?12, ?13, ?14, ?15)",
             )?;
             stmt.execute(params![
                 public_id(),
@@ -196,7 +206,8 @@ pub fn open_or_join(tx: &Transaction<'_>, a: &AlarmSpec, event_id: Option<i64>, 
                 a.area,
                 now,
                 i64::from(event_id.is_some()),
-                a.duress
+                a.duress,
+                event_id
             ])?;
             let id = tx.last_insert_rowid();
             log(tx, id, now, "system", "opened", &a.title)?;
@@ -204,10 +215,19 @@ pub fn open_or_join(tx: &Transaction<'_>, a: &AlarmSpec, event_id: Option<i64>, 
         }
     };
     if let Some(e) = event_id {
-        let mut stmt = tx.prepare_cached("INSERT OR IGNORE INTO alarm_events (alarm_id, event_id) VALUES (?1, ?2)")?;
-        stmt.execute(params![id, e])?;
+        link(tx, id, prev, e)?;
     }
     Ok(id)
+}
+
+/// Record that `event_id` belongs to `alarm_id`, on the event row: the row was written in this
+/// transaction, so its page is already dirty. `prev` is the alarm's newest event before it (the
+/// chain that [`crate::operator::queries`] walks). The caller set the alarm's
+/// `last_event_id` to `event_id` in its own `UPDATE` or `INSERT`.
+fn link(tx: &Transaction<'_>, alarm_id: i64, prev: Option<i64>, event_id: i64) -> Result<(), StoreError> {
+    let mut stmt = tx.prepare_cached("UPDATE events SET alarm_id = ?1, alarm_prev = ?2 WHERE id = ?3")?;
+    stmt.execute(params![alarm_id, prev, event_id])?;
+    Ok(())
 }
 
 /// Join alarm `id`, remembered as the open alarm of `a`'s site and join key, if it still is
@@ -225,8 +245,17 @@ pub fn join_known(
     if a.duress {
         return Ok(false);
     }
+    let prev: Option<i64> = match tx
+        .prepare_cached("SELECT last_event_id FROM alarms WHERE id = ?1")?
+        .query_row(params![id], |r| r.get(0))
+        .optional()?
+    {
+        Some(prev) => prev,
+        None => return Ok(false),
+    };
     let mut stmt = tx.prepare_cached(
-        "UPDATE alarms SET event_count = event_count + ?2, last_event_ms = ?3, restored_ms = NULL
+        "UPDATE alarms SET event_count = event_count + ?2, last_event_ms = ?3, restored_ms = NULL,
+                           last_event_id = ifnull(?7, last_event_id)
          WHERE id = ?1 AND state <> 'closed' AND ifnull(site_id, -1) = ifnull(?4, -1) AND join_key = ?5
                AND priority <= ?6",
     )?;
@@ -236,14 +265,14 @@ pub fn join_known(
         now,
         a.site_id,
         a.join_key,
-        a.priority
+        a.priority,
+        event_id
     ])?;
     if n == 0 {
         return Ok(false);
     }
     if let Some(e) = event_id {
-        let mut stmt = tx.prepare_cached("INSERT OR IGNORE INTO alarm_events (alarm_id, event_id) VALUES (?1, ?2)")?;
-        stmt.execute(params![id, e])?;
+        link(tx, id, prev, e)?;
     }
     Ok(true)
 }

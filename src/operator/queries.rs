@@ -290,8 +290,17 @@ pub fn alarm_detail(conn: &Connection, public_id: &str) -> rusqlite::Result<Opti
         }
     }
     let mut stmt = conn.prepare(
-        "SELECT e.received_ms, e.account, e.code_format, e.code, e.qualifier, e.description, e.zone, e.user_no, e.area
-         FROM alarm_events ae JOIN events e ON e.id = ae.event_id WHERE ae.alarm_id = ?1
+        // The alarm's own events: a chain on the event rows from the newest (the 200 newest
+        // are enough), plus the secondary links and those written before schema version 7.
+        "WITH RECURSIVE chain(id, n) AS (
+             SELECT last_event_id, 1 FROM alarms WHERE id = ?1 AND last_event_id IS NOT NULL
+             UNION ALL
+             SELECT e.alarm_prev, c.n + 1 FROM chain c JOIN events e ON e.id = c.id AND e.alarm_id = ?1
+             WHERE e.alarm_prev IS NOT NULL AND c.n < 200
+         )
+         SELECT e.received_ms, e.account, e.code_format, e.code, e.qualifier, e.description, e.zone, e.user_no, e.area
+         FROM events e
+         WHERE e.id IN (SELECT id FROM chain UNION SELECT event_id FROM alarm_events WHERE alarm_id = ?1)
          ORDER BY e.id DESC LIMIT 200",
     )?;
     let mut events: Vec<EventRow> = stmt.query_map(params![id], event_row)?.collect::<Result<_, _>>()?;

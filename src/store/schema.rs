@@ -348,6 +348,16 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX alarms_open_comm_by_account ON alarms (account_id)
         WHERE state <> 'closed' AND category = 'communication';
     "#,
+    // 7: an event's alarm on the event row. An `alarm_events` row per joined event landed on a
+    // random page (the table is clustered by alarm) in nearly every commit under a flood; the
+    // event row is being written anyway. `alarm_prev` chains the events of one alarm, newest
+    // first from `alarms.last_event_id`. `alarm_events` keeps the secondary links (a restore, a
+    // panel-side opening recorded on several alarms) and every link written before version 7.
+    r#"
+    ALTER TABLE events ADD COLUMN alarm_id INTEGER;
+    ALTER TABLE events ADD COLUMN alarm_prev INTEGER;
+    ALTER TABLE alarms ADD COLUMN last_event_id INTEGER;
+    "#,
 ];
 
 /// The schema version this program writes.

@@ -145,3 +145,77 @@ async fn deadlines_survive_a_restart() {
     assert_eq!(a[0]["opened"], "2026-01-15T12:01:40.000Z", "raised right at start-up");
     assert_eq!(a[0]["restored"], true, "the primary path polled again after start");
 }
+
+/// Replay a scenario and return the database it left (in `dir`).
+async fn replayed(name: &str, dir: &Path) -> rusqlite::Connection {
+    let trace = Trace::load(&scenario_dir().join(format!("{name}.trace"))).expect("trace parses");
+    let result = run_in_process(&trace, dir).await.expect("runs");
+    assert!(result.mismatches.is_empty(), "{name}: {:#?}", result.mismatches);
+    rusqlite::Connection::open(dir.join("replay.db")).expect("db")
+}
+
+fn only_alarm(conn: &rusqlite::Connection) -> (i64, String) {
+    conn.query_row("SELECT id, public_id FROM alarms", [], |r| Ok((r.get(0)?, r.get(1)?)))
+        .expect("one alarm")
+}
+
+fn detail_events(conn: &rusqlite::Connection, public_id: &str) -> Vec<meldkamer::operator::queries::EventRow> {
+    meldkamer::operator::queries::alarm_detail(conn, public_id)
+        .expect("detail")
+        .expect("alarm")
+        .events
+}
+
+/// What an operator's detail view lists for an alarm: its own events (linked on the event
+/// rows, a chain from the newest), the newest 200 of a flood in order, a restore linked as a
+/// secondary event, and links written before schema version 7 (`alarm_events` only).
+#[tokio::test]
+async fn an_alarm_lists_its_own_events() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let conn = replayed("flood-1000", dir.path()).await;
+    let (alarm_id, public_id) = only_alarm(&conn);
+    let events = detail_events(&conn, &public_id);
+    assert_eq!(events.len(), 200, "the newest 200 of 1,000");
+    let newest: Vec<String> = {
+        let mut stmt = conn
+            .prepare(
+                "SELECT strftime('%Y-%m-%dT%H:%M:%fZ', received_ms / 1000.0, 'unixepoch') FROM events
+                 ORDER BY id DESC LIMIT 200",
+            )
+            .expect("query");
+        let mut v: Vec<String> = stmt
+            .query_map([], |r| r.get(0))
+            .expect("rows")
+            .collect::<Result<_, _>>()
+            .expect("rows");
+        v.reverse();
+        v
+    };
+    assert_eq!(
+        events.iter().map(|e| e.received.clone()).collect::<Vec<_>>(),
+        newest,
+        "oldest first, the newest 200 stored events"
+    );
+    let linked: i64 = conn
+        .query_row("SELECT count(*) FROM events WHERE alarm_id = ?1", [alarm_id], |r| {
+            r.get(0)
+        })
+        .expect("count");
+    assert_eq!(linked, 1000, "every event of the flood is linked to the alarm");
+
+    // An alarm from before version 7: no chain, its links in alarm_events only.
+    conn.execute_batch(&format!(
+        "UPDATE alarms SET last_event_id = NULL;
+         UPDATE events SET alarm_id = NULL, alarm_prev = NULL;
+         INSERT INTO alarm_events (alarm_id, event_id) SELECT {alarm_id}, id FROM events ORDER BY id LIMIT 3;"
+    ))
+    .expect("legacy links");
+    assert_eq!(detail_events(&conn, &public_id).len(), 3);
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let conn = replayed("burglary-restore", dir.path()).await;
+    let (_, public_id) = only_alarm(&conn);
+    let events = detail_events(&conn, &public_id);
+    let qualifiers: Vec<&str> = events.iter().map(|e| e.qualifier.as_str()).collect();
+    assert_eq!(qualifiers, ["new", "restore"], "{events:#?}");
+}
