@@ -467,4 +467,37 @@ mod tests {
         assert_eq!(norm_number("12"), "12");
         assert_eq!(norm_number(""), "");
     }
+
+    /// The accounts known to have nothing to restore survive a job that changed no alarm (the
+    /// escalation check every second) and are forgotten after one that did (a
+    /// communication-lost alarm is opened by a job and logged).
+    #[test]
+    fn remembered_accounts_survive_only_jobs_that_changed_no_alarm() {
+        let dir = tempfile::tempdir().expect("dir");
+        let mut conn =
+            crate::store::open_write(&dir.path().join("c.db"), std::time::Duration::from_secs(5)).expect("db");
+        conn.execute("INSERT INTO accounts (id, account) VALUES (1, 'A1')", [])
+            .expect("account");
+        let tx = conn.transaction().expect("tx");
+        let mut c = Correlator::new(CorrelateConfig::default());
+        c.begin(&tx).expect("begin");
+        c.cache.restore_communication(&tx, 1, 1_000).expect("probe");
+        assert!(c.cache.comm_clear.contains(&1));
+
+        c.before_job(&tx).expect("before");
+        c.after_job(&tx).expect("after");
+        assert!(c.cache.comm_clear.contains(&1), "a job that logged nothing keeps it");
+
+        c.before_job(&tx).expect("before");
+        let id = supervision::communication_lost(&tx, 1, 500, 2_000).expect("comm lost");
+        c.after_job(&tx).expect("after");
+        assert!(c.cache.comm_clear.is_empty(), "a job that opened an alarm forgets");
+
+        // And the next traffic restores what the job opened.
+        c.cache.restore_communication(&tx, 1, 3_000).expect("restore");
+        let restored: Option<i64> = tx
+            .query_row("SELECT restored_ms FROM alarms WHERE id = ?1", [id], |r| r.get(0))
+            .expect("alarm");
+        assert_eq!(restored, Some(3_000));
+    }
 }
