@@ -114,8 +114,11 @@ pub enum Pending {
     Login,
     /// The queue.
     Queue,
-    /// One alarm.
+    /// One alarm, opened by the operator.
     Alarm,
+    /// The alarm on screen, read again (after an action, a verification, a push or a
+    /// reconnect): applied only if the operator is still on that alarm.
+    Reload,
     /// An action on the open alarm (re-read it after).
     Action,
     /// A verification.
@@ -279,7 +282,7 @@ impl App {
         ];
         if let Some(a) = &self.alarm {
             let id = a.alarm.id.clone();
-            out.push(self.request(Pending::Alarm, json!({"op": "alarm", "alarm": id})));
+            out.push(self.request(Pending::Reload, json!({"op": "alarm", "alarm": id})));
         }
         out
     }
@@ -578,12 +581,19 @@ impl App {
                 }
                 Err(e) => self.status = Some((format!("unreadable alarm: {e}"), true)),
             },
+            Pending::Reload => match serde_json::from_value::<AlarmDetail>(result) {
+                // The operator may have left the alarm (Escape) while the read was under way:
+                // a late answer must not pull them back into it.
+                Ok(d) if self.alarm.as_ref().is_some_and(|a| a.alarm.id == d.alarm.id) => self.alarm = Some(d),
+                Ok(_) => {}
+                Err(e) => self.status = Some((format!("unreadable alarm: {e}"), true)),
+            },
             Pending::Action => {
                 let what = result.get("done").and_then(Value::as_str).unwrap_or("done").to_string();
                 self.status = Some((format!("{what}: ok"), false));
                 if let Some(a) = &self.alarm {
                     let id = a.alarm.id.clone();
-                    return vec![self.request(Pending::Alarm, json!({"op": "alarm", "alarm": id}))];
+                    return vec![self.request(Pending::Reload, json!({"op": "alarm", "alarm": id}))];
                 }
             }
             Pending::Verify => {
@@ -602,7 +612,7 @@ impl App {
                 }
                 if let Some(a) = &self.alarm {
                     let id = a.alarm.id.clone();
-                    return vec![self.request(Pending::Alarm, json!({"op": "alarm", "alarm": id}))];
+                    return vec![self.request(Pending::Reload, json!({"op": "alarm", "alarm": id}))];
                 }
             }
             Pending::Supervision => {
@@ -645,7 +655,7 @@ impl App {
                 self.selected = self.selected.min(self.queue.len().saturating_sub(1));
                 if reload_open && let Some(a) = &self.alarm {
                     let id = a.alarm.id.clone();
-                    return vec![self.request(Pending::Alarm, json!({"op": "alarm", "alarm": id}))];
+                    return vec![self.request(Pending::Reload, json!({"op": "alarm", "alarm": id}))];
                 }
             }
             Some("session_expired") => {

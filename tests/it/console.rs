@@ -284,3 +284,50 @@ fn ten_thousand_alarms_render_only_what_fits() {
         "the selection is scrolled into view"
     );
 }
+
+fn answer(request: &serde_json::Value, result: serde_json::Value) -> serde_json::Value {
+    serde_json::json!({"id": request["id"], "ok": true, "result": result})
+}
+
+/// An answer that arrives after the operator left the alarm (Escape) must not pull them back
+/// into it: after a close, the re-read of the closed alarm used to reopen its view over the
+/// queue ("No open alarms" never showed). A re-read while the operator stays on the alarm
+/// still updates it.
+#[test]
+fn a_late_re_read_does_not_reopen_an_alarm_the_operator_left() {
+    let d = detail(true, true);
+    let mut app = logged_in();
+    app.queue = vec![d.alarm.clone()];
+    let open = app.on_key(Key::Enter);
+    assert_eq!(open.len(), 1);
+    app.on_message(answer(&open[0], serde_json::to_value(&d).expect("json")));
+    assert_eq!(app.screen, Screen::Alarm);
+
+    // An action on the alarm; its answer asks for a re-read, which is still under way when
+    // the operator presses Escape.
+    let ack = app.on_key(Key::Char('a'));
+    let reread = app.on_message(answer(&ack[0], serde_json::json!({"done": "acknowledge"})));
+    assert_eq!(reread.len(), 1);
+    app.on_key(Key::Esc);
+    assert_eq!(app.screen, Screen::Queue);
+    let mut closed = d.clone();
+    closed.alarm.state = "closed".into();
+    app.on_message(answer(&reread[0], serde_json::to_value(&closed).expect("json")));
+    assert_eq!(
+        app.screen,
+        Screen::Queue,
+        "the late answer left the operator where they were"
+    );
+    assert!(app.alarm.is_none());
+
+    // Staying on the alarm: the re-read updates it.
+    let open = app.on_key(Key::Enter);
+    app.on_message(answer(&open[0], serde_json::to_value(&d).expect("json")));
+    let ack = app.on_key(Key::Char('a'));
+    let reread = app.on_message(answer(&ack[0], serde_json::json!({"done": "acknowledge"})));
+    let mut acked = d.clone();
+    acked.alarm.state = "acknowledged".into();
+    app.on_message(answer(&reread[0], serde_json::to_value(&acked).expect("json")));
+    assert_eq!(app.screen, Screen::Alarm);
+    assert_eq!(app.alarm.as_ref().map(|a| a.alarm.state.as_str()), Some("acknowledged"));
+}
