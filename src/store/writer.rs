@@ -865,31 +865,28 @@ pub fn start(
                 m.queue_depth.add(-(batch.len() as i64));
                 let started = Instant::now();
                 let mut pending = HashMap::new();
-                let has_job = batch.iter().any(|i| matches!(i, Item::Job(_)));
-                let mut attempt = run_group(
-                    &mut conn,
-                    &mut batch,
-                    &dedupe,
-                    &mut pending,
-                    hook.as_mut(),
-                    &status,
-                    has_job,
-                );
-                if matches!(attempt, Err(GroupFailure::Retry)) {
-                    // Nothing of the first attempt was kept.
-                    hook.forget();
-                    pending.clear();
-                    m.group_retries.add(1);
-                    attempt = run_group(
+                // Jobs run once, so a group with one starts careful; otherwise optimistic, and
+                // careful only if a frame failed (nothing of the first attempt was kept).
+                let mut careful = batch.iter().any(|i| matches!(i, Item::Job(_)));
+                let attempt = loop {
+                    match run_group(
                         &mut conn,
                         &mut batch,
                         &dedupe,
                         &mut pending,
                         hook.as_mut(),
                         &status,
-                        true,
-                    );
-                }
+                        careful,
+                    ) {
+                        Err(GroupFailure::Retry) if !careful => {
+                            hook.forget();
+                            pending.clear();
+                            m.group_retries.add(1);
+                            careful = true;
+                        }
+                        r => break r,
+                    }
+                };
                 let result = attempt.map_err(|f| match f {
                     GroupFailure::Store(e) => e,
                     // A careful attempt refuses a failing frame alone and never asks for this.
@@ -919,21 +916,20 @@ pub fn start(
                         if let Some(c) = &changes {
                             c.send_modify(|v| *v = v.wrapping_add(1));
                         }
-                        for (item, d) in batch.iter().zip(&done) {
-                            if let (Item::Frame(r, _), Some(Ok(c))) = (item, d)
-                                && r.outcome == Outcome::Accepted
-                                && let (Some(a), Some(f)) = (r.account_id, c.frame_id)
-                            {
-                                status.note(a, r.received_ms, f);
+                        // Valid traffic per account: (account, received, frame row; none for a poll).
+                        let heard = batch.iter().zip(&done).filter_map(|(i, d)| match (i, d) {
+                            (Item::Frame(r, _), Some(Ok(c))) if r.outcome == Outcome::Accepted => {
+                                r.account_id.map(|a| (a, r.received_ms, c.frame_id))
+                            }
+                            _ => None,
+                        });
+                        for (a, ms, frame) in heard.clone() {
+                            if let Some(f) = frame {
+                                status.note(a, ms, f);
                             }
                         }
                         if let Some(ls) = &last_seen {
-                            ls.record(batch.iter().zip(&done).filter_map(|(i, d)| match (i, d) {
-                                (Item::Frame(r, _), Some(Ok(_))) if r.outcome == Outcome::Accepted => {
-                                    r.account_id.map(|a| (a, r.received_ms))
-                                }
-                                _ => None,
-                            }));
+                            ls.record(heard.map(|(a, ms, _)| (a, ms)));
                         }
                         for (item, c) in batch.drain(..).zip(done) {
                             match (item, c) {
