@@ -26,6 +26,26 @@ pub const SINK_FILE: &str = "jsonl-file";
 pub struct Chain(pub Box<dyn AfterInsert>, pub Box<dyn AfterInsert>);
 
 impl AfterInsert for Chain {
+    fn begin(&mut self, tx: &Transaction<'_>) -> Result<(), StoreError> {
+        self.0.begin(tx)?;
+        self.1.begin(tx)
+    }
+
+    fn forget(&mut self) {
+        self.0.forget();
+        self.1.forget();
+    }
+
+    fn before_job(&mut self, tx: &Transaction<'_>) -> Result<(), StoreError> {
+        self.0.before_job(tx)?;
+        self.1.before_job(tx)
+    }
+
+    fn after_job(&mut self, tx: &Transaction<'_>) -> Result<(), StoreError> {
+        self.0.after_job(tx)?;
+        self.1.after_job(tx)
+    }
+
     fn after_insert(&mut self, tx: &Transaction<'_>, r: &FrameRecord, c: &Committed) -> Result<(), StoreError> {
         self.0.after_insert(tx, r, c)?;
         self.1.after_insert(tx, r, c)
@@ -269,6 +289,63 @@ pub fn prune(tx: &Transaction<'_>, sinks: &[&str], before_ms: i64) -> Result<usi
 mod tests {
     use super::*;
     use crate::protocol::frame::{DecodeOptions, Token, decode_frame};
+
+    /// Counts the calls it gets, in a log shared with the test.
+    struct Calls(std::sync::Arc<std::sync::Mutex<Vec<&'static str>>>);
+
+    impl AfterInsert for Calls {
+        fn begin(&mut self, _tx: &Transaction<'_>) -> Result<(), StoreError> {
+            self.0.lock().expect("log").push("begin");
+            Ok(())
+        }
+        fn forget(&mut self) {
+            self.0.lock().expect("log").push("forget");
+        }
+        fn before_job(&mut self, _tx: &Transaction<'_>) -> Result<(), StoreError> {
+            self.0.lock().expect("log").push("before_job");
+            Ok(())
+        }
+        fn after_job(&mut self, _tx: &Transaction<'_>) -> Result<(), StoreError> {
+            self.0.lock().expect("log").push("after_job");
+            Ok(())
+        }
+        fn after_insert(&mut self, _tx: &Transaction<'_>, _r: &FrameRecord, _c: &Committed) -> Result<(), StoreError> {
+            self.0.lock().expect("log").push("after_insert");
+            Ok(())
+        }
+    }
+
+    /// Correlation behind the outbox still hears when a transaction begins, a job ran or a
+    /// rollback happened: without it, its remembered state (owners, open alarms) outlived
+    /// imports and rollbacks whenever an output was configured.
+    #[test]
+    fn a_chain_passes_every_call_to_both_hooks() {
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut chain = Chain(Box::new(Calls(log.clone())), Box::new(Calls(log.clone())));
+        let mut conn = rusqlite::Connection::open_in_memory().expect("db");
+        let tx = conn.transaction().expect("tx");
+        chain.begin(&tx).expect("begin");
+        chain.before_job(&tx).expect("before");
+        chain.after_job(&tx).expect("after");
+        chain.forget();
+        let r = FrameRecord::new(
+            0,
+            crate::store::writer::Transport::Tcp,
+            "p".into(),
+            Vec::new(),
+            Outcome::Accepted,
+        );
+        let c = Committed {
+            frame_id: None,
+            duplicate_of: None,
+            event_ids: Vec::new(),
+        };
+        chain.after_insert(&tx, &r, &c).expect("insert");
+        let calls = log.lock().expect("log").clone();
+        for call in ["begin", "before_job", "after_job", "forget", "after_insert"] {
+            assert_eq!(calls.iter().filter(|c| **c == call).count(), 2, "{call}: {calls:?}");
+        }
+    }
 
     fn events(token: crate::protocol::frame::Token, data: &str) -> Vec<Event> {
         use crate::protocol::frame::{AccountField, Body, Frame, Framing, Plain};
