@@ -358,6 +358,16 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE events ADD COLUMN alarm_prev INTEGER;
     ALTER TABLE alarms ADD COLUMN last_event_id INTEGER;
     "#,
+    // 8: a poll's durable trace, appended. A poll stores no frame row; its `account_status`
+    // upsert landed on a random page of that table in nearly every commit. The writer now
+    // appends the poll here (the table's last page) and folds the log into `account_status`
+    // in bulk once a second, emptying it; a start after a crash folds in what is left.
+    r#"
+    CREATE TABLE poll_log (
+        account_id  INTEGER NOT NULL,
+        at_ms       INTEGER NOT NULL
+    );
+    "#,
 ];
 
 /// The schema version this program writes.

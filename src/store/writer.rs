@@ -580,10 +580,12 @@ fn apply(
         return Ok(c);
     }
     if r.link_test_only {
-        // A poll leaves no frame row: its last-seen time is its only durable trace. (An event
-        // frame's time goes to `account_status` in bulk; its frame row covers a crash.)
+        // A poll leaves no frame row: its entry in the poll log is its durable trace, folded
+        // into `account_status` in bulk like an event frame's time (whose frame row covers a
+        // crash).
         if let Some(aid) = r.account_id {
-            touch_account(tx, aid, r.received_ms)?;
+            tx.prepare_cached("INSERT INTO poll_log (account_id, at_ms) VALUES (?1, ?2)")?
+                .execute(params![aid, r.received_ms])?;
         }
         let c = Committed {
             frame_id: None,
@@ -627,20 +629,21 @@ fn apply(
     Ok(c)
 }
 
-/// How often the last-seen times of event frames are written to `account_status`
-/// ([`WriterConfig::status_flush`]): polls (link tests, which store no frame row) write theirs
-/// in their own transaction; a frame with events is itself the durable record of when its
-/// account was heard, so its time waits and goes out in bulk.
+/// How often the last-seen times of valid traffic are written to `account_status`
+/// ([`WriterConfig::status_flush`]): a frame with events is itself the durable record of when
+/// its account was heard, a poll (which stores no frame row) has its row in `poll_log`; so
+/// the times wait and go out in bulk.
 pub const STATUS_FLUSH_EVERY: Duration = Duration::from_secs(1);
 /// Most accounts waiting in the backlog; past it the next group writes them.
 const STATUS_MAX_PENDING: usize = 1 << 16;
 /// `meta` key: every committed frame up to this id has its last-seen in `account_status`.
 const STATUS_WATERMARK: &str = "status_frame_id";
 
-/// Last-seen times of committed event frames not yet in `account_status`. Their frame rows
-/// (account id, receive time) are committed, so after a crash [`recover_status`] rebuilds the
-/// times from the frames after the watermark: nothing a panel was ACKed for is forgotten.
-/// Writing them per frame touched a random `account_status` page per frame in every commit.
+/// Last-seen times of committed frames and polls not yet in `account_status`. Their frame rows
+/// and `poll_log` rows (account id, receive time) are committed, so after a crash
+/// [`recover_status`] rebuilds the times from the frames after the watermark and from the poll
+/// log: nothing a panel was ACKed for is forgotten. Writing them per frame or poll touched a
+/// random `account_status` page per frame in every commit.
 #[derive(Debug, Default)]
 struct StatusBacklog {
     every: Duration,
@@ -651,10 +654,13 @@ struct StatusBacklog {
 }
 
 impl StatusBacklog {
-    fn note(&mut self, account_id: i64, ms: i64, frame_id: i64) {
+    /// A committed frame (`frame_id`) or poll (`None`, its row is in `poll_log`).
+    fn note(&mut self, account_id: i64, ms: i64, frame_id: Option<i64>) {
         let e = self.pending.entry(account_id).or_insert(ms);
         *e = (*e).max(ms);
-        self.frame_id = self.frame_id.max(frame_id);
+        if let Some(f) = frame_id {
+            self.frame_id = self.frame_id.max(f);
+        }
     }
 
     fn due(&self) -> bool {
@@ -662,13 +668,16 @@ impl StatusBacklog {
             && (self.pending.len() >= STATUS_MAX_PENDING || self.flushed_at.is_none_or(|t| t.elapsed() >= self.every))
     }
 
-    /// Write the backlog and move the watermark (in the caller's transaction).
+    /// Write the backlog, move the watermark and empty the poll log (in the caller's
+    /// transaction, before any frame of it: every poll in the log was committed earlier and
+    /// noted here).
     fn write(&self, tx: &rusqlite::Transaction<'_>) -> Result<(), StoreError> {
         let mut rows: Vec<(i64, i64)> = self.pending.iter().map(|(a, t)| (*a, *t)).collect();
         rows.sort_unstable();
         for (account_id, ms) in rows {
             touch_account(tx, account_id, ms)?;
         }
+        tx.prepare_cached("DELETE FROM poll_log")?.execute([])?;
         set_watermark(tx, self.frame_id)
     }
 
@@ -686,9 +695,10 @@ fn set_watermark(conn: &Connection, frame_id: i64) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Bring `account_status` up to date with the frames committed after the watermark (the
-/// backlog a crash or kill left unwritten). A database without a watermark was written frame
-/// by frame, so it is up to date. Returns how many accounts were updated.
+/// Bring `account_status` up to date with the frames committed after the watermark and the
+/// polls in the poll log (the backlog a crash or kill left unwritten). A database without a
+/// watermark was written frame by frame, so its frames are up to date. Returns how many
+/// last-seen times were written.
 pub fn recover_status(conn: &mut Connection) -> Result<usize, StoreError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let newest: i64 = tx.query_row("SELECT ifnull(max(id), 0) FROM frames", [], |r| r.get(0))?;
@@ -713,6 +723,16 @@ pub fn recover_status(conn: &mut Connection) -> Result<usize, StoreError> {
             n += 1;
         }
     }
+    let polls: Vec<(i64, i64)> = {
+        let mut stmt = tx.prepare("SELECT account_id, max(at_ms) FROM poll_log GROUP BY account_id")?;
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<_, _>>()?
+    };
+    for (account_id, ms) in polls {
+        touch_account(&tx, account_id, ms)?;
+        n += 1;
+    }
+    tx.execute("DELETE FROM poll_log", [])?;
     set_watermark(&tx, newest)?;
     tx.commit()?;
     Ok(n)
@@ -924,9 +944,7 @@ pub fn start(
                             _ => None,
                         });
                         for (a, ms, frame) in heard.clone() {
-                            if let Some(f) = frame {
-                                status.note(a, ms, f);
-                            }
+                            status.note(a, ms, frame);
                         }
                         if let Some(ls) = &last_seen {
                             ls.record(heard.map(|(a, ms, _)| (a, ms)));
@@ -1130,6 +1148,11 @@ mod tests {
             .expect("rows")
     }
 
+    fn poll_log_len(conn: &Connection) -> i64 {
+        conn.query_row("SELECT count(*) FROM poll_log", [], |r| r.get(0))
+            .expect("count")
+    }
+
     /// An event frame's last-seen time is written in bulk, later; a crash before that must not
     /// lose it (supervision after a restart would raise a false "communication lost"). The
     /// frame rows are the durable record: the next start rebuilds the times from them.
@@ -1155,12 +1178,13 @@ mod tests {
             "the newest times are not written yet: {before:?}"
         );
         assert!(
-            before.contains(&(3, 9_900)),
-            "a poll is written in its own commit: {before:?}"
+            !before.contains(&(3, 9_900)),
+            "a poll waits in the poll log: {before:?}"
         );
         let n = recover_status(&mut conn).expect("recover");
-        assert!(n >= 2);
+        assert!(n >= 3);
         assert_eq!(status(&conn), vec![(1, 9_000), (2, 9_500), (3, 9_900)]);
+        assert_eq!(poll_log_len(&conn), 0, "recovery empties the poll log");
         // Recovery moved the watermark: a second start finds nothing to do.
         assert_eq!(recover_status(&mut conn).expect("recover"), 0);
     }
@@ -1173,11 +1197,15 @@ mod tests {
         let (w, join) = writer_with(&path, 2, Default::default());
         w.submit(event_frame(1, 1, 5_000)).await.expect("stored");
         w.submit(event_frame(2, 2, 7_000)).await.expect("stored");
+        let mut poll = event_frame(2, 3, 8_000);
+        poll.link_test_only = true;
+        w.submit(poll).await.expect("stored");
         w.close().await;
         drop(w);
         join.join().expect("writer ends");
         let mut conn = Connection::open(&path).expect("db");
-        assert_eq!(status(&conn), vec![(1, 5_000), (2, 7_000)]);
+        assert_eq!(status(&conn), vec![(1, 5_000), (2, 8_000)]);
+        assert_eq!(poll_log_len(&conn), 0);
         assert_eq!(recover_status(&mut conn).expect("recover"), 0);
     }
 
