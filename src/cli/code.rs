@@ -574,10 +574,11 @@ fn end_to_end_in(dir: &std::path::Path, cost: Cost, key: [u8; 32]) -> Result<(Du
             area: None,
             duress: false,
         },
-        None,
+        false,
         now,
     )
-    .map_err(|x| e(&x))?;
+    .map_err(|x| e(&x))?
+    .id;
     let (alarm, contact_pid): (String, String) = tx
         .query_row(
             "SELECT (SELECT public_id FROM alarms WHERE id = ?1), (SELECT public_id FROM contacts WHERE ref = 'CAL-K')",

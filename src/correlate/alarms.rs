@@ -126,9 +126,75 @@ pub fn title_for(
     })
 }
 
-/// Open an alarm, or join the open one with the same site and join key. Returns its id.
-pub fn open_or_join(tx: &Transaction<'_>, a: &AlarmSpec, event_id: Option<i64>, now: i64) -> Result<i64, StoreError> {
-    let existing: Option<(i64, i64, Option<i64>)> = {
+/// `meta` key: every event up to this id that belongs to an alarm is counted in the alarm's
+/// row (`event_count`, `last_event_ms`, `last_event_id`). The events after it are counted
+/// from the event rows themselves ([`PENDING_EVENTS`]) until [`fold_events`] moves it.
+pub const EVENTS_WATERMARK: &str = "alarm_event_id";
+
+/// A common table expression `pending(alarm_id, n, last_ms, last_id)`: the events linked to
+/// each alarm after [`EVENTS_WATERMARK`], not yet in the alarm's row. An alarm's event count
+/// is `event_count + n`, its last event time `max(last_event_ms, last_ms)`, its newest event
+/// `ifnull(last_id, last_event_id)`. A range scan of at most about a second of events.
+pub const PENDING_EVENTS: &str = "pending(alarm_id, n, last_ms, last_id) AS MATERIALIZED (
+    SELECT alarm_id, count(*), max(received_ms), max(id) FROM events
+    WHERE id > (SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'alarm_event_id') AND alarm_id IS NOT NULL
+    GROUP BY alarm_id)";
+
+/// Count the events linked after the watermark, up to event `upto` (default: every event
+/// stored so far), into their alarms' rows, and move the watermark to `upto`. Returns how many
+/// alarms were updated. `upto` must not leave out an event that is linked already, nor take in
+/// one that will be linked later (between a frame's insert and its correlation: the event
+/// before the one about to be linked).
+///
+/// A joined event writes nothing to its alarm's row: its link on its own event row is the
+/// record, and this runs about once a second in the writer's transaction (and after anything
+/// that made the writer's remembered state doubtful), so a flood touches each alarm's row once
+/// per second instead of once per event. A crash between two folds loses nothing: the links
+/// are committed with their events, and readers count them through [`PENDING_EVENTS`].
+pub fn fold_events(tx: &Transaction<'_>, upto: Option<i64>) -> Result<usize, StoreError> {
+    let upto = match upto {
+        Some(u) => u,
+        None => tx
+            .prepare_cached("SELECT ifnull(max(id), 0) FROM events")?
+            .query_row([], |r| r.get(0))?,
+    };
+    let n = tx
+        .prepare_cached(
+            "WITH p(alarm_id, n, last_ms, last_id) AS MATERIALIZED (
+                 SELECT alarm_id, count(*), max(received_ms), max(id) FROM events
+                 WHERE id > (SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'alarm_event_id') AND id <= ?1
+                   AND alarm_id IS NOT NULL
+                 GROUP BY alarm_id)
+             UPDATE alarms SET event_count = event_count + p.n, last_event_ms = max(last_event_ms, p.last_ms),
+                               last_event_id = p.last_id
+             FROM p WHERE alarms.id = p.alarm_id",
+        )?
+        .execute([upto])?;
+    tx.prepare_cached("UPDATE meta SET value = CAST(?1 AS TEXT) WHERE key = 'alarm_event_id'")?
+        .execute([upto])?;
+    Ok(n)
+}
+
+/// An open alarm as [`open_or_join`] left it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Joined {
+    /// Row id.
+    pub id: i64,
+    /// Its priority now.
+    pub priority: u8,
+    /// Its newest event as counted in its row (`last_event_id`); events linked after the
+    /// watermark may be newer.
+    pub counted_head: Option<i64>,
+}
+
+/// Open an alarm, or join the open one with the same site and join key (clearing its
+/// restored mark, raising its priority if the event is more urgent).
+///
+/// `with_event`: an event row will be linked to the alarm by the caller ([`link`]); it is
+/// counted from that link (see [`fold_events`]). Without, the alarm's last event time is set
+/// here (an unknown account's frame, a supervision or lockout alert).
+pub fn open_or_join(tx: &Transaction<'_>, a: &AlarmSpec, with_event: bool, now: i64) -> Result<Joined, StoreError> {
+    let existing: Option<(i64, u8, Option<i64>)> = {
         let mut stmt = tx.prepare_cached(
             "SELECT id, priority, last_event_id FROM alarms
              WHERE ifnull(site_id, -1) = ifnull(?1, -1) AND join_key = ?2 AND state <> 'closed'",
@@ -138,43 +204,41 @@ pub fn open_or_join(tx: &Transaction<'_>, a: &AlarmSpec, event_id: Option<i64>, 
         })
         .optional()?
     };
-    let mut prev = None;
-    let id = match existing {
-        Some((id, priority, last)) if i64::from(a.priority) >= priority && !a.duress => {
-            prev = last;
-            // The flood case: nothing about the alarm changes but its count and time. Setting
-            // only those leaves the indexes on priority and category alone (SQLite rewrites
-            // an index entry when its column is in the SET list, changed or not).
+    let last_ms = if with_event { None } else { Some(now) };
+    match existing {
+        Some((id, priority, head)) if a.priority >= priority && !a.duress => {
+            // Nothing about the alarm changes but its time (without an event) or its restored
+            // mark. Setting only those leaves the indexes on priority and category alone
+            // (SQLite rewrites an index entry when its column is in the SET list).
             let mut stmt = tx.prepare_cached(
-                "UPDATE alarms SET event_count = event_count + ?2, last_event_ms = ?3, restored_ms = NULL,
-                                   last_event_id = ifnull(?4, last_event_id)
-                 WHERE id = ?1",
+                "UPDATE alarms SET last_event_ms = max(last_event_ms, ifnull(?2, last_event_ms)), restored_ms = NULL
+                 WHERE id = ?1 AND (restored_ms IS NOT NULL OR ?2 IS NOT NULL)",
             )?;
-            stmt.execute(params![id, i64::from(event_id.is_some()), now, event_id])?;
-            id
+            stmt.execute(params![id, last_ms])?;
+            Ok(Joined {
+                id,
+                priority,
+                counted_head: head,
+            })
         }
-        Some((id, priority, last)) => {
-            prev = last;
+        Some((id, priority, head)) => {
             let mut stmt = tx.prepare_cached(
-                "UPDATE alarms SET event_count = event_count + ?2, last_event_ms = ?3, restored_ms = NULL,
-                        duress = max(duress, ?4),
-                        category = CASE WHEN ?5 < priority THEN ?6 ELSE category END,
-                        title = CASE WHEN ?5 < priority THEN ?7 ELSE title END,
-                        priority = min(priority, ?5),
-                        last_event_id = ifnull(?8, last_event_id)
+                "UPDATE alarms SET last_event_ms = max(last_event_ms, ifnull(?2, last_event_ms)), restored_ms = NULL,
+                        duress = max(duress, ?3),
+                        category = CASE WHEN ?4 < priority THEN ?5 ELSE category END,
+                        title = CASE WHEN ?4 < priority THEN ?6 ELSE title END,
+                        priority = min(priority, ?4)
                  WHERE id = ?1",
             )?;
             stmt.execute(params![
                 id,
-                i64::from(event_id.is_some()),
-                now,
+                last_ms,
                 a.duress,
                 a.priority,
                 a.category.map(|c| c.as_str()),
                 a.title,
-                event_id
             ])?;
-            if i64::from(a.priority) < priority {
+            if a.priority < priority {
                 log(
                     tx,
                     id,
@@ -184,13 +248,17 @@ pub fn open_or_join(tx: &Transaction<'_>, a: &AlarmSpec, event_id: Option<i64>, 
                     &format!("{priority} -> {}: {}", a.priority, a.title),
                 )?;
             }
-            id
+            Ok(Joined {
+                id,
+                priority: priority.min(a.priority),
+                counted_head: head,
+            })
         }
         None => {
             let mut stmt = tx.prepare_cached(
                 "INSERT INTO alarms (public_id, queue, site_id, account_id, account, join_key, category, priority, title,
-                                     zone, area, state, opened_ms, last_event_ms, event_count, duress, last_event_id)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 'new', ?12, ?12, ?13, ?14, ?15)",
+                                     zone, area, state, opened_ms, last_event_ms, event_count, duress)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 'new', ?12, ?12, 0, ?13)",
             )?;
             stmt.execute(params![
                 public_id(),
@@ -205,76 +273,27 @@ pub fn open_or_join(tx: &Transaction<'_>, a: &AlarmSpec, event_id: Option<i64>, 
                 a.zone,
                 a.area,
                 now,
-                i64::from(event_id.is_some()),
                 a.duress,
-                event_id
             ])?;
             let id = tx.last_insert_rowid();
             log(tx, id, now, "system", "opened", &a.title)?;
-            id
+            Ok(Joined {
+                id,
+                priority: a.priority,
+                counted_head: None,
+            })
         }
-    };
-    if let Some(e) = event_id {
-        link(tx, id, prev, e)?;
     }
-    Ok(id)
 }
 
 /// Record that `event_id` belongs to `alarm_id`, on the event row: the row was written in this
 /// transaction, so its page is already dirty. `prev` is the alarm's newest event before it (the
-/// chain that [`crate::operator::queries`] walks). The caller set the alarm's
-/// `last_event_id` to `event_id` in its own `UPDATE` or `INSERT`.
-fn link(tx: &Transaction<'_>, alarm_id: i64, prev: Option<i64>, event_id: i64) -> Result<(), StoreError> {
+/// chain that [`crate::operator::queries`] walks). This link is also what counts the event in
+/// the alarm ([`fold_events`]).
+pub fn link(tx: &Transaction<'_>, alarm_id: i64, prev: Option<i64>, event_id: i64) -> Result<(), StoreError> {
     let mut stmt = tx.prepare_cached("UPDATE events SET alarm_id = ?1, alarm_prev = ?2 WHERE id = ?3")?;
     stmt.execute(params![alarm_id, prev, event_id])?;
     Ok(())
-}
-
-/// Join alarm `id`, remembered as the open alarm of `a`'s site and join key, if it still is
-/// and the event changes nothing but its count and time (no higher priority, no duress).
-/// Returns false, having changed nothing, when any of that is not so: the caller then looks
-/// the alarm up. The row is checked in the same statement that updates it, so a remembered
-/// id that was closed, rolled back or reused can never be joined by mistake.
-pub fn join_known(
-    tx: &Transaction<'_>,
-    id: i64,
-    a: &AlarmSpec,
-    event_id: Option<i64>,
-    now: i64,
-) -> Result<bool, StoreError> {
-    if a.duress {
-        return Ok(false);
-    }
-    let prev: Option<i64> = match tx
-        .prepare_cached("SELECT last_event_id FROM alarms WHERE id = ?1")?
-        .query_row(params![id], |r| r.get(0))
-        .optional()?
-    {
-        Some(prev) => prev,
-        None => return Ok(false),
-    };
-    let mut stmt = tx.prepare_cached(
-        "UPDATE alarms SET event_count = event_count + ?2, last_event_ms = ?3, restored_ms = NULL,
-                           last_event_id = ifnull(?7, last_event_id)
-         WHERE id = ?1 AND state <> 'closed' AND ifnull(site_id, -1) = ifnull(?4, -1) AND join_key = ?5
-               AND priority <= ?6",
-    )?;
-    let n = stmt.execute(params![
-        id,
-        i64::from(event_id.is_some()),
-        now,
-        a.site_id,
-        a.join_key,
-        a.priority,
-        event_id
-    ])?;
-    if n == 0 {
-        return Ok(false);
-    }
-    if let Some(e) = event_id {
-        link(tx, id, prev, e)?;
-    }
-    Ok(true)
 }
 
 /// Mark the open alarm for this zone restored.
@@ -301,8 +320,9 @@ pub fn restore_zone(
     Ok(())
 }
 
-/// Traffic from an account path: restore its open "communication lost" alarm.
-pub fn restore_communication(tx: &Transaction<'_>, account_id: i64, now: i64) -> Result<(), StoreError> {
+/// Traffic from an account path: restore its open "communication lost" alarm. Returns how
+/// many were restored.
+pub fn restore_communication(tx: &Transaction<'_>, account_id: i64, now: i64) -> Result<usize, StoreError> {
     let mut stmt = tx.prepare_cached(
         "UPDATE alarms SET restored_ms = ?2
          WHERE account_id = ?1 AND state <> 'closed' AND category = 'communication' AND restored_ms IS NULL
@@ -311,10 +331,10 @@ pub fn restore_communication(tx: &Transaction<'_>, account_id: i64, now: i64) ->
     let ids: Vec<i64> = stmt
         .query_map(params![account_id, now], |r| r.get(0))?
         .collect::<Result<_, _>>()?;
-    for id in ids {
-        log(tx, id, now, "system", "restored", "traffic received again")?;
+    for id in &ids {
+        log(tx, *id, now, "system", "restored", "traffic received again")?;
     }
-    Ok(())
+    Ok(ids.len())
 }
 
 /// Set a site's armed state.

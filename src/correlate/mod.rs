@@ -22,6 +22,7 @@ pub mod alarms;
 pub mod supervision;
 
 use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
 
 use rusqlite::{OptionalExtension, Transaction, params};
 
@@ -120,25 +121,64 @@ impl Default for CorrelateConfig {
 ///
 /// Profiling the writer at 64 connections showed `owner_of` alone at 16 % of its time (SQLite
 /// re-prepared the join on every call), `priority_for` at 1 %.
-#[derive(Debug, Default)]
+///
+/// It also holds what the writer knows about open alarms, so that an event joining one writes
+/// only its own link ([`alarms::link`]) and nothing to the alarm's row: which alarm is open per
+/// site and join key (with its priority, unrestored), and each alarm's newest linked event (the
+/// chain head). All of it is forgotten ([`Self::forget`]) after every rollback and every job
+/// that changed an alarm (jobs are the only other writers of alarms; every change to an alarm
+/// is logged), and the linked events are then counted into their alarms
+/// ([`alarms::fold_events`]) before the next link, so nothing remembered outlives what it
+/// describes.
+#[derive(Debug)]
 pub struct RecordCache {
     generation: Option<i64>,
     owners: HashMap<i64, Owner>,
     priorities: HashMap<(i64, Category), Option<u8>>,
-    /// The open alarm last seen per (site, join key): a hint, checked by the statement that
-    /// uses it ([`alarms::join_known`]), so it never needs to be dropped for correctness.
-    open: HashMap<(Option<i64>, String), i64>,
+    /// The open, unrestored alarm per (site, join key) and its priority.
+    open: HashMap<(Option<i64>, String), (i64, u8)>,
+    /// Each alarm's newest linked event, for alarms linked since the last time this was
+    /// forgotten; an alarm not in here has its newest event in its row.
+    heads: HashMap<i64, i64>,
+    /// Events must be folded before the next link: `heads` was forgotten while events linked
+    /// after the watermark may exist.
+    fold_needed: bool,
+    last_fold: Option<Instant>,
+    fold_every: Duration,
     /// Accounts known to have no unrestored communication-lost alarm: valid traffic restored
     /// them, and nothing since could have opened one (only jobs do, and [`Self::forget`] runs
     /// after every rollback and every job that changed an alarm).
     comm_clear: HashSet<i64>,
 }
 
+impl Default for RecordCache {
+    fn default() -> Self {
+        RecordCache {
+            generation: None,
+            owners: HashMap::new(),
+            priorities: HashMap::new(),
+            open: HashMap::new(),
+            heads: HashMap::new(),
+            // A new writer does not know which events were linked after the watermark.
+            fold_needed: true,
+            last_fold: None,
+            fold_every: FOLD_EVERY,
+            comm_clear: HashSet::new(),
+        }
+    }
+}
+
 /// Most entries in each of the remembered-state maps; past it a map starts over.
 const MAX_REMEMBERED: usize = 1 << 18;
 
+/// How often the events linked to alarms are counted into the alarms' rows
+/// ([`alarms::fold_events`]). Readers count the rest from the event rows, so this sets only how
+/// much they have to count, never what they see.
+pub const FOLD_EVERY: Duration = Duration::from_secs(1);
+
 impl RecordCache {
-    /// Forget everything if an import happened since the last call.
+    /// Forget everything if an import happened since the last call; count linked events into
+    /// their alarms when that is due.
     pub fn refresh(&mut self, tx: &Transaction<'_>) -> Result<(), StoreError> {
         let g = crate::store::accounts::generation(tx)?;
         if self.generation != Some(g) {
@@ -146,16 +186,35 @@ impl RecordCache {
             self.priorities.clear();
             self.generation = Some(g);
         }
+        if self.fold_needed || self.last_fold.is_none_or(|t| t.elapsed() >= self.fold_every) {
+            self.fold(tx, None)?;
+        }
+        Ok(())
+    }
+
+    /// Count the linked events into their alarms now. The chain heads stay right: each alarm's
+    /// row now holds the head remembered for it.
+    fn fold(&mut self, tx: &Transaction<'_>, upto: Option<i64>) -> Result<(), StoreError> {
+        alarms::fold_events(tx, upto)?;
+        self.fold_needed = false;
+        self.last_fold = Some(Instant::now());
+        if self.heads.len() >= MAX_REMEMBERED {
+            self.heads.clear();
+        }
         Ok(())
     }
 
     /// Drop what a job or a rollback could have made wrong.
     pub fn forget(&mut self) {
         self.comm_clear.clear();
+        self.open.clear();
+        self.heads.clear();
+        self.fold_needed = true;
     }
 
-    /// [`alarms::open_or_join`], skipping the look-up when the remembered alarm still takes
-    /// the event.
+    /// Join the open alarm of `a`'s site and join key, or open one; link `event_id` to it.
+    /// An event that changes nothing about a remembered alarm (no higher priority, no duress)
+    /// writes only its link.
     pub fn open_or_join(
         &mut self,
         tx: &Transaction<'_>,
@@ -163,18 +222,81 @@ impl RecordCache {
         event_id: Option<i64>,
         now: i64,
     ) -> Result<i64, StoreError> {
-        let key = (a.site_id, a.join_key.clone());
-        if let Some(&id) = self.open.get(&key)
-            && alarms::join_known(tx, id, a, event_id, now)?
-        {
+        if let Some(id) = self.join_remembered(tx, a.site_id, &a.join_key, a.priority, a.duress, event_id)? {
             return Ok(id);
         }
-        let id = alarms::open_or_join(tx, a, event_id, now)?;
+        if let Some(e) = event_id
+            && self.fold_needed
+        {
+            // Mid-frame: the events of this frame from `e` on are stored but not linked yet.
+            self.fold(tx, Some(e - 1))?;
+        }
+        let j = alarms::open_or_join(tx, a, event_id.is_some(), now)?;
+        if let Some(e) = event_id {
+            let prev = self.heads.get(&j.id).copied().or(j.counted_head);
+            alarms::link(tx, j.id, prev, e)?;
+            self.remember_head(j.id, e);
+        }
         if self.open.len() >= MAX_REMEMBERED {
             self.open.clear();
         }
-        self.open.insert(key, id);
-        Ok(id)
+        self.open.insert((a.site_id, a.join_key.clone()), (j.id, j.priority));
+        Ok(j.id)
+    }
+
+    /// Link `event_id` to the remembered open alarm of this site and join key if the event
+    /// changes nothing about it. `None`: not remembered, or the event raises the priority, is
+    /// a duress, or has no event row; the caller goes through [`Self::open_or_join`].
+    pub fn join_remembered(
+        &mut self,
+        tx: &Transaction<'_>,
+        site_id: Option<i64>,
+        join_key: &str,
+        priority: u8,
+        duress: bool,
+        event_id: Option<i64>,
+    ) -> Result<Option<i64>, StoreError> {
+        let Some(e) = event_id else { return Ok(None) };
+        if duress || self.fold_needed {
+            return Ok(None);
+        }
+        let Some(&(id, p)) = self.open.get(&(site_id, join_key.to_string())) else {
+            return Ok(None);
+        };
+        if priority < p {
+            return Ok(None);
+        }
+        let prev = match self.heads.get(&id) {
+            Some(h) => Some(*h),
+            None => tx
+                .prepare_cached("SELECT last_event_id FROM alarms WHERE id = ?1")?
+                .query_row(params![id], |r| r.get(0))?,
+        };
+        alarms::link(tx, id, prev, e)?;
+        self.remember_head(id, e);
+        Ok(Some(id))
+    }
+
+    fn remember_head(&mut self, alarm_id: i64, event_id: i64) {
+        // Never dropped between folds: an alarm with events after the watermark must be here.
+        // Past the bound, the next transaction folds and starts over.
+        self.heads.insert(alarm_id, event_id);
+        if self.heads.len() >= MAX_REMEMBERED {
+            self.last_fold = None;
+        }
+    }
+
+    /// [`alarms::restore_zone`]; the zone's alarm, if remembered, is no longer unrestored.
+    pub fn restore_zone(
+        &mut self,
+        tx: &Transaction<'_>,
+        site_id: Option<i64>,
+        join_key: &str,
+        event_id: i64,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        self.open.remove(&(site_id, join_key.to_string()));
+        alarms::restore_zone(tx, site_id, join_key, event_id, now)
     }
 
     /// [`alarms::restore_communication`], skipped for accounts known to have nothing to
@@ -183,7 +305,10 @@ impl RecordCache {
         if self.comm_clear.contains(&account_id) {
             return Ok(());
         }
-        alarms::restore_communication(tx, account_id, now)?;
+        if alarms::restore_communication(tx, account_id, now)? > 0 {
+            // A restored alarm is no longer one an event may join without a look.
+            self.open.clear();
+        }
         if self.comm_clear.len() >= MAX_REMEMBERED {
             self.comm_clear.clear();
         }
@@ -400,6 +525,15 @@ pub fn on_frame(
                     Some(z) => format!("zone:{z}"),
                     None => format!("code:{}", ev.code),
                 });
+                let duress = meaning.category == Category::Duress;
+                // The flood case first: nothing to look up (not even the zone's description
+                // for the title) when the event joins the remembered alarm as it is.
+                if cache
+                    .join_remembered(tx, owner.site_id, &join_key, priority, duress, Some(*event_id))?
+                    .is_some()
+                {
+                    continue;
+                }
                 let (queue, title) = match owner.site_id {
                     Some(site) => (
                         Queue::Operator,
@@ -423,7 +557,7 @@ pub fn on_frame(
                         title,
                         zone: zone.clone(),
                         area: area.clone(),
-                        duress: meaning.category == Category::Duress,
+                        duress,
                     },
                     Some(*event_id),
                     now,
@@ -434,7 +568,7 @@ pub fn on_frame(
                     Some(z) => format!("zone:{z}"),
                     None => format!("code:{}", ev.code),
                 });
-                alarms::restore_zone(tx, owner.site_id, &join_key, *event_id, now)?;
+                cache.restore_zone(tx, owner.site_id, &join_key, *event_id, now)?;
             }
             Kind::Disarm | Kind::Cancel => {
                 if let Some(site) = owner.site_id {
@@ -499,5 +633,152 @@ mod tests {
             .query_row("SELECT restored_ms FROM alarms WHERE id = ?1", [id], |r| r.get(0))
             .expect("alarm");
         assert_eq!(restored, Some(3_000));
+    }
+
+    /// A stored event (and its frame) for the tests below; returns the event's id.
+    fn stored_event(tx: &Transaction<'_>, ms: i64) -> i64 {
+        tx.execute(
+            "INSERT INTO frames (received_ms, transport, peer, raw, outcome) VALUES (?1, 'tcp', 'p', x'', 'accepted')",
+            [ms],
+        )
+        .expect("frame");
+        let frame = tx.last_insert_rowid();
+        tx.execute(
+            "INSERT INTO events (frame_id, received_ms, account, seq, code_format, code, qualifier, description)
+             VALUES (?1, ?2, 'A1', 1, 'sia', 'BA', 'new', 'Burglary')",
+            params![frame, ms],
+        )
+        .expect("event");
+        tx.last_insert_rowid()
+    }
+
+    fn flood_spec(priority: u8) -> AlarmSpec {
+        AlarmSpec {
+            category: Some(Category::Burglary),
+            ..AlarmSpec::supervisor("A1", "acct:A1/zone:3", "Burglary, zone 3", priority)
+        }
+    }
+
+    /// (count and last event time in the alarm's row, as every reader sees them, the events
+    /// the alarm's detail lists, by time).
+    fn counts(conn: &rusqlite::Connection) -> ((i64, i64), (i64, i64), Vec<String>) {
+        let row = conn
+            .query_row("SELECT event_count, last_event_ms FROM alarms", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .expect("alarm");
+        let q = crate::operator::queries::queue(conn, true).expect("queue");
+        assert_eq!(q.len(), 1);
+        let d = crate::operator::queries::alarm_detail(conn, &q[0].id)
+            .expect("detail")
+            .expect("alarm");
+        let listed = d.events.iter().map(|e| e.received.clone()).collect();
+        (row, (q[0].events, q[0].last_event_ms), listed)
+    }
+
+    /// A flood joins its alarm writing only each event's link; the alarm's row is brought up
+    /// to date in bulk. Every reader sees the exact count before that, after it, after a
+    /// crash, and after a rollback the writer had to forget.
+    #[test]
+    fn a_flood_writes_links_only_and_every_reader_counts_it_exactly() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("c.db");
+        let mut conn = crate::store::open_write(&path, std::time::Duration::from_secs(5)).expect("db");
+        let mut c = Correlator::new(CorrelateConfig::default());
+        c.cache.fold_every = Duration::from_secs(3600);
+
+        let tx = conn.transaction().expect("tx");
+        c.begin(&tx).expect("begin");
+        let mut alarm = None;
+        for i in 0..5 {
+            let e = stored_event(&tx, 1_000 + i);
+            let id = c
+                .cache
+                .open_or_join(&tx, &flood_spec(3), Some(e), 1_000 + i)
+                .expect("join");
+            assert_eq!(*alarm.get_or_insert(id), id, "one alarm");
+        }
+        tx.commit().expect("commit");
+        let (row, seen, listed) = counts(&conn);
+        assert_eq!(row, (0, 1_000), "the row is not written per event");
+        assert_eq!(seen, (5, 1_004));
+        assert_eq!(listed.len(), 5);
+
+        // The bulk update (due once a second; forced here by a new writer, as after a crash).
+        let mut c = Correlator::new(CorrelateConfig::default());
+        c.cache.fold_every = Duration::from_secs(3600);
+        let tx = conn.transaction().expect("tx");
+        c.begin(&tx).expect("begin");
+        tx.commit().expect("commit");
+        assert_eq!(counts(&conn), ((5, 1_004), (5, 1_004), listed.clone()));
+
+        // Two more events, rolled back: the writer forgets, and the next event chains to the
+        // newest committed one.
+        let tx = conn.transaction().expect("tx");
+        c.begin(&tx).expect("begin");
+        for i in 0..2 {
+            let e = stored_event(&tx, 2_000 + i);
+            c.cache
+                .open_or_join(&tx, &flood_spec(3), Some(e), 2_000 + i)
+                .expect("join");
+        }
+        drop(tx);
+        c.forget();
+        let tx = conn.transaction().expect("tx");
+        c.begin(&tx).expect("begin");
+        let e = stored_event(&tx, 3_000);
+        c.cache.open_or_join(&tx, &flood_spec(3), Some(e), 3_000).expect("join");
+        // A more urgent event goes through the alarm's row (priority) and is counted alike.
+        let e = stored_event(&tx, 3_001);
+        c.cache
+            .open_or_join(&tx, &flood_spec(2), Some(e), 3_001)
+            .expect("raise");
+        tx.commit().expect("commit");
+        let (row, seen, after) = counts(&conn);
+        assert_eq!(row, (5, 1_004));
+        assert_eq!(seen, (7, 3_001));
+        assert_eq!(after.len(), 7, "the chain skips nothing: {after:?}");
+        assert_eq!(after[..5], listed[..]);
+        let p: i64 = conn
+            .query_row("SELECT priority FROM alarms", [], |r| r.get(0))
+            .expect("p");
+        assert_eq!(p, 2);
+
+        let tx = conn.transaction().expect("tx");
+        c.cache.fold(&tx, None).expect("fold");
+        tx.commit().expect("commit");
+        assert_eq!(counts(&conn), ((7, 3_001), (7, 3_001), after));
+    }
+
+    /// The first link after the writer forgot (a fresh writer, a rollback, a job that changed
+    /// an alarm) counts what was linked before it, in the middle of a frame whose later events
+    /// are stored but not linked yet: those must still be counted later.
+    #[test]
+    fn a_fold_in_the_middle_of_a_frame_leaves_its_unlinked_events_for_later() {
+        let dir = tempfile::tempdir().expect("dir");
+        let mut conn =
+            crate::store::open_write(&dir.path().join("c.db"), std::time::Duration::from_secs(5)).expect("db");
+        let mut c = Correlator::new(CorrelateConfig::default());
+        c.cache.fold_every = Duration::from_secs(3600);
+        let tx = conn.transaction().expect("tx");
+        // As the writer does: the frame's events are stored first, then correlated.
+        let e1 = stored_event(&tx, 1_000);
+        let e2 = stored_event(&tx, 1_000);
+        assert!(c.cache.fold_needed, "a new writer folds before its first link");
+        c.cache
+            .open_or_join(&tx, &flood_spec(3), Some(e1), 1_000)
+            .expect("join");
+        c.forget();
+        c.cache
+            .open_or_join(&tx, &flood_spec(3), Some(e2), 1_000)
+            .expect("join");
+        tx.commit().expect("commit");
+        let (_, seen, listed) = counts(&conn);
+        assert_eq!(seen, (2, 1_000));
+        assert_eq!(listed.len(), 2);
+        let tx = conn.transaction().expect("tx");
+        c.cache.fold(&tx, None).expect("fold");
+        tx.commit().expect("commit");
+        assert_eq!(counts(&conn).0, (2, 1_000));
     }
 }

@@ -164,9 +164,10 @@ pub fn communication_lost(
             area: None,
             duress: false,
         },
-        None,
+        false,
         now,
-    )?;
+    )?
+    .id;
     alarms::log(
         tx,
         id,

@@ -4,6 +4,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 
 use crate::clock::rfc3339_ms;
+use crate::correlate::alarms::PENDING_EVENTS;
 use crate::view::{ContactView, CustomerCard, customer_card};
 
 /// One alarm in the queue.
@@ -45,8 +46,11 @@ pub struct AlarmSummary {
     pub duress: bool,
 }
 
+/// The columns of [`AlarmSummary`], from `alarms a` joined with `sites s` and with the events
+/// not yet counted in the alarm's row, `pending p` ([`alarms::PENDING_EVENTS`]).
 const SUMMARY_COLUMNS: &str = "a.public_id, a.queue, a.priority, ifnull(a.category, ''), a.title, a.account,
-     ifnull(s.name || ', ' || s.address, ''), a.state, a.opened_ms, a.last_event_ms, a.event_count,
+     ifnull(s.name || ', ' || s.address, ''), a.state, a.opened_ms, max(a.last_event_ms, ifnull(p.last_ms, 0)),
+     a.event_count + ifnull(p.n, 0),
      a.restored_ms IS NOT NULL, a.escalated_ms IS NOT NULL, a.keypad_factor_user, a.keypad_factor_ms,
      a.phone_factor_ms IS NOT NULL, a.duress";
 
@@ -75,7 +79,8 @@ fn summary(r: &rusqlite::Row<'_>) -> rusqlite::Result<AlarmSummary> {
 /// Open alarms by priority, then age. `supervisor`: include the supervisor queue.
 pub fn queue(conn: &Connection, supervisor: bool) -> rusqlite::Result<Vec<AlarmSummary>> {
     let sql = format!(
-        "SELECT {SUMMARY_COLUMNS} FROM alarms a LEFT JOIN sites s ON s.id = a.site_id
+        "WITH {PENDING_EVENTS}
+         SELECT {SUMMARY_COLUMNS} FROM alarms a LEFT JOIN sites s ON s.id = a.site_id LEFT JOIN pending p ON p.alarm_id = a.id
          WHERE a.state <> 'closed' AND (a.queue = 'operator' OR ?1)
          ORDER BY a.priority, a.opened_ms, a.id"
     );
@@ -91,11 +96,12 @@ pub fn changed_since(
     supervisor: bool,
 ) -> rusqlite::Result<(Vec<AlarmSummary>, (i64, i64))> {
     let (log_id, event_ms) = cursor;
-    let max_log: i64 = conn.query_row("SELECT ifnull(max(id), 0) FROM alarm_log", [], |r| r.get(0))?;
-    let max_event: i64 = conn.query_row("SELECT ifnull(max(last_event_ms), 0) FROM alarms", [], |r| r.get(0))?;
+    let (max_log, max_event) = self::cursor(conn)?;
     let sql = format!(
-        "SELECT {SUMMARY_COLUMNS} FROM alarms a LEFT JOIN sites s ON s.id = a.site_id
-         WHERE (a.id IN (SELECT alarm_id FROM alarm_log WHERE id > ?1) OR (a.last_event_ms > ?2 AND a.state <> 'closed'))
+        "WITH {PENDING_EVENTS}
+         SELECT {SUMMARY_COLUMNS} FROM alarms a LEFT JOIN sites s ON s.id = a.site_id LEFT JOIN pending p ON p.alarm_id = a.id
+         WHERE (a.id IN (SELECT alarm_id FROM alarm_log WHERE id > ?1)
+                OR (a.state <> 'closed' AND (a.last_event_ms > ?2 OR a.id IN (SELECT alarm_id FROM pending WHERE last_ms > ?2))))
            AND (a.queue = 'operator' OR ?3)
          ORDER BY a.priority, a.opened_ms, a.id"
     );
@@ -109,7 +115,14 @@ pub fn changed_since(
 /// The current change cursor.
 pub fn cursor(conn: &Connection) -> rusqlite::Result<(i64, i64)> {
     let max_log: i64 = conn.query_row("SELECT ifnull(max(id), 0) FROM alarm_log", [], |r| r.get(0))?;
-    let max_event: i64 = conn.query_row("SELECT ifnull(max(last_event_ms), 0) FROM alarms", [], |r| r.get(0))?;
+    let max_event: i64 = conn.query_row(
+        &format!(
+            "WITH {PENDING_EVENTS}
+             SELECT max((SELECT ifnull(max(last_event_ms), 0) FROM alarms), (SELECT ifnull(max(last_ms), 0) FROM pending))"
+        ),
+        [],
+        |r| r.get(0),
+    )?;
     Ok((max_log, max_event))
 }
 
@@ -214,7 +227,9 @@ pub fn alarm_row(conn: &Connection, public_id: &str) -> rusqlite::Result<Option<
 /// One alarm in full.
 pub fn alarm_detail(conn: &Connection, public_id: &str) -> rusqlite::Result<Option<AlarmDetail>> {
     let sql = format!(
-        "SELECT {SUMMARY_COLUMNS}, a.id, a.site_id, a.zone, s.customer_id FROM alarms a LEFT JOIN sites s ON s.id = a.site_id
+        "WITH {PENDING_EVENTS}
+         SELECT {SUMMARY_COLUMNS}, a.id, a.site_id, a.zone, s.customer_id
+         FROM alarms a LEFT JOIN sites s ON s.id = a.site_id LEFT JOIN pending p ON p.alarm_id = a.id
          WHERE a.public_id = ?1"
     );
     let head = conn
@@ -293,7 +308,12 @@ pub fn alarm_detail(conn: &Connection, public_id: &str) -> rusqlite::Result<Opti
         // The alarm's own events: a chain on the event rows from the newest (the 200 newest
         // are enough), plus the secondary links and those written before schema version 7.
         "WITH RECURSIVE chain(id, n) AS (
-             SELECT last_event_id, 1 FROM alarms WHERE id = ?1 AND last_event_id IS NOT NULL
+             SELECT head, 1 FROM (
+                 SELECT ifnull((SELECT max(id) FROM events
+                                WHERE id > (SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'alarm_event_id')
+                                  AND alarm_id = ?1), last_event_id) AS head
+                 FROM alarms WHERE id = ?1)
+             WHERE head IS NOT NULL
              UNION ALL
              SELECT e.alarm_prev, c.n + 1 FROM chain c JOIN events e ON e.id = c.id AND e.alarm_id = ?1
              WHERE e.alarm_prev IS NOT NULL AND c.n < 200

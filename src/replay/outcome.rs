@@ -42,12 +42,15 @@ pub fn outcome(conn: &Connection) -> Result<Value, rusqlite::Error> {
         events.push(Value::String(r?));
     }
     let mut alarms = Vec::new();
-    let mut stmt = conn.prepare(
-        "SELECT queue, account, ifnull(category, ''), priority, state, title, ifnull(zone, ''), event_count,
-                restored_ms IS NOT NULL, escalated_ms IS NOT NULL, keypad_factor_user, keypad_factor_ms IS NOT NULL,
-                phone_factor_ms IS NOT NULL, duress, ifnull(disposition, ''), opened_ms
-         FROM alarms ORDER BY id",
-    )?;
+    let mut stmt = conn.prepare(&format!(
+        "WITH {}
+             SELECT queue, account, ifnull(category, ''), priority, state, title, ifnull(zone, ''),
+                    event_count + ifnull(p.n, 0), restored_ms IS NOT NULL, escalated_ms IS NOT NULL,
+                    keypad_factor_user, keypad_factor_ms IS NOT NULL, phone_factor_ms IS NOT NULL, duress,
+                    ifnull(disposition, ''), opened_ms
+             FROM alarms LEFT JOIN pending p ON p.alarm_id = alarms.id ORDER BY id",
+        crate::correlate::alarms::PENDING_EVENTS
+    ))?;
     for r in stmt.query_map([], |r| {
         Ok(json!({
             "queue": r.get::<_, String>(0)?,

@@ -368,6 +368,13 @@ const MIGRATIONS: &[&str] = &[
         at_ms       INTEGER NOT NULL
     );
     "#,
+    // 9: an event joining an alarm writes only its link on its own row; the writer counts the
+    // links into the alarm's row about once a second (`correlate::alarms::fold_events`), and
+    // readers count the rest from the event rows. Every event up to this id is counted (those
+    // linked before this version were counted one by one).
+    r#"
+    INSERT INTO meta (key, value) SELECT 'alarm_event_id', CAST(ifnull(max(id), 0) AS TEXT) FROM events;
+    "#,
 ];
 
 /// The schema version this program writes.
@@ -405,6 +412,28 @@ mod tests {
         migrate(&conn).expect("again");
         let v: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).expect("v");
         assert_eq!(v, current_version());
+    }
+
+    /// Events linked to alarms before version 9 were counted in the alarm's row one by one:
+    /// the upgrade marks them counted, so they are not counted a second time from their links.
+    #[test]
+    fn the_upgrade_to_counting_from_links_counts_nothing_twice() {
+        let conn = Connection::open_in_memory().expect("db");
+        for step in &MIGRATIONS[..8] {
+            conn.execute_batch(step).expect("step");
+        }
+        conn.execute_batch(
+            "PRAGMA user_version = 8;
+             INSERT INTO frames (id, received_ms, transport, peer, raw, outcome) VALUES (1, 5, 'tcp', 'p', x'', 'accepted');
+             INSERT INTO events (id, frame_id, received_ms, account, seq, code_format, code, qualifier, description, alarm_id)
+                 VALUES (41, 1, 5, 'A1', 1, 'sia', 'BA', 'new', 'Burglary', 7);",
+        )
+        .expect("a version 8 database");
+        migrate(&conn).expect("migrate");
+        let mark: String = conn
+            .query_row("SELECT value FROM meta WHERE key = 'alarm_event_id'", [], |r| r.get(0))
+            .expect("watermark");
+        assert_eq!(mark, "41");
     }
 
     #[test]

@@ -138,9 +138,10 @@ pub fn alert_supervisor(
     let id = alarms::open_or_join(
         tx,
         &AlarmSpec::supervisor("", join_key, title, limits.alert_priority.clamp(1, 9)),
-        None,
+        false,
         now,
-    )?;
+    )?
+    .id;
     let new = existing.is_none();
     if new {
         audit::append(

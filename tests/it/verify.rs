@@ -157,10 +157,11 @@ impl Fixture {
                 area: None,
                 duress: false,
             },
-            None,
+            false,
             t0(),
         )
-        .expect("alarm");
+        .expect("alarm")
+        .id;
         tx.commit().expect("commit");
         let pid = self
             .conn
