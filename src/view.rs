@@ -7,6 +7,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 
 use crate::clock::rfc3339_ms;
+use crate::store::writer::{SEEN_COLUMN, SEEN_PENDING};
 
 /// One transmitter path.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -112,10 +113,13 @@ pub struct CustomerCard {
 
 fn transmitters(conn: &Connection, where_sql: &str, p: &dyn rusqlite::ToSql) -> rusqlite::Result<Vec<TransmitterView>> {
     let sql = format!(
-        "SELECT a.account, a.receiver, a.line, a.path, a.dc09_key IS NOT NULL, length(a.dc09_key), a.key_format,
-                a.require_encryption, a.ats_category, a.supervision_secs, st.last_seen_ms,
+        "WITH {SEEN_PENDING}
+         SELECT a.account, a.receiver, a.line, a.path, a.dc09_key IS NOT NULL, length(a.dc09_key), a.key_format,
+                a.require_encryption, a.ats_category, a.supervision_secs, {SEEN_COLUMN},
                 a.quirk_crc_binary, a.quirk_cr_in_crc, a.quirk_trailing_nul, a.enabled
-         FROM accounts a LEFT JOIN account_status st ON st.account_id = a.id WHERE {where_sql}
+         FROM accounts a LEFT JOIN account_status st ON st.account_id = a.id
+              LEFT JOIN seen_pending sp ON sp.account_id = a.id
+         WHERE {where_sql}
          ORDER BY a.account, a.path, a.receiver, a.line"
     );
     let mut stmt = conn.prepare(&sql)?;

@@ -21,6 +21,7 @@ use crate::clock::{Clock, unix_ms};
 use crate::protocol::codes::Category;
 use crate::store::StoreError;
 use crate::store::writer::{LastSeen, WriterHandle};
+use crate::store::writer::{SEEN_COLUMN, SEEN_PENDING};
 
 /// EN 50136-1 reporting time for a category and path, in seconds (a configured
 /// `supervision_secs` overrides it). Single-path SP1…SP6; dual-path DP1…DP4 with the
@@ -182,14 +183,17 @@ pub fn communication_lost(
     Ok(id)
 }
 
-/// Build the deadline set from the database: supervised accounts and their last traffic (or
+/// Build the deadline set from the database: supervised accounts and their last traffic (in
+/// `account_status` or still waiting for its bulk write, [`SEEN_PENDING`]; or
 /// their creation time if they never reported).
 pub fn load(conn: &rusqlite::Connection, last_seen: &LastSeen) -> Result<Deadlines, StoreError> {
-    let mut stmt = conn.prepare(
-        "SELECT a.id, a.supervision_secs, a.ats_category, a.path, a.created_ms, st.last_seen_ms
+    let mut stmt = conn.prepare(&format!(
+        "WITH {SEEN_PENDING}
+         SELECT a.id, a.supervision_secs, a.ats_category, a.path, a.created_ms, {SEEN_COLUMN}
          FROM accounts a LEFT JOIN account_status st ON st.account_id = a.id
-         WHERE a.enabled = 1 AND (a.supervision_secs IS NOT NULL OR a.ats_category IS NOT NULL)",
-    )?;
+              LEFT JOIN seen_pending sp ON sp.account_id = a.id
+         WHERE a.enabled = 1 AND (a.supervision_secs IS NOT NULL OR a.ats_category IS NOT NULL)"
+    ))?;
     let mut d = Deadlines::default();
     let mut seen = last_seen.0.lock().unwrap_or_else(|p| p.into_inner());
     let rows = stmt.query_map([], |r| {

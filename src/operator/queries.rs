@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::clock::rfc3339_ms;
 use crate::correlate::alarms::PENDING_EVENTS;
+use crate::store::writer::{SEEN_COLUMN, SEEN_PENDING};
 use crate::view::{ContactView, CustomerCard, customer_card};
 
 /// One alarm in the queue.
@@ -383,12 +384,14 @@ pub struct OverdueAccount {
 
 /// Supervised accounts whose deadline has passed at `now_ms`.
 pub fn overdue(conn: &Connection, now_ms: i64) -> rusqlite::Result<Vec<OverdueAccount>> {
-    let mut stmt = conn.prepare(
-        "SELECT a.account, a.path, ifnull(s.name || ', ' || s.address, ''), a.supervision_secs, a.ats_category,
-                st.last_seen_ms, a.created_ms
+    let mut stmt = conn.prepare(&format!(
+        "WITH {SEEN_PENDING}
+         SELECT a.account, a.path, ifnull(s.name || ', ' || s.address, ''), a.supervision_secs, a.ats_category,
+                {SEEN_COLUMN}, a.created_ms
          FROM accounts a LEFT JOIN account_status st ON st.account_id = a.id LEFT JOIN sites s ON s.id = a.site_id
-         WHERE a.enabled = 1 AND (a.supervision_secs IS NOT NULL OR a.ats_category IS NOT NULL)",
-    )?;
+              LEFT JOIN seen_pending sp ON sp.account_id = a.id
+         WHERE a.enabled = 1 AND (a.supervision_secs IS NOT NULL OR a.ats_category IS NOT NULL)"
+    ))?;
     let mut out = Vec::new();
     for row in stmt.query_map([], |r| {
         Ok((
