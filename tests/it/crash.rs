@@ -410,6 +410,40 @@ fn sigkill_under_load_loses_and_duplicates_nothing() {
         )
         .expect("last-seen check");
     assert_eq!(behind, 0, "accounts whose last-seen time is older than a stored frame");
+    // An alarm's count is in its row up to the watermark and in the links after it (folded in
+    // bulk, so a kill leaves some unfolded): together exactly its linked events, and the links
+    // of each alarm form one chain, newest to oldest, with nothing skipped or shared.
+    let linked: i64 = conn
+        .query_row("SELECT count(*) FROM events WHERE alarm_id IS NOT NULL", [], |r| {
+            r.get(0)
+        })
+        .expect("links");
+    assert!(linked > 0, "the load opened and joined alarms");
+    let miscounted: i64 = conn
+        .query_row(
+            &format!(
+                "WITH {} SELECT count(*) FROM alarms a LEFT JOIN pending p ON p.alarm_id = a.id
+                 WHERE a.event_count + ifnull(p.n, 0) <> (SELECT count(*) FROM events e WHERE e.alarm_id = a.id)",
+                meldkamer::correlate::alarms::PENDING_EVENTS
+            ),
+            [],
+            |r| r.get(0),
+        )
+        .expect("count check");
+    assert_eq!(miscounted, 0, "alarms whose event count is not their linked events");
+    let broken: i64 = conn
+        .query_row(
+            "SELECT (SELECT count(*) FROM events e WHERE e.alarm_prev IS NOT NULL AND NOT EXISTS
+                        (SELECT 1 FROM events p WHERE p.id = e.alarm_prev AND p.alarm_id = e.alarm_id AND p.id < e.id))
+                  + (SELECT count(*) FROM (SELECT alarm_prev FROM events WHERE alarm_prev IS NOT NULL
+                                           GROUP BY alarm_prev HAVING count(*) > 1))
+                  + (SELECT count(*) FROM (SELECT alarm_id FROM events WHERE alarm_id IS NOT NULL
+                                           GROUP BY alarm_id HAVING count(*) FILTER (WHERE alarm_prev IS NULL) <> 1))",
+            [],
+            |r| r.get(0),
+        )
+        .expect("chain check");
+    assert_eq!(broken, 0, "links that do not chain each alarm's events");
     let mut stored: HashMap<(String, u64), (u16, u64)> = HashMap::new();
     {
         let mut stmt = conn
