@@ -175,21 +175,6 @@ pub fn fold_events(tx: &Transaction<'_>, upto: Option<i64>) -> Result<usize, Sto
     Ok(n)
 }
 
-/// [`fold_events`] for at most `max_events` events after the watermark, so that no single
-/// commit carries a long fold (the frames behind it wait for their ACKs). Returns whether the
-/// watermark reached the newest event.
-pub fn fold_some(tx: &Transaction<'_>, max_events: i64) -> Result<bool, StoreError> {
-    let (mark, newest): (i64, i64) = tx
-        .prepare_cached(
-            "SELECT (SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'alarm_event_id'),
-                    (SELECT ifnull(max(id), 0) FROM events)",
-        )?
-        .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))?;
-    let upto = newest.min(mark.saturating_add(max_events));
-    fold_events(tx, Some(upto))?;
-    Ok(upto == newest)
-}
-
 /// An open alarm as [`open_or_join`] left it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Joined {

@@ -176,9 +176,6 @@ const MAX_REMEMBERED: usize = 1 << 18;
 /// much they have to count, never what they see.
 pub const FOLD_EVERY: Duration = Duration::from_secs(1);
 
-/// Most events one transaction counts into their alarms in a periodic fold.
-const FOLD_PART: i64 = 1024;
-
 impl RecordCache {
     /// Forget everything if an import happened since the last call; count linked events into
     /// their alarms when that is due.
@@ -189,17 +186,11 @@ impl RecordCache {
             self.priorities.clear();
             self.generation = Some(g);
         }
-        if self.fold_needed {
+        // Whole, not in parts: a fold is cheap per event only because it counts many events
+        // of each alarm at once. Folding a flood 1,024 events at a time updated each alarm's
+        // row about once per event again (K.1 in BENCHMARKS.md: writer 21 → 26 µs per event).
+        if self.fold_needed || self.last_fold.is_none_or(|t| t.elapsed() >= self.fold_every) {
             self.fold(tx, None)?;
-        } else if self.last_fold.is_none_or(|t| t.elapsed() >= self.fold_every) {
-            // In parts, one per transaction, until it caught up: a fold over a second of a
-            // flood would hold up the frames behind it. The chain heads stay right throughout.
-            if alarms::fold_some(tx, FOLD_PART)? {
-                self.last_fold = Some(Instant::now());
-                if self.heads.len() >= MAX_REMEMBERED {
-                    self.heads.clear();
-                }
-            }
         }
         Ok(())
     }
@@ -792,35 +783,5 @@ mod tests {
         c.cache.fold(&tx, None).expect("fold");
         tx.commit().expect("commit");
         assert_eq!(counts(&conn).0, (2, 1_000));
-    }
-
-    /// A periodic fold goes in parts; readers count the same throughout.
-    #[test]
-    fn a_fold_in_parts_counts_each_event_once() {
-        let dir = tempfile::tempdir().expect("dir");
-        let mut conn =
-            crate::store::open_write(&dir.path().join("c.db"), std::time::Duration::from_secs(5)).expect("db");
-        let mut c = Correlator::new(CorrelateConfig::default());
-        let tx = conn.transaction().expect("tx");
-        c.begin(&tx).expect("begin");
-        for i in 0..5 {
-            let e = stored_event(&tx, 1_000 + i);
-            c.cache
-                .open_or_join(&tx, &flood_spec(3), Some(e), 1_000 + i)
-                .expect("join");
-        }
-        let mut parts = 0;
-        loop {
-            parts += 1;
-            let done = alarms::fold_some(&tx, 2).expect("fold");
-            let (row, seen, listed) = counts(&tx);
-            assert_eq!(row.0, (2 * parts).min(5), "part {parts}");
-            assert_eq!(seen, (5, 1_004));
-            assert_eq!(listed.len(), 5);
-            if done {
-                break;
-            }
-        }
-        assert_eq!(parts, 3);
     }
 }
