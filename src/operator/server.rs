@@ -441,6 +441,13 @@ async fn dispatch(state: &ApiState, env: Envelope, subscribed: &mut Option<(i64,
     }
 }
 
+/// Shortest gap between two queue re-reads for one subscriber. Under load the writer commits
+/// hundreds of times a second and every commit wakes each subscriber; re-reading the changed
+/// alarms (which counts the events not yet folded into their alarms) each time cost about a
+/// core per subscriber at 1,000 alarm events/s. Changes that arrive within the gap are read
+/// together, so a push is at most this much later (target: 100 ms).
+const PUSH_MIN_GAP: Duration = Duration::from_millis(20);
+
 /// Serve one API connection.
 pub async fn connection<S: AsyncRead + AsyncWrite + Unpin>(stream: S, state: Arc<ApiState>, cancel: CancellationToken) {
     let mut framed = Framed::new(stream, LinesCodec::new_with_max_length(MAX_LINE));
@@ -448,6 +455,7 @@ pub async fn connection<S: AsyncRead + AsyncWrite + Unpin>(stream: S, state: Arc
     let mut subscriber: Option<Session> = None;
     let mut token: Option<String> = None;
     let mut changes = state.changes.clone();
+    let mut last_push_read: Option<tokio::time::Instant> = None;
     loop {
         tokio::select! {
             _ = cancel.cancelled() => break,
@@ -490,6 +498,12 @@ pub async fn connection<S: AsyncRead + AsyncWrite + Unpin>(stream: S, state: Arc
                 };
                 let supervisor = s.role >= Role::Supervisor;
                 let Some(cursor) = subscribed else { continue };
+                if let Some(t) = last_push_read {
+                    tokio::time::sleep_until(t + PUSH_MIN_GAP).await;
+                }
+                // Whatever changed while waiting is read now.
+                changes.borrow_and_update();
+                last_push_read = Some(tokio::time::Instant::now());
                 match state.read(move |c| queries::changed_since(c, cursor, supervisor)).await {
                     Ok((changed, next)) => {
                         subscribed = Some(next);

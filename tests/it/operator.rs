@@ -180,6 +180,42 @@ async fn login_lockout_after_repeated_failures() {
     d.stop().await;
 }
 
+/// A burst of changes reaches a subscriber complete (every new alarm in some push) but read
+/// at most once per gap (`PUSH_MIN_GAP`, 20 ms), not once per commit.
+#[tokio::test]
+async fn a_burst_of_changes_is_pushed_complete_and_coalesced() {
+    let mut d = daemon_with_operators().await;
+    let mut api = Api::connect(&socket(&d)).await;
+    assert_eq!(api.login("olga", PASSWORD).await["ok"], true);
+    assert_eq!(api.call(json!({"op": "subscribe"})).await["ok"], true);
+    let started = std::time::Instant::now();
+    let n = 40u16;
+    for z in 1..=n {
+        let f = plain(Token::SiaDcs, z, "1234", &format!("#1234|Nri1/BA{:02}", z + 10), None);
+        assert_eq!(
+            tcp_exchange(d.tcp(), &f).await.as_deref().map(token_of).as_deref(),
+            Some("ACK")
+        );
+    }
+    let mut seen = std::collections::HashSet::new();
+    let (mut pushes, mut last) = (0u32, started);
+    while let Some(push) = api.next_push(Duration::from_millis(500)).await {
+        pushes += 1;
+        last = std::time::Instant::now();
+        for a in push["changed"].as_array().expect("changed") {
+            seen.insert(a["id"].as_str().unwrap_or_default().to_string());
+        }
+    }
+    assert_eq!(seen.len(), usize::from(n), "every new alarm was pushed: {seen:?}");
+    let bound = (last - started).as_millis() / 20 + 2;
+    assert!(
+        u128::from(pushes) <= bound,
+        "{pushes} pushes in {:?}: more than one read per 20 ms",
+        last - started
+    );
+    d.stop().await;
+}
+
 #[tokio::test]
 async fn alarm_handling_and_the_queue_subscription() {
     let mut d = daemon_with_operators().await;
