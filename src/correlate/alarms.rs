@@ -126,13 +126,10 @@ pub fn title_for(
     })
 }
 
-/// `meta` key: every event up to this id that belongs to an alarm is counted in the alarm's
-/// row (`event_count`, `last_event_ms`, `last_event_id`). The events after it are counted
-/// from the event rows themselves ([`PENDING_EVENTS`]) until [`fold_events`] moves it.
-pub const EVENTS_WATERMARK: &str = "alarm_event_id";
-
 /// A common table expression `pending(alarm_id, n, last_ms, last_id)`: the events linked to
-/// each alarm after [`EVENTS_WATERMARK`], not yet in the alarm's row. An alarm's event count
+/// each alarm after the watermark (`meta` key `alarm_event_id`: every event up to it that
+/// belongs to an alarm is counted in the alarm's row; [`fold_events`] moves it), not yet in the
+/// alarm's row. An alarm's event count
 /// is `event_count + n`, its last event time `max(last_event_ms, last_ms)`, its newest event
 /// `ifnull(last_id, last_event_id)`. A range scan of at most about a second of events.
 pub const PENDING_EVENTS: &str = "pending(alarm_id, n, last_ms, last_id) AS MATERIALIZED (

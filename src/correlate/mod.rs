@@ -228,6 +228,18 @@ impl RecordCache {
         if let Some(id) = self.join_remembered(tx, a.site_id, &a.join_key, a.priority, a.duress, event_id)? {
             return Ok(id);
         }
+        self.open_or_join_looked_up(tx, a, event_id, now)
+    }
+
+    /// [`Self::open_or_join`] once [`Self::join_remembered`] found nothing to join: through
+    /// the alarm's row.
+    pub fn open_or_join_looked_up(
+        &mut self,
+        tx: &Transaction<'_>,
+        a: &AlarmSpec,
+        event_id: Option<i64>,
+        now: i64,
+    ) -> Result<i64, StoreError> {
         if let Some(e) = event_id
             && self.fold_needed
         {
@@ -547,7 +559,7 @@ pub fn on_frame(
                         format!("{} from account {account} (no customer record)", meaning.description),
                     ),
                 };
-                cache.open_or_join(
+                cache.open_or_join_looked_up(
                     tx,
                     &AlarmSpec {
                         queue,

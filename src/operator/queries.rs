@@ -308,11 +308,10 @@ pub fn alarm_detail(conn: &Connection, public_id: &str) -> rusqlite::Result<Opti
     let mut stmt = conn.prepare(
         // The alarm's own events: a chain on the event rows from the newest (the 200 newest
         // are enough), plus the secondary links and those written before schema version 7.
-        "WITH RECURSIVE chain(id, n) AS (
+        &format!(
+            "WITH RECURSIVE {PENDING_EVENTS}, chain(id, n) AS (
              SELECT head, 1 FROM (
-                 SELECT ifnull((SELECT max(id) FROM events
-                                WHERE id > (SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'alarm_event_id')
-                                  AND alarm_id = ?1), last_event_id) AS head
+                 SELECT ifnull((SELECT last_id FROM pending WHERE alarm_id = ?1), last_event_id) AS head
                  FROM alarms WHERE id = ?1)
              WHERE head IS NOT NULL
              UNION ALL
@@ -322,7 +321,8 @@ pub fn alarm_detail(conn: &Connection, public_id: &str) -> rusqlite::Result<Opti
          SELECT e.received_ms, e.account, e.code_format, e.code, e.qualifier, e.description, e.zone, e.user_no, e.area
          FROM events e
          WHERE e.id IN (SELECT id FROM chain UNION SELECT event_id FROM alarm_events WHERE alarm_id = ?1)
-         ORDER BY e.id DESC LIMIT 200",
+         ORDER BY e.id DESC LIMIT 200"
+        ),
     )?;
     let mut events: Vec<EventRow> = stmt.query_map(params![id], event_row)?.collect::<Result<_, _>>()?;
     events.reverse();

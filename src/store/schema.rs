@@ -361,7 +361,7 @@ const MIGRATIONS: &[&str] = &[
     // 8: a poll's durable trace, appended. A poll stores no frame row; its `account_status`
     // upsert landed on a random page of that table in nearly every commit. The writer now
     // appends the poll here (the table's last page) and folds the log into `account_status`
-    // in bulk once a second, emptying it; a start after a crash folds in what is left.
+    // in bulk (`store::writer::StatusBacklog`), emptying it; a start after a crash folds in what is left.
     r#"
     CREATE TABLE poll_log (
         account_id  INTEGER NOT NULL,

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use rusqlite::{Connection, TransactionBehavior, params};
 use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, oneshot};
 
@@ -784,44 +784,26 @@ fn set_watermark(conn: &Connection, frame_id: i64) -> Result<(), StoreError> {
 /// Bring `account_status` up to date with the frames committed after the watermark and the
 /// polls in the poll log (the backlog a crash or kill left unwritten). A database without a
 /// watermark was written frame by frame, so its frames are up to date. Returns how many
-/// last-seen times were written.
+/// accounts' last-seen times were written.
 pub fn recover_status(conn: &mut Connection) -> Result<usize, StoreError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let newest: i64 = tx.query_row("SELECT ifnull(max(id), 0) FROM frames", [], |r| r.get(0))?;
-    let mark: Option<String> = tx
-        .query_row("SELECT value FROM meta WHERE key = ?1", [STATUS_WATERMARK], |r| {
-            r.get(0)
-        })
-        .optional()?;
-    let mut n = 0;
-    if let Some(mark) = mark.and_then(|m| m.parse::<i64>().ok()) {
-        let rows: Vec<(i64, i64)> = {
-            let mut stmt = tx.prepare(
-                "SELECT account_id, max(received_ms) FROM frames
-                 WHERE id > ?1 AND account_id IS NOT NULL AND outcome IN ('accepted', 'retransmission')
-                 GROUP BY account_id",
-            )?;
-            stmt.query_map([mark], |r| Ok((r.get(0)?, r.get(1)?)))?
-                .collect::<Result<_, _>>()?
-        };
-        for (account_id, ms) in rows {
-            touch_account(&tx, account_id, ms)?;
-            n += 1;
-        }
-    }
-    let polls: Vec<(i64, i64)> = {
-        let mut stmt = tx.prepare("SELECT account_id, max(at_ms) FROM poll_log GROUP BY account_id")?;
+    // What readers add to `account_status` is exactly what is missing from it (no watermark:
+    // no frame is missing).
+    let rows: Vec<(i64, i64)> = {
+        let mut stmt = tx.prepare(&format!(
+            "WITH {SEEN_PENDING} SELECT account_id, last_ms FROM seen_pending"
+        ))?;
         stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
             .collect::<Result<_, _>>()?
     };
-    for (account_id, ms) in polls {
+    for &(account_id, ms) in &rows {
         touch_account(&tx, account_id, ms)?;
-        n += 1;
     }
     tx.execute("DELETE FROM poll_log", [])?;
     set_watermark(&tx, newest)?;
     tx.commit()?;
-    Ok(n)
+    Ok(rows.len())
 }
 
 type Outcomes = Vec<Option<Result<Committed, Arc<StoreError>>>>;
@@ -1104,6 +1086,7 @@ pub fn start(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rusqlite::OptionalExtension;
 
     /// Fails the frames of account "BAD" (as a constraint or correlation error would).
     struct FailBad;
