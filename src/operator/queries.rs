@@ -430,10 +430,9 @@ pub fn overdue(conn: &Connection, now_ms: i64) -> rusqlite::Result<Vec<OverdueAc
 
 /// Past events of an account, newest first.
 pub fn search(conn: &Connection, account: &str, limit: u32) -> rusqlite::Result<Vec<EventRow>> {
-    let mut stmt = conn.prepare(
-        "SELECT received_ms, account, code_format, code, qualifier, description, zone, user_no, area
-         FROM events WHERE account = ?1 ORDER BY id DESC LIMIT ?2",
-    )?;
+    let mut stmt = conn.prepare_cached(&crate::store::heads::search_sql(
+        "e.received_ms, e.account, e.code_format, e.code, e.qualifier, e.description, e.zone, e.user_no, e.area",
+    ))?;
     stmt.query_map(params![account, limit.clamp(1, 1000)], event_row)?
         .collect()
 }

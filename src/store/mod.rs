@@ -7,7 +7,9 @@
 //! commit before they acknowledge.
 
 pub mod accounts;
+mod bulk;
 pub mod checkpoint;
+pub mod heads;
 pub mod schema;
 pub mod writer;
 

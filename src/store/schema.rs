@@ -375,6 +375,24 @@ const MIGRATIONS: &[&str] = &[
     r#"
     INSERT INTO meta (key, value) SELECT 'alarm_event_id', CAST(ifnull(max(id), 0) AS TEXT) FROM events;
     "#,
+    // 10: an account's events as a chain instead of an index. `events_by_account` put every
+    // event on a random leaf page (one page per account), so each commit group wrote about one
+    // index page per event. Now each event row links the previous event of its account
+    // (`account_prev`), and the newest event per account goes to `account_heads` in bulk
+    // (`store::heads`): every event up to `heads_event_id` is there, readers find the rest
+    // after it. The links of the events stored so far are filled in here, with the old index.
+    r#"
+    ALTER TABLE events ADD COLUMN account_prev INTEGER;
+    UPDATE events SET account_prev = (
+        SELECT max(p.id) FROM events p WHERE p.account = events.account AND p.id < events.id);
+    CREATE TABLE account_heads (
+        account   TEXT PRIMARY KEY,
+        event_id  INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    INSERT INTO account_heads (account, event_id) SELECT account, max(id) FROM events GROUP BY account;
+    INSERT INTO meta (key, value) SELECT 'heads_event_id', CAST(ifnull(max(id), 0) AS TEXT) FROM events;
+    DROP INDEX events_by_account;
+    "#,
 ];
 
 /// The schema version this program writes.
@@ -434,6 +452,50 @@ mod tests {
             .query_row("SELECT value FROM meta WHERE key = 'alarm_event_id'", [], |r| r.get(0))
             .expect("watermark");
         assert_eq!(mark, "41");
+    }
+
+    /// The upgrade to account chains links the events already stored (per account, each to
+    /// the previous one), records each account's newest, and drops the index they replace.
+    #[test]
+    fn the_upgrade_to_account_chains_links_what_is_stored() {
+        let conn = Connection::open_in_memory().expect("db");
+        for step in &MIGRATIONS[..9] {
+            conn.execute_batch(step).expect("step");
+        }
+        conn.execute_batch(
+            "PRAGMA user_version = 9;
+             INSERT INTO frames (id, received_ms, transport, peer, raw, outcome) VALUES (1, 5, 'tcp', 'p', x'', 'accepted');
+             INSERT INTO events (id, frame_id, received_ms, account, seq, code_format, code, qualifier, description)
+                 VALUES (3, 1, 5, 'A1', 1, 'sia', 'BA', 'new', 'x'), (4, 1, 5, 'B2', 1, 'sia', 'BA', 'new', 'x'),
+                        (8, 1, 5, 'A1', 2, 'sia', 'BA', 'new', 'x'), (9, 1, 5, 'A1', 3, 'sia', 'BA', 'new', 'x');",
+        )
+        .expect("a version 9 database");
+        migrate(&conn).expect("migrate");
+        let links: Vec<(i64, Option<i64>)> = conn
+            .prepare("SELECT id, account_prev FROM events ORDER BY id")
+            .expect("query")
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .expect("rows")
+            .collect::<Result<_, _>>()
+            .expect("rows");
+        assert_eq!(links, vec![(3, None), (4, None), (8, Some(3)), (9, Some(8))]);
+        let heads: String = conn
+            .query_row(
+                "SELECT group_concat(account || '=' || event_id, ' ') FROM account_heads",
+                [],
+                |r| r.get(0),
+            )
+            .expect("heads");
+        assert_eq!(heads, "A1=9 B2=4");
+        let (mark, index): (String, i64) = conn
+            .query_row(
+                "SELECT (SELECT value FROM meta WHERE key = 'heads_event_id'),
+                        (SELECT count(*) FROM sqlite_master WHERE name = 'events_by_account')",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .expect("watermark");
+        assert_eq!((mark.as_str(), index), ("9", 0));
     }
 
     #[test]

@@ -13,6 +13,8 @@ use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, oneshot};
 
 use super::StoreError;
+use super::bulk::Bulk;
+use super::heads::{AccountHeads, HeadsStep};
 use crate::event::{Event, EventCode, Qualifier};
 use crate::metrics::Metrics;
 use crate::protocol::response::ResponseKind;
@@ -509,13 +511,14 @@ fn insert_event(
     frame_id: i64,
     r: &FrameRecord,
     e: &Event,
+    account_prev: Option<i64>,
     xdata_json: &mut XdataJson,
 ) -> Result<i64, StoreError> {
     let mut stmt = tx.prepare_cached(
         "INSERT INTO events (frame_id, received_ms, account, account_id, receiver, line, seq, code_format, code,
                              qualifier, category, kind, priority, description, zone, user_no, area, text,
-                             occurred_ms, sent_ms, old, xdata)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22)",
+                             occurred_ms, sent_ms, old, xdata, account_prev)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23)",
     )?;
     let (fmt, code) = match e.code {
         EventCode::Sia(c) => ("sia", c.to_string()),
@@ -546,6 +549,7 @@ fn insert_event(
         e.sent.map(|t| crate::clock::unix_ms(t.to_datetime())),
         e.old,
         xdata,
+        account_prev,
     ])?;
     Ok(tx.last_insert_rowid())
 }
@@ -567,6 +571,7 @@ fn apply(
     r: &FrameRecord,
     dedupe: &Dedupe,
     pending: &mut HashMap<[u8; 16], (i64, i64)>,
+    heads: &mut AccountHeads,
     hook: &mut dyn AfterInsert,
 ) -> Result<Committed, StoreError> {
     if r.outcome != Outcome::Accepted {
@@ -611,10 +616,18 @@ fn apply(
         }
     }
     let id = insert_frame(tx, r, "accepted", None)?;
-    let mut event_ids = Vec::with_capacity(r.events.len());
+    let mut event_ids: Vec<i64> = Vec::with_capacity(r.events.len());
     let mut xdata_json = XdataJson { of: None, json: None };
-    for e in &r.events {
-        event_ids.push(insert_event(tx, id, r, e, &mut xdata_json)?);
+    for (i, e) in r.events.iter().enumerate() {
+        // The account's previous event: an earlier one of this frame, else its head.
+        let prev = r.events[..i]
+            .iter()
+            .zip(&event_ids)
+            .rev()
+            .find(|(p, _)| p.account == e.account)
+            .map(|(_, &id)| id)
+            .or_else(|| heads.newest(&e.account));
+        event_ids.push(insert_event(tx, id, r, e, prev, &mut xdata_json)?);
     }
     let c = Committed {
         frame_id: Some(id),
@@ -626,6 +639,12 @@ fn apply(
     if let Some(k) = r.dedupe_key {
         pending.insert(k, (id, r.received_ms));
     }
+    heads.stage(
+        r.events
+            .iter()
+            .map(|e| e.account.as_str())
+            .zip(c.event_ids.iter().copied()),
+    );
     Ok(c)
 }
 
@@ -658,38 +677,28 @@ const STATUS_MAX_PENDING: usize = 1 << 16;
 /// `meta` key: every committed frame up to this id has its last-seen in `account_status`.
 const STATUS_WATERMARK: &str = "status_frame_id";
 
-/// Rows of `account_status` written per commit group while a bulk write is under way: the bulk
-/// write is spread over consecutive groups, so no commit (and no ACK waiting for it) waits for
-/// all of it. Measured: 6,400 rows in one commit held up the frames behind it by tens of ms.
-const STATUS_CHUNK: usize = 512;
-
 /// Last-seen times of committed frames and polls not yet in `account_status`. Their frame rows
 /// and `poll_log` rows (account id, receive time) are committed, so after a crash
 /// [`recover_status`] rebuilds the times from the frames after the watermark and from the poll
 /// log: nothing a panel was ACKed for is forgotten. Writing them per frame or poll touched a
 /// random `account_status` page per frame in every commit.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct StatusBacklog {
-    every: Duration,
-    pending: HashMap<i64, i64>,
-    /// The newest frame whose time is in `pending` (or already written).
-    frame_id: i64,
-    flushed_at: Option<Instant>,
-    /// The bulk write under way, if any.
-    flushing: Option<BulkWrite>,
+    /// Per account id its newest time; the source rows are frames.
+    bulk: Bulk<i64>,
+    /// The newest `poll_log` row the bulk write under way covers, read in its first part's
+    /// transaction (every row there was committed and noted before it started; none was
+    /// committed since).
+    polls_upto: Option<i64>,
 }
 
-/// A bulk write: the backlog as it was when it started, sorted, written part by part.
-#[derive(Debug)]
-struct BulkWrite {
-    rows: Vec<(i64, i64)>,
-    /// Rows before this one are committed.
-    next: usize,
-    /// The watermark once all rows are written.
-    frame_id: i64,
-    /// The newest `poll_log` row it covers, read in the first part's transaction (every row
-    /// there was committed and noted before it started; none was committed since).
-    polls_upto: Option<i64>,
+impl Default for StatusBacklog {
+    fn default() -> Self {
+        StatusBacklog {
+            bulk: Bulk::new(STATUS_FLUSH_EVERY, STATUS_MAX_PENDING),
+            polls_upto: None,
+        }
+    }
 }
 
 /// What one part of a bulk write did, applied once its transaction committed.
@@ -702,74 +711,49 @@ struct StatusStep {
 impl StatusBacklog {
     /// A committed frame (`frame_id`) or poll (`None`, its row is in `poll_log`).
     fn note(&mut self, account_id: i64, ms: i64, frame_id: Option<i64>) {
-        let e = self.pending.entry(account_id).or_insert(ms);
-        *e = (*e).max(ms);
-        if let Some(f) = frame_id {
-            self.frame_id = self.frame_id.max(f);
-        }
-    }
-
-    fn due(&self) -> bool {
-        !self.pending.is_empty()
-            && (self.pending.len() >= STATUS_MAX_PENDING || self.flushed_at.is_none_or(|t| t.elapsed() >= self.every))
+        self.bulk.note(account_id, ms, frame_id);
     }
 
     /// Start a bulk write of the backlog so far, if one is due (or `now`) and none is under
     /// way; later traffic waits for the next.
     fn start(&mut self, now: bool) {
-        if self.flushing.is_some() || self.pending.is_empty() || !(now || self.due()) {
-            return;
+        if self.bulk.flushing.is_none() {
+            self.polls_upto = None;
         }
-        let mut rows: Vec<(i64, i64)> = self.pending.drain().collect();
-        rows.sort_unstable();
-        self.flushing = Some(BulkWrite {
-            rows,
-            next: 0,
-            frame_id: self.frame_id,
-            polls_upto: None,
-        });
-        self.flushed_at = Some(Instant::now());
+        self.bulk.start(now);
     }
 
     /// Write the next part of the bulk write under way (`all`: the rest), in the caller's
     /// transaction before any frame of it; the last part moves the watermark and empties the
     /// poll log up to the rows it covers.
     fn write(&self, tx: &rusqlite::Transaction<'_>, all: bool) -> Result<Option<StatusStep>, StoreError> {
-        let Some(b) = &self.flushing else {
+        let Some(part) = self.bulk.part(all) else {
             return Ok(None);
         };
-        let polls_upto = match b.polls_upto {
+        let polls_upto = match self.polls_upto {
             Some(p) => p,
             None => tx
                 .prepare_cached("SELECT ifnull(max(rowid), 0) FROM poll_log")?
                 .query_row([], |r| r.get(0))?,
         };
-        let end = if all {
-            b.rows.len()
-        } else {
-            (b.next + STATUS_CHUNK).min(b.rows.len())
-        };
-        for &(account_id, ms) in &b.rows[b.next..end] {
+        for &(account_id, ms) in part.rows {
             touch_account(tx, account_id, ms)?;
         }
-        if end == b.rows.len() {
+        if part.last {
             tx.prepare_cached("DELETE FROM poll_log WHERE rowid <= ?1")?
                 .execute([polls_upto])?;
-            set_watermark(tx, b.frame_id)?;
+            set_watermark(tx, part.upto)?;
         }
-        Ok(Some(StatusStep { end, polls_upto }))
+        Ok(Some(StatusStep {
+            end: part.end,
+            polls_upto,
+        }))
     }
 
     /// The transaction holding `step` committed.
     fn written(&mut self, step: StatusStep) {
-        if let Some(b) = &mut self.flushing {
-            if step.end >= b.rows.len() {
-                self.flushing = None;
-            } else {
-                b.next = step.end;
-                b.polls_upto = Some(step.polls_upto);
-            }
-        }
+        self.bulk.written(step.end);
+        self.polls_upto = self.bulk.flushing.is_some().then_some(step.polls_upto);
     }
 }
 
@@ -826,24 +810,29 @@ impl<E: Into<StoreError>> From<E> for GroupFailure {
 /// savepoint, so one that cannot be stored is refused alone. Without, the frames run straight
 /// (no savepoint statements, no sub-journal copy of every page a frame first touches) and the
 /// first failure abandons the attempt, which the caller repeats carefully. Jobs always need
-/// `careful` (a job runs once). Returns what each item got and whether the status backlog was
-/// written.
+/// `careful` (a job runs once). Returns what each item got and which parts of the bulk writes
+/// it wrote.
+#[allow(clippy::too_many_arguments)]
 fn run_group(
     conn: &mut Connection,
     batch: &mut [Item],
     dedupe: &Dedupe,
     pending: &mut HashMap<[u8; 16], (i64, i64)>,
+    heads: &mut AccountHeads,
     hook: &mut dyn AfterInsert,
     status: &StatusBacklog,
     careful: bool,
-) -> Result<(Outcomes, Option<StatusStep>), GroupFailure> {
+) -> Result<(Outcomes, BulkSteps), GroupFailure> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     hook.begin(&tx)?;
-    let step = status.write(&tx, false)?;
+    let steps = BulkSteps {
+        status: status.write(&tx, false)?,
+        heads: heads.write(&tx, false)?,
+    };
     let mut out = Vec::with_capacity(batch.len());
     for item in batch.iter_mut() {
         match item {
-            Item::Frame(rec, _) if !careful => match apply(&tx, rec, dedupe, pending, hook) {
+            Item::Frame(rec, _) if !careful => match apply(&tx, rec, dedupe, pending, heads, hook) {
                 Ok(c) => out.push(Some(Ok(c))),
                 Err(_) => return Err(GroupFailure::Retry),
             },
@@ -852,7 +841,7 @@ fn run_group(
                 // alone (no ACK; the panel retries) instead of taking the whole group down with
                 // it, again at every resend.
                 tx.prepare_cached("SAVEPOINT frame")?.execute([])?;
-                match apply(&tx, rec, dedupe, pending, hook) {
+                match apply(&tx, rec, dedupe, pending, heads, hook) {
                     Ok(c) => {
                         tx.prepare_cached("RELEASE frame")?.execute([])?;
                         out.push(Some(Ok(c)));
@@ -882,7 +871,13 @@ fn run_group(
         }
     }
     tx.commit()?;
-    Ok((out, step))
+    Ok((out, steps))
+}
+
+/// The parts of the bulk writes a commit group carried.
+struct BulkSteps {
+    status: Option<StatusStep>,
+    heads: Option<HeadsStep>,
 }
 
 /// Start the writer thread. Returns the handle receivers submit through and the thread's join
@@ -904,6 +899,7 @@ pub fn start(
     let checkpointer = super::checkpoint::install(&mut conn, &cfg.path, cfg.busy_timeout, cfg.wal)?;
     let window_ms = cfg.retransmission_window.as_millis() as i64;
     let mut dedupe = load_dedupe(&conn, now_ms, window_ms, cfg.max_dedupe_entries)?;
+    let mut heads = AccountHeads::load(&conn, cfg.status_flush)?;
     let (tx, mut rx) = mpsc::channel::<Msg>(cfg.queue_depth.max(1));
     let m = metrics.clone();
     let max_batch = cfg.max_batch.max(1);
@@ -914,10 +910,8 @@ pub fn start(
         .name("store-writer".into())
         .spawn(move || {
             let mut batch: Vec<Item> = Vec::with_capacity(max_batch);
-            let mut status = StatusBacklog {
-                every: status_flush,
-                ..Default::default()
-            };
+            let mut status = StatusBacklog::default();
+            status.bulk.every = status_flush;
             let mut stopping = false;
             let take = |m: Msg, batch: &mut Vec<Item>| -> bool {
                 match m {
@@ -954,18 +948,21 @@ pub fn start(
                 // careful only if a frame failed (nothing of the first attempt was kept).
                 let mut careful = batch.iter().any(|i| matches!(i, Item::Job(_)));
                 status.start(false);
+                heads.start(false);
                 let attempt = loop {
                     match run_group(
                         &mut conn,
                         &mut batch,
                         &dedupe,
                         &mut pending,
+                        &mut heads,
                         hook.as_mut(),
                         &status,
                         careful,
                     ) {
                         Err(GroupFailure::Retry) if !careful => {
                             hook.forget();
+                            heads.discard();
                             pending.clear();
                             m.group_retries.add(1);
                             careful = true;
@@ -980,11 +977,15 @@ pub fn start(
                 });
                 m.commit_latency.observe(started.elapsed());
                 match result {
-                    Ok((done, step)) => {
+                    Ok((done, steps)) => {
                         m.observe_batch(batch.len());
-                        if let Some(step) = step {
+                        if let Some(step) = steps.status {
                             status.written(step);
                         }
+                        if let Some(step) = steps.heads {
+                            heads.written(step);
+                        }
+                        heads.committed();
                         let newest = batch
                             .iter()
                             .filter_map(|i| match i {
@@ -1039,6 +1040,7 @@ pub fn start(
                     }
                     Err(e) => {
                         hook.forget();
+                        heads.discard();
                         let e = Arc::new(e);
                         m.refusals.inc("commit_failed");
                         for item in batch.drain(..) {
@@ -1060,14 +1062,28 @@ pub fn start(
             // (At most two bulk writes: the one under way, then the backlog noted since.)
             for _ in 0..2 {
                 status.start(true);
+                heads.start(true);
                 let r = conn.transaction().map_err(StoreError::from).and_then(|tx| {
-                    let step = status.write(&tx, true)?;
+                    let steps = BulkSteps {
+                        status: status.write(&tx, true)?,
+                        heads: heads.write(&tx, true)?,
+                    };
                     tx.commit()?;
-                    Ok(step)
+                    Ok(steps)
                 });
                 match r {
-                    Ok(Some(step)) => status.written(step),
-                    Ok(None) => break,
+                    Ok(BulkSteps {
+                        status: None,
+                        heads: None,
+                    }) => break,
+                    Ok(steps) => {
+                        if let Some(step) = steps.status {
+                            status.written(step);
+                        }
+                        if let Some(step) = steps.heads {
+                            heads.written(step);
+                        }
+                    }
                     Err(e) => {
                         tracing::warn!(error = %e, "last-seen times not written at stop; the next start recovers them");
                         break;
@@ -1191,6 +1207,14 @@ mod tests {
         }
         // Closed first (the last connection): the setup's WAL goes into the database.
         drop(conn);
+        writer_on(path, wal)
+    }
+
+    /// A writer (backlogs as in [`writer_with`]) on an existing database.
+    fn writer_on(
+        path: &std::path::Path,
+        wal: super::super::checkpoint::WalLimits,
+    ) -> (WriterHandle, std::thread::JoinHandle<()>) {
         let cfg = WriterConfig {
             path: path.to_path_buf(),
             queue_depth: 64,
@@ -1211,6 +1235,121 @@ mod tests {
         r.account_id = Some(account_id);
         r.received_ms = at_ms;
         r
+    }
+
+    /// An event frame of account `A{account_id}` with `n` burglary events, zones 1…n.
+    fn alarm_frame(account_id: i64, seq: u16, n: usize) -> FrameRecord {
+        let mut r = event_frame(account_id, seq, 1_000 + i64::from(seq));
+        r.events = (1..=n)
+            .map(|z| Event {
+                account: format!("A{account_id}"),
+                receiver: None,
+                line: "0".into(),
+                seq,
+                code: EventCode::Sia(crate::protocol::codes::SiaCode(*b"BA")),
+                qualifier: Qualifier::New,
+                meaning: None,
+                zone: Some(z.to_string()),
+                user: None,
+                area: None,
+                address: None,
+                text: None,
+                occurred: None,
+                sent: None,
+                old: false,
+                xdata: Default::default(),
+            })
+            .collect();
+        r
+    }
+
+    /// (seq, zone) of an account's events as the operator's search finds them, newest first.
+    fn searched(conn: &Connection, account: &str, limit: u32) -> Vec<(i64, String)> {
+        let mut stmt = conn
+            .prepare(&crate::store::heads::search_sql("e.seq, e.zone"))
+            .expect("search");
+        stmt.query_map(params![account, limit], |r| Ok((r.get(0)?, r.get(1)?)))
+            .expect("rows")
+            .collect::<Result<_, _>>()
+            .expect("rows")
+    }
+
+    /// Every account's events, newest first, compared with a plain scan of the table (the
+    /// truth the chain must give).
+    fn check_search(conn: &Connection, accounts: i64) {
+        for a in 1..=accounts {
+            let account = format!("A{a}");
+            let mut stmt = conn
+                .prepare("SELECT seq, zone FROM events WHERE account = ?1 ORDER BY id DESC")
+                .expect("scan");
+            let all: Vec<(i64, String)> = stmt
+                .query_map([&account], |r| Ok((r.get(0)?, r.get(1)?)))
+                .expect("rows")
+                .collect::<Result<_, _>>()
+                .expect("rows");
+            assert_eq!(searched(conn, &account, 1000), all, "{account}");
+            assert_eq!(
+                searched(conn, &account, 2),
+                all.iter().take(2).cloned().collect::<Vec<_>>(),
+                "{account}, limit 2"
+            );
+        }
+    }
+
+    /// An account's events are found newest first from its chain: before the bulk write of
+    /// the heads (the newest events only after the watermark), after it, after a crash that
+    /// left the heads unwritten (the next writer picks them up from the events), and after a
+    /// clean stop. Frames of several events, accounts interleaved, a frame refused in its group.
+    #[tokio::test]
+    async fn an_accounts_events_are_found_newest_first_across_bulk_writes_and_crashes() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("w.db");
+        let (w, _join) = writer_with(&path, 3, Default::default());
+        let conn = Connection::open(&path).expect("db");
+        let heads = |c: &Connection| -> i64 {
+            c.query_row("SELECT count(*) FROM account_heads", [], |r| r.get(0))
+                .expect("heads")
+        };
+        // The first group's heads go out with the second group; later ones wait an hour.
+        w.submit(alarm_frame(1, 1, 1)).await.expect("stored");
+        w.submit(alarm_frame(2, 2, 2)).await.expect("stored");
+        assert_eq!(heads(&conn), 1);
+        w.submit(alarm_frame(1, 3, 3)).await.expect("stored");
+        w.submit(alarm_frame(3, 4, 1)).await.expect("stored");
+        w.submit(alarm_frame(1, 5, 1)).await.expect("stored");
+        assert_eq!(heads(&conn), 1, "the later heads wait");
+        check_search(&conn, 3);
+        assert_eq!(
+            searched(&conn, "A1", 1000),
+            vec![
+                (5, "1".into()),
+                (3, "3".into()),
+                (3, "2".into()),
+                (3, "1".into()),
+                (1, "1".into())
+            ]
+        );
+        assert!(searched(&conn, "A9", 10).is_empty());
+        // "Crash": the writer is never stopped (it would write the heads); a new one loads
+        // them from the events after the watermark.
+        let _crashed = w;
+        let (w, join) = writer_on(&path, Default::default());
+        w.submit(alarm_frame(2, 6, 1)).await.expect("stored");
+        w.submit(alarm_frame(1, 7, 1)).await.expect("stored");
+        check_search(&conn, 3);
+        assert_eq!(heads(&conn), 3, "the first group after a start writes what waited");
+        w.close().await;
+        drop(w);
+        join.join().expect("writer ends");
+        check_search(&conn, 3);
+        let (mark, newest): (String, i64) = conn
+            .query_row(
+                "SELECT (SELECT value FROM meta WHERE key = 'heads_event_id'), max(id) FROM events",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .expect("watermark");
+        assert_eq!(mark, newest.to_string(), "a clean stop leaves every head written");
     }
 
     fn status(conn: &Connection) -> Vec<(i64, i64)> {
@@ -1307,7 +1446,7 @@ mod tests {
     fn a_large_bulk_write_is_spread_over_several_commits() {
         let dir = tempfile::tempdir().expect("dir");
         let mut conn = super::super::open_write(&dir.path().join("w.db"), Duration::from_secs(5)).expect("db");
-        let n = STATUS_CHUNK as i64 * 2 + 100;
+        let n = crate::store::bulk::CHUNK as i64 * 2 + 100;
         let mut backlog = StatusBacklog::default();
         for a in 1..=n {
             conn.execute(
@@ -1344,14 +1483,14 @@ mod tests {
         };
         backlog.start(false);
         let mut commits = 0;
-        while backlog.flushing.is_some() {
+        while backlog.bulk.flushing.is_some() {
             let tx = conn.transaction().expect("tx");
             let step = backlog.write(&tx, false).expect("write").expect("a step");
             tx.commit().expect("commit");
             backlog.written(step);
             commits += 1;
             if commits == 1 {
-                assert_eq!(status(&conn).len(), STATUS_CHUNK);
+                assert_eq!(status(&conn).len(), crate::store::bulk::CHUNK);
                 assert_eq!(watermark(&conn), None, "the watermark waits for the last part");
                 assert_eq!(poll_log_len(&conn), n);
                 assert_eq!(seen_everywhere(&conn), n, "readers see every time meanwhile");

@@ -447,6 +447,33 @@ fn sigkill_under_load_loses_and_duplicates_nothing() {
         )
         .expect("chain check");
     assert_eq!(broken, 0, "links that do not chain each alarm's events");
+    // Each account's events form one chain (the operator's search walks it), and its head is
+    // the newest event: in `account_heads` up to the watermark (written in bulk, so a kill
+    // leaves some unwritten), found after it otherwise.
+    let unchained: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM (SELECT account_prev, lag(id) OVER (PARTITION BY account ORDER BY id) AS prev
+                                   FROM events)
+             WHERE account_prev IS NOT prev",
+            [],
+            |r| r.get(0),
+        )
+        .expect("account chain check");
+    assert_eq!(unchained, 0, "events whose link is not their account's previous event");
+    let headless: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM (SELECT account, max(id) AS newest FROM events GROUP BY account) n
+             LEFT JOIN account_heads h ON h.account = n.account
+             WHERE n.newest <> ifnull(h.event_id, 0)
+               AND n.newest <= (SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'heads_event_id')",
+            [],
+            |r| r.get(0),
+        )
+        .expect("heads check");
+    assert_eq!(
+        headless, 0,
+        "accounts whose head before the watermark is not their newest event"
+    );
     let mut stored: HashMap<(String, u64), (u16, u64)> = HashMap::new();
     {
         let mut stmt = conn
