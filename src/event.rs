@@ -223,7 +223,10 @@ pub fn events_from(frame: &Frame, plain: &Plain) -> Result<Vec<Event>, PayloadEr
             // The parser lends each event with its modifiers in force; no tree of owned blocks
             // is built only to be copied into the events and dropped.
             let message_text = first_text_block(&plain.data);
-            let mut out = Vec::new();
+            // Most frames carry one event. (A first push into `Vec::new()` makes room for four,
+            // over 1 KiB of events: a large allocation, which glibc serves only after
+            // consolidating its fast bins, in every frame; see `receiver::READ_RESERVE`.)
+            let mut out = Vec::with_capacity(1);
             visit_sia_data(&plain.data, |item| {
                 let SiaItem::Event(se) = item else {
                     return;

@@ -29,6 +29,13 @@ use crate::protocol::policy::{Silence, Verdict, Window, evaluate, response_frame
 use crate::store::accounts::AccountTable;
 use crate::store::writer::{FrameRecord, Outcome, Transport, WriterHandle, dedupe_key};
 
+/// Room made in a stream connection's buffer before each read. A connection frees its buffer
+/// whenever it holds no partial frame (10,000 idle panels hold none), so every frame costs one
+/// allocation of this size. Kept below 1,024 bytes: glibc serves a request of 1,024 or more
+/// from its large bins and first consolidates its fast bins, which at 64 connections cost
+/// about 3 % of the machine (BENCHMARKS.md, series L). A longer frame takes several reads.
+pub const READ_RESERVE: usize = 960;
+
 /// What every listener task shares.
 pub struct Shared {
     /// Current accounts (swapped on reload).

@@ -142,7 +142,7 @@ async fn connection(
                     reading = false;
                     continue;
                 }
-                buf.reserve(1024);
+                buf.reserve(super::READ_RESERVE);
                 match stream.try_read_buf(&mut buf) {
                     Ok(0) => {
                         reading = false;

@@ -183,6 +183,29 @@ async fn two_frames_in_one_read_and_garbage_between() {
     assert_eq!(d.query_i64("SELECT count(*) FROM frames WHERE outcome = 'garbage'"), 2);
 }
 
+/// A frame longer than the room a connection makes before each read (and than one read of
+/// it), carrying many events, followed by a short one in the same write: both are read whole.
+#[tokio::test]
+async fn a_long_frame_of_many_events_and_a_short_one_in_one_write() {
+    let mut d = TestDaemon::start().await;
+    let zones: String = (1..=200).map(|z| format!("/BA{z:03}")).collect();
+    let long = plain(Token::SiaDcs, 50, "1234", &format!("#1234|Nri1{zones}"), None);
+    assert!(long.len() > meldkamer::receiver::READ_RESERVE, "{} bytes", long.len());
+    let mut all = long.clone();
+    all.extend_from_slice(&plain(Token::SiaDcs, 51, "1234", "#1234|Nri1/BR001", None));
+    let mut s = TcpStream::connect(d.tcp()).await.expect("connect");
+    s.write_all(&all).await.expect("write");
+    for seq in [50, 51] {
+        let r = read_frame(&mut s, Duration::from_secs(2)).await.expect("response");
+        let f = decode_frame(&r, &Default::default()).expect("decodes");
+        assert_eq!((f.token, f.seq), (Token::Ack, seq));
+    }
+    drop(s);
+    d.stop().await;
+    assert_eq!(d.query_i64("SELECT count(*) FROM events WHERE seq = 50"), 200);
+    assert_eq!(d.query_i64("SELECT count(*) FROM events WHERE seq = 51"), 1);
+}
+
 #[tokio::test]
 async fn frame_split_over_many_writes() {
     let mut d = TestDaemon::start().await;
