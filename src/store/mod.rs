@@ -38,6 +38,14 @@ pub enum StoreError {
     /// A pragma did not take.
     #[error("could not set {0}")]
     Pragma(&'static str),
+    /// A schema upgrade found the database other than it expects.
+    #[error("schema upgrade to version {version}: {why}")]
+    Migration {
+        /// The version the step produces.
+        version: i64,
+        /// What was wrong.
+        why: String,
+    },
 }
 
 /// Apply the connection settings every connection uses.
