@@ -540,6 +540,7 @@ async fn connection(
     let mut buf = BytesMut::new();
     let mut inflight: VecDeque<Pending> = VecDeque::new();
     let mut last_activity = Instant::now();
+    let mut timer = super::Deadline::new(last_activity + idle);
     let mut started: Option<Instant> = None;
     let mut reading = true;
     let mut garbage_stored = 0usize;
@@ -656,7 +657,7 @@ async fn connection(
                     }
                 }
             }
-            _ = tokio::time::sleep_until(deadline), if reading => {
+            _ = timer.expired(deadline), if reading => {
                 if started.is_some_and(|t| Instant::now() >= t + line_timeout) {
                     shared.metrics.refusals.inc("frame_timeout");
                     warn!(buffered = buf.len(), "Contact ID message not completed in time; closing");

@@ -29,6 +29,36 @@ use crate::protocol::policy::{Silence, Verdict, Window, evaluate, response_frame
 use crate::store::accounts::AccountTable;
 use crate::store::writer::{FrameRecord, Outcome, Transport, WriterHandle, dedupe_key};
 
+/// A stream connection's timer for its idle and unfinished-frame timeouts. Every frame moves
+/// the idle deadline later; resetting the timer for each (a timer-wheel removal and insertion
+/// per frame) was about 1 % of the machine at 64 connections. The timer is moved only to an
+/// earlier deadline; when it fires before the deadline in force, it is re-armed once to that.
+pub(crate) struct Deadline {
+    sleep: std::pin::Pin<Box<tokio::time::Sleep>>,
+}
+
+impl Deadline {
+    pub(crate) fn new(at: tokio::time::Instant) -> Self {
+        Deadline {
+            sleep: Box::pin(tokio::time::sleep_until(at)),
+        }
+    }
+
+    /// Completes once `at`, the deadline in force, has passed.
+    pub(crate) async fn expired(&mut self, at: tokio::time::Instant) {
+        if at < self.sleep.deadline() {
+            self.sleep.as_mut().reset(at);
+        }
+        loop {
+            self.sleep.as_mut().await;
+            if tokio::time::Instant::now() >= at {
+                return;
+            }
+            self.sleep.as_mut().reset(at);
+        }
+    }
+}
+
 /// Room made in a stream connection's buffer before each read. A connection frees its buffer
 /// whenever it holds no partial frame (10,000 idle panels hold none), so every frame costs one
 /// allocation of this size. Kept below 1,024 bytes: glibc serves a request of 1,024 or more

@@ -231,6 +231,32 @@ async fn idle_timeout_closes_the_connection() {
     d.stop().await;
 }
 
+/// Traffic keeps a connection open past the idle timeout counted from its start (the timer
+/// fires at the first deadline and finds a later one), and silence then closes it.
+#[tokio::test]
+async fn traffic_moves_the_idle_timeout() {
+    let mut d = TestDaemon::start_with(ACCOUNTS, |c| c.receiver.idle_timeout_secs = 2).await;
+    let mut s = TcpStream::connect(d.tcp()).await.expect("connect");
+    for seq in 0..3u16 {
+        s.write_all(&plain(Token::SiaDcs, 60 + seq, "1234", "#1234|Nri1/BA01", None))
+            .await
+            .expect("write");
+        let r = read_frame(&mut s, Duration::from_secs(2)).await;
+        assert_eq!(r.as_deref().map(token_of).as_deref(), Some("ACK"), "frame {seq}");
+        tokio::time::sleep(Duration::from_millis(1_200)).await;
+    }
+    // 3.6 s after the connection opened, 1.2 s after its last frame: still open.
+    s.write_all(&plain(Token::Null, 63, "1234", "", None))
+        .await
+        .expect("write");
+    let r = read_frame(&mut s, Duration::from_secs(2)).await;
+    assert_eq!(r.as_deref().map(token_of).as_deref(), Some("ACK"), "link test");
+    let quiet = std::time::Instant::now();
+    assert_eq!(read_frame(&mut s, Duration::from_secs(6)).await, None, "closed");
+    assert!(quiet.elapsed() < Duration::from_secs(5), "closed by the idle timeout");
+    d.stop().await;
+}
+
 #[tokio::test]
 async fn slow_frame_is_cut_off() {
     let mut d = TestDaemon::start_with(ACCOUNTS, |c| {
