@@ -287,7 +287,8 @@ pub struct WriterConfig {
     pub changes: Option<tokio::sync::watch::Sender<u64>>,
     /// When WAL checkpoints run (in the background, and past a bound in the writer).
     pub wal: super::checkpoint::WalLimits,
-    /// How often the last-seen times of event frames go to `account_status` in bulk.
+    /// How often the last-seen times of event frames go to `account_status` in bulk, and each
+    /// account's newest event to `account_heads`.
     pub status_flush: Duration,
 }
 
