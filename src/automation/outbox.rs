@@ -11,7 +11,7 @@ use crate::event::{Event, EventCode, Qualifier};
 use crate::protocol::cid::{CidEvent, CidQualifier};
 use crate::protocol::surgard::{self, CidLayout, Header, QualifierStyle, SgContactId, SgSia};
 use crate::store::StoreError;
-use crate::store::writer::{AfterInsert, Committed, FrameRecord, Outcome};
+use crate::store::writer::{AfterInsert, AlarmLink, Committed, FrameRecord, Outcome};
 
 /// The event stream's schema version (the `version` field of every line).
 pub const SCHEMA_VERSION: u32 = 1;
@@ -44,6 +44,13 @@ impl AfterInsert for Chain {
     fn after_job(&mut self, tx: &Transaction<'_>) -> Result<(), StoreError> {
         self.0.after_job(tx)?;
         self.1.after_job(tx)
+    }
+
+    fn link_before_insert(&mut self, tx: &Transaction<'_>, r: &FrameRecord) -> Result<Option<AlarmLink>, StoreError> {
+        match self.0.link_before_insert(tx, r)? {
+            Some(l) => Ok(Some(l)),
+            None => self.1.link_before_insert(tx, r),
+        }
     }
 
     fn after_insert(&mut self, tx: &Transaction<'_>, r: &FrameRecord, c: &Committed) -> Result<(), StoreError> {
@@ -309,6 +316,14 @@ mod tests {
             self.0.lock().expect("log").push("after_job");
             Ok(())
         }
+        fn link_before_insert(
+            &mut self,
+            _tx: &Transaction<'_>,
+            _r: &FrameRecord,
+        ) -> Result<Option<AlarmLink>, StoreError> {
+            self.0.lock().expect("log").push("link_before_insert");
+            Ok(None)
+        }
         fn after_insert(&mut self, _tx: &Transaction<'_>, _r: &FrameRecord, _c: &Committed) -> Result<(), StoreError> {
             self.0.lock().expect("log").push("after_insert");
             Ok(())
@@ -340,9 +355,17 @@ mod tests {
             duplicate_of: None,
             event_ids: Vec::new(),
         };
+        assert_eq!(chain.link_before_insert(&tx, &r).expect("link"), None);
         chain.after_insert(&tx, &r, &c).expect("insert");
         let calls = log.lock().expect("log").clone();
-        for call in ["begin", "before_job", "after_job", "forget", "after_insert"] {
+        for call in [
+            "begin",
+            "before_job",
+            "after_job",
+            "forget",
+            "link_before_insert",
+            "after_insert",
+        ] {
             assert_eq!(calls.iter().filter(|c| **c == call).count(), 2, "{call}: {calls:?}");
         }
     }

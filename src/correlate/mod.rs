@@ -26,10 +26,10 @@ use std::time::{Duration, Instant};
 
 use rusqlite::{OptionalExtension, Transaction, params};
 
-use crate::event::EventCode;
+use crate::event::{Event, EventCode};
 use crate::protocol::codes::{Category, Kind};
 use crate::store::StoreError;
-use crate::store::writer::{AfterInsert, Committed, FrameRecord, Outcome};
+use crate::store::writer::{AfterInsert, AlarmLink, Committed, FrameRecord, Outcome};
 use alarms::{AlarmSpec, Queue};
 
 /// Account numbers, zones and users are compared without leading zeros ("003" is zone 3).
@@ -272,6 +272,24 @@ impl RecordCache {
         event_id: Option<i64>,
     ) -> Result<Option<i64>, StoreError> {
         let Some(e) = event_id else { return Ok(None) };
+        let Some(link) = self.remembered_link(tx, site_id, join_key, priority, duress)? else {
+            return Ok(None);
+        };
+        alarms::link(tx, link.alarm_id, link.prev, e)?;
+        self.remember_head(link.alarm_id, e);
+        Ok(Some(link.alarm_id))
+    }
+
+    /// The link an event would get by joining the remembered alarm as it is (see
+    /// [`Self::join_remembered`]), without writing it.
+    fn remembered_link(
+        &self,
+        tx: &Transaction<'_>,
+        site_id: Option<i64>,
+        join_key: &str,
+        priority: u8,
+        duress: bool,
+    ) -> Result<Option<AlarmLink>, StoreError> {
         if duress || self.fold_needed {
             return Ok(None);
         }
@@ -287,9 +305,7 @@ impl RecordCache {
                 .prepare_cached("SELECT last_event_id FROM alarms WHERE id = ?1")?
                 .query_row(params![id], |r| r.get(0))?,
         };
-        alarms::link(tx, id, prev, e)?;
-        self.remember_head(id, e);
-        Ok(Some(id))
+        Ok(Some(AlarmLink { alarm_id: id, prev }))
     }
 
     fn remember_head(&mut self, alarm_id: i64, event_id: i64) {
@@ -369,6 +385,9 @@ pub struct Correlator {
     cache: RecordCache,
     /// The newest `alarm_log` row before the running job.
     log_before_job: i64,
+    /// The alarm the frame being stored was linked to as its event was inserted
+    /// ([`AfterInsert::link_before_insert`]); taken by [`on_frame`].
+    prelinked: Option<i64>,
 }
 
 impl Correlator {
@@ -378,6 +397,7 @@ impl Correlator {
             cfg,
             cache: RecordCache::default(),
             log_before_job: 0,
+            prelinked: None,
         }
     }
 }
@@ -388,6 +408,7 @@ impl AfterInsert for Correlator {
     }
 
     fn forget(&mut self) {
+        self.prelinked = None;
         self.cache.forget();
     }
 
@@ -407,8 +428,38 @@ impl AfterInsert for Correlator {
         Ok(())
     }
 
+    /// The flood case, decided before the event row exists: a frame's only event that joins
+    /// its remembered alarm as it is gets its link in its own `INSERT` (one statement fewer
+    /// per event). Only when nothing [`on_frame`] does before that event could change the
+    /// answer: the account's traffic has nothing to restore.
+    fn link_before_insert(&mut self, tx: &Transaction<'_>, r: &FrameRecord) -> Result<Option<AlarmLink>, StoreError> {
+        self.prelinked = None;
+        let (Some(account_id), [ev]) = (r.account_id, r.events.as_slice()) else {
+            return Ok(None);
+        };
+        if r.outcome != Outcome::Accepted || r.link_test_only || !self.cache.comm_clear.contains(&account_id) {
+            return Ok(None);
+        }
+        let Some(meaning) = ev.meaning.filter(|m| matches!(m.kind, Kind::Alarm | Kind::Trouble)) else {
+            return Ok(None);
+        };
+        let owner = self.cache.owner(tx, account_id)?;
+        let priority = self
+            .cache
+            .priority(tx, owner.customer_id, meaning.category, meaning.priority)?;
+        let account = r.account.as_deref().unwrap_or_default();
+        let join_key = join_key(owner.site_id, account, ev);
+        let duress = meaning.category == Category::Duress;
+        let link = self
+            .cache
+            .remembered_link(tx, owner.site_id, &join_key, priority, duress)?;
+        self.prelinked = link.map(|l| l.alarm_id);
+        Ok(link)
+    }
+
     fn after_insert(&mut self, tx: &Transaction<'_>, r: &FrameRecord, c: &Committed) -> Result<(), StoreError> {
-        on_frame(tx, &self.cfg, &mut self.cache, r, c)
+        let prelinked = self.prelinked.take();
+        on_frame(tx, &self.cfg, &mut self.cache, r, c, prelinked)
     }
 }
 
@@ -425,6 +476,7 @@ pub fn on_frame(
     cache: &mut RecordCache,
     r: &FrameRecord,
     c: &Committed,
+    prelinked: Option<i64>,
 ) -> Result<(), StoreError> {
     let now = r.received_ms;
     match r.outcome {
@@ -535,11 +587,13 @@ pub fn on_frame(
         };
         match meaning.kind {
             Kind::Alarm | Kind::Trouble => {
+                if let Some(alarm_id) = prelinked {
+                    // Linked as it was inserted (the frame's only event).
+                    cache.remember_head(alarm_id, *event_id);
+                    continue;
+                }
                 let priority = cache.priority(tx, owner.customer_id, meaning.category, meaning.priority)?;
-                let join_key = scope(match &zone {
-                    Some(z) => format!("zone:{z}"),
-                    None => format!("code:{}", ev.code),
-                });
+                let join_key = join_key(owner.site_id, &account, ev);
                 let duress = meaning.category == Category::Duress;
                 // The flood case first: nothing to look up (not even the zone's description
                 // for the title) when the event joins the remembered alarm as it is.
@@ -579,10 +633,7 @@ pub fn on_frame(
                 )?;
             }
             Kind::Restore | Kind::TroubleRestore => {
-                let join_key = scope(match &zone {
-                    Some(z) => format!("zone:{z}"),
-                    None => format!("code:{}", ev.code),
-                });
+                let join_key = join_key(owner.site_id, &account, ev);
                 cache.restore_zone(tx, owner.site_id, &join_key, *event_id, now)?;
             }
             Kind::Disarm | Kind::Cancel => {
@@ -602,6 +653,19 @@ pub fn on_frame(
         }
     }
     Ok(())
+}
+
+/// The join key of an alarm or restore event: its zone, else its code; scoped to the account
+/// when the account belongs to no site.
+fn join_key(site_id: Option<i64>, account: &str, ev: &Event) -> String {
+    let key = match ev.zone.as_deref().map(norm_number) {
+        Some(z) => format!("zone:{z}"),
+        None => format!("code:{}", ev.code),
+    };
+    match site_id {
+        Some(_) => key,
+        None => format!("acct:{account}/{key}"),
+    }
 }
 
 #[cfg(test)]
@@ -763,6 +827,143 @@ mod tests {
         c.cache.fold(&tx, None).expect("fold");
         tx.commit().expect("commit");
         assert_eq!(counts(&conn), ((7, 3_001), (7, 3_001), after));
+    }
+
+    /// A frame of account A1 (no site) with one SIA event `code` in zone 1, as the receiver
+    /// hands it to the writer.
+    fn one_event_frame(code: &[u8; 2]) -> FrameRecord {
+        let mut r = FrameRecord::new(
+            1_000,
+            crate::store::writer::Transport::Tcp,
+            "p".into(),
+            b"x".to_vec(),
+            Outcome::Accepted,
+        );
+        r.account = Some("A1".into());
+        r.account_id = Some(1);
+        let code = crate::protocol::codes::SiaCode(*code);
+        let info = code.info().expect("a known code");
+        r.events = vec![Event {
+            account: "A1".into(),
+            receiver: None,
+            line: "0".into(),
+            seq: 1,
+            code: EventCode::Sia(code),
+            qualifier: crate::event::Qualifier::New,
+            meaning: Some(crate::event::Meaning {
+                category: info.category,
+                kind: info.kind,
+                priority: info.priority,
+                description: info.description.as_str(),
+            }),
+            zone: Some("001".into()),
+            user: None,
+            area: None,
+            address: None,
+            text: None,
+            occurred: None,
+            sent: None,
+            old: false,
+            xdata: Default::default(),
+        }];
+        r
+    }
+
+    /// Store `r`'s event as the writer does: the link asked for before the insert goes into
+    /// the row, then the frame is correlated. Returns the event id and the link.
+    fn store_as_the_writer(tx: &Transaction<'_>, c: &mut Correlator, r: &FrameRecord) -> (i64, Option<AlarmLink>) {
+        let link = c.link_before_insert(tx, r).expect("decide");
+        tx.execute(
+            "INSERT INTO frames (received_ms, transport, peer, raw, outcome) VALUES (1000, 'tcp', 'p', x'', 'accepted')",
+            [],
+        )
+        .expect("frame");
+        let frame = tx.last_insert_rowid();
+        tx.execute(
+            "INSERT INTO events (frame_id, received_ms, account, account_id, seq, code_format, code, qualifier,
+                                 description, zone, alarm_id, alarm_prev)
+             VALUES (?1, 1000, 'A1', 1, 1, 'sia', ?2, 'new', 'x', '001', ?3, ?4)",
+            params![
+                frame,
+                r.events[0].code.to_string(),
+                link.map(|l| l.alarm_id),
+                link.and_then(|l| l.prev)
+            ],
+        )
+        .expect("event");
+        let e = tx.last_insert_rowid();
+        let committed = Committed {
+            frame_id: Some(frame),
+            duplicate_of: None,
+            event_ids: vec![e],
+        };
+        c.after_insert(tx, r, &committed).expect("correlate");
+        (e, link)
+    }
+
+    /// A flood event whose alarm is remembered gets its link in its own INSERT: no UPDATE of
+    /// the event row, the same chain and count. Not for the first event (nothing remembered,
+    /// and the account's traffic may restore something), not for a more urgent event, and
+    /// not for a restore.
+    #[test]
+    fn a_flood_event_is_linked_in_its_insert() {
+        let dir = tempfile::tempdir().expect("dir");
+        let mut conn =
+            crate::store::open_write(&dir.path().join("c.db"), std::time::Duration::from_secs(5)).expect("db");
+        conn.execute("INSERT INTO accounts (id, account) VALUES (1, 'A1')", [])
+            .expect("account");
+        let updates = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let seen = updates.clone();
+        conn.update_hook(Some(move |action, _: &str, table: &str, _| {
+            if action == rusqlite::hooks::Action::SQLITE_UPDATE && table == "events" {
+                seen.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        }))
+        .expect("update hook");
+        let mut c = Correlator::new(CorrelateConfig::default());
+        let tx = conn.transaction().expect("tx");
+        c.begin(&tx).expect("begin");
+        let (e1, link) = store_as_the_writer(&tx, &mut c, &one_event_frame(b"BA"));
+        assert_eq!(link, None, "the first event opens the alarm the usual way");
+        let alarm: i64 = tx
+            .query_row("SELECT alarm_id FROM events WHERE id = ?1", [e1], |r| r.get(0))
+            .expect("linked");
+        let before = updates.load(std::sync::atomic::Ordering::Relaxed);
+        let (e2, link) = store_as_the_writer(&tx, &mut c, &one_event_frame(b"BA"));
+        assert_eq!(
+            link,
+            Some(AlarmLink {
+                alarm_id: alarm,
+                prev: Some(e1)
+            })
+        );
+        let (e3, link) = store_as_the_writer(&tx, &mut c, &one_event_frame(b"BA"));
+        assert_eq!(
+            link,
+            Some(AlarmLink {
+                alarm_id: alarm,
+                prev: Some(e2)
+            })
+        );
+        assert_eq!(
+            updates.load(std::sync::atomic::Ordering::Relaxed),
+            before,
+            "no UPDATE of an event row"
+        );
+        // More urgent (a panic is priority 1), and a restore: decided after the insert.
+        let (_, link) = store_as_the_writer(&tx, &mut c, &one_event_frame(b"PA"));
+        assert_eq!(link, None);
+        let (_, link) = store_as_the_writer(&tx, &mut c, &one_event_frame(b"BR"));
+        assert_eq!(link, None);
+        tx.commit().expect("commit");
+        let chain: Vec<(i64, Option<i64>)> = conn
+            .prepare("SELECT id, alarm_prev FROM events WHERE alarm_id = ?1 ORDER BY id")
+            .expect("query")
+            .query_map([alarm], |r| Ok((r.get(0)?, r.get(1)?)))
+            .expect("rows")
+            .collect::<Result<_, _>>()
+            .expect("rows");
+        assert_eq!(chain[..3], [(e1, None), (e2, Some(e1)), (e3, Some(e2))]);
     }
 
     /// The first link after the writer forgot (a fresh writer, a rollback, a job that changed

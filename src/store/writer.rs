@@ -243,6 +243,18 @@ pub trait AfterInsert: Send + 'static {
         Ok(())
     }
 
+    /// Before the only event of an accepted frame is inserted: the alarm it joins and that
+    /// alarm's previous newest event, if the hook knows them without a look, so the link is
+    /// written with the event row instead of by a second statement. A hook that answers sees
+    /// the same frame in [`Self::after_insert`] and must not link it again.
+    fn link_before_insert(
+        &mut self,
+        _tx: &rusqlite::Transaction<'_>,
+        _record: &FrameRecord,
+    ) -> Result<Option<AlarmLink>, StoreError> {
+        Ok(None)
+    }
+
     /// Called for every stored accepted frame with its event ids.
     fn after_insert(
         &mut self,
@@ -250,6 +262,15 @@ pub trait AfterInsert: Send + 'static {
         record: &FrameRecord,
         committed: &Committed,
     ) -> Result<(), StoreError>;
+}
+
+/// An event's place in an alarm: the alarm, and the alarm's newest event before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AlarmLink {
+    /// `events.alarm_id`.
+    pub alarm_id: i64,
+    /// `events.alarm_prev`.
+    pub prev: Option<i64>,
 }
 
 /// No extra work.
@@ -513,13 +534,15 @@ fn insert_event(
     r: &FrameRecord,
     e: &Event,
     account_prev: Option<i64>,
+    alarm: Option<AlarmLink>,
     xdata_json: &mut XdataJson,
 ) -> Result<i64, StoreError> {
     let mut stmt = tx.prepare_cached(
         "INSERT INTO events (frame_id, received_ms, account, account_id, receiver, line, seq, code_format, code,
                              qualifier, category, kind, priority, description, zone, user_no, area, text,
-                             occurred_ms, sent_ms, old, xdata, account_prev)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23)",
+                             occurred_ms, sent_ms, old, xdata, account_prev, alarm_id, alarm_prev)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23,
+                 ?24, ?25)",
     )?;
     let (fmt, code) = match e.code {
         EventCode::Sia(c) => ("sia", c.to_string()),
@@ -551,6 +574,8 @@ fn insert_event(
         e.old,
         xdata,
         account_prev,
+        alarm.map(|a| a.alarm_id),
+        alarm.and_then(|a| a.prev),
     ])?;
     Ok(tx.last_insert_rowid())
 }
@@ -617,6 +642,10 @@ fn apply(
         }
     }
     let id = insert_frame(tx, r, "accepted", None)?;
+    let alarm = match r.events.len() {
+        1 => hook.link_before_insert(tx, r)?,
+        _ => None,
+    };
     let mut event_ids: Vec<i64> = Vec::with_capacity(r.events.len());
     let mut xdata_json = XdataJson { of: None, json: None };
     for (i, e) in r.events.iter().enumerate() {
@@ -628,7 +657,7 @@ fn apply(
             .find(|(p, _)| p.account == e.account)
             .map(|(_, &id)| id)
             .or_else(|| heads.newest(&e.account));
-        event_ids.push(insert_event(tx, id, r, e, prev, &mut xdata_json)?);
+        event_ids.push(insert_event(tx, id, r, e, prev, alarm, &mut xdata_json)?);
     }
     let c = Committed {
         frame_id: Some(id),
