@@ -97,6 +97,38 @@ pub struct Event {
     pub xdata: std::sync::Arc<Vec<XData>>,
 }
 
+#[cfg(test)]
+impl Event {
+    /// A new SIA event of `account` (frame `seq`) with `code`, its meaning from the table, in
+    /// `zone`: what the receiver hands the writer, for tests.
+    pub(crate) fn sia_for_tests(account: &str, seq: u16, code: &[u8; 2], zone: &str) -> Event {
+        let code = crate::protocol::codes::SiaCode(*code);
+        Event {
+            account: account.into(),
+            receiver: None,
+            line: "0".into(),
+            seq,
+            code: EventCode::Sia(code),
+            qualifier: Qualifier::New,
+            meaning: code.info().map(|i| Meaning {
+                category: i.category,
+                kind: i.kind,
+                priority: i.priority,
+                description: i.description.as_str(),
+            }),
+            zone: Some(zone.into()),
+            user: None,
+            area: None,
+            address: None,
+            text: None,
+            occurred: None,
+            sent: None,
+            old: false,
+            xdata: Default::default(),
+        }
+    }
+}
+
 impl Event {
     /// A one-line description for logs and the console.
     pub fn describe(&self) -> String {

@@ -841,31 +841,8 @@ mod tests {
         );
         r.account = Some("A1".into());
         r.account_id = Some(1);
-        let code = crate::protocol::codes::SiaCode(*code);
-        let info = code.info().expect("a known code");
-        r.events = vec![Event {
-            account: "A1".into(),
-            receiver: None,
-            line: "0".into(),
-            seq: 1,
-            code: EventCode::Sia(code),
-            qualifier: crate::event::Qualifier::New,
-            meaning: Some(crate::event::Meaning {
-                category: info.category,
-                kind: info.kind,
-                priority: info.priority,
-                description: info.description.as_str(),
-            }),
-            zone: Some("001".into()),
-            user: None,
-            area: None,
-            address: None,
-            text: None,
-            occurred: None,
-            sent: None,
-            old: false,
-            xdata: Default::default(),
-        }];
+        r.events = vec![Event::sia_for_tests("A1", 1, code, "001")];
+        assert!(r.events[0].meaning.is_some(), "a known code");
         r
     }
 

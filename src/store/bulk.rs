@@ -10,10 +10,24 @@ use std::collections::HashMap;
 use std::hash::Hash;
 use std::time::{Duration, Instant};
 
+use rusqlite::{Connection, params};
+
+use super::StoreError;
+
 /// Rows of a bulk write per commit group: the write is spread over consecutive groups, so no
 /// commit (and no ACK waiting for it) waits for all of it. Measured: 6,400 `account_status`
 /// rows in one commit held up the frames behind it by tens of ms.
 pub(crate) const CHUNK: usize = 512;
+
+/// Record in `meta` that every source row up to `id` is summarised (the last part of a bulk
+/// write, or a recovery).
+pub(crate) fn set_watermark(conn: &Connection, key: &str, id: i64) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+    )?
+    .execute(params![key, id.to_string()])?;
+    Ok(())
+}
 
 /// Values waiting for a bulk write, per key, and the bulk write under way.
 #[derive(Debug)]

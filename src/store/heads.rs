@@ -3,7 +3,7 @@
 //! every account's newest event in memory and writes it on the event row it inserts, so storing
 //! an event touches no page but the event table's last. The newest event per account goes to
 //! `account_heads` in bulk ([`super::bulk`]); every event up to the `heads_event_id` watermark
-//! is reflected there, and readers look for newer ones after it ([`SEARCH`]).
+//! is reflected there, and readers look for newer ones after it ([`search_sql`]).
 //!
 //! This replaces an index on `events (account, id)`: with thousands of accounts sending,
 //! every event went to its own account's leaf page, and a commit group wrote about one index
@@ -15,7 +15,7 @@ use std::time::Duration;
 use rusqlite::{Connection, params};
 
 use super::StoreError;
-use super::bulk::Bulk;
+use super::bulk::{Bulk, set_watermark};
 
 /// `meta` key: every committed event up to this id has its account's head in `account_heads`.
 pub const HEADS_WATERMARK: &str = "heads_event_id";
@@ -144,11 +144,7 @@ impl AccountHeads {
             stmt.execute(params![account, id])?;
         }
         if part.last {
-            tx.prepare_cached(
-                "INSERT INTO meta (key, value) VALUES (?1, ?2)
-                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-            )?
-            .execute(params![HEADS_WATERMARK, part.upto.to_string()])?;
+            set_watermark(tx, HEADS_WATERMARK, part.upto)?;
         }
         Ok(Some(HeadsStep(part.end)))
     }

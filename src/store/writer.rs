@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, oneshot};
 
 use super::StoreError;
-use super::bulk::Bulk;
+use super::bulk::{Bulk, set_watermark};
 use super::heads::{AccountHeads, HeadsStep};
 use crate::event::{Event, EventCode, Qualifier};
 use crate::metrics::Metrics;
@@ -772,7 +772,7 @@ impl StatusBacklog {
         if part.last {
             tx.prepare_cached("DELETE FROM poll_log WHERE rowid <= ?1")?
                 .execute([polls_upto])?;
-            set_watermark(tx, part.upto)?;
+            set_watermark(tx, STATUS_WATERMARK, part.upto)?;
         }
         Ok(Some(StatusStep {
             end: part.end,
@@ -785,14 +785,6 @@ impl StatusBacklog {
         self.bulk.written(step.end);
         self.polls_upto = self.bulk.flushing.is_some().then_some(step.polls_upto);
     }
-}
-
-fn set_watermark(conn: &Connection, frame_id: i64) -> Result<(), StoreError> {
-    let mut stmt = conn.prepare_cached(
-        "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-    )?;
-    stmt.execute(params![STATUS_WATERMARK, frame_id.to_string()])?;
-    Ok(())
 }
 
 /// Bring `account_status` up to date with the frames committed after the watermark and the
@@ -815,7 +807,7 @@ pub fn recover_status(conn: &mut Connection) -> Result<usize, StoreError> {
         touch_account(&tx, account_id, ms)?;
     }
     tx.execute("DELETE FROM poll_log", [])?;
-    set_watermark(&tx, newest)?;
+    set_watermark(&tx, STATUS_WATERMARK, newest)?;
     tx.commit()?;
     Ok(rows.len())
 }
@@ -1271,24 +1263,7 @@ mod tests {
     fn alarm_frame(account_id: i64, seq: u16, n: usize) -> FrameRecord {
         let mut r = event_frame(account_id, seq, 1_000 + i64::from(seq));
         r.events = (1..=n)
-            .map(|z| Event {
-                account: format!("A{account_id}"),
-                receiver: None,
-                line: "0".into(),
-                seq,
-                code: EventCode::Sia(crate::protocol::codes::SiaCode(*b"BA")),
-                qualifier: Qualifier::New,
-                meaning: None,
-                zone: Some(z.to_string()),
-                user: None,
-                area: None,
-                address: None,
-                text: None,
-                occurred: None,
-                sent: None,
-                old: false,
-                xdata: Default::default(),
-            })
+            .map(|z| Event::sia_for_tests(&format!("A{account_id}"), seq, b"BA", &z.to_string()))
             .collect();
         r
     }
