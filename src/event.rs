@@ -132,23 +132,25 @@ impl Event {
 impl Event {
     /// A one-line description for logs and the console.
     pub fn describe(&self) -> String {
-        let what = match (&self.meaning, self.code) {
-            (_, EventCode::LinkTest) => "link test".to_string(),
-            (Some(m), _) => m.description.to_string(),
-            (None, code) => format!("unknown code {code}"),
+        use std::fmt::Write;
+        // One allocation: this runs for every stored event.
+        let mut s = String::with_capacity(48);
+        let _ = match (&self.meaning, self.code) {
+            (_, EventCode::LinkTest) => s.write_str("link test"),
+            (Some(m), _) => s.write_str(m.description),
+            (None, code) => write!(s, "unknown code {code}"),
         };
-        let mut s = what;
         if let Qualifier::Unknown(q) = self.qualifier {
-            s.push_str(&format!(" (unknown qualifier {q})"));
+            let _ = write!(s, " (unknown qualifier {q})");
         }
         if let Some(z) = &self.zone {
-            s.push_str(&format!(", zone {z}"));
+            let _ = write!(s, ", zone {z}");
         }
         if let Some(u) = &self.user {
-            s.push_str(&format!(", user {u}"));
+            let _ = write!(s, ", user {u}");
         }
         if let Some(a) = &self.area {
-            s.push_str(&format!(", area {a}"));
+            let _ = write!(s, ", area {a}");
         }
         s
     }

@@ -36,7 +36,6 @@ use std::time::Duration;
 use bytes::{Buf, BytesMut};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
-use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -54,7 +53,7 @@ use crate::protocol::response::ResponseKind;
 use crate::protocol::sia::parse_sia_data;
 use crate::protocol::surgard::{ACK, NAK, SgMessage};
 use crate::store::StoreError;
-use crate::store::writer::{Committed, FrameRecord, Outcome, Transport, dedupe_key};
+use crate::store::writer::{AnswerRx, FrameRecord, Outcome, Transport, dedupe_key};
 
 /// The `token` stored for each kind of Contact ID input.
 pub const TOKENS: [&str; 5] = ["SG-CID", "SG-SIA", "SG-OTHER", "LUPUSEC-CID", "DC05-CID"];
@@ -519,7 +518,7 @@ pub async fn serve_tcp(listener: TcpListener, cs: Arc<CidShared>, cancel: Cancel
 
 struct Pending {
     /// `None`: nothing was stored (a heartbeat); answer at once.
-    rx: Option<oneshot::Receiver<Result<Committed, Arc<StoreError>>>>,
+    rx: Option<AnswerRx>,
     response: Option<Vec<u8>>,
     kind: Option<ResponseKind>,
 }
@@ -562,7 +561,7 @@ async fn connection(
                 }
             }, if !inflight.is_empty() => {
                 let p = inflight.pop_front().expect("guarded");
-                let committed = match res {
+                let committed = match res.map(|r| r.map(|a| a.result)) {
                     None => true,
                     Some(Ok(Ok(_))) => true,
                     Some(Ok(Err(e))) => {
@@ -598,8 +597,7 @@ async fn connection(
                     reading = false;
                     continue;
                 }
-                buf.reserve(super::READ_RESERVE);
-                match stream.try_read_buf(&mut buf) {
+                match super::read_available(&stream, &mut buf) {
                     Ok(0) => reading = false,
                     Ok(_) => {
                         last_activity = Instant::now();

@@ -66,6 +66,35 @@ impl Deadline {
 /// about 3 % of the machine (BENCHMARKS.md, series L). A longer frame takes several reads.
 pub const READ_RESERVE: usize = 960;
 
+/// Read what a ready stream socket holds into `buf` (after making [`READ_RESERVE`] bytes of
+/// room): `Ok(0)` at the end of the stream, `WouldBlock` when there was nothing after all.
+///
+/// tokio forgets a socket's read readiness only when a read fails with `WouldBlock`, so the usual
+/// `readable().await` + `try_read_buf` loop makes a second `recv` after every frame just to
+/// learn that the socket is empty: one system call in three on the receive path. A read that
+/// left some of the room empty has already drained the socket, so this tells tokio to forget
+/// the readiness it observed before the read, the rule tokio's own `AsyncRead` for sockets
+/// applies. Data that arrives after the read raises a new readiness event, which this does not
+/// clear, so nothing is left unread.
+pub fn read_available(stream: &tokio::net::TcpStream, buf: &mut bytes::BytesMut) -> std::io::Result<usize> {
+    use std::io::ErrorKind::WouldBlock;
+    buf.reserve(READ_RESERVE);
+    let room = buf.capacity() - buf.len();
+    let mut read = 0;
+    // `try_io` records the readiness first and clears that same readiness on `WouldBlock`.
+    match stream.try_io(tokio::io::Interest::READABLE, || {
+        read = stream.try_read_buf(buf)?;
+        if read > 0 && read < room {
+            Err(WouldBlock.into())
+        } else {
+            Ok(read)
+        }
+    }) {
+        Err(e) if e.kind() == WouldBlock && read > 0 => Ok(read),
+        r => r,
+    }
+}
+
 /// What every listener task shares.
 pub struct Shared {
     /// Current accounts (swapped on reload).
@@ -301,4 +330,84 @@ pub(crate) fn stray_bytes(
         format!("{} bytes outside any {unit}", raw.len())
     });
     rec
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::ErrorKind::WouldBlock;
+    use std::time::Duration;
+
+    use bytes::BytesMut;
+    use tokio::io::{AsyncWriteExt, Interest};
+    use tokio::net::{TcpListener, TcpStream};
+
+    use super::{READ_RESERVE, read_available};
+
+    /// Waits for read readiness; a generous guard against a hang, not a timing assertion.
+    async fn ready(s: &TcpStream) {
+        tokio::time::timeout(Duration::from_secs(10), s.readable())
+            .await
+            .expect("readable in time")
+            .expect("readable");
+    }
+
+    /// Would tokio call the socket again (readiness kept), or answer `WouldBlock` itself?
+    fn readiness_kept(s: &TcpStream) -> bool {
+        let mut called = false;
+        let r = s.try_io(Interest::READABLE, || {
+            called = true;
+            Ok(())
+        });
+        assert!(called || r.is_err_and(|e| e.kind() == WouldBlock));
+        called
+    }
+
+    #[tokio::test]
+    async fn a_short_read_forgets_the_readiness_and_new_data_raises_it_again() {
+        let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let mut client = TcpStream::connect(l.local_addr().expect("addr"))
+            .await
+            .expect("connect");
+        let (server, _) = l.accept().await.expect("accept");
+        let mut buf = BytesMut::new();
+
+        client.write_all(b"\nframe one\r").await.expect("write");
+        ready(&server).await;
+        assert_eq!(read_available(&server, &mut buf).expect("read"), 11);
+        assert!(!readiness_kept(&server), "a drained socket needs no second recv");
+
+        // Data after the read is not lost: it raises readiness again.
+        client.write_all(b"\nframe two\r").await.expect("write");
+        ready(&server).await;
+        assert_eq!(read_available(&server, &mut buf).expect("read"), 11);
+        assert_eq!(&buf[..], b"\nframe one\r\nframe two\r");
+
+        // A read that filled the room keeps the readiness: more may be waiting.
+        buf.clear();
+        let big = vec![b'x'; 3 * READ_RESERVE];
+        client.write_all(&big).await.expect("write");
+        let (mut got, mut full) = (0, 0);
+        while got < big.len() {
+            ready(&server).await;
+            buf.clear();
+            match read_available(&server, &mut buf) {
+                Ok(n) => {
+                    got += n;
+                    if n == buf.capacity() {
+                        full += 1;
+                        assert!(readiness_kept(&server), "a full read keeps the readiness");
+                    }
+                }
+                Err(e) if e.kind() == WouldBlock => {}
+                Err(e) => panic!("read: {e}"),
+            }
+        }
+        assert_eq!(got, big.len());
+        assert!(full > 0, "the room is smaller than what was sent");
+
+        // The end of the stream reads as 0.
+        client.shutdown().await.expect("shutdown");
+        ready(&server).await;
+        assert_eq!(read_available(&server, &mut buf).expect("read"), 0);
+    }
 }

@@ -13,7 +13,6 @@ use std::time::Duration;
 use bytes::{Buf, BytesMut};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -23,9 +22,7 @@ use super::admission::{Admission, Admitted, accept};
 use super::{Shared, garbage_record, prepare_frame};
 use crate::protocol::frame::LF;
 use crate::protocol::framer::{Chunk, Framer};
-use crate::protocol::response::ResponseKind;
-use crate::store::StoreError;
-use crate::store::writer::{Committed, Transport};
+use crate::store::writer::{AnswerRx, Transport};
 
 /// Accept connections until `cancel`; each connection runs in `tracker`.
 pub async fn serve(listener: TcpListener, shared: Arc<Shared>, cancel: CancellationToken, tracker: TaskTracker) {
@@ -52,9 +49,8 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, cancel: Cancellat
 }
 
 struct Pending {
-    rx: oneshot::Receiver<Result<Committed, Arc<StoreError>>>,
-    response: Option<Vec<u8>>,
-    kind: Option<ResponseKind>,
+    /// The answer carries the record back, with the response to send.
+    rx: AnswerRx,
     /// `serve --record`: the trace slot for this frame's response.
     slot: Option<usize>,
 }
@@ -95,12 +91,13 @@ async fn connection(
             biased;
             res = async { inflight.front_mut().map(|p| &mut p.rx).expect("guarded").await }, if !inflight.is_empty() => {
                 let p = inflight.pop_front().expect("guarded");
-                let recorded = recording.as_ref().and(p.slot).map(|s| (s, p.response.clone()));
                 let mut written = false;
-                match res {
-                    Ok(Ok(committed)) => {
-                        if let (Some(bytes), Some(kind)) = (p.response, p.kind) {
-                            match tokio::time::timeout(write_timeout, stream.write_all(&bytes)).await {
+                let mut response = None;
+                match res.map(|a| (a.result, a.record)) {
+                    Ok((Ok(committed), record)) => {
+                        response = record.response;
+                        if let (Some(bytes), Some(kind)) = (&response, record.response_kind) {
+                            match tokio::time::timeout(write_timeout, stream.write_all(bytes)).await {
                                 Ok(Ok(())) => {
                                     written = true;
                                     shared.metrics.responses.inc(kind.as_str());
@@ -120,7 +117,7 @@ async fn connection(
                             shared.metrics.responses.inc("none");
                         }
                     }
-                    Ok(Err(e)) => {
+                    Ok((Err(e), _)) => {
                         warn!(error = %e, "commit failed: no response sent, the panel will retry");
                         shared.metrics.responses.inc("none");
                     }
@@ -129,8 +126,8 @@ async fn connection(
                         reading = false;
                     }
                 }
-                if let (Some(r), Some((slot, bytes))) = (recording.as_mut(), recorded) {
-                    r.respond(slot, bytes.as_deref().filter(|_| written), &shared.accounts());
+                if let (Some(r), Some(slot)) = (recording.as_mut(), p.slot) {
+                    r.respond(slot, response.as_deref().filter(|_| written), &shared.accounts());
                 }
                 last_activity = Instant::now();
             }
@@ -143,8 +140,7 @@ async fn connection(
                     reading = false;
                     continue;
                 }
-                buf.reserve(super::READ_RESERVE);
-                match stream.try_read_buf(&mut buf) {
+                match super::read_available(&stream, &mut buf) {
                     Ok(0) => {
                         reading = false;
                     }
@@ -198,15 +194,8 @@ async fn connection(
                             };
                             buf.advance(len);
                             if let Some(record) = record {
-                                let response = record.response.clone();
-                                let kind = record.response_kind;
                                 match shared.writer.enqueue(record).await {
-                                    Ok(rx) => inflight.push_back(Pending {
-                                        rx,
-                                        response,
-                                        kind,
-                                        slot,
-                                    }),
+                                    Ok(rx) => inflight.push_back(Pending { rx, slot }),
                                     Err(_) => {
                                         reading = false;
                                         break;
@@ -237,12 +226,7 @@ async fn connection(
                     if garbage_stored < cfg.max_garbage_records_per_connection {
                         let rec = garbage_record(shared, &buf, Transport::Tcp, peer, "frame_timeout");
                         if let Ok(rx) = shared.writer.enqueue(rec).await {
-                            inflight.push_back(Pending {
-                                rx,
-                                response: None,
-                                kind: None,
-                                slot: None,
-                            });
+                            inflight.push_back(Pending { rx, slot: None });
                         }
                     }
                 } else {
