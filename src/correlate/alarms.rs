@@ -127,33 +127,37 @@ pub fn title_for(
 }
 
 /// A common table expression `pending(alarm_id, n, last_ms, last_id)`: the events linked to
-/// each alarm after the watermark (`meta` key `alarm_event_id`: every event up to it that
-/// belongs to an alarm is counted in the alarm's row; [`fold_events`] moves it), not yet in the
-/// alarm's row. An alarm's event count
-/// is `event_count + n`, its last event time `max(last_event_ms, last_ms)`, its newest event
-/// `ifnull(last_id, last_event_id)`. A range scan of at most about a second of events.
+/// each alarm that its row does not count yet. An alarm's event count is `event_count + n`, its
+/// last event time `max(last_event_ms, last_ms)`, its newest event `ifnull(last_id,
+/// last_event_id)`. A range scan of at most about a second of events.
+///
+/// What the rows count (`meta`): every linked event up to `alarm_event_id`; while a fold goes
+/// through the alarms in slices ([`fold_slice`]), also every one up to `alarm_fold_upto` of the
+/// alarms up to `alarm_fold_done` (0 when no slice is done).
 pub const PENDING_EVENTS: &str = "pending(alarm_id, n, last_ms, last_id) AS MATERIALIZED (
     SELECT alarm_id, count(*), max(received_ms), max(id) FROM events
     WHERE id > (SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'alarm_event_id') AND alarm_id IS NOT NULL
+      AND (alarm_id > (SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'alarm_fold_done')
+           OR id > (SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'alarm_fold_upto'))
     GROUP BY alarm_id)";
 
-/// Count the events linked after the watermark, up to event `upto` (default: every event
-/// stored so far), into their alarms' rows, and move the watermark to `upto`. Returns how many
-/// alarms were updated. `upto` must not leave out an event that is linked already, nor take in
-/// one that will be linked later (between a frame's insert and its correlation: the event
-/// before the one about to be linked).
+/// Count every linked event not counted yet, up to event `upto` (default: every event stored
+/// so far), into its alarm's row, and move the watermark to `upto` (ending a sliced fold under
+/// way). Returns how many alarms were updated. `upto` must not leave out an event that is
+/// linked already, nor take in one that will be linked later (between a frame's insert and its
+/// correlation: the event before the one about to be linked).
 ///
 /// A joined event writes nothing to its alarm's row: its link on its own event row is the
-/// record, and this runs about once a second in the writer's transaction (and after anything
-/// that made the writer's remembered state doubtful), so a flood touches each alarm's row once
-/// per second instead of once per event. A crash between two folds loses nothing: the links
-/// are committed with their events, and readers count them through [`PENDING_EVENTS`].
+/// record, and the writer counts the links into the rows about once a second, so a flood
+/// touches each alarm's row once per second instead of once per event. The writer knows the
+/// links it made and counts those in slices ([`fold_slice`]); this scan is for when it does
+/// not know them (after a start, a rollback or a job that changed alarms). A crash between two
+/// folds loses nothing: the links are committed with their events, and readers count them
+/// through [`PENDING_EVENTS`].
 pub fn fold_events(tx: &Transaction<'_>, upto: Option<i64>) -> Result<usize, StoreError> {
     let upto = match upto {
         Some(u) => u,
-        None => tx
-            .prepare_cached("SELECT ifnull(max(id), 0) FROM events")?
-            .query_row([], |r| r.get(0))?,
+        None => newest_event(tx)?,
     };
     let n = tx
         .prepare_cached(
@@ -161,15 +165,83 @@ pub fn fold_events(tx: &Transaction<'_>, upto: Option<i64>) -> Result<usize, Sto
                  SELECT alarm_id, count(*), max(received_ms), max(id) FROM events
                  WHERE id > (SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'alarm_event_id') AND id <= ?1
                    AND alarm_id IS NOT NULL
+                   AND (alarm_id > (SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'alarm_fold_done')
+                        OR id > (SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'alarm_fold_upto'))
                  GROUP BY alarm_id)
              UPDATE alarms SET event_count = event_count + p.n, last_event_ms = max(last_event_ms, p.last_ms),
                                last_event_id = p.last_id
              FROM p WHERE alarms.id = p.alarm_id",
         )?
         .execute([upto])?;
-    tx.prepare_cached("UPDATE meta SET value = CAST(?1 AS TEXT) WHERE key = 'alarm_event_id'")?
-        .execute([upto])?;
+    set_fold_marks(tx, Some(upto), 0)?;
     Ok(n)
+}
+
+/// The newest stored event (0: none).
+pub fn newest_event(tx: &Transaction<'_>) -> Result<i64, StoreError> {
+    Ok(tx
+        .prepare_cached("SELECT ifnull(max(id), 0) FROM events")?
+        .query_row([], |r| r.get(0))?)
+}
+
+/// The events linked to one alarm that its row does not count yet, as the writer collected
+/// them while linking.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Uncounted {
+    /// How many.
+    pub n: i64,
+    /// The latest receive time among them.
+    pub last_ms: i64,
+    /// The newest of them.
+    pub last_id: i64,
+}
+
+impl Uncounted {
+    /// One more linked event.
+    pub fn add(&mut self, event_id: i64, received_ms: i64) {
+        self.n += 1;
+        self.last_ms = self.last_ms.max(received_ms);
+        self.last_id = self.last_id.max(event_id);
+    }
+}
+
+/// One slice of a fold: count `slice` (alarms in ascending id order, each with its uncounted
+/// events up to `upto`) into the alarms' rows. With `last`, the fold is complete: the
+/// watermark moves to `upto`; else the alarms up to the slice's last are marked done.
+///
+/// Each alarm's row is written once per fold as with [`fold_events`], but a fold of thousands
+/// of alarms no longer makes one commit that every frame queued behind it waits for.
+pub fn fold_slice(tx: &Transaction<'_>, upto: i64, slice: &[(i64, Uncounted)], last: bool) -> Result<(), StoreError> {
+    let mut stmt = tx.prepare_cached(
+        "UPDATE alarms SET event_count = event_count + ?2, last_event_ms = max(last_event_ms, ?3), last_event_id = ?4
+         WHERE id = ?1",
+    )?;
+    for (id, u) in slice {
+        stmt.execute(params![id, u.n, u.last_ms, u.last_id])?;
+    }
+    match (last, slice.last()) {
+        (true, _) => set_fold_marks(tx, Some(upto), 0),
+        (false, Some((done, _))) => set_fold_marks(tx, None, *done),
+        (false, None) => Ok(()),
+    }
+}
+
+/// Start a sliced fold of the events up to `upto` (nothing counted by it yet).
+pub fn begin_fold(tx: &Transaction<'_>, upto: i64) -> Result<(), StoreError> {
+    tx.prepare_cached("UPDATE meta SET value = CAST(?1 AS TEXT) WHERE key = 'alarm_fold_upto'")?
+        .execute([upto])?;
+    set_fold_marks(tx, None, 0)
+}
+
+/// Move the watermark (if given) and set how far the slices have gone.
+fn set_fold_marks(tx: &Transaction<'_>, watermark: Option<i64>, done: i64) -> Result<(), StoreError> {
+    if let Some(w) = watermark {
+        tx.prepare_cached("UPDATE meta SET value = CAST(?1 AS TEXT) WHERE key = 'alarm_event_id'")?
+            .execute([w])?;
+    }
+    tx.prepare_cached("UPDATE meta SET value = CAST(?1 AS TEXT) WHERE key = 'alarm_fold_done'")?
+        .execute([done])?;
+    Ok(())
 }
 
 /// An open alarm as [`open_or_join`] left it.

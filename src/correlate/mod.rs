@@ -21,7 +21,7 @@
 pub mod alarms;
 pub mod supervision;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use rusqlite::{OptionalExtension, Transaction, params};
@@ -30,7 +30,7 @@ use crate::event::{Event, EventCode};
 use crate::protocol::codes::{Category, Kind};
 use crate::store::StoreError;
 use crate::store::writer::{AfterInsert, AlarmLink, Committed, FrameRecord, Outcome};
-use alarms::{AlarmSpec, Queue};
+use alarms::{AlarmSpec, Queue, Uncounted};
 
 /// Account numbers, zones and users are compared without leading zeros ("003" is zone 3).
 pub fn norm_number(s: &str) -> String {
@@ -143,8 +143,17 @@ pub struct RecordCache {
     /// Events must be folded before the next link: `heads` was forgotten while events linked
     /// after the watermark may exist.
     fold_needed: bool,
+    /// The next transaction folds everything by a scan ([`alarms::fold_events`]).
+    full_fold_due: bool,
     last_fold: Option<Instant>,
     fold_every: Duration,
+    /// The links made since the fold under way started (or since the last full fold), per
+    /// alarm: exactly the linked events its row does not count yet, apart from the fold's own.
+    /// Valid while `fold_needed` is false (no link is made otherwise).
+    uncounted: BTreeMap<i64, Uncounted>,
+    /// The fold under way: up to which event, and the alarms still to count (ascending).
+    folding: Option<(i64, std::vec::IntoIter<(i64, Uncounted)>)>,
+    fold_slice: usize,
     /// Accounts known to have no unrestored communication-lost alarm: valid traffic restored
     /// them, and nothing since could have opened one (only jobs do, and [`Self::forget`] runs
     /// after every rollback and every job that changed an alarm).
@@ -161,8 +170,12 @@ impl Default for RecordCache {
             heads: HashMap::new(),
             // A new writer does not know which events were linked after the watermark.
             fold_needed: true,
+            full_fold_due: false,
             last_fold: None,
             fold_every: FOLD_EVERY,
+            uncounted: BTreeMap::new(),
+            folding: None,
+            fold_slice: FOLD_SLICE,
             comm_clear: HashSet::new(),
         }
     }
@@ -176,6 +189,11 @@ const MAX_REMEMBERED: usize = 1 << 18;
 /// much they have to count, never what they see.
 pub const FOLD_EVERY: Duration = Duration::from_secs(1);
 
+/// Alarms counted per commit group while a fold is under way. A fold of all alarms in one
+/// commit made every frame behind it wait (6,400 flooding alarms: tens of milliseconds on a slow
+/// disk, BENCHMARKS.md series M); a slice costs each of its frames about a millisecond at most.
+pub const FOLD_SLICE: usize = 64;
+
 impl RecordCache {
     /// Forget everything if an import happened since the last call; count linked events into
     /// their alarms when that is due.
@@ -186,20 +204,48 @@ impl RecordCache {
             self.priorities.clear();
             self.generation = Some(g);
         }
-        // Whole, not in parts: a fold is cheap per event only because it counts many events
-        // of each alarm at once. Folding a flood 1,024 events at a time updated each alarm's
-        // row about once per event again (K.1 in BENCHMARKS.md: writer 21 → 26 µs per event).
-        if self.fold_needed || self.last_fold.is_none_or(|t| t.elapsed() >= self.fold_every) {
+        // In slices of alarms, each alarm once per fold: a fold is cheap per event only because
+        // it counts many events of each alarm at once. (Folding a flood 1,024 events at a time
+        // updated each alarm's row about once per event again: K.1 in BENCHMARKS.md, writer
+        // 21 → 26 µs per event.) A transaction starts with no frame half-stored, so every
+        // event stored so far that will ever be linked is linked.
+        if self.fold_needed || self.full_fold_due {
             self.fold(tx, None)?;
+        } else if self.folding.is_some() {
+            self.next_slice(tx)?;
+        } else if self.last_fold.is_none_or(|t| t.elapsed() >= self.fold_every) {
+            let upto = alarms::newest_event(tx)?;
+            alarms::begin_fold(tx, upto)?;
+            let alarms: Vec<_> = std::mem::take(&mut self.uncounted).into_iter().collect();
+            self.folding = Some((upto, alarms.into_iter()));
+            self.last_fold = Some(Instant::now());
+            self.next_slice(tx)?;
         }
         Ok(())
     }
 
-    /// Count the linked events into their alarms now. The chain heads stay right: each alarm's
-    /// row now holds the head remembered for it.
+    /// Count the next slice of the fold under way.
+    fn next_slice(&mut self, tx: &Transaction<'_>) -> Result<(), StoreError> {
+        let Some((upto, rest)) = self.folding.as_mut() else {
+            return Ok(());
+        };
+        let slice: Vec<_> = rest.by_ref().take(self.fold_slice).collect();
+        let last = rest.len() == 0;
+        alarms::fold_slice(tx, *upto, &slice, last)?;
+        if last {
+            self.folding = None;
+        }
+        Ok(())
+    }
+
+    /// Count every linked event into its alarm now, by a scan of the events. The chain heads
+    /// stay right: each alarm's row now holds the head remembered for it.
     fn fold(&mut self, tx: &Transaction<'_>, upto: Option<i64>) -> Result<(), StoreError> {
         alarms::fold_events(tx, upto)?;
+        self.uncounted.clear();
+        self.folding = None;
         self.fold_needed = false;
+        self.full_fold_due = false;
         self.last_fold = Some(Instant::now());
         if self.heads.len() >= MAX_REMEMBERED {
             self.heads.clear();
@@ -212,12 +258,14 @@ impl RecordCache {
         self.comm_clear.clear();
         self.open.clear();
         self.heads.clear();
+        self.uncounted.clear();
+        self.folding = None;
         self.fold_needed = true;
     }
 
     /// Join the open alarm of `a`'s site and join key, or open one; link `event_id` to it.
     /// An event that changes nothing about a remembered alarm (no higher priority, no duress)
-    /// writes only its link.
+    /// writes only its link. `now`: the event's receive time, when there is an event.
     pub fn open_or_join(
         &mut self,
         tx: &Transaction<'_>,
@@ -225,7 +273,14 @@ impl RecordCache {
         event_id: Option<i64>,
         now: i64,
     ) -> Result<i64, StoreError> {
-        if let Some(id) = self.join_remembered(tx, a.site_id, &a.join_key, a.priority, a.duress, event_id)? {
+        if let Some(id) = self.join_remembered(
+            tx,
+            a.site_id,
+            &a.join_key,
+            a.priority,
+            a.duress,
+            event_id.map(|e| (e, now)),
+        )? {
             return Ok(id);
         }
         self.open_or_join_looked_up(tx, a, event_id, now)
@@ -250,7 +305,7 @@ impl RecordCache {
         if let Some(e) = event_id {
             let prev = self.heads.get(&j.id).copied().or(j.counted_head);
             alarms::link(tx, j.id, prev, e)?;
-            self.remember_head(j.id, e);
+            self.linked(j.id, e, now);
         }
         if self.open.len() >= MAX_REMEMBERED {
             self.open.clear();
@@ -259,9 +314,10 @@ impl RecordCache {
         Ok(j.id)
     }
 
-    /// Link `event_id` to the remembered open alarm of this site and join key if the event
-    /// changes nothing about it. `None`: not remembered, or the event raises the priority, is
-    /// a duress, or has no event row; the caller goes through [`Self::open_or_join`].
+    /// Link `event` (its id and receive time) to the remembered open alarm of this site and
+    /// join key if the event changes nothing about it. `None`: not remembered, or the event
+    /// raises the priority, is a duress, or has no event row; the caller goes through
+    /// [`Self::open_or_join`].
     pub fn join_remembered(
         &mut self,
         tx: &Transaction<'_>,
@@ -269,14 +325,14 @@ impl RecordCache {
         join_key: &str,
         priority: u8,
         duress: bool,
-        event_id: Option<i64>,
+        event: Option<(i64, i64)>,
     ) -> Result<Option<i64>, StoreError> {
-        let Some(e) = event_id else { return Ok(None) };
+        let Some((e, received_ms)) = event else { return Ok(None) };
         let Some(link) = self.remembered_link(tx, site_id, join_key, priority, duress)? else {
             return Ok(None);
         };
         alarms::link(tx, link.alarm_id, link.prev, e)?;
-        self.remember_head(link.alarm_id, e);
+        self.linked(link.alarm_id, e, received_ms);
         Ok(Some(link.alarm_id))
     }
 
@@ -308,12 +364,21 @@ impl RecordCache {
         Ok(Some(AlarmLink { alarm_id: id, prev }))
     }
 
-    fn remember_head(&mut self, alarm_id: i64, event_id: i64) {
+    /// `event_id` (received at `received_ms`) was linked to `alarm_id`.
+    fn linked(&mut self, alarm_id: i64, event_id: i64, received_ms: i64) {
         // Never dropped between folds: an alarm with events after the watermark must be here.
-        // Past the bound, the next transaction folds and starts over.
+        // Past the bound, the next transaction folds everything and starts over.
         self.heads.insert(alarm_id, event_id);
-        if self.heads.len() >= MAX_REMEMBERED {
-            self.last_fold = None;
+        self.uncounted
+            .entry(alarm_id)
+            .and_modify(|u| u.add(event_id, received_ms))
+            .or_insert(Uncounted {
+                n: 1,
+                last_ms: received_ms,
+                last_id: event_id,
+            });
+        if self.heads.len() >= MAX_REMEMBERED || self.uncounted.len() >= MAX_REMEMBERED {
+            self.full_fold_due = true;
         }
     }
 
@@ -589,7 +654,7 @@ pub fn on_frame(
             Kind::Alarm | Kind::Trouble => {
                 if let Some(alarm_id) = prelinked {
                     // Linked as it was inserted (the frame's only event).
-                    cache.remember_head(alarm_id, *event_id);
+                    cache.linked(alarm_id, *event_id, now);
                     continue;
                 }
                 let priority = cache.priority(tx, owner.customer_id, meaning.category, meaning.priority)?;
@@ -598,7 +663,7 @@ pub fn on_frame(
                 // The flood case first: nothing to look up (not even the zone's description
                 // for the title) when the event joins the remembered alarm as it is.
                 if cache
-                    .join_remembered(tx, owner.site_id, &join_key, priority, duress, Some(*event_id))?
+                    .join_remembered(tx, owner.site_id, &join_key, priority, duress, Some((*event_id, now)))?
                     .is_some()
                 {
                     continue;
@@ -753,6 +818,103 @@ mod tests {
             .expect("alarm");
         let listed = d.events.iter().map(|e| e.received.clone()).collect();
         (row, (q[0].events, q[0].last_event_ms), listed)
+    }
+
+    /// Every alarm's count and last event time as the readers see them, and as the event rows
+    /// say, by public id.
+    fn seen_and_true(conn: &rusqlite::Connection) -> (Vec<(String, i64, i64)>, Vec<(String, i64, i64)>) {
+        let mut seen: Vec<_> = crate::operator::queries::queue(conn, true)
+            .expect("queue")
+            .into_iter()
+            .map(|a| (a.id, a.events, a.last_event_ms))
+            .collect();
+        seen.sort();
+        let mut stmt = conn
+            .prepare(
+                "SELECT a.public_id, count(e.id), ifnull(max(e.received_ms), a.last_event_ms)
+                 FROM alarms a LEFT JOIN events e ON e.alarm_id = a.id GROUP BY a.id ORDER BY a.public_id",
+            )
+            .expect("truth");
+        let truth = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .expect("rows")
+            .collect::<Result<_, _>>()
+            .expect("rows");
+        (seen, truth)
+    }
+
+    /// The writer counts the links it made into the alarms' rows a slice of alarms per
+    /// transaction. Whatever the slices have reached, after every commit, after a rollback in
+    /// the middle of a fold and after a restart, every reader counts each alarm exactly.
+    #[test]
+    fn a_fold_in_slices_leaves_every_count_exact_at_every_step() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("c.db");
+        let mut conn = crate::store::open_write(&path, std::time::Duration::from_secs(5)).expect("db");
+        let mut c = Correlator::new(CorrelateConfig::default());
+        c.cache.fold_every = Duration::ZERO;
+        c.cache.fold_slice = 2;
+        let spec = |z: i64| AlarmSpec {
+            category: Some(Category::Burglary),
+            ..AlarmSpec::supervisor("A1", format!("acct:A1/zone:{z}"), format!("Burglary, zone {z}"), 3)
+        };
+        let done = |conn: &rusqlite::Connection| -> i64 {
+            conn.query_row(
+                "SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'alarm_fold_done'",
+                [],
+                |r| r.get(0),
+            )
+            .expect("mark")
+        };
+        let mut partial = 0;
+        let mut ms = 1_000;
+        for round in 0..12 {
+            let tx = conn.transaction().expect("tx");
+            c.begin(&tx).expect("begin");
+            // Seven alarms, each joined by a few events a round (the zones rotate).
+            for k in 0..9 {
+                ms += 1;
+                let e = stored_event(&tx, ms);
+                c.cache
+                    .open_or_join(&tx, &spec((round + k) % 7), Some(e), ms)
+                    .expect("join");
+            }
+            if round == 7 {
+                // A rollback in the middle of a fold: the writer forgets.
+                drop(tx);
+                c.forget();
+                continue;
+            }
+            tx.commit().expect("commit");
+            if done(&conn) > 0 {
+                partial += 1;
+            }
+            let (seen, truth) = seen_and_true(&conn);
+            assert_eq!(seen.len(), 7);
+            assert_eq!(seen, truth, "round {round}");
+        }
+        assert!(
+            partial >= 3,
+            "the folds went in slices ({partial} commits with a fold half done)"
+        );
+
+        // A restart in the middle of a fold: the new writer counts what is left by a scan.
+        assert!(done(&conn) > 0 || c.cache.folding.is_some() || !c.cache.uncounted.is_empty());
+        let mut c = Correlator::new(CorrelateConfig::default());
+        let tx = conn.transaction().expect("tx");
+        c.begin(&tx).expect("begin");
+        tx.commit().expect("commit");
+        assert_eq!(done(&conn), 0);
+        let (seen, truth) = seen_and_true(&conn);
+        assert_eq!(seen, truth);
+        let rows: Vec<(String, i64, i64)> = conn
+            .prepare("SELECT public_id, event_count, last_event_ms FROM alarms ORDER BY public_id")
+            .expect("rows")
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .expect("rows")
+            .collect::<Result<_, _>>()
+            .expect("rows");
+        assert_eq!(rows, truth, "after a full fold the rows alone are exact");
     }
 
     /// A flood joins its alarm writing only each event's link; the alarm's row is brought up

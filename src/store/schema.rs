@@ -425,6 +425,15 @@ const MIGRATIONS: &[Step] = &[
     // connections (BENCHMARKS.md, series L). The same constraint as `x = 'a' OR x = 'b' OR …`
     // compares in place. The stored rows are untouched (they satisfy the same condition).
     Step::Code(checks_without_lists),
+    // 12: the counting of linked events into their alarms' rows (`correlate::alarms`) goes in
+    // slices of alarms, each in its own commit group: every event up to `alarm_event_id` is
+    // counted, and also every event up to `alarm_fold_upto` of the alarms up to
+    // `alarm_fold_done` (0: no slice done, the pair means nothing).
+    Step::Sql(
+        r#"
+    INSERT INTO meta (key, value) VALUES ('alarm_fold_upto', '0'), ('alarm_fold_done', '0');
+    "#,
+    ),
 ];
 
 /// CHECK constraints of the form `column IN (list)` on tables written per frame or event, and
