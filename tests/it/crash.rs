@@ -410,9 +410,10 @@ fn sigkill_under_load_loses_and_duplicates_nothing() {
         )
         .expect("last-seen check");
     assert_eq!(behind, 0, "accounts whose last-seen time is older than a stored frame");
-    // An alarm's count is in its row up to the watermark and in the links after it (folded in
-    // bulk, so a kill leaves some unfolded): together exactly its linked events, and the links
-    // of each alarm form one chain, newest to oldest, with nothing skipped or shared.
+    // An alarm's count is in its row up to where the fold has got and in the links after that
+    // (folded in slices, so a kill leaves some unfolded, perhaps mid-fold): together exactly its
+    // linked events, and the links of each alarm form one chain, newest to oldest, with nothing
+    // skipped or shared.
     let linked: i64 = conn
         .query_row("SELECT count(*) FROM events WHERE alarm_id IS NOT NULL", [], |r| {
             r.get(0)
