@@ -129,7 +129,8 @@ pub fn title_for(
 /// A common table expression `pending(alarm_id, n, last_ms, last_id)`: the events linked to
 /// each alarm that its row does not count yet. An alarm's event count is `event_count + n`, its
 /// last event time `max(last_event_ms, last_ms)`, its newest event `ifnull(last_id,
-/// last_event_id)`. A range scan of at most about a second of events.
+/// last_event_id)`. A range scan of at most about two seconds of events (`FOLD_EVERY` between
+/// folds, `FOLD_WITHIN` for a fold in slices, in `correlate`).
 ///
 /// What the rows count (`meta`): every linked event up to `alarm_event_id`; while a fold goes
 /// through the alarms in slices ([`fold_slice`]), also every one up to `alarm_fold_upto` of the
@@ -151,9 +152,9 @@ pub const PENDING_EVENTS: &str = "pending(alarm_id, n, last_ms, last_id) AS MATE
 /// record, and the writer counts the links into the rows about once a second, so a flood
 /// touches each alarm's row once per second instead of once per event. The writer knows the
 /// links it made and counts those in slices ([`fold_slice`]); this scan is for when it does
-/// not know them (after a start, a rollback or a job that changed alarms). A crash between two
-/// folds loses nothing: the links are committed with their events, and readers count them
-/// through [`PENDING_EVENTS`].
+/// not know them (after a start or a rollback, or past the bound on what it remembers). A
+/// crash between two folds loses nothing: the links are committed with their events, and
+/// readers count them through [`PENDING_EVENTS`].
 pub fn fold_events(tx: &Transaction<'_>, upto: Option<i64>) -> Result<usize, StoreError> {
     let upto = match upto {
         Some(u) => u,

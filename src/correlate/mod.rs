@@ -125,11 +125,12 @@ impl Default for CorrelateConfig {
 /// It also holds what the writer knows about open alarms, so that an event joining one writes
 /// only its own link ([`alarms::link`]) and nothing to the alarm's row: which alarm is open per
 /// site and join key (with its priority, unrestored), and each alarm's newest linked event (the
-/// chain head). All of it is forgotten ([`Self::forget`]) after every rollback and every job
-/// that changed an alarm (jobs are the only other writers of alarms; every change to an alarm
-/// is logged), and the linked events are then counted into their alarms
-/// ([`alarms::fold_events`]) before the next link, so nothing remembered outlives what it
-/// describes.
+/// chain head). All of it is forgotten ([`Self::forget`]) after every rollback, and the linked
+/// events are then counted into their alarms ([`alarms::fold_events`]) before the next link, so
+/// nothing remembered outlives what it describes. A job that changed an alarm (jobs are the
+/// only other writers of alarms; every change to an alarm is logged) makes only the open
+/// alarms and the accounts with nothing to restore wrong ([`Self::forget_open`]): no job links
+/// an event or counts one.
 #[derive(Debug)]
 pub struct RecordCache {
     generation: Option<i64>,
@@ -154,9 +155,10 @@ pub struct RecordCache {
     /// The fold under way: up to which event, and the alarms still to count (ascending).
     folding: Option<(i64, std::vec::IntoIter<(i64, Uncounted)>)>,
     fold_slice: usize,
+    fold_within: Duration,
     /// Accounts known to have no unrestored communication-lost alarm: valid traffic restored
-    /// them, and nothing since could have opened one (only jobs do, and [`Self::forget`] runs
-    /// after every rollback and every job that changed an alarm).
+    /// them, and nothing since could have opened one (only jobs do, and [`Self::forget_open`]
+    /// runs after every job that changed an alarm, [`Self::forget`] after every rollback).
     comm_clear: HashSet<i64>,
 }
 
@@ -176,6 +178,7 @@ impl Default for RecordCache {
             uncounted: BTreeMap::new(),
             folding: None,
             fold_slice: FOLD_SLICE,
+            fold_within: FOLD_WITHIN,
             comm_clear: HashSet::new(),
         }
     }
@@ -185,7 +188,7 @@ impl Default for RecordCache {
 const MAX_REMEMBERED: usize = 1 << 18;
 
 /// How often the events linked to alarms are counted into the alarms' rows
-/// ([`alarms::fold_events`]). Readers count the rest from the event rows, so this sets only how
+/// ([`alarms::fold_slice`]). Readers count the rest from the event rows, so this sets only how
 /// much they have to count, never what they see.
 pub const FOLD_EVERY: Duration = Duration::from_secs(1);
 
@@ -193,6 +196,13 @@ pub const FOLD_EVERY: Duration = Duration::from_secs(1);
 /// commit made every frame behind it wait (6,400 flooding alarms: tens of milliseconds on a slow
 /// disk, BENCHMARKS.md series M); a slice costs each of its frames about a millisecond at most.
 pub const FOLD_SLICE: usize = 64;
+
+/// A fold still under way this long after it started is finished in the next transaction: a
+/// quiet writer (no frames, only the supervision check once a second) would otherwise take a
+/// second per slice, and readers count what the fold has not reached from the event rows. So
+/// readers count at most about `FOLD_EVERY + FOLD_WITHIN` of events; a writer that is that slow
+/// to come round has no queue behind it to keep waiting.
+pub const FOLD_WITHIN: Duration = Duration::from_secs(1);
 
 impl RecordCache {
     /// Forget everything if an import happened since the last call; count linked events into
@@ -224,12 +234,15 @@ impl RecordCache {
         Ok(())
     }
 
-    /// Count the next slice of the fold under way.
+    /// Count the next slice of the fold under way, or all the rest of it when it has taken
+    /// [`FOLD_WITHIN`] already.
     fn next_slice(&mut self, tx: &Transaction<'_>) -> Result<(), StoreError> {
         let Some((upto, rest)) = self.folding.as_mut() else {
             return Ok(());
         };
-        let slice: Vec<_> = rest.by_ref().take(self.fold_slice).collect();
+        let late = self.last_fold.is_some_and(|t| t.elapsed() >= self.fold_within);
+        let take = if late { usize::MAX } else { self.fold_slice };
+        let slice: Vec<_> = rest.by_ref().take(take).collect();
         let last = rest.len() == 0;
         alarms::fold_slice(tx, *upto, &slice, last)?;
         if last {
@@ -253,7 +266,17 @@ impl RecordCache {
         Ok(())
     }
 
-    /// Drop what a job or a rollback could have made wrong.
+    /// Drop what a committed job that changed an alarm could have made wrong: which alarm is
+    /// open per site and join key (the job may have closed it or raised its priority), and
+    /// which accounts have nothing to restore (it may have opened a communication-lost alarm).
+    /// The chain heads and the links still to count stay: no job links or counts an event, so
+    /// a fold under way goes on in slices instead of starting over as one scan.
+    pub fn forget_open(&mut self) {
+        self.comm_clear.clear();
+        self.open.clear();
+    }
+
+    /// Drop everything a rollback could have made wrong.
     pub fn forget(&mut self) {
         self.comm_clear.clear();
         self.open.clear();
@@ -488,7 +511,7 @@ impl AfterInsert for Correlator {
     /// runs every second for escalation; forgetting each time cost every account a probe.
     fn after_job(&mut self, tx: &Transaction<'_>) -> Result<(), StoreError> {
         if newest_log_id(tx)? != self.log_before_job {
-            self.cache.forget();
+            self.cache.forget_open();
         }
         Ok(())
     }
@@ -854,18 +877,8 @@ mod tests {
         let mut c = Correlator::new(CorrelateConfig::default());
         c.cache.fold_every = Duration::ZERO;
         c.cache.fold_slice = 2;
-        let spec = |z: i64| AlarmSpec {
-            category: Some(Category::Burglary),
-            ..AlarmSpec::supervisor("A1", format!("acct:A1/zone:{z}"), format!("Burglary, zone {z}"), 3)
-        };
-        let done = |conn: &rusqlite::Connection| -> i64 {
-            conn.query_row(
-                "SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'alarm_fold_done'",
-                [],
-                |r| r.get(0),
-            )
-            .expect("mark")
-        };
+        let spec = zone_spec;
+        let done = fold_done;
         let mut partial = 0;
         let mut ms = 1_000;
         for round in 0..12 {
@@ -915,6 +928,133 @@ mod tests {
             .collect::<Result<_, _>>()
             .expect("rows");
         assert_eq!(rows, truth, "after a full fold the rows alone are exact");
+    }
+
+    /// A correlator over a fresh database whose fold goes two alarms per transaction and
+    /// starts with every transaction; seven alarms with linked events, committed, and a fold
+    /// of them started and one slice in, committed. Returns the marks' reader too.
+    fn fold_under_way(path: &std::path::Path) -> (rusqlite::Connection, Correlator, i64) {
+        let mut conn = crate::store::open_write(path, std::time::Duration::from_secs(5)).expect("db");
+        let mut c = Correlator::new(CorrelateConfig::default());
+        c.cache.fold_every = Duration::ZERO;
+        c.cache.fold_slice = 2;
+        let mut ms = 1_000;
+        let tx = conn.transaction().expect("tx");
+        c.begin(&tx).expect("begin");
+        for k in 0..9 {
+            ms += 1;
+            let e = stored_event(&tx, ms);
+            c.cache.open_or_join(&tx, &zone_spec(k % 7), Some(e), ms).expect("join");
+        }
+        tx.commit().expect("commit");
+        let tx = conn.transaction().expect("tx");
+        c.begin(&tx).expect("begin: the fold starts, one slice");
+        tx.commit().expect("commit");
+        assert!(fold_done(&conn) > 0, "a fold is under way");
+        (conn, c, ms)
+    }
+
+    fn zone_spec(z: i64) -> AlarmSpec {
+        AlarmSpec {
+            category: Some(Category::Burglary),
+            ..AlarmSpec::supervisor("A1", format!("acct:A1/zone:{z}"), format!("Burglary, zone {z}"), 3)
+        }
+    }
+
+    fn fold_done(conn: &rusqlite::Connection) -> i64 {
+        conn.query_row(
+            "SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'alarm_fold_done'",
+            [],
+            |r| r.get(0),
+        )
+        .expect("mark")
+    }
+
+    /// Links whose alarm_prev does not point at the same alarm's previous event.
+    fn broken_chains(conn: &rusqlite::Connection) -> i64 {
+        conn.query_row(
+            "SELECT count(*) FROM events e WHERE e.alarm_id IS NOT NULL AND e.alarm_prev IS NOT
+                 (SELECT max(p.id) FROM events p WHERE p.alarm_id = e.alarm_id AND p.id < e.id)",
+            [],
+            |r| r.get(0),
+        )
+        .expect("chains")
+    }
+
+    /// An operator's acknowledgement (a job that changed an alarm) drops which alarms are open,
+    /// but not the links still to count nor the chain heads: the fold under way goes on a slice
+    /// at a time instead of starting over as one scan, and every count and chain stays exact.
+    #[test]
+    fn a_job_that_changed_an_alarm_leaves_the_fold_under_way_alone() {
+        let dir = tempfile::tempdir().expect("dir");
+        let (mut conn, mut c, mut ms) = fold_under_way(&dir.path().join("c.db"));
+        let tx = conn.transaction().expect("tx");
+        c.begin(&tx).expect("begin: the next slice");
+        let first: i64 = tx
+            .query_row("SELECT min(id) FROM alarms", [], |r| r.get(0))
+            .expect("alarm");
+        c.before_job(&tx).expect("before");
+        alarms::acknowledge(&tx, first, "op1", ms).expect("acknowledge");
+        c.after_job(&tx).expect("after");
+        assert!(c.cache.open.is_empty(), "the open alarms are looked up again");
+        assert!(
+            !c.cache.fold_needed && c.cache.folding.is_some(),
+            "the fold under way goes on"
+        );
+        // More events join every alarm, the acknowledged one too, found by a look-up now.
+        for k in 0..7 {
+            ms += 1;
+            let e = stored_event(&tx, ms);
+            c.cache.open_or_join(&tx, &zone_spec(k), Some(e), ms).expect("join");
+        }
+        tx.commit().expect("commit");
+        assert!(fold_done(&conn) > 0, "still in slices");
+        let (seen, truth) = seen_and_true(&conn);
+        assert_eq!(seen, truth);
+        assert_eq!(broken_chains(&conn), 0);
+        // The fold goes on to its end, and the next one counts the new links.
+        for _ in 0..10 {
+            let tx = conn.transaction().expect("tx");
+            c.begin(&tx).expect("begin");
+            tx.commit().expect("commit");
+            let (seen, truth) = seen_and_true(&conn);
+            assert_eq!(seen, truth);
+        }
+        let pending: i64 = conn
+            .query_row(
+                &format!("WITH {} SELECT ifnull(sum(n), 0) FROM pending", alarms::PENDING_EVENTS),
+                [],
+                |r| r.get(0),
+            )
+            .expect("pending");
+        assert_eq!(pending, 0, "every link counted into the rows");
+    }
+
+    /// A fold that has been under way for `fold_within` (a quiet writer comes round once a
+    /// second) counts all the rest in the next transaction, so readers never have far to count.
+    #[test]
+    fn a_fold_that_took_its_time_finishes_in_the_next_transaction() {
+        let dir = tempfile::tempdir().expect("dir");
+        let (mut conn, mut c, _) = fold_under_way(&dir.path().join("c.db"));
+        let watermark = |conn: &rusqlite::Connection| -> i64 {
+            conn.query_row(
+                "SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'alarm_event_id'",
+                [],
+                |r| r.get(0),
+            )
+            .expect("mark")
+        };
+        let before = watermark(&conn);
+        c.cache.fold_within = Duration::ZERO;
+        c.cache.fold_every = Duration::from_secs(3600);
+        let tx = conn.transaction().expect("tx");
+        c.begin(&tx).expect("begin");
+        tx.commit().expect("commit");
+        assert!(c.cache.folding.is_none(), "the fold is done");
+        assert_eq!(fold_done(&conn), 0);
+        assert!(watermark(&conn) > before, "the watermark moved to the fold's end");
+        let (seen, truth) = seen_and_true(&conn);
+        assert_eq!(seen, truth);
     }
 
     /// A flood joins its alarm writing only each event's link; the alarm's row is brought up
