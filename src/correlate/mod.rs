@@ -278,8 +278,7 @@ impl RecordCache {
 
     /// Drop everything a rollback could have made wrong.
     pub fn forget(&mut self) {
-        self.comm_clear.clear();
-        self.open.clear();
+        self.forget_open();
         self.heads.clear();
         self.uncounted.clear();
         self.folding = None;
@@ -877,8 +876,6 @@ mod tests {
         let mut c = Correlator::new(CorrelateConfig::default());
         c.cache.fold_every = Duration::ZERO;
         c.cache.fold_slice = 2;
-        let spec = zone_spec;
-        let done = fold_done;
         let mut partial = 0;
         let mut ms = 1_000;
         for round in 0..12 {
@@ -889,7 +886,7 @@ mod tests {
                 ms += 1;
                 let e = stored_event(&tx, ms);
                 c.cache
-                    .open_or_join(&tx, &spec((round + k) % 7), Some(e), ms)
+                    .open_or_join(&tx, &zone_spec((round + k) % 7), Some(e), ms)
                     .expect("join");
             }
             if round == 7 {
@@ -899,7 +896,7 @@ mod tests {
                 continue;
             }
             tx.commit().expect("commit");
-            if done(&conn) > 0 {
+            if fold_done(&conn) > 0 {
                 partial += 1;
             }
             let (seen, truth) = seen_and_true(&conn);
@@ -912,12 +909,12 @@ mod tests {
         );
 
         // A restart in the middle of a fold: the new writer counts what is left by a scan.
-        assert!(done(&conn) > 0 || c.cache.folding.is_some() || !c.cache.uncounted.is_empty());
+        assert!(fold_done(&conn) > 0 || c.cache.folding.is_some() || !c.cache.uncounted.is_empty());
         let mut c = Correlator::new(CorrelateConfig::default());
         let tx = conn.transaction().expect("tx");
         c.begin(&tx).expect("begin");
         tx.commit().expect("commit");
-        assert_eq!(done(&conn), 0);
+        assert_eq!(fold_done(&conn), 0);
         let (seen, truth) = seen_and_true(&conn);
         assert_eq!(seen, truth);
         let rows: Vec<(String, i64, i64)> = conn
@@ -932,7 +929,7 @@ mod tests {
 
     /// A correlator over a fresh database whose fold goes two alarms per transaction and
     /// starts with every transaction; seven alarms with linked events, committed, and a fold
-    /// of them started and one slice in, committed. Returns the marks' reader too.
+    /// of them started and one slice in, committed. Also returns the last event's time.
     fn fold_under_way(path: &std::path::Path) -> (rusqlite::Connection, Correlator, i64) {
         let mut conn = crate::store::open_write(path, std::time::Duration::from_secs(5)).expect("db");
         let mut c = Correlator::new(CorrelateConfig::default());
@@ -1245,9 +1242,9 @@ mod tests {
         assert_eq!(chain[..3], [(e1, None), (e2, Some(e1)), (e3, Some(e2))]);
     }
 
-    /// The first link after the writer forgot (a fresh writer, a rollback, a job that changed
-    /// an alarm) counts what was linked before it, in the middle of a frame whose later events
-    /// are stored but not linked yet: those must still be counted later.
+    /// The first link after the writer forgot (a fresh writer, a rollback) counts what was
+    /// linked before it, in the middle of a frame whose later events are stored but not linked
+    /// yet: those must still be counted later.
     #[test]
     fn a_fold_in_the_middle_of_a_frame_leaves_its_unlinked_events_for_later() {
         let dir = tempfile::tempdir().expect("dir");
