@@ -96,6 +96,11 @@ pub struct BenchArgs {
     /// Print the result as one JSON object.
     #[arg(long)]
     pub json: bool,
+    /// Load generator threads, 1…64. One thread drives all the simulated panels; on the
+    /// daemon's own machine every further thread competes with the daemon for the same cores
+    /// (BENCHMARKS.md, series N).
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub threads: u32,
     /// Open this many idle TCP connections and hold them (no load) instead of sending events.
     #[arg(long, value_name = "N")]
     pub idle: Option<u32>,
@@ -139,6 +144,24 @@ pub enum BenchError {
     /// The report could not be serialised.
     #[error("serialising the report")]
     Json(#[from] serde_json::Error),
+}
+
+/// Most load generator threads (`--threads`).
+pub const MAX_THREADS: u32 = 64;
+
+/// The load generator's runtime: one thread (tokio's current-thread scheduler, every panel task
+/// on the calling thread) or `threads` workers.
+fn runtime(threads: u32) -> Result<tokio::runtime::Runtime, BenchError> {
+    let mut b = match threads {
+        1 => tokio::runtime::Builder::new_current_thread(),
+        2..=MAX_THREADS => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(threads as usize);
+            b
+        }
+        _ => return Err(BenchError::Args(format!("--threads must be 1…{MAX_THREADS}"))),
+    };
+    b.enable_all().thread_name("bench").build().map_err(BenchError::Runtime)
 }
 
 /// The account number of connection `conn`, account `idx`.
@@ -437,6 +460,8 @@ pub struct LoadReport {
     pub connections: u32,
     /// Accounts per connection.
     pub accounts_per_connection: u32,
+    /// Load generator threads.
+    pub threads: u32,
     /// AES-128 frames.
     pub encrypted: bool,
     /// Mixed event kinds.
@@ -549,11 +574,7 @@ pub fn run(args: &BenchArgs, out: &mut dyn Write) -> Result<(), BenchError> {
     if args.events == Some(0) {
         return Err(BenchError::Args("--events must be at least 1".into()));
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("bench")
-        .build()
-        .map_err(BenchError::Runtime)?;
+    let rt = runtime(args.threads)?;
     let write_err = |source| BenchError::Write {
         what: "the report".into(),
         source,
@@ -589,7 +610,7 @@ fn ms(us: u64) -> String {
 fn write_load(r: &LoadReport, out: &mut dyn Write) -> std::io::Result<()> {
     writeln!(
         out,
-        "target      {} over {}, {} connection(s) x {} account(s), {}{}{}",
+        "target      {} over {}, {} connection(s) x {} account(s), {}{}{}, {} generator thread(s)",
         r.target,
         r.transport,
         r.connections,
@@ -598,6 +619,7 @@ fn write_load(r: &LoadReport, out: &mut dyn Write) -> std::io::Result<()> {
         if r.mix { ", mixed events" } else { ", alarms" },
         r.rate
             .map_or(", closed loop".to_string(), |x| format!(", paced at {x} events/s")),
+        r.threads,
     )?;
     writeln!(
         out,
@@ -1037,6 +1059,7 @@ async fn load(args: &BenchArgs) -> LoadReport {
         target: args.target.to_string(),
         connections: n,
         accounts_per_connection: args.accounts_per_connection,
+        threads: args.threads,
         encrypted: args.encrypted,
         mix: args.mix,
         rate: args.rate,
@@ -1195,6 +1218,20 @@ mod tests {
         let c = Cli::try_parse_from(["bench", "--events", "10", "--udp", "--rate", "2000"]).expect("flags");
         assert_eq!(c.bench.events, Some(10));
         assert!(Cli::try_parse_from(["bench", "--events", "10", "--duration", "5"]).is_err());
+    }
+
+    #[test]
+    fn one_generator_thread_unless_asked_for_more() {
+        use tokio::runtime::RuntimeFlavor;
+        let c = Cli::try_parse_from(["bench"]).expect("defaults");
+        assert_eq!(c.bench.threads, 1);
+        let rt = runtime(1).expect("one thread");
+        assert_eq!(rt.handle().runtime_flavor(), RuntimeFlavor::CurrentThread);
+        let rt = runtime(3).expect("three threads");
+        assert_eq!(rt.handle().runtime_flavor(), RuntimeFlavor::MultiThread);
+        assert_eq!(rt.metrics().num_workers(), 3);
+        assert!(runtime(0).is_err());
+        assert!(runtime(MAX_THREADS + 1).is_err());
     }
 
     #[test]

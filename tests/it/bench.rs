@@ -1,0 +1,87 @@
+//! `meldkamer bench` against a daemon: the load generator is the measuring instrument of
+//! BENCHMARKS.md, so its counts must match what the daemon stored, on one thread or several,
+//! over TCP and UDP.
+
+use std::process::Command;
+
+use crate::common::TestDaemon;
+
+const BIN: &str = env!("CARGO_BIN_EXE_meldkamer");
+
+/// Run `meldkamer bench ARGS --json` and return its report.
+async fn bench(args: Vec<String>) -> serde_json::Value {
+    let out = tokio::task::spawn_blocking(move || Command::new(BIN).arg("bench").args(&args).arg("--json").output())
+        .await
+        .expect("join")
+        .expect("bench runs");
+    assert!(
+        out.status.success(),
+        "bench failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("one JSON report")
+}
+
+fn args(target: std::net::SocketAddr, extra: &[&str]) -> Vec<String> {
+    let mut a = vec![
+        "--target".to_string(),
+        target.to_string(),
+        "--connections".into(),
+        "3".into(),
+        "--accounts-per-connection".into(),
+        "4".into(),
+    ];
+    a.extend(extra.iter().map(|s| s.to_string()));
+    a
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_load_generator_counts_what_the_daemon_stored_on_one_thread_or_several() {
+    let accounts = meldkamer::cli::bench::accounts_toml(3, 4, false);
+    let mut d = TestDaemon::start_with(&accounts, |_| {}).await;
+
+    // Default: one generator thread, TCP, closed loop.
+    let r = bench(args(d.tcp(), &["--events", "120"])).await;
+    assert_eq!(r["threads"], 1);
+    assert_eq!(r["transport"], "tcp");
+    assert_eq!((r["sent"].as_u64(), r["acked"].as_u64()), (Some(120), Some(120)), "{r}");
+    assert_eq!(
+        (r["errors"].as_u64(), r["duh"].as_u64(), r["nak"].as_u64()),
+        (Some(0), Some(0), Some(0))
+    );
+    assert_eq!(d.query_i64("SELECT count(*) FROM events"), 120);
+
+    // Two threads, UDP, paced.
+    let r = bench(args(
+        d.udp(),
+        &["--events", "60", "--threads", "2", "--udp", "--rate", "600"],
+    ))
+    .await;
+    assert_eq!(r["threads"], 2);
+    assert_eq!(r["transport"], "udp");
+    assert_eq!((r["sent"].as_u64(), r["acked"].as_u64()), (Some(60), Some(60)), "{r}");
+    assert_eq!(d.query_i64("SELECT count(*) FROM events"), 180);
+    // Every event came from a generated account, each once per frame (no retransmission was
+    // needed on loopback, so none was stored twice).
+    assert_eq!(d.query_i64("SELECT count(DISTINCT frame_id) FROM events"), 180);
+    assert_eq!(
+        d.query_i64("SELECT count(*) FROM events WHERE account NOT LIKE 'F%'"),
+        0
+    );
+
+    // A thread count outside 1…64 is a clear error, not a run.
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(BIN)
+            .args(["bench", "--target", "127.0.0.1:9", "--events", "1", "--threads", "0"])
+            .output()
+    })
+    .await
+    .expect("join")
+    .expect("bench runs");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--threads must be 1…64"),
+        "{out:?}"
+    );
+    d.stop().await;
+}
