@@ -2,8 +2,9 @@
 //! previous event of the same account (the account as the panel sends it). The writer knows
 //! every account's newest event in memory and writes it on the event row it inserts, so storing
 //! an event touches no page but the event table's last. The newest event per account goes to
-//! `account_heads` in bulk ([`super::bulk`]); every event up to the `heads_event_id` watermark
-//! is reflected there, and readers look for newer ones after it ([`search_sql`]).
+//! `account_heads` in bulk (the store's `bulk` module, as last-seen times do); every event up to
+//! the `heads_event_id` watermark is reflected there, and readers look for newer ones after it
+//! ([`search_sql`]).
 //!
 //! This replaces an index on `events (account, id)`: with thousands of accounts sending,
 //! every event went to its own account's leaf page, and a commit group wrote about one index
