@@ -55,6 +55,9 @@ const SUMMARY_COLUMNS: &str = "a.public_id, a.queue, a.priority, ifnull(a.catego
      a.restored_ms IS NOT NULL, a.escalated_ms IS NOT NULL, a.keypad_factor_user, a.keypad_factor_ms,
      a.phone_factor_ms IS NOT NULL, a.duress";
 
+/// How many columns [`SUMMARY_COLUMNS`] has.
+const SUMMARY_LEN: usize = 17;
+
 fn summary(r: &rusqlite::Row<'_>) -> rusqlite::Result<AlarmSummary> {
     Ok(AlarmSummary {
         id: r.get(0)?,
@@ -89,42 +92,76 @@ pub fn queue(conn: &Connection, supervisor: bool) -> rusqlite::Result<Vec<AlarmS
     stmt.query_map(params![supervisor], summary)?.collect()
 }
 
+/// Where a queue subscription has got: every change up to here has been pushed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cursor {
+    /// The newest `alarm_log` entry (openings, operator actions, closings, ...).
+    pub log_id: i64,
+    /// The latest event time of any alarm, counted or pending (also moved by an alert that
+    /// joins an alarm without an event row).
+    pub event_ms: i64,
+    /// The newest event stored. Event ids only grow, so an event linked to an alarm after this
+    /// cursor was taken has a larger id, even in the same millisecond or after the clock was set
+    /// back.
+    pub event_id: i64,
+}
+
+/// The cursor's three parts, in [`Cursor`] order, as SQL over `pending` ([`PENDING_EVENTS`]).
+const CURSOR_COLUMNS: &str = "(SELECT ifnull(max(id), 0) FROM alarm_log),
+     max((SELECT ifnull(max(last_event_ms), 0) FROM alarms), (SELECT ifnull(max(last_ms), 0) FROM pending)),
+     (SELECT ifnull(max(id), 0) FROM events)";
+
+fn cursor_at(r: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<Cursor> {
+    Ok(Cursor {
+        log_id: r.get(first)?,
+        event_ms: r.get(first + 1)?,
+        event_id: r.get(first + 2)?,
+    })
+}
+
 /// Alarms changed since a cursor: new log entries or new events. Returns the summaries (closed
 /// ones included, so a client can drop them) and the new cursor.
+///
+/// One statement, so the rows and the new cursor come from one snapshot and the events not yet
+/// counted into their alarms (`pending`) are gathered once: a subscriber re-reads this after
+/// commits under load, and that scan is most of its cost.
 pub fn changed_since(
     conn: &Connection,
-    cursor: (i64, i64),
+    cursor: Cursor,
     supervisor: bool,
-) -> rusqlite::Result<(Vec<AlarmSummary>, (i64, i64))> {
-    let (log_id, event_ms) = cursor;
-    let (max_log, max_event) = self::cursor(conn)?;
+) -> rusqlite::Result<(Vec<AlarmSummary>, Cursor)> {
     let sql = format!(
-        "WITH {PENDING_EVENTS}
-         SELECT {SUMMARY_COLUMNS} FROM alarms a LEFT JOIN sites s ON s.id = a.site_id LEFT JOIN pending p ON p.alarm_id = a.id
-         WHERE (a.id IN (SELECT alarm_id FROM alarm_log WHERE id > ?1)
-                OR (a.state <> 'closed' AND (a.last_event_ms > ?2 OR a.id IN (SELECT alarm_id FROM pending WHERE last_ms > ?2))))
-           AND (a.queue = 'operator' OR ?3)
-         ORDER BY a.priority, a.opened_ms, a.id"
+        "WITH {PENDING_EVENTS},
+         cur AS (SELECT {CURSOR_COLUMNS}),
+         changed AS (
+             SELECT {SUMMARY_COLUMNS}, a.priority AS o_priority, a.opened_ms AS o_opened, a.id AS o_id
+             FROM alarms a LEFT JOIN sites s ON s.id = a.site_id LEFT JOIN pending p ON p.alarm_id = a.id
+             WHERE (a.id IN (SELECT alarm_id FROM alarm_log WHERE id > ?1)
+                    OR (a.state <> 'closed'
+                        AND (a.last_event_ms > ?2 OR ifnull(p.last_ms, 0) > ?2
+                             OR ifnull(a.last_event_id, 0) > ?3 OR ifnull(p.last_id, 0) > ?3)))
+               AND (a.queue = 'operator' OR ?4))
+         SELECT changed.*, cur.* FROM cur LEFT JOIN changed
+         ORDER BY changed.o_priority, changed.o_opened, changed.o_id"
     );
     let mut stmt = conn.prepare_cached(&sql)?;
-    let rows = stmt
-        .query_map(params![log_id, event_ms, supervisor], summary)?
-        .collect::<Result<_, _>>()?;
-    Ok((rows, (max_log, max_event)))
+    let mut rows = stmt.query(params![cursor.log_id, cursor.event_ms, cursor.event_id, supervisor])?;
+    let (mut changed, mut next) = (Vec::new(), cursor);
+    // `cur` has one row, so there is at least one: with no change, its summary columns are NULL.
+    while let Some(r) = rows.next()? {
+        next = cursor_at(r, SUMMARY_LEN + 3)?;
+        if r.get_ref(0)? != rusqlite::types::ValueRef::Null {
+            changed.push(summary(r)?);
+        }
+    }
+    Ok((changed, next))
 }
 
 /// The current change cursor.
-pub fn cursor(conn: &Connection) -> rusqlite::Result<(i64, i64)> {
-    let max_log: i64 = conn.query_row("SELECT ifnull(max(id), 0) FROM alarm_log", [], |r| r.get(0))?;
-    let max_event: i64 = conn.query_row(
-        &format!(
-            "WITH {PENDING_EVENTS}
-             SELECT max((SELECT ifnull(max(last_event_ms), 0) FROM alarms), (SELECT ifnull(max(last_ms), 0) FROM pending))"
-        ),
-        [],
-        |r| r.get(0),
-    )?;
-    Ok((max_log, max_event))
+pub fn cursor(conn: &Connection) -> rusqlite::Result<Cursor> {
+    conn.query_row(&format!("WITH {PENDING_EVENTS} SELECT {CURSOR_COLUMNS}"), [], |r| {
+        cursor_at(r, 0)
+    })
 }
 
 /// An event as shown with an alarm.

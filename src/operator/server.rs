@@ -199,7 +199,7 @@ async fn alarm_action(
 }
 
 /// Handle one request.
-pub async fn handle(state: &ApiState, env: Envelope, subscribed: &mut Option<(i64, i64)>) -> Response {
+pub async fn handle(state: &ApiState, env: Envelope, subscribed: &mut Option<queries::Cursor>) -> Response {
     let id = env.id;
     let result = dispatch(state, env, subscribed).await;
     match result {
@@ -218,7 +218,11 @@ pub async fn handle(state: &ApiState, env: Envelope, subscribed: &mut Option<(i6
     }
 }
 
-async fn dispatch(state: &ApiState, env: Envelope, subscribed: &mut Option<(i64, i64)>) -> Result<Value, ApiError> {
+async fn dispatch(
+    state: &ApiState,
+    env: Envelope,
+    subscribed: &mut Option<queries::Cursor>,
+) -> Result<Value, ApiError> {
     let now = state.now();
     if let Request::Login { name, password } = &env.request {
         let (n, p) = (name.clone(), password.expose().to_string());
@@ -451,7 +455,7 @@ const PUSH_MIN_GAP: Duration = Duration::from_millis(20);
 /// Serve one API connection.
 pub async fn connection<S: AsyncRead + AsyncWrite + Unpin>(stream: S, state: Arc<ApiState>, cancel: CancellationToken) {
     let mut framed = Framed::new(stream, LinesCodec::new_with_max_length(MAX_LINE));
-    let mut subscribed: Option<(i64, i64)> = None;
+    let mut subscribed: Option<queries::Cursor> = None;
     let mut subscriber: Option<Session> = None;
     let mut token: Option<String> = None;
     let mut changes = state.changes.clone();

@@ -216,6 +216,54 @@ async fn a_burst_of_changes_is_pushed_complete_and_coalesced() {
     d.stop().await;
 }
 
+/// Each push carries what changed since the one before, and nothing else: an event that joins
+/// an open alarm (counted before the writer folds it into the alarm's row) pushes that alarm
+/// with its new count, a commit that changes no alarm pushes nothing, and a new alarm is pushed
+/// alone.
+#[tokio::test]
+async fn a_push_carries_only_what_changed_since_the_last_one() {
+    let mut d = daemon_with_operators().await;
+    let mut api = Api::connect(&socket(&d)).await;
+    assert_eq!(api.login("olga", PASSWORD).await["ok"], true);
+    assert_eq!(api.call(json!({"op": "subscribe"})).await["ok"], true);
+    let send = |seq: u16, token: Token, data: &'static str| {
+        let addr = d.tcp();
+        async move {
+            let f = plain(token, seq, "1234", data, None);
+            let r = tcp_exchange(addr, &f).await;
+            assert_eq!(r.as_deref().map(token_of).as_deref(), Some("ACK"), "frame {seq}");
+        }
+    };
+    let wait = Duration::from_secs(5);
+
+    send(1, Token::SiaDcs, "#1234|Nri1/BA03").await;
+    let push = api.next_push(wait).await.expect("the new alarm is pushed");
+    let changed = push["changed"].as_array().expect("changed");
+    assert_eq!(changed.len(), 1);
+    let id = changed[0]["id"].clone();
+    assert_eq!(changed[0]["events"], 1);
+
+    // The same zone again joins the alarm: pushed with two events.
+    send(2, Token::SiaDcs, "#1234|Nri1/BA03").await;
+    let push = api.next_push(wait).await.expect("the joined alarm is pushed");
+    assert_eq!(push["changed"].as_array().map(Vec::len), Some(1));
+    assert_eq!(push["changed"][0]["id"], id);
+    assert_eq!(push["changed"][0]["events"], 2);
+
+    // A link test is committed (every subscriber re-reads) but changes no alarm: no push.
+    send(3, Token::Null, "").await;
+    let none = api.next_push(Duration::from_millis(300)).await;
+    assert!(none.is_none(), "nothing changed, nothing pushed: {none:?}");
+
+    // Another zone opens a second alarm: pushed alone.
+    send(4, Token::SiaDcs, "#1234|Nri1/BA04").await;
+    let push = api.next_push(wait).await.expect("the second alarm is pushed");
+    let changed = push["changed"].as_array().expect("changed");
+    assert_eq!(changed.len(), 1, "only the new alarm: {push}");
+    assert_ne!(changed[0]["id"], id);
+    d.stop().await;
+}
+
 #[tokio::test]
 async fn alarm_handling_and_the_queue_subscription() {
     let mut d = daemon_with_operators().await;
