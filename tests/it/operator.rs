@@ -180,14 +180,20 @@ async fn login_lockout_after_repeated_failures() {
     d.stop().await;
 }
 
+/// An operator logged in on `d`'s socket and subscribed to the queue.
+async fn subscribed_operator(d: &TestDaemon) -> Api {
+    let mut api = Api::connect(&socket(d)).await;
+    assert_eq!(api.login("olga", PASSWORD).await["ok"], true);
+    assert_eq!(api.call(json!({"op": "subscribe"})).await["ok"], true);
+    api
+}
+
 /// A burst of changes reaches a subscriber complete (every new alarm in some push) but read
 /// at most once per gap (`PUSH_MIN_GAP`, 20 ms), not once per commit.
 #[tokio::test]
 async fn a_burst_of_changes_is_pushed_complete_and_coalesced() {
     let mut d = daemon_with_operators().await;
-    let mut api = Api::connect(&socket(&d)).await;
-    assert_eq!(api.login("olga", PASSWORD).await["ok"], true);
-    assert_eq!(api.call(json!({"op": "subscribe"})).await["ok"], true);
+    let mut api = subscribed_operator(&d).await;
     let started = std::time::Instant::now();
     let n = 40u16;
     for z in 1..=n {
@@ -223,9 +229,7 @@ async fn a_burst_of_changes_is_pushed_complete_and_coalesced() {
 #[tokio::test]
 async fn a_push_carries_only_what_changed_since_the_last_one() {
     let mut d = daemon_with_operators().await;
-    let mut api = Api::connect(&socket(&d)).await;
-    assert_eq!(api.login("olga", PASSWORD).await["ok"], true);
-    assert_eq!(api.call(json!({"op": "subscribe"})).await["ok"], true);
+    let mut api = subscribed_operator(&d).await;
     let send = |seq: u16, token: Token, data: &'static str| {
         let addr = d.tcp();
         async move {
@@ -267,9 +271,7 @@ async fn a_push_carries_only_what_changed_since_the_last_one() {
 #[tokio::test]
 async fn alarm_handling_and_the_queue_subscription() {
     let mut d = daemon_with_operators().await;
-    let mut api = Api::connect(&socket(&d)).await;
-    assert_eq!(api.login("olga", PASSWORD).await["ok"], true);
-    assert_eq!(api.call(json!({"op": "subscribe"})).await["ok"], true);
+    let mut api = subscribed_operator(&d).await;
     let queue = api.call(json!({"op": "queue"})).await;
     assert_eq!(queue["result"]["alarms"].as_array().map(Vec::len), Some(0));
 
