@@ -172,7 +172,7 @@ fn strip_zero(s: &str) -> Option<String> {
     (!t.is_empty()).then(|| t.to_string())
 }
 
-/// Combine SIA `da` (MM-DD-YY) and `ti` (hh:mm[:ss]) into a timestamp.
+/// Combine SIA `da` (MM-DD-YY) and `ti` (`hh:mm[:ss]`) into a timestamp.
 fn sia_time(da: Option<&str>, ti: Option<&str>, sent: Option<Timestamp>) -> Option<Timestamp> {
     let ti = ti?;
     let t = if ti.len() == 5 {

@@ -96,11 +96,12 @@ pub struct BenchArgs {
     /// Print the result as one JSON object.
     #[arg(long)]
     pub json: bool,
-    /// Load generator threads, 1…64. One thread drives all the simulated panels; on the
-    /// daemon's own machine every further thread competes with the daemon for the same cores
-    /// (BENCHMARKS.md, series N).
-    #[arg(long, default_value_t = 1, value_name = "N")]
-    pub threads: u32,
+    /// Load generator threads for the event loads and --idle, 1…64 (default 1). One thread
+    /// drives all the simulated panels; on the daemon's own machine every further thread
+    /// competes with the daemon for the same cores (BENCHMARKS.md, series N). The ARC modes
+    /// run a worker per core and refuse this flag.
+    #[arg(long, value_name = "N")]
+    pub threads: Option<u32>,
     /// Open this many idle TCP connections and hold them (no load) instead of sending events.
     #[arg(long, value_name = "N")]
     pub idle: Option<u32>,
@@ -162,6 +163,12 @@ fn runtime(threads: u32) -> Result<tokio::runtime::Runtime, BenchError> {
         _ => return Err(BenchError::Args(format!("--threads must be 1…{MAX_THREADS}"))),
     };
     b.enable_all().thread_name("bench").build().map_err(BenchError::Runtime)
+}
+
+/// The threads the load generator runs on (the current runtime's workers; 1 for the
+/// current-thread scheduler).
+pub(super) fn generator_threads() -> u32 {
+    tokio::runtime::Handle::current().metrics().num_workers() as u32
 }
 
 /// The account number of connection `conn`, account `idx`.
@@ -574,7 +581,7 @@ pub fn run(args: &BenchArgs, out: &mut dyn Write) -> Result<(), BenchError> {
     if args.events == Some(0) {
         return Err(BenchError::Args("--events must be at least 1".into()));
     }
-    let rt = runtime(args.threads)?;
+    let rt = runtime(args.threads.unwrap_or(1))?;
     let write_err = |source| BenchError::Write {
         what: "the report".into(),
         source,
@@ -1059,7 +1066,7 @@ async fn load(args: &BenchArgs) -> LoadReport {
         target: args.target.to_string(),
         connections: n,
         accounts_per_connection: args.accounts_per_connection,
-        threads: args.threads,
+        threads: generator_threads(),
         encrypted: args.encrypted,
         mix: args.mix,
         rate: args.rate,
@@ -1224,12 +1231,13 @@ mod tests {
     fn one_generator_thread_unless_asked_for_more() {
         use tokio::runtime::RuntimeFlavor;
         let c = Cli::try_parse_from(["bench"]).expect("defaults");
-        assert_eq!(c.bench.threads, 1);
+        assert_eq!(c.bench.threads, None);
         let rt = runtime(1).expect("one thread");
         assert_eq!(rt.handle().runtime_flavor(), RuntimeFlavor::CurrentThread);
+        assert_eq!(rt.block_on(async { generator_threads() }), 1);
         let rt = runtime(3).expect("three threads");
         assert_eq!(rt.handle().runtime_flavor(), RuntimeFlavor::MultiThread);
-        assert_eq!(rt.metrics().num_workers(), 3);
+        assert_eq!(rt.block_on(async { generator_threads() }), 3);
         assert!(runtime(0).is_err());
         assert!(runtime(MAX_THREADS + 1).is_err());
     }

@@ -247,6 +247,11 @@ fn write_err(source: std::io::Error) -> BenchError {
 /// Run one of the ARC-scale modes (the caller checked [`ArcArgs::wanted`]).
 pub fn run(args: &BenchArgs, out: &mut dyn Write) -> Result<(), BenchError> {
     let a = &args.arc;
+    if args.threads.is_some() {
+        return Err(BenchError::Args(
+            "--threads is for the event loads and --idle; the ARC modes run a worker per core".into(),
+        ));
+    }
     if let Some(path) = &a.write_records {
         if a.records == 0 || u64::from(a.first_record) + u64::from(a.records) > u64::from(MAX_RECORDS) {
             return Err(BenchError::Args(format!(

@@ -353,7 +353,7 @@ pub async fn load(args: &BenchArgs, framing: Framing) -> LoadReport {
         target: args.target.to_string(),
         connections: n,
         accounts_per_connection: args.accounts_per_connection,
-        threads: args.threads,
+        threads: super::bench::generator_threads(),
         encrypted: false,
         mix: args.mix,
         rate: args.rate,

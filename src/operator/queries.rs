@@ -48,7 +48,7 @@ pub struct AlarmSummary {
 }
 
 /// The columns of [`AlarmSummary`], from `alarms a` joined with `sites s` and with the events
-/// not yet counted in the alarm's row, `pending p` ([`alarms::PENDING_EVENTS`]).
+/// not yet counted in the alarm's row, `pending p` ([`PENDING_EVENTS`]).
 const SUMMARY_COLUMNS: &str = "a.public_id, a.queue, a.priority, ifnull(a.category, ''), a.title, a.account,
      ifnull(s.name || ', ' || s.address, ''), a.state, a.opened_ms, max(a.last_event_ms, ifnull(p.last_ms, 0)),
      a.event_count + ifnull(p.n, 0),
@@ -97,8 +97,10 @@ pub fn queue(conn: &Connection, supervisor: bool) -> rusqlite::Result<Vec<AlarmS
 pub struct Cursor {
     /// The newest `alarm_log` entry (openings, operator actions, closings, ...).
     pub log_id: i64,
-    /// The latest event time of any alarm, counted or pending (also moved by an alert that
-    /// joins an alarm without an event row).
+    /// The latest event time of any alarm, counted or pending. It also finds an alert that
+    /// joins an alarm without an event row (a repeated communication loss, an unknown
+    /// account's frame), by its time only: such a join in the same millisecond as the last
+    /// re-read is pushed with the alarm's next change.
     pub event_ms: i64,
     /// The newest event stored. Event ids only grow, so an event linked to an alarm after this
     /// cursor was taken has a larger id, even in the same millisecond or after the clock was set

@@ -478,10 +478,15 @@ pub async fn connection<S: AsyncRead + AsyncWrite + Unpin>(stream: S, state: Arc
                     Ok(env) => {
                         token = env.token.clone().or(token);
                         let was = subscribed.is_some();
+                        if !was {
+                            // A subscription starts at the cursor it reads: every change so far
+                            // is marked seen before that read, so a commit in between still
+                            // wakes it (and the re-read from the cursor finds that commit).
+                            changes.borrow_and_update();
+                        }
                         let r = handle(&state, env, &mut subscribed).await;
                         if subscribed.is_some() && !was {
                             subscriber = state.session(token.as_deref());
-                            changes.borrow_and_update();
                         }
                         r
                     }
