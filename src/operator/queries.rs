@@ -58,6 +58,10 @@ const SUMMARY_COLUMNS: &str = "a.public_id, a.queue, a.priority, ifnull(a.catego
 /// How many columns [`SUMMARY_COLUMNS`] has.
 const SUMMARY_LEN: usize = 17;
 
+/// Where [`changed_since`]'s rows carry the new cursor: after the summary and its three
+/// ordering columns.
+const CHANGED_CURSOR_AT: usize = SUMMARY_LEN + 3;
+
 fn summary(r: &rusqlite::Row<'_>) -> rusqlite::Result<AlarmSummary> {
     Ok(AlarmSummary {
         id: r.get(0)?,
@@ -151,7 +155,7 @@ pub fn changed_since(
     let (mut changed, mut next) = (Vec::new(), cursor);
     // `cur` has one row, so there is at least one: with no change, its summary columns are NULL.
     while let Some(r) = rows.next()? {
-        next = cursor_at(r, SUMMARY_LEN + 3)?;
+        next = cursor_at(r, CHANGED_CURSOR_AT)?;
         if r.get_ref(0)? != rusqlite::types::ValueRef::Null {
             changed.push(summary(r)?);
         }

@@ -2,18 +2,24 @@
 //! BENCHMARKS.md, so its counts must match what the daemon stored, on one thread or several,
 //! over TCP and UDP.
 
-use std::process::Command;
+use std::process::{Command, Output};
 
 use crate::common::TestDaemon;
 
 const BIN: &str = env!("CARGO_BIN_EXE_meldkamer");
 
-/// Run `meldkamer bench ARGS --json` and return its report.
-async fn bench(args: Vec<String>) -> serde_json::Value {
-    let out = tokio::task::spawn_blocking(move || Command::new(BIN).arg("bench").args(&args).arg("--json").output())
+/// Run `meldkamer bench ARGS` to its end.
+async fn run_bench<I: IntoIterator<Item = S> + Send + 'static, S: AsRef<std::ffi::OsStr>>(args: I) -> Output {
+    tokio::task::spawn_blocking(move || Command::new(BIN).arg("bench").args(args).output())
         .await
         .expect("join")
-        .expect("bench runs");
+        .expect("bench runs")
+}
+
+/// Run `meldkamer bench ARGS --json` and return its report.
+async fn bench(mut args: Vec<String>) -> serde_json::Value {
+    args.push("--json".into());
+    let out = run_bench(args).await;
     assert!(
         out.status.success(),
         "bench failed: {}",
@@ -78,15 +84,7 @@ async fn the_load_generator_counts_what_the_daemon_stored_on_one_thread_or_sever
             "--threads is for the event loads and --idle",
         ),
     ] {
-        let out = tokio::task::spawn_blocking(move || {
-            Command::new(BIN)
-                .args(["bench", "--target", "127.0.0.1:9"])
-                .args(extra)
-                .output()
-        })
-        .await
-        .expect("join")
-        .expect("bench runs");
+        let out = run_bench(["--target", "127.0.0.1:9"].into_iter().chain(extra)).await;
         assert!(!out.status.success());
         assert!(String::from_utf8_lossy(&out.stderr).contains(error), "{out:?}");
     }
