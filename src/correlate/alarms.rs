@@ -262,7 +262,10 @@ pub struct Joined {
 ///
 /// `with_event`: an event row will be linked to the alarm by the caller ([`link`]); it is
 /// counted from that link (see [`fold_events`]). Without, the alarm's last event time is set
-/// here (an unknown account's frame, a supervision or lockout alert).
+/// here (an unknown account's frame, a supervision or lockout alert), and a join is logged
+/// (`repeated`): that log entry is the alarm's record of the alert, and how a queue
+/// subscription finds the change ([`crate::operator::queries::changed_since`]; every other
+/// change of an alarm row is an event link or a log entry too).
 pub fn open_or_join(tx: &Transaction<'_>, a: &AlarmSpec, with_event: bool, now: i64) -> Result<Joined, StoreError> {
     let existing: Option<(i64, u8, Option<i64>)> = {
         let mut stmt = tx.prepare_cached(
@@ -285,6 +288,9 @@ pub fn open_or_join(tx: &Transaction<'_>, a: &AlarmSpec, with_event: bool, now: 
                  WHERE id = ?1 AND (restored_ms IS NOT NULL OR ?2 IS NOT NULL)",
             )?;
             stmt.execute(params![id, last_ms])?;
+            if !with_event {
+                log(tx, id, now, "system", "repeated", &a.title)?;
+            }
             Ok(Joined {
                 id,
                 priority,
@@ -317,6 +323,8 @@ pub fn open_or_join(tx: &Transaction<'_>, a: &AlarmSpec, with_event: bool, now: 
                     "priority_raised",
                     &format!("{priority} -> {}: {}", a.priority, a.title),
                 )?;
+            } else if !with_event {
+                log(tx, id, now, "system", "repeated", &a.title)?;
             }
             Ok(Joined {
                 id,

@@ -99,12 +99,10 @@ pub fn queue(conn: &Connection, supervisor: bool) -> rusqlite::Result<Vec<AlarmS
 /// Where a queue subscription has got: every change up to here has been pushed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Cursor {
-    /// The newest `alarm_log` entry (openings, operator actions, closings, ...).
+    /// The newest `alarm_log` entry (openings, operator actions, closings, an alert that
+    /// joined an alarm without an event row, ...).
     pub log_id: i64,
-    /// The latest event time of any alarm, counted or pending. It also finds an alert that
-    /// joins an alarm without an event row (a repeated communication loss, an unknown
-    /// account's frame), by its time only: such a join in the same millisecond as the last
-    /// re-read is pushed with the alarm's next change.
+    /// The latest event time of any alarm, counted or pending.
     pub event_ms: i64,
     /// The newest event stored. Event ids only grow, so an event linked to an alarm after this
     /// cursor was taken has a larger id, even in the same millisecond or after the clock was set

@@ -269,6 +269,55 @@ async fn a_push_carries_only_what_changed_since_the_last_one() {
     d.stop().await;
 }
 
+/// An alert that joins an open alarm without an event row (here an unknown account calling
+/// again) is pushed with its new time, even in the millisecond of a change already pushed.
+#[tokio::test]
+async fn an_alert_joining_an_alarm_without_an_event_is_pushed() {
+    let mut d = daemon_with_operators().await;
+    let mut sup = Api::connect(&socket(&d)).await;
+    assert_eq!(sup.login("sam", PASSWORD).await["ok"], true);
+    assert_eq!(sup.call(json!({"op": "subscribe"})).await["ok"], true);
+    let send = |seq: u16, account: &'static str, answer: &'static str| {
+        let addr = d.tcp();
+        async move {
+            let f = plain(Token::SiaDcs, seq, account, &format!("#{account}|Nri1/BA03"), None);
+            let r = tcp_exchange(addr, &f).await;
+            assert_eq!(r.as_deref().map(token_of).as_deref(), Some(answer), "frame {seq}");
+        }
+    };
+    let wait = Duration::from_secs(5);
+
+    send(1, "9999", "DUH").await;
+    let push = sup
+        .next_push(wait)
+        .await
+        .expect("the unknown account's alarm is pushed");
+    let unknown = push["changed"][0].clone();
+    assert_eq!(unknown["queue"], "supervisor");
+    let first_ms = unknown["last_event_ms"].as_i64().expect("time");
+
+    // A second later a burglary opens another alarm: pushed, and now the newest time of all.
+    d.clock.advance(time::Duration::seconds(1));
+    send(2, "1234", "ACK").await;
+    let push = sup.next_push(wait).await.expect("the burglary is pushed");
+    assert_eq!(push["changed"].as_array().map(Vec::len), Some(1));
+    assert_ne!(push["changed"][0]["id"], unknown["id"]);
+
+    // In that same millisecond the unknown account calls again: no event row, no new event
+    // time beyond what was pushed; its alarm's time moves, and that is pushed.
+    send(3, "9999", "DUH").await;
+    let push = sup.next_push(wait).await.expect("the repeated alert is pushed");
+    assert_eq!(push["changed"].as_array().map(Vec::len), Some(1), "{push}");
+    assert_eq!(push["changed"][0]["id"], unknown["id"]);
+    assert_eq!(push["changed"][0]["last_event_ms"].as_i64(), Some(first_ms + 1_000));
+
+    // The alarm's history records the repeat.
+    let detail = sup.call(json!({"op": "alarm", "alarm": unknown["id"]})).await;
+    let log = detail["result"]["log"].as_array().expect("log");
+    assert!(log.iter().any(|l| l["action"] == "repeated"), "{detail}");
+    d.stop().await;
+}
+
 #[tokio::test]
 async fn alarm_handling_and_the_queue_subscription() {
     let mut d = daemon_with_operators().await;
