@@ -868,6 +868,41 @@ mod tests {
     /// The writer counts the links it made into the alarms' rows a slice of alarms per
     /// transaction. Whatever the slices have reached, after every commit, after a rollback in
     /// the middle of a fold and after a restart, every reader counts each alarm exactly.
+    /// An alert without an event row that joins an open alarm is logged each time (that entry
+    /// is how a queue subscription finds the change), and the alarm's detail carries only the
+    /// newest entries, oldest first, with the number left out.
+    #[test]
+    fn repeated_alerts_are_logged_and_the_detail_shows_the_newest_entries() {
+        use crate::operator::queries::{LOG_SHOWN, alarm_detail, queue};
+        let dir = tempfile::tempdir().expect("dir");
+        let mut conn = crate::store::open_write(&dir.path().join("c.db"), Duration::from_secs(5)).expect("db");
+        let spec = AlarmSpec::supervisor("A9", "acct:A9/unknown-account", "Unknown account A9", 4);
+        let n = LOG_SHOWN + 50;
+        let tx = conn.transaction().expect("tx");
+        for k in 0..n {
+            alarms::open_or_join(&tx, &spec, false, 1_000 + k).expect("open or join");
+        }
+        tx.commit().expect("commit");
+        let q = queue(&conn, true).expect("queue");
+        assert_eq!(q.len(), 1, "one alarm, joined {} times", n - 1);
+        assert_eq!(q[0].last_event_ms, 1_000 + n - 1);
+        let logged: i64 = conn
+            .query_row("SELECT count(*) FROM alarm_log WHERE action = 'repeated'", [], |r| {
+                r.get(0)
+            })
+            .expect("log");
+        assert_eq!(logged, n - 1, "every join without an event is logged");
+        let d = alarm_detail(&conn, &q[0].id).expect("detail").expect("alarm");
+        assert_eq!(d.log.len() as i64, LOG_SHOWN);
+        assert_eq!(d.log_earlier, 50);
+        assert!(
+            d.log.iter().all(|l| l.action == "repeated"),
+            "the opening is among the older ones"
+        );
+        assert_eq!(d.log[0].at, crate::clock::rfc3339_ms(1_050));
+        assert_eq!(d.log[d.log.len() - 1].at, crate::clock::rfc3339_ms(1_000 + n - 1));
+    }
+
     #[test]
     fn a_fold_in_slices_leaves_every_count_exact_at_every_step() {
         let dir = tempfile::tempdir().expect("dir");

@@ -252,11 +252,18 @@ pub struct AlarmDetail {
     pub procedure: Vec<StepRow>,
     /// Events of this alarm, newest last (at most the last 200).
     pub events: Vec<EventRow>,
-    /// Log.
+    /// The alarm's log, oldest first: its newest [`LOG_SHOWN`] entries (a panel that keeps
+    /// calling adds one per call, [`crate::correlate::alarms::open_or_join`]).
     pub log: Vec<LogRow>,
+    /// How many older log entries are not in `log`.
+    #[serde(default)]
+    pub log_earlier: i64,
     /// Phone cancellation is locked for this customer (too many wrong codes).
     pub phone_locked: bool,
 }
+
+/// Most log entries an alarm's detail carries (the newest).
+pub const LOG_SHOWN: i64 = 200;
 
 /// The row id of an alarm by its public id.
 pub fn alarm_row(conn: &Connection, public_id: &str) -> rusqlite::Result<Option<i64>> {
@@ -367,10 +374,11 @@ pub fn alarm_detail(conn: &Connection, public_id: &str) -> rusqlite::Result<Opti
     )?;
     let mut events: Vec<EventRow> = stmt.query_map(params![id], event_row)?.collect::<Result<_, _>>()?;
     events.reverse();
-    let mut stmt =
-        conn.prepare("SELECT at_ms, actor, action, detail FROM alarm_log WHERE alarm_id = ?1 ORDER BY id")?;
-    let log = stmt
-        .query_map(params![id], |r| {
+    let mut stmt = conn.prepare_cached(
+        "SELECT at_ms, actor, action, detail FROM alarm_log WHERE alarm_id = ?1 ORDER BY id DESC LIMIT ?2",
+    )?;
+    let mut log: Vec<LogRow> = stmt
+        .query_map(params![id, LOG_SHOWN], |r| {
             Ok(LogRow {
                 at: rfc3339_ms(r.get(0)?),
                 actor: r.get(1)?,
@@ -379,6 +387,10 @@ pub fn alarm_detail(conn: &Connection, public_id: &str) -> rusqlite::Result<Opti
             })
         })?
         .collect::<Result<_, _>>()?;
+    log.reverse();
+    let logged: i64 = conn.query_row("SELECT count(*) FROM alarm_log WHERE alarm_id = ?1", params![id], |r| {
+        r.get(0)
+    })?;
     let phone_locked = match customer_id {
         Some(c) => phone_locked(conn, c)?,
         None => false,
@@ -392,6 +404,7 @@ pub fn alarm_detail(conn: &Connection, public_id: &str) -> rusqlite::Result<Opti
         contacts,
         procedure,
         events,
+        log_earlier: logged - log.len() as i64,
         log,
         phone_locked,
     }))

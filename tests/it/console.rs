@@ -120,6 +120,7 @@ fn detail(keypad: bool, phone: bool) -> AlarmDetail {
             area: Some("1".into()),
         }],
         log: vec![],
+        log_earlier: 0,
         phone_locked: false,
     }
 }
