@@ -865,9 +865,6 @@ mod tests {
         (seen, truth)
     }
 
-    /// The writer counts the links it made into the alarms' rows a slice of alarms per
-    /// transaction. Whatever the slices have reached, after every commit, after a rollback in
-    /// the middle of a fold and after a restart, every reader counts each alarm exactly.
     /// An alert without an event row that joins an open alarm is logged each time (that entry
     /// is how a queue subscription finds the change), and the alarm's detail carries only the
     /// newest entries, oldest first, with the number left out.
@@ -901,8 +898,25 @@ mod tests {
         );
         assert_eq!(d.log[0].at, crate::clock::rfc3339_ms(1_050));
         assert_eq!(d.log[d.log.len() - 1].at, crate::clock::rfc3339_ms(1_000 + n - 1));
+
+        // A short log is shown whole.
+        let few = AlarmSpec::supervisor("A8", "acct:A8/unknown-account", "Unknown account A8", 4);
+        let tx = conn.transaction().expect("tx");
+        for k in 0..3 {
+            alarms::open_or_join(&tx, &few, false, 5_000 + k).expect("open or join");
+        }
+        tx.commit().expect("commit");
+        let q = queue(&conn, true).expect("queue");
+        let short = q.iter().find(|a| a.account == "A8").expect("the second alarm");
+        let d = alarm_detail(&conn, &short.id).expect("detail").expect("alarm");
+        let actions: Vec<&str> = d.log.iter().map(|l| l.action.as_str()).collect();
+        assert_eq!(actions, ["opened", "repeated", "repeated"]);
+        assert_eq!(d.log_earlier, 0);
     }
 
+    /// The writer counts the links it made into the alarms' rows a slice of alarms per
+    /// transaction. Whatever the slices have reached, after every commit, after a rollback in
+    /// the middle of a fold and after a restart, every reader counts each alarm exactly.
     #[test]
     fn a_fold_in_slices_leaves_every_count_exact_at_every_step() {
         let dir = tempfile::tempdir().expect("dir");

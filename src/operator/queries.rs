@@ -374,11 +374,16 @@ pub fn alarm_detail(conn: &Connection, public_id: &str) -> rusqlite::Result<Opti
     )?;
     let mut events: Vec<EventRow> = stmt.query_map(params![id], event_row)?.collect::<Result<_, _>>()?;
     events.reverse();
+    // The count in the same statement, so both come from one snapshot (a commit between two
+    // statements would make `log_earlier` wrong).
     let mut stmt = conn.prepare_cached(
-        "SELECT at_ms, actor, action, detail FROM alarm_log WHERE alarm_id = ?1 ORDER BY id DESC LIMIT ?2",
+        "SELECT at_ms, actor, action, detail, (SELECT count(*) FROM alarm_log WHERE alarm_id = ?1)
+         FROM alarm_log WHERE alarm_id = ?1 ORDER BY id DESC LIMIT ?2",
     )?;
+    let mut logged = 0i64;
     let mut log: Vec<LogRow> = stmt
         .query_map(params![id, LOG_SHOWN], |r| {
+            logged = r.get(4)?;
             Ok(LogRow {
                 at: rfc3339_ms(r.get(0)?),
                 actor: r.get(1)?,
@@ -388,9 +393,6 @@ pub fn alarm_detail(conn: &Connection, public_id: &str) -> rusqlite::Result<Opti
         })?
         .collect::<Result<_, _>>()?;
     log.reverse();
-    let logged: i64 = conn.query_row("SELECT count(*) FROM alarm_log WHERE alarm_id = ?1", params![id], |r| {
-        r.get(0)
-    })?;
     let phone_locked = match customer_id {
         Some(c) => phone_locked(conn, c)?,
         None => false,
