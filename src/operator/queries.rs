@@ -102,24 +102,21 @@ pub struct Cursor {
     /// The newest `alarm_log` entry (openings, operator actions, closings, an alert that
     /// joined an alarm without an event row, ...).
     pub log_id: i64,
-    /// The latest event time of any alarm, counted or pending.
-    pub event_ms: i64,
     /// The newest event stored. Event ids only grow, so an event linked to an alarm after this
     /// cursor was taken has a larger id, even in the same millisecond or after the clock was set
     /// back.
     pub event_id: i64,
 }
 
-/// The cursor's three parts, in [`Cursor`] order, as SQL over `pending` ([`PENDING_EVENTS`]).
-const CURSOR_COLUMNS: &str = "(SELECT ifnull(max(id), 0) FROM alarm_log),
-     max((SELECT ifnull(max(last_event_ms), 0) FROM alarms), (SELECT ifnull(max(last_ms), 0) FROM pending)),
-     (SELECT ifnull(max(id), 0) FROM events)";
+/// The cursor's two parts, in [`Cursor`] order, as SQL. Every change of an alarm row is an
+/// event linked to it or an entry in its log ([`crate::correlate::alarms::open_or_join`]), so
+/// these two find them all.
+const CURSOR_COLUMNS: &str = "(SELECT ifnull(max(id), 0) FROM alarm_log), (SELECT ifnull(max(id), 0) FROM events)";
 
 fn cursor_at(r: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<Cursor> {
     Ok(Cursor {
         log_id: r.get(first)?,
-        event_ms: r.get(first + 1)?,
-        event_id: r.get(first + 2)?,
+        event_id: r.get(first + 1)?,
     })
 }
 
@@ -141,15 +138,13 @@ pub fn changed_since(
              SELECT {SUMMARY_COLUMNS}, a.priority AS o_priority, a.opened_ms AS o_opened, a.id AS o_id
              FROM alarms a LEFT JOIN sites s ON s.id = a.site_id LEFT JOIN pending p ON p.alarm_id = a.id
              WHERE (a.id IN (SELECT alarm_id FROM alarm_log WHERE id > ?1)
-                    OR (a.state <> 'closed'
-                        AND (a.last_event_ms > ?2 OR ifnull(p.last_ms, 0) > ?2
-                             OR ifnull(a.last_event_id, 0) > ?3 OR ifnull(p.last_id, 0) > ?3)))
-               AND (a.queue = 'operator' OR ?4))
+                    OR (a.state <> 'closed' AND (ifnull(a.last_event_id, 0) > ?2 OR ifnull(p.last_id, 0) > ?2)))
+               AND (a.queue = 'operator' OR ?3))
          SELECT changed.*, cur.* FROM cur LEFT JOIN changed
          ORDER BY changed.o_priority, changed.o_opened, changed.o_id"
     );
     let mut stmt = conn.prepare_cached(&sql)?;
-    let mut rows = stmt.query(params![cursor.log_id, cursor.event_ms, cursor.event_id, supervisor])?;
+    let mut rows = stmt.query(params![cursor.log_id, cursor.event_id, supervisor])?;
     let (mut changed, mut next) = (Vec::new(), cursor);
     // `cur` has one row, so there is at least one: with no change, its summary columns are NULL.
     while let Some(r) = rows.next()? {
@@ -163,9 +158,7 @@ pub fn changed_since(
 
 /// The current change cursor.
 pub fn cursor(conn: &Connection) -> rusqlite::Result<Cursor> {
-    conn.query_row(&format!("WITH {PENDING_EVENTS} SELECT {CURSOR_COLUMNS}"), [], |r| {
-        cursor_at(r, 0)
-    })
+    conn.query_row(&format!("SELECT {CURSOR_COLUMNS}"), [], |r| cursor_at(r, 0))
 }
 
 /// An event as shown with an alarm.
