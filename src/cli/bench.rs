@@ -108,9 +108,10 @@ pub struct BenchArgs {
     /// With --idle: hold the connections this many seconds.
     #[arg(long, default_value_t = 10, value_name = "S")]
     pub hold: u64,
-    /// Report this process's resident memory (the daemon's PID; same machine only).
-    #[arg(long, value_name = "PID")]
-    pub rss_pid: Option<u32>,
+    /// The daemon's PID (same machine, Linux): report its resident memory and, for a load,
+    /// its CPU time per ACKed event. (`--rss-pid` is the older name.)
+    #[arg(long = "daemon-pid", alias = "rss-pid", value_name = "PID")]
+    pub daemon_pid: Option<u32>,
     /// The daemon's metrics endpoint: report commit batching and latency during the run.
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<SocketAddr>,
@@ -505,10 +506,72 @@ pub struct LoadReport {
     /// Paced runs only: the same, from the moment the frame was actually sent. Where this is
     /// much lower than `latency`, the load generator itself fell behind its schedule.
     pub latency_from_send: Option<Latency>,
-    /// The daemon's resident memory at the end, KiB (with --rss-pid).
+    /// The daemon's resident memory at the end, KiB (with --daemon-pid).
     pub daemon_rss_kib: Option<u64>,
+    /// CPU time per ACKed event during the run (Linux): what an event costs each side. On a
+    /// shared machine it moves with the machine's speed, as the throughput does (BENCHMARKS.md,
+    /// series P: the daemon's CPU time per second stayed near one core while both moved).
+    pub cpu_per_event: Option<CpuPerEvent>,
     /// The daemon's commits during the run (with --metrics).
     pub commit: Option<CommitStats>,
+}
+
+/// CPU time (user and system, every thread) per ACKed event, µs.
+#[derive(Debug, Default, Clone, Serialize, PartialEq)]
+pub struct CpuPerEvent {
+    /// The daemon's (with --daemon-pid).
+    pub daemon_us: Option<f64>,
+    /// This load generator's.
+    pub generator_us: f64,
+}
+
+/// The CPU time of the daemon and of this process at the start of a load.
+pub(crate) struct CpuStart {
+    daemon_pid: Option<u32>,
+    daemon_ns: Option<u64>,
+    generator_ns: Option<u64>,
+}
+
+impl CpuStart {
+    pub(crate) fn now(daemon_pid: Option<u32>) -> Self {
+        CpuStart {
+            daemon_pid,
+            daemon_ns: daemon_pid.and_then(cpu_ns),
+            generator_ns: cpu_ns(std::process::id()),
+        }
+    }
+
+    /// CPU time since the start per event; `None` without events or without `/proc`.
+    pub(crate) fn per_event(&self, events: u64) -> Option<CpuPerEvent> {
+        let per = |start: Option<u64>, pid: u32| -> Option<f64> {
+            let used = cpu_ns(pid)?.checked_sub(start?)?;
+            (events > 0).then(|| used as f64 / 1e3 / events as f64)
+        };
+        Some(CpuPerEvent {
+            daemon_us: self.daemon_pid.and_then(|pid| per(self.daemon_ns, pid)),
+            generator_us: per(self.generator_ns, std::process::id())?,
+        })
+    }
+}
+
+/// CPU time used so far by the threads of a process, ns (Linux `/proc/PID/task/*/schedstat`,
+/// nanosecond resolution where `/proc/PID/stat` counts 10 ms ticks). A thread that has ended
+/// no longer counts; the receiver's, the writer's and the generator's threads live as long as
+/// the run.
+pub fn cpu_ns(pid: u32) -> Option<u64> {
+    let mut total = 0;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
+        // A thread that ended after the listing is skipped like one that ended before it.
+        if let Ok(s) = std::fs::read_to_string(task.ok()?.path().join("schedstat")) {
+            total += schedstat_ns(&s)?;
+        }
+    }
+    Some(total)
+}
+
+/// The first field of a `schedstat` line: the time the thread ran, ns.
+fn schedstat_ns(line: &str) -> Option<u64> {
+    line.split_whitespace().next()?.parse().ok()
 }
 
 /// The result of an idle-connection run.
@@ -675,6 +738,12 @@ fn write_load(r: &LoadReport, out: &mut dyn Write) -> std::io::Result<()> {
     }
     if let Some(kib) = r.daemon_rss_kib {
         writeln!(out, "daemon RSS  {:.1} MiB", kib as f64 / 1024.0)?;
+    }
+    if let Some(c) = &r.cpu_per_event {
+        let daemon = c
+            .daemon_us
+            .map_or("n/a (--daemon-pid)".to_string(), |us| format!("{us:.1} µs"));
+        writeln!(out, "cpu/event   daemon {daemon}, generator {:.1} µs", c.generator_us)?;
     }
     if let Some(c) = &r.commit {
         writeln!(
@@ -1029,6 +1098,7 @@ async fn load(args: &BenchArgs) -> LoadReport {
         Some(a) => fetch_metrics(a).await,
         None => None,
     };
+    let cpu = CpuStart::now(args.daemon_pid);
     let started = Instant::now();
     let ctx = Arc::new(Ctx {
         target: args.target,
@@ -1084,7 +1154,8 @@ async fn load(args: &BenchArgs) -> LoadReport {
         events_per_s: if elapsed > 0.0 { all.acked as f64 / elapsed } else { 0.0 },
         latency: latency(all.latencies_us),
         latency_from_send: args.rate.map(|_| latency(all.service_us)),
-        daemon_rss_kib: args.rss_pid.and_then(rss_kib),
+        daemon_rss_kib: args.daemon_pid.and_then(rss_kib),
+        cpu_per_event: cpu.per_event(all.acked),
         commit: match (metrics_before, metrics_after) {
             (Some(b), Some(a)) => Some(commit_stats(&b, &a)),
             _ => None,
@@ -1093,7 +1164,7 @@ async fn load(args: &BenchArgs) -> LoadReport {
 }
 
 async fn idle(args: &BenchArgs, n: u32) -> IdleReport {
-    let rss = || args.rss_pid.and_then(rss_kib);
+    let rss = || args.daemon_pid.and_then(rss_kib);
     let rss_before_kib = rss();
     let started = Instant::now();
     let gate = Arc::new(tokio::sync::Semaphore::new(256));
@@ -1225,6 +1296,22 @@ mod tests {
         let c = Cli::try_parse_from(["bench", "--events", "10", "--udp", "--rate", "2000"]).expect("flags");
         assert_eq!(c.bench.events, Some(10));
         assert!(Cli::try_parse_from(["bench", "--events", "10", "--duration", "5"]).is_err());
+    }
+
+    #[test]
+    fn cpu_time_comes_from_the_schedstat_of_every_thread() {
+        assert_eq!(schedstat_ns("8123456789 2233 41\n"), Some(8_123_456_789));
+        assert_eq!(schedstat_ns(""), None);
+        assert_eq!(schedstat_ns("x 1 2"), None);
+        // This process has threads that ran; a process that does not exist has no time.
+        let here = cpu_ns(std::process::id()).expect("/proc on Linux");
+        assert!(here > 0);
+        let spin = std::time::Instant::now();
+        while spin.elapsed() < Duration::from_millis(20) {
+            std::hint::black_box(0u64);
+        }
+        assert!(cpu_ns(std::process::id()).expect("again") > here, "time only grows");
+        assert_eq!(cpu_ns(u32::MAX), None);
     }
 
     #[test]

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 
-use super::bench::{BenchArgs, BenchError, LoadReport, commit_stats, fetch_metrics, latency, rss_kib};
+use super::bench::{BenchArgs, BenchError, CpuStart, LoadReport, commit_stats, fetch_metrics, latency, rss_kib};
 use crate::protocol::cid::{CidEvent, CidQualifier, encode_contact_id};
 use crate::protocol::cidip::{Framing, encode_lupusec};
 use crate::protocol::codes::CidCode;
@@ -309,6 +309,7 @@ pub async fn load(args: &BenchArgs, framing: Framing) -> LoadReport {
         Some(a) => fetch_metrics(a).await,
         None => None,
     };
+    let cpu = CpuStart::now(args.daemon_pid);
     let started = Instant::now();
     let ctx = Arc::new(Ctx {
         framing,
@@ -368,7 +369,8 @@ pub async fn load(args: &BenchArgs, framing: Framing) -> LoadReport {
         duration_s: elapsed,
         events_per_s: if elapsed > 0.0 { all.acked as f64 / elapsed } else { 0.0 },
         latency: latency(all.latencies_us),
-        daemon_rss_kib: args.rss_pid.and_then(rss_kib),
+        daemon_rss_kib: args.daemon_pid.and_then(rss_kib),
+        cpu_per_event: cpu.per_event(all.acked),
         commit: match (metrics_before, metrics_after) {
             (Some(b), Some(a)) => Some(commit_stats(&b, &a)),
             _ => None,

@@ -46,9 +46,16 @@ async fn the_load_generator_counts_what_the_daemon_stored_on_one_thread_or_sever
     let accounts = meldkamer::cli::bench::accounts_toml(3, 4, false);
     let mut d = TestDaemon::start_with(&accounts, |_| {}).await;
 
-    // Default: one generator thread, TCP, closed loop.
-    let r = bench(args(d.tcp(), &["--events", "120"])).await;
+    // Default: one generator thread, TCP, closed loop. The daemon runs in this process.
+    let pid = std::process::id().to_string();
+    let r = bench(args(d.tcp(), &["--events", "120", "--daemon-pid", &pid])).await;
     assert_eq!(r["threads"], 1);
+    // CPU time per event, the daemon's and the generator's own (both ran for these events).
+    let cpu = &r["cpu_per_event"];
+    for who in ["daemon_us", "generator_us"] {
+        assert!(cpu[who].as_f64().is_some_and(|us| us > 0.0), "{who}: {r}");
+    }
+    assert!(r["daemon_rss_kib"].as_u64().is_some_and(|k| k > 0), "{r}");
     assert_eq!(r["transport"], "tcp");
     assert_eq!((r["sent"].as_u64(), r["acked"].as_u64()), (Some(120), Some(120)), "{r}");
     assert_eq!(
@@ -61,10 +68,22 @@ async fn the_load_generator_counts_what_the_daemon_stored_on_one_thread_or_sever
     // Three threads (more than this machine may have cores), UDP, paced.
     let r = bench(args(
         d.udp(),
-        &["--events", "60", "--threads", "3", "--udp", "--rate", "600"],
+        &[
+            "--events",
+            "60",
+            "--threads",
+            "3",
+            "--udp",
+            "--rate",
+            "600",
+            "--rss-pid",
+            &pid,
+        ],
     ))
     .await;
     assert_eq!(r["threads"], 3);
+    // The older name of --daemon-pid still works.
+    assert!(r["cpu_per_event"]["daemon_us"].as_f64().is_some(), "{r}");
     assert_eq!(r["transport"], "udp");
     assert_eq!((r["sent"].as_u64(), r["acked"].as_u64()), (Some(60), Some(60)), "{r}");
     assert_eq!(r["retries"].as_u64(), Some(0), "nothing resent on loopback: {r}");
