@@ -266,7 +266,7 @@ impl Default for StoreConfig {
         StoreConfig {
             path: PathBuf::from("meldkamer.db"),
             queue_depth: 8192,
-            max_batch: 1024,
+            max_batch: 32,
             busy_timeout_ms: 5000,
             load_demo_data: true,
         }

@@ -1177,6 +1177,22 @@ mod tests {
         r
     }
 
+    /// Writer settings for a test database: no last-seen map, no change notices.
+    fn test_config(path: &std::path::Path, max_batch: usize) -> WriterConfig {
+        WriterConfig {
+            path: path.to_path_buf(),
+            queue_depth: 64,
+            max_batch,
+            busy_timeout: Duration::from_secs(5),
+            retransmission_window: Duration::from_secs(600),
+            max_dedupe_entries: 1000,
+            last_seen: None,
+            changes: None,
+            wal: Default::default(),
+            status_flush: STATUS_FLUSH_EVERY,
+        }
+    }
+
     /// A frame that cannot be stored must not take the other frames of its group down with it
     /// (else it would do so again at every resend: "batch poisoning").
     #[tokio::test]
@@ -1184,18 +1200,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("dir");
         let metrics = Arc::new(Metrics::default());
         let (w, join) = start(
-            WriterConfig {
-                path: dir.path().join("w.db"),
-                queue_depth: 64,
-                max_batch: 64,
-                busy_timeout: Duration::from_secs(5),
-                retransmission_window: Duration::from_secs(600),
-                max_dedupe_entries: 1000,
-                last_seen: None,
-                changes: None,
-                wal: Default::default(),
-                status_flush: STATUS_FLUSH_EVERY,
-            },
+            test_config(&dir.path().join("w.db"), 64),
             0,
             metrics.clone(),
             Box::new(FailBad),
@@ -1238,6 +1243,59 @@ mod tests {
         assert_eq!(metrics.group_retries.get(), 1);
     }
 
+    /// A queue longer than `max_batch` is committed in groups of at most `max_batch` frames.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_group_holds_at_most_max_batch_frames() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let metrics = Arc::new(Metrics::default());
+        let (w, join) = start(
+            test_config(&dir.path().join("w.db"), 4),
+            0,
+            metrics.clone(),
+            Box::new(NoHook),
+        )
+        .expect("writer");
+        // A job holds the writer until all ten frames are queued behind it.
+        let (started_tx, started_rx) = std::sync::mpsc::channel::<()>();
+        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+        let w2 = w.clone();
+        let busy = tokio::spawn(async move {
+            w2.run(move |_| {
+                started_tx.send(()).expect("test waits");
+                release_rx.recv().expect("test releases");
+                Ok(())
+            })
+            .await
+        });
+        tokio::task::spawn_blocking(move || started_rx.recv().expect("job started"))
+            .await
+            .expect("join");
+        let mut answers = Vec::new();
+        for seq in 0..10 {
+            answers.push(w.enqueue(record("A1", seq)).await.expect("queued"));
+        }
+        release_tx.send(()).expect("job waits");
+        busy.await.expect("job").expect("job ran");
+        for a in answers {
+            assert!(a.await.expect("reply").result.is_ok());
+        }
+        w.close().await;
+        drop(w);
+        join.join().expect("writer ends");
+        // Groups: the job's, then 4 + 4 + 2 frames.
+        let text = metrics.render();
+        let bucket = |le: &str| -> u64 {
+            let key = format!("meldkamer_commit_batch_frames_bucket{{le=\"{le}\"}} ");
+            text.lines()
+                .find_map(|l| l.strip_prefix(key.as_str()))
+                .and_then(|v| v.parse().ok())
+                .expect("bucket")
+        };
+        assert_eq!(metrics.batch_size.count(), 4, "{text}");
+        assert_eq!(bucket("4"), 4, "no group of more than four: {text}");
+        assert_eq!(bucket("2"), 2, "the job's group and the last two frames: {text}");
+    }
+
     /// A writer on a new database with accounts 1..=n ("A1", "A2", …) whose status backlog
     /// goes out with the second group and then only once an hour.
     fn writer_with(
@@ -1264,16 +1322,9 @@ mod tests {
         wal: super::super::checkpoint::WalLimits,
     ) -> (WriterHandle, std::thread::JoinHandle<()>) {
         let cfg = WriterConfig {
-            path: path.to_path_buf(),
-            queue_depth: 64,
-            max_batch: 64,
-            busy_timeout: Duration::from_secs(5),
-            retransmission_window: Duration::from_secs(600),
-            max_dedupe_entries: 1000,
-            last_seen: None,
-            changes: None,
             wal,
             status_flush: Duration::from_secs(3600),
+            ..test_config(path, 64)
         };
         start(cfg, 0, Arc::new(Metrics::default()), Box::new(NoHook)).expect("writer")
     }
