@@ -522,51 +522,70 @@ pub struct CpuPerEvent {
     /// The daemon's (with --daemon-pid).
     pub daemon_us: Option<f64>,
     /// This load generator's.
-    pub generator_us: f64,
+    pub generator_us: Option<f64>,
 }
 
-/// The CPU time of the daemon and of this process at the start of a load.
+/// The CPU time of the daemon's threads and of this process's at the start of a load.
 pub(crate) struct CpuStart {
     daemon_pid: Option<u32>,
-    daemon_ns: Option<u64>,
-    generator_ns: Option<u64>,
+    daemon: Option<ThreadTimes>,
+    generator: Option<ThreadTimes>,
 }
 
 impl CpuStart {
     pub(crate) fn now(daemon_pid: Option<u32>) -> Self {
         CpuStart {
             daemon_pid,
-            daemon_ns: daemon_pid.and_then(cpu_ns),
-            generator_ns: cpu_ns(std::process::id()),
+            daemon: daemon_pid.and_then(thread_times),
+            generator: thread_times(std::process::id()),
         }
     }
 
-    /// CPU time since the start per event; `None` without events or without `/proc`.
+    /// CPU time since the start per event; `None` without events, and each side `None`
+    /// without `/proc`.
     pub(crate) fn per_event(&self, events: u64) -> Option<CpuPerEvent> {
-        let per = |start: Option<u64>, pid: u32| -> Option<f64> {
-            let used = cpu_ns(pid)?.checked_sub(start?)?;
-            (events > 0).then(|| used as f64 / 1e3 / events as f64)
+        if events == 0 {
+            return None;
+        }
+        let per = |start: &Option<ThreadTimes>, pid: u32| -> Option<f64> {
+            let used = cpu_since(start.as_ref()?, &thread_times(pid)?);
+            Some(used as f64 / 1e3 / events as f64)
         };
         Some(CpuPerEvent {
-            daemon_us: self.daemon_pid.and_then(|pid| per(self.daemon_ns, pid)),
-            generator_us: per(self.generator_ns, std::process::id())?,
+            daemon_us: self.daemon_pid.and_then(|pid| per(&self.daemon, pid)),
+            generator_us: per(&self.generator, std::process::id()),
         })
     }
 }
 
-/// CPU time used so far by the threads of a process, ns (Linux `/proc/PID/task/*/schedstat`,
-/// nanosecond resolution where `/proc/PID/stat` counts 10 ms ticks). A thread that has ended
-/// no longer counts; the receiver's, the writer's and the generator's threads live as long as
-/// the run.
-pub fn cpu_ns(pid: u32) -> Option<u64> {
-    let mut total = 0;
-    for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
+/// CPU time each thread of a process has used so far, ns, by thread id.
+pub type ThreadTimes = std::collections::HashMap<u32, u64>;
+
+/// The threads of a process and their CPU time, from Linux `/proc/PID/task/*/schedstat`
+/// (nanoseconds, where `/proc/PID/stat` counts 10 ms ticks). `None` when none could be read.
+pub fn thread_times(pid: u32) -> Option<ThreadTimes> {
+    let mut times = ThreadTimes::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()?.flatten() {
         // A thread that ended after the listing is skipped like one that ended before it.
-        if let Ok(s) = std::fs::read_to_string(task.ok()?.path().join("schedstat")) {
-            total += schedstat_ns(&s)?;
+        let tid = task.file_name().to_str().and_then(|t| t.parse().ok());
+        let ns = std::fs::read_to_string(task.path().join("schedstat"))
+            .ok()
+            .and_then(|s| schedstat_ns(&s));
+        if let (Some(tid), Some(ns)) = (tid, ns) {
+            times.insert(tid, ns);
         }
     }
-    Some(total)
+    (!times.is_empty()).then_some(times)
+}
+
+/// CPU time used between two readings: each thread's growth (a thread started since counts
+/// from zero). A thread that ended in between is missing from `end` and counts nothing, so
+/// short-lived threads are under-counted, never subtracted; the receiver's, the writer's and
+/// the generator's threads live as long as the run.
+pub fn cpu_since(start: &ThreadTimes, end: &ThreadTimes) -> u64 {
+    end.iter()
+        .map(|(tid, ns)| ns.saturating_sub(start.get(tid).copied().unwrap_or(0)))
+        .sum()
 }
 
 /// The first field of a `schedstat` line: the time the thread ran, ns.
@@ -740,10 +759,13 @@ fn write_load(r: &LoadReport, out: &mut dyn Write) -> std::io::Result<()> {
         writeln!(out, "daemon RSS  {:.1} MiB", kib as f64 / 1024.0)?;
     }
     if let Some(c) = &r.cpu_per_event {
-        let daemon = c
-            .daemon_us
-            .map_or("n/a (--daemon-pid)".to_string(), |us| format!("{us:.1} µs"));
-        writeln!(out, "cpu/event   daemon {daemon}, generator {:.1} µs", c.generator_us)?;
+        let us = |v: Option<f64>| v.map_or("n/a".to_string(), |us| format!("{us:.1} µs"));
+        writeln!(
+            out,
+            "cpu/event   daemon {}, generator {}",
+            us(c.daemon_us),
+            us(c.generator_us)
+        )?;
     }
     if let Some(c) = &r.commit {
         writeln!(
@@ -1127,6 +1149,7 @@ async fn load(args: &BenchArgs) -> LoadReport {
         }
     }
     let elapsed = started.elapsed().as_secs_f64();
+    let cpu_per_event = cpu.per_event(all.acked);
     let metrics_after = match (args.metrics, &metrics_before) {
         (Some(a), Some(_)) => fetch_metrics(a).await,
         _ => None,
@@ -1155,7 +1178,7 @@ async fn load(args: &BenchArgs) -> LoadReport {
         latency: latency(all.latencies_us),
         latency_from_send: args.rate.map(|_| latency(all.service_us)),
         daemon_rss_kib: args.daemon_pid.and_then(rss_kib),
-        cpu_per_event: cpu.per_event(all.acked),
+        cpu_per_event,
         commit: match (metrics_before, metrics_after) {
             (Some(b), Some(a)) => Some(commit_stats(&b, &a)),
             _ => None,
@@ -1299,19 +1322,49 @@ mod tests {
     }
 
     #[test]
-    fn cpu_time_comes_from_the_schedstat_of_every_thread() {
+    fn cpu_time_is_each_threads_growth() {
         assert_eq!(schedstat_ns("8123456789 2233 41\n"), Some(8_123_456_789));
         assert_eq!(schedstat_ns(""), None);
         assert_eq!(schedstat_ns("x 1 2"), None);
-        // This process has threads that ran; a process that does not exist has no time.
-        let here = cpu_ns(std::process::id()).expect("/proc on Linux");
-        assert!(here > 0);
-        let spin = std::time::Instant::now();
+        // A thread that ended in between counts nothing, a new one from zero: nothing is
+        // ever subtracted.
+        let start = ThreadTimes::from([(1, 100), (2, 500)]);
+        let end = ThreadTimes::from([(1, 160), (3, 40)]);
+        assert_eq!(cpu_since(&start, &end), 100);
+        // This process as the "daemon": the thread working here is in both figures.
+        let cpu = CpuStart::now(Some(std::process::id()));
+        let spin = Instant::now();
         while spin.elapsed() < Duration::from_millis(20) {
             std::hint::black_box(0u64);
         }
-        assert!(cpu_ns(std::process::id()).expect("again") > here, "time only grows");
-        assert_eq!(cpu_ns(u32::MAX), None);
+        let c = cpu.per_event(1).expect("one event");
+        assert!(c.daemon_us.is_some_and(|us| us > 0.0), "{c:?}");
+        assert!(c.generator_us.is_some_and(|us| us > 0.0), "{c:?}");
+        assert_eq!(cpu.per_event(0), None);
+        assert_eq!(thread_times(u32::MAX), None);
+    }
+
+    #[test]
+    fn the_text_report_shows_cpu_per_event() {
+        let text = |cpu: CpuPerEvent| {
+            let r = LoadReport {
+                cpu_per_event: Some(cpu),
+                ..LoadReport::default()
+            };
+            let mut out = Vec::new();
+            write_load(&r, &mut out).expect("write");
+            String::from_utf8(out).expect("utf-8")
+        };
+        let t = text(CpuPerEvent {
+            daemon_us: Some(22.14),
+            generator_us: Some(7.8),
+        });
+        assert!(t.contains("cpu/event   daemon 22.1 µs, generator 7.8 µs"), "{t}");
+        let t = text(CpuPerEvent {
+            daemon_us: None,
+            generator_us: Some(7.8),
+        });
+        assert!(t.contains("cpu/event   daemon n/a, generator 7.8 µs"), "{t}");
     }
 
     #[test]

@@ -345,6 +345,7 @@ pub async fn load(args: &BenchArgs, framing: Framing) -> LoadReport {
         }
     }
     let elapsed = started.elapsed().as_secs_f64();
+    let cpu_per_event = cpu.per_event(all.acked);
     let metrics_after = match (args.metrics, &metrics_before) {
         (Some(a), Some(_)) => fetch_metrics(a).await,
         _ => None,
@@ -370,7 +371,7 @@ pub async fn load(args: &BenchArgs, framing: Framing) -> LoadReport {
         events_per_s: if elapsed > 0.0 { all.acked as f64 / elapsed } else { 0.0 },
         latency: latency(all.latencies_us),
         daemon_rss_kib: args.daemon_pid.and_then(rss_kib),
-        cpu_per_event: cpu.per_event(all.acked),
+        cpu_per_event,
         commit: match (metrics_before, metrics_after) {
             (Some(b), Some(a)) => Some(commit_stats(&b, &a)),
             _ => None,

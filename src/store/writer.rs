@@ -309,7 +309,7 @@ pub struct WriterConfig {
     pub path: PathBuf,
     /// Queue depth.
     pub queue_depth: usize,
-    /// Frames per transaction.
+    /// Most frames (and jobs) per transaction.
     pub max_batch: usize,
     /// Busy timeout.
     pub busy_timeout: Duration,
