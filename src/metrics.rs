@@ -101,6 +101,12 @@ impl Histogram {
         self.count.load(Ordering::Relaxed)
     }
 
+    /// Observations at or below `bound`, one of the histogram's bounds (`None` for another).
+    pub fn at_most(&self, bound: f64) -> Option<u64> {
+        let i = self.bounds.iter().position(|b| *b == bound)?;
+        Some(self.buckets[i].load(Ordering::Relaxed))
+    }
+
     fn render(&self, out: &mut String) {
         let _ = writeln!(out, "# HELP {} {}", self.name, self.help);
         let _ = writeln!(out, "# TYPE {} histogram", self.name);

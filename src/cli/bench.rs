@@ -559,11 +559,11 @@ impl CpuStart {
 }
 
 /// CPU time each thread of a process has used so far, ns, by thread id.
-pub type ThreadTimes = std::collections::HashMap<u32, u64>;
+type ThreadTimes = std::collections::HashMap<u32, u64>;
 
 /// The threads of a process and their CPU time, from Linux `/proc/PID/task/*/schedstat`
 /// (nanoseconds, where `/proc/PID/stat` counts 10 ms ticks). `None` when none could be read.
-pub fn thread_times(pid: u32) -> Option<ThreadTimes> {
+fn thread_times(pid: u32) -> Option<ThreadTimes> {
     let mut times = ThreadTimes::new();
     for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()?.flatten() {
         // A thread that ended after the listing is skipped like one that ended before it.
@@ -582,7 +582,7 @@ pub fn thread_times(pid: u32) -> Option<ThreadTimes> {
 /// from zero). A thread that ended in between is missing from `end` and counts nothing, so
 /// short-lived threads are under-counted, never subtracted; the receiver's, the writer's and
 /// the generator's threads live as long as the run.
-pub fn cpu_since(start: &ThreadTimes, end: &ThreadTimes) -> u64 {
+fn cpu_since(start: &ThreadTimes, end: &ThreadTimes) -> u64 {
     end.iter()
         .map(|(tid, ns)| ns.saturating_sub(start.get(tid).copied().unwrap_or(0)))
         .sum()
