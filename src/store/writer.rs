@@ -1193,6 +1193,41 @@ mod tests {
         }
     }
 
+    /// A job that holds the writer (inside its own commit group) until the test releases it,
+    /// so that what the test submits meanwhile queues up behind it. No sleeps: the job says when
+    /// it runs and waits for the word to end.
+    struct Held {
+        release: std::sync::mpsc::Sender<()>,
+        job: tokio::task::JoinHandle<Result<(), Arc<StoreError>>>,
+    }
+
+    impl Held {
+        /// Submit the job and return once the writer runs it.
+        async fn start(w: &WriterHandle) -> Self {
+            let (started_tx, started_rx) = std::sync::mpsc::channel::<()>();
+            let (release, release_rx) = std::sync::mpsc::channel::<()>();
+            let w = w.clone();
+            let job = tokio::spawn(async move {
+                w.run(move |_| {
+                    started_tx.send(()).expect("test waits");
+                    release_rx.recv().expect("test releases");
+                    Ok(())
+                })
+                .await
+            });
+            tokio::task::spawn_blocking(move || started_rx.recv().expect("job started"))
+                .await
+                .expect("join");
+            Held { release, job }
+        }
+
+        /// Let the job end and wait for its commit.
+        async fn release(self) {
+            self.release.send(()).expect("job waits");
+            self.job.await.expect("job").expect("job ran");
+        }
+    }
+
     /// A frame that cannot be stored must not take the other frames of its group down with it
     /// (else it would do so again at every resend: "batch poisoning").
     #[tokio::test]
@@ -1206,21 +1241,13 @@ mod tests {
             Box::new(FailBad),
         )
         .expect("writer");
-        // Hold the writer busy with a job (a group of its own, taken before the frames arrive)
-        // so the frames queue up and commit as one group without a job.
-        let w2 = w.clone();
-        let busy = tokio::spawn(async move {
-            w2.run(|_| {
-                std::thread::sleep(Duration::from_millis(300));
-                Ok(())
-            })
-            .await
-        });
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        // Hold the writer with a job (a group of its own) so the frames queue up behind it and
+        // commit as one group without a job.
+        let held = Held::start(&w).await;
         let g1 = w.enqueue(record("GOOD", 1)).await.expect("queued");
         let b = w.enqueue(record("BAD", 2)).await.expect("queued");
         let g2 = w.enqueue(record("GOOD", 3)).await.expect("queued");
-        busy.await.expect("job").expect("job ran");
+        held.release().await;
         let (g1, b, g2) = tokio::join!(g1, b, g2);
         assert!(g1.expect("reply").result.is_ok());
         let b = b.expect("reply");
@@ -1239,7 +1266,10 @@ mod tests {
             .query_row("SELECT count(*) FROM frames", [], |r| r.get(0))
             .expect("count");
         assert_eq!(n, 2, "both good frames stored, the failing one not at all");
-        // The group of three ran without savepoints first, then again frame by frame.
+        // Two groups: the job's, then the three frames together, which ran without savepoints
+        // first and then again frame by frame.
+        assert_eq!(metrics.batch_size.count(), 2);
+        assert_eq!(metrics.batch_size.at_most(2.0), Some(1), "the frames in one group");
         assert_eq!(metrics.group_retries.get(), 1);
     }
 
@@ -1256,26 +1286,12 @@ mod tests {
         )
         .expect("writer");
         // A job holds the writer until all ten frames are queued behind it.
-        let (started_tx, started_rx) = std::sync::mpsc::channel::<()>();
-        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
-        let w2 = w.clone();
-        let busy = tokio::spawn(async move {
-            w2.run(move |_| {
-                started_tx.send(()).expect("test waits");
-                release_rx.recv().expect("test releases");
-                Ok(())
-            })
-            .await
-        });
-        tokio::task::spawn_blocking(move || started_rx.recv().expect("job started"))
-            .await
-            .expect("join");
+        let held = Held::start(&w).await;
         let mut answers = Vec::new();
         for seq in 0..10 {
             answers.push(w.enqueue(record("A1", seq)).await.expect("queued"));
         }
-        release_tx.send(()).expect("job waits");
-        busy.await.expect("job").expect("job ran");
+        held.release().await;
         for a in answers {
             assert!(a.await.expect("reply").result.is_ok());
         }
