@@ -452,6 +452,17 @@ async fn dispatch(
 /// together, so a push is at most this much later (target: 100 ms).
 const PUSH_MIN_GAP: Duration = Duration::from_millis(20);
 
+/// Run `read` (a request that may start a subscription at the cursor it reads), with every
+/// change so far marked seen first when `starting`: a commit in between the mark and the read
+/// then still wakes the subscription, and the re-read from the cursor finds it. Marked after
+/// the read, such a commit would be pushed only with the next change.
+async fn seen_before<T>(changes: &mut watch::Receiver<u64>, starting: bool, read: impl Future<Output = T>) -> T {
+    if starting {
+        changes.borrow_and_update();
+    }
+    read.await
+}
+
 /// Serve one API connection.
 pub async fn connection<S: AsyncRead + AsyncWrite + Unpin>(stream: S, state: Arc<ApiState>, cancel: CancellationToken) {
     let mut framed = Framed::new(stream, LinesCodec::new_with_max_length(MAX_LINE));
@@ -478,13 +489,7 @@ pub async fn connection<S: AsyncRead + AsyncWrite + Unpin>(stream: S, state: Arc
                     Ok(env) => {
                         token = env.token.clone().or(token);
                         let was = subscribed.is_some();
-                        if !was {
-                            // A subscription starts at the cursor it reads: every change so far
-                            // is marked seen before that read, so a commit in between still
-                            // wakes it (and the re-read from the cursor finds that commit).
-                            changes.borrow_and_update();
-                        }
-                        let r = handle(&state, env, &mut subscribed).await;
+                        let r = seen_before(&mut changes, !was, handle(&state, env, &mut subscribed)).await;
                         if subscribed.is_some() && !was {
                             subscriber = state.session(token.as_deref());
                         }
@@ -605,5 +610,32 @@ pub async fn serve_tls(
             }
             .instrument(info_span!("api", transport = "tls", %peer)),
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A subscription marks the changes before it reads its cursor, not after: a commit that
+    /// lands during the read still wakes it.
+    #[tokio::test]
+    async fn a_commit_during_the_subscribing_read_wakes_the_subscription() {
+        let (tx, mut changes) = watch::channel(0u64);
+        tx.send(1).expect("receiver");
+        seen_before(&mut changes, true, async { tx.send(2).expect("receiver") }).await;
+        assert!(
+            changes.has_changed().expect("sender"),
+            "the commit during the read is still to see"
+        );
+        assert_eq!(*changes.borrow_and_update(), 2);
+        // The changes before a subscription starts are marked seen: its cursor covers them.
+        tx.send(3).expect("receiver");
+        seen_before(&mut changes, true, async {}).await;
+        assert!(!changes.has_changed().expect("sender"));
+        // Any other request leaves the marks alone.
+        tx.send(4).expect("receiver");
+        seen_before(&mut changes, false, async {}).await;
+        assert!(changes.has_changed().expect("sender"));
     }
 }
