@@ -1193,6 +1193,28 @@ mod tests {
         }
     }
 
+    /// A writer on a new database `w.db` in a temporary directory, with [`test_config`].
+    fn test_writer(
+        max_batch: usize,
+        hook: Box<dyn AfterInsert>,
+    ) -> (
+        tempfile::TempDir,
+        Arc<Metrics>,
+        WriterHandle,
+        std::thread::JoinHandle<()>,
+    ) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let metrics = Arc::new(Metrics::default());
+        let (w, join) = start(
+            test_config(&dir.path().join("w.db"), max_batch),
+            0,
+            metrics.clone(),
+            hook,
+        )
+        .expect("writer");
+        (dir, metrics, w, join)
+    }
+
     /// A job that holds the writer (inside its own commit group) until the test releases it,
     /// so that what the test submits meanwhile queues up behind it. No sleeps: the job says when
     /// it runs and waits for the word to end.
@@ -1232,15 +1254,7 @@ mod tests {
     /// (else it would do so again at every resend: "batch poisoning").
     #[tokio::test]
     async fn one_failing_frame_does_not_poison_its_group() {
-        let dir = tempfile::tempdir().expect("dir");
-        let metrics = Arc::new(Metrics::default());
-        let (w, join) = start(
-            test_config(&dir.path().join("w.db"), 64),
-            0,
-            metrics.clone(),
-            Box::new(FailBad),
-        )
-        .expect("writer");
+        let (dir, metrics, w, join) = test_writer(64, Box::new(FailBad));
         // Hold the writer with a job (a group of its own) so the frames queue up behind it and
         // commit as one group without a job.
         let held = Held::start(&w).await;
@@ -1276,15 +1290,7 @@ mod tests {
     /// A queue longer than `max_batch` is committed in groups of at most `max_batch` frames.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_group_holds_at_most_max_batch_frames() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let metrics = Arc::new(Metrics::default());
-        let (w, join) = start(
-            test_config(&dir.path().join("w.db"), 4),
-            0,
-            metrics.clone(),
-            Box::new(NoHook),
-        )
-        .expect("writer");
+        let (_dir, metrics, w, join) = test_writer(4, Box::new(NoHook));
         // A job holds the writer until all ten frames are queued behind it.
         let held = Held::start(&w).await;
         let mut answers = Vec::new();
