@@ -5,6 +5,7 @@
 use criterion::{Criterion, criterion_group, criterion_main};
 use meldkamer::console::app::{App, Link, Screen};
 use meldkamer::console::ui;
+use meldkamer::operator::protocol::{Push, ServerMessage};
 use meldkamer::operator::queries::AlarmSummary;
 use ratatui::Terminal;
 use ratatui::backend::TestBackend;
@@ -29,6 +30,9 @@ fn alarm(i: usize) -> AlarmSummary {
         keypad_factor_ms: None,
         phone_factor: false,
         duress: false,
+        owner: i.is_multiple_of(3).then(|| "olga".to_string()),
+        recall_ms: None,
+        site_ref: format!("S-{}", i % 500),
     }
 }
 
@@ -53,8 +57,10 @@ fn bench(c: &mut Criterion) {
     let mut t = Terminal::new(TestBackend::new(200, 60)).expect("terminal");
     g.bench_function("push_merge_and_redraw_200x60", |b| {
         b.iter(|| {
-            let push = serde_json::json!({"push": "queue", "changed": [alarm(10_001)]});
-            app.on_message(push);
+            let push = Push::Queue {
+                changed: vec![alarm(10_001)],
+            };
+            app.on_message(ServerMessage::Push(push));
             t.draw(|f| ui::draw(f, &app, now)).expect("draw");
         })
     });

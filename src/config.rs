@@ -107,6 +107,8 @@ pub struct CodesConfig {
     pub lockout_after: u32,
     /// Rejected codes per operator per hour, across customers, above which the supervisor is alerted.
     pub operator_alert_rejects_per_hour: u32,
+    /// Verifications per operator per hour, across customers, beyond which more are refused.
+    pub operator_max_verifications_per_hour: u32,
     /// Verifications hashing at once (each holds `argon2_memory_kib` of memory).
     pub max_concurrent_verifications: usize,
 }
@@ -134,6 +136,7 @@ impl Default for CodesConfig {
             argon2_parallelism: 1,
             lockout_after: 5,
             operator_alert_rejects_per_hour: 10,
+            operator_max_verifications_per_hour: 30,
             max_concurrent_verifications: 4,
         }
     }
@@ -565,6 +568,12 @@ impl Config {
         if c.operator_alert_rejects_per_hour == 0 {
             return Err(invalid(
                 "codes.operator_alert_rejects_per_hour",
+                "must be greater than 0",
+            ));
+        }
+        if c.operator_max_verifications_per_hour == 0 {
+            return Err(invalid(
+                "codes.operator_max_verifications_per_hour",
                 "must be greater than 0",
             ));
         }

@@ -371,9 +371,12 @@ async fn start_full(
     )));
     let api = Arc::new(ApiState::new(
         ApiSettings {
-            db: cfg.store.path.clone(),
-            session_ttl_ms: cfg.operator.session_ttl_secs as i64 * 1000,
-            cancel_window_ms: cfg.alarms.cancel_window_secs as i64 * 1000,
+            alert_priority: cfg.alarms.supervisor_priority,
+            ..ApiSettings::new(
+                cfg.store.path.clone(),
+                cfg.operator.session_ttl_secs as i64 * 1000,
+                cfg.alarms.cancel_window_secs as i64 * 1000,
+            )
         },
         shared.writer.clone(),
         shared.clock.clone(),
@@ -420,6 +423,7 @@ async fn start_full(
     if let Some(r) = shared.recorder.clone() {
         tracker.spawn(crate::receiver::record::flush_udp_every(r, cancel.clone()));
     }
+    tracker.spawn(server::sweep(api.clone(), cancel.clone()));
     tracker.spawn(reload_accounts(
         shared.clone(),
         cfg.store.path.clone(),

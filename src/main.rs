@@ -130,10 +130,19 @@ enum OperatorCommand {
         #[arg(long)]
         password_stdin: bool,
     },
-    /// Disable an operator (logins refused).
+    /// Disable an operator: logins refused, and live sessions end at once (their alarms go
+    /// back to the queue).
     Disable {
         /// Login name.
         name: String,
+    },
+    /// Give an operator another role; live sessions end at once (log in again for the new role).
+    Role {
+        /// Login name.
+        name: String,
+        /// operator, supervisor or admin.
+        #[arg(value_parser = ["operator", "supervisor", "admin"])]
+        role: String,
     },
     /// Enable a disabled operator.
     Enable {
@@ -187,6 +196,10 @@ fn main() -> ExitCode {
                     cli::operator::add(&cfg, &name, role, password_stdin, out)?
                 }
                 OperatorCommand::Disable { name } => cli::operator::set_disabled(&cfg, &name, true, out)?,
+                OperatorCommand::Role { name, role } => {
+                    let role = meldkamer::operator::Role::parse(&role).ok_or("unknown role")?;
+                    cli::operator::set_role(&cfg, &name, role, out)?
+                }
                 OperatorCommand::Enable { name } => cli::operator::set_disabled(&cfg, &name, false, out)?,
                 OperatorCommand::List => cli::operator::list(&cfg, out)?,
             }

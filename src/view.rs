@@ -10,7 +10,7 @@ use crate::clock::rfc3339_ms;
 use crate::store::writer::{SEEN_COLUMN, SEEN_PENDING};
 
 /// One transmitter path.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TransmitterView {
     /// Account number.
     pub account: String,
@@ -33,7 +33,7 @@ pub struct TransmitterView {
 }
 
 /// A zone.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ZoneView {
     /// Number.
     pub number: String,
@@ -44,7 +44,7 @@ pub struct ZoneView {
 }
 
 /// A panel user.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct UserView {
     /// Number.
     pub number: String,
@@ -55,7 +55,7 @@ pub struct UserView {
 }
 
 /// A contact.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ContactView {
     /// Opaque id for the API.
     pub id: String,
@@ -70,18 +70,22 @@ pub struct ContactView {
 }
 
 /// Procedure steps for one category.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ProcedureView {
     /// Category.
     pub category: String,
     /// Steps in order.
     pub steps: Vec<String>,
+    /// The numbers (1-based) of the steps that must be done, or the reason given, before a
+    /// close.
+    #[serde(default)]
+    pub mandatory: Vec<u32>,
     /// The customer's own procedure (else the default set).
     pub customer_specific: bool,
 }
 
 /// A customer card for one site.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CustomerCard {
     /// Customer reference.
     pub customer_ref: String,
@@ -276,23 +280,36 @@ pub fn contacts(conn: &Connection, customer_id: i64) -> rusqlite::Result<Vec<Con
 /// The procedures that apply to a customer: its own per category, else the default set.
 pub fn procedures(conn: &Connection, customer_id: i64) -> rusqlite::Result<Vec<ProcedureView>> {
     let mut stmt = conn.prepare(
-        "SELECT category, step, instruction, customer_id IS NOT NULL FROM procedure_steps
+        "SELECT category, step, instruction, customer_id IS NOT NULL, mandatory FROM procedure_steps
          WHERE customer_id = ?1
             OR (customer_id IS NULL AND category NOT IN (SELECT category FROM procedure_steps WHERE customer_id = ?1))
          ORDER BY category, step",
     )?;
     let mut out: Vec<ProcedureView> = Vec::new();
     for row in stmt.query_map(params![customer_id], |r| {
-        Ok((r.get::<_, String>(0)?, r.get::<_, String>(2)?, r.get::<_, bool>(3)?))
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(2)?,
+            r.get::<_, bool>(3)?,
+            r.get::<_, bool>(4)?,
+        ))
     })? {
-        let (category, step, own) = row?;
-        match out.last_mut() {
-            Some(p) if p.category == category => p.steps.push(step),
-            _ => out.push(ProcedureView {
-                category,
-                steps: vec![step],
-                customer_specific: own,
-            }),
+        let (category, step, own, mandatory) = row?;
+        let p = match out.last_mut() {
+            Some(p) if p.category == category => p,
+            _ => {
+                out.push(ProcedureView {
+                    category,
+                    steps: Vec::new(),
+                    mandatory: Vec::new(),
+                    customer_specific: own,
+                });
+                out.last_mut().expect("just pushed")
+            }
+        };
+        p.steps.push(step);
+        if mandatory {
+            p.mandatory.push(p.steps.len() as u32);
         }
     }
     Ok(out)
@@ -358,8 +375,9 @@ pub fn render_card(c: &CustomerCard) -> String {
         for p in &c.procedures {
             let own = if p.customer_specific { " (customer's own)" } else { "" };
             let _ = writeln!(s, "  {}{own}:", p.category);
-            for (i, step) in p.steps.iter().enumerate() {
-                let _ = writeln!(s, "    {}. {step}", i + 1);
+            for (n, step) in (1u32..).zip(&p.steps) {
+                let must = if p.mandatory.contains(&n) { " (mandatory)" } else { "" };
+                let _ = writeln!(s, "    {n}. {step}{must}");
             }
         }
     }

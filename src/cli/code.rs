@@ -596,6 +596,7 @@ fn end_to_end_in(dir: &std::path::Path, cost: Cost, key: [u8; 32]) -> Result<(Du
     let limits = crate::verify::Limits {
         lockout_after: 100,
         operator_alert_per_hour: 1000,
+        operator_max_per_hour: u32::MAX,
         alert_priority: 4,
     };
     let mut right = Vec::new();

@@ -125,22 +125,82 @@ pub fn add(
     Ok(())
 }
 
-/// `operator disable|enable NAME`.
-pub fn set_disabled(cfg: &Config, name: &str, disabled: bool, out: &mut dyn Write) -> Result<(), OperatorCmdError> {
+/// Run `f` in one immediate transaction, with its audit record in the same transaction.
+fn in_transaction<T>(
+    cfg: &Config,
+    action: &str,
+    subject: &str,
+    f: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<T, OperatorError>,
+) -> Result<T, OperatorCmdError> {
+    let map = |source: crate::store::StoreError| OperatorCmdError::Store {
+        path: cfg.store.path.display().to_string(),
+        source,
+    };
     let mut conn = open(cfg)?;
-    let r = accounts::set_disabled(&conn, name, disabled);
+    let tx = conn
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(|e| map(e.into()))?;
+    let r = f(&tx);
+    let result = match &r {
+        Ok(_) => "ok".to_string(),
+        Err(e) => format!("refused: {e}"),
+    };
+    crate::verify::audit::append(
+        &tx,
+        now_ms(),
+        &crate::verify::audit::AuditRecord {
+            actor: &actor(),
+            action,
+            subject,
+            detail: "",
+            result: &result,
+            failures: None,
+        },
+    )
+    .map_err(map)?;
+    tx.commit().map_err(|e| map(e.into()))?;
+    Ok(r?)
+}
+
+/// `operator disable|enable NAME`. Disabling ends the operator's sessions at once, even while
+/// the daemon runs: its next request, and its queue subscription within a second, are refused,
+/// and the alarms it handled go back to the queue.
+pub fn set_disabled(cfg: &Config, name: &str, disabled: bool, out: &mut dyn Write) -> Result<(), OperatorCmdError> {
     let action = if disabled {
         "operator_disable"
     } else {
         "operator_enable"
     };
-    let result = match &r {
-        Ok(()) => "ok".to_string(),
-        Err(e) => format!("refused: {e}"),
-    };
-    audit(&mut conn, action, &format!("operator:{name}"), &result)?;
-    r?;
-    let _ = writeln!(out, "operator {name} {}", if disabled { "disabled" } else { "enabled" });
+    let ended = in_transaction(cfg, action, &format!("operator:{name}"), |tx| {
+        accounts::set_disabled(tx, name, disabled, now_ms())
+    })?;
+    let _ = writeln!(
+        out,
+        "operator {name} {}{}",
+        if disabled { "disabled" } else { "enabled" },
+        if ended > 0 {
+            format!(" ({ended} session(s) ended)")
+        } else {
+            String::new()
+        }
+    );
+    Ok(())
+}
+
+/// `operator role NAME ROLE`: ends the operator's sessions at once (a session carries the role
+/// it was opened with).
+pub fn set_role(cfg: &Config, name: &str, role: Role, out: &mut dyn Write) -> Result<(), OperatorCmdError> {
+    let ended = in_transaction(
+        cfg,
+        "operator_role",
+        &format!("operator:{name} role:{}", role.as_str()),
+        |tx| accounts::set_role(tx, name, role, now_ms()),
+    )?;
+    let _ = writeln!(
+        out,
+        "operator {name} now has the role {} ({ended} session(s) ended)",
+        role.as_str()
+    );
     Ok(())
 }
 
@@ -150,8 +210,8 @@ pub fn list(cfg: &Config, out: &mut dyn Write) -> Result<(), OperatorCmdError> {
     for o in accounts::list(&conn)? {
         let state = if o.disabled {
             "disabled".to_string()
-        } else if let Some(t) = o.locked_until_ms.filter(|t| *t > now_ms()) {
-            format!("locked until {}", crate::clock::rfc3339_ms(t))
+        } else if o.failed_logins > 0 {
+            format!("active ({} failed login(s) since the last one)", o.failed_logins)
         } else {
             "active".to_string()
         };

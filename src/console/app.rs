@@ -1,9 +1,10 @@
 //! Console state and what keys do to it. Pure: no terminal, no sockets. A key press returns the
 //! API requests to send; an API message updates the state. Rendering is in `ui`.
 
-use serde_json::{Value, json};
 use zeroize::Zeroizing;
 
+use crate::correlate::alarms::Disposition;
+use crate::operator::protocol::{Envelope, ErrorKind, Op, Push, Reply, Request, ServerMessage, Typed, VerifyOutcome};
 use crate::operator::queries::{AlarmDetail, AlarmSummary, EventRow, OverdueAccount};
 
 /// Which screen.
@@ -97,14 +98,14 @@ pub enum Dialog {
 }
 
 /// Dispositions offered, with their API names.
-pub const DISPOSITIONS: &[(&str, &str)] = &[
-    ("cancelled_by_customer", "Cancelled by customer (both factors)"),
-    ("dispatched", "Dispatched"),
-    ("technical_fault", "Technical fault"),
-    ("test", "Test"),
-    ("false_alarm", "False alarm"),
-    ("duplicate", "Duplicate"),
-    ("other", "Other"),
+pub const DISPOSITIONS: &[(Disposition, &str)] = &[
+    (Disposition::CancelledByCustomer, "Cancelled by customer (both factors)"),
+    (Disposition::Dispatched, "Dispatched"),
+    (Disposition::TechnicalFault, "Technical fault"),
+    (Disposition::Test, "Test"),
+    (Disposition::FalseAlarm, "False alarm"),
+    (Disposition::Duplicate, "Duplicate"),
+    (Disposition::Other, "Other"),
 ];
 
 /// Request ids tell responses apart.
@@ -166,8 +167,8 @@ pub struct App {
     pub search_input: String,
     /// Search results.
     pub search_results: Vec<EventRow>,
-    /// Requests in flight by id.
-    pub pending: Vec<(u64, Pending)>,
+    /// Requests in flight by id, with what they asked.
+    pub pending: Vec<(u64, Pending, Op)>,
     next_id: u64,
     /// Quit requested.
     pub quit: bool,
@@ -217,17 +218,15 @@ impl App {
         }
     }
 
-    fn request(&mut self, kind: Pending, mut body: Value) -> Value {
+    fn request(&mut self, kind: Pending, request: Request) -> Envelope {
         let id = self.next_id;
         self.next_id += 1;
-        self.pending.push((id, kind));
-        if let Some(o) = body.as_object_mut() {
-            o.insert("id".into(), json!(id));
-            if let Some(t) = &self.token {
-                o.insert("token".into(), json!(t));
-            }
+        self.pending.push((id, kind, request.op()));
+        Envelope {
+            id: Some(id),
+            token: self.token.clone(),
+            request,
         }
-        body
     }
 
     /// The selected alarm in the queue.
@@ -257,16 +256,16 @@ impl App {
     }
 
     /// Dispositions offered now.
-    pub fn dispositions(&self) -> Vec<(&'static str, &'static str)> {
+    pub fn dispositions(&self) -> Vec<(Disposition, &'static str)> {
         DISPOSITIONS
             .iter()
             .copied()
-            .filter(|(k, _)| *k != "cancelled_by_customer" || self.cancel_allowed())
+            .filter(|(k, _)| *k != Disposition::CancelledByCustomer || self.cancel_allowed())
             .collect()
     }
 
     /// After (re)connecting: resubscribe and refresh if logged in.
-    pub fn on_connected(&mut self) -> Vec<Value> {
+    pub fn on_connected(&mut self) -> Vec<Envelope> {
         self.link = Link::Up;
         if self.token.is_some() {
             self.refresh_all()
@@ -275,14 +274,14 @@ impl App {
         }
     }
 
-    fn refresh_all(&mut self) -> Vec<Value> {
+    fn refresh_all(&mut self) -> Vec<Envelope> {
         let mut out = vec![
-            self.request(Pending::Subscribe, json!({"op": "subscribe"})),
-            self.request(Pending::Queue, json!({"op": "queue"})),
+            self.request(Pending::Subscribe, Request::Subscribe),
+            self.request(Pending::Queue, Request::Queue),
         ];
         if let Some(a) = &self.alarm {
             let id = a.alarm.id.clone();
-            out.push(self.request(Pending::Reload, json!({"op": "alarm", "alarm": id})));
+            out.push(self.request(Pending::Reload, Request::Alarm { alarm: id }));
         }
         out
     }
@@ -294,7 +293,7 @@ impl App {
     }
 
     /// Handle a key; returns requests to send.
-    pub fn on_key(&mut self, key: Key) -> Vec<Value> {
+    pub fn on_key(&mut self, key: Key) -> Vec<Envelope> {
         if key == Key::CtrlC {
             self.quit = true;
             return Vec::new();
@@ -310,7 +309,7 @@ impl App {
         }
     }
 
-    fn login_key(&mut self, key: Key) -> Vec<Value> {
+    fn login_key(&mut self, key: Key) -> Vec<Envelope> {
         match key {
             Key::Tab | Key::Down | Key::Up => self.login_focus = 1 - self.login_focus,
             Key::Backspace => {
@@ -331,8 +330,10 @@ impl App {
                 if self.login_focus == 0 {
                     self.login_focus = 1;
                 } else if !self.login_name.is_empty() {
-                    let body =
-                        json!({"op": "login", "name": self.login_name, "password": self.login_password.as_str()});
+                    let body = Request::Login {
+                        name: self.login_name.clone(),
+                        password: Typed::new(&self.login_password),
+                    };
                     self.login_password = Zeroizing::new(String::new());
                     self.status = Some(("logging in…".into(), false));
                     return vec![self.request(Pending::Login, body)];
@@ -344,7 +345,7 @@ impl App {
         Vec::new()
     }
 
-    fn queue_key(&mut self, key: Key) -> Vec<Value> {
+    fn queue_key(&mut self, key: Key) -> Vec<Envelope> {
         match key {
             Key::Up | Key::Char('k') => self.selected = self.selected.saturating_sub(1),
             Key::Down | Key::Char('j') if self.selected + 1 < self.queue.len() => self.selected += 1,
@@ -355,16 +356,16 @@ impl App {
                     let id = a.id.clone();
                     self.fresh.remove(&id);
                     self.scroll = 0;
-                    return vec![self.request(Pending::Alarm, json!({"op": "alarm", "alarm": id}))];
+                    return vec![self.request(Pending::Alarm, Request::Alarm { alarm: id })];
                 }
             }
             Key::Char('a') => {
                 if let Some(a) = self.selected_alarm() {
                     let id = a.id.clone();
-                    return vec![self.request(Pending::Action, json!({"op": "acknowledge", "alarm": id}))];
+                    return vec![self.request(Pending::Action, Request::Acknowledge { alarm: id })];
                 }
             }
-            Key::Char('r') => return vec![self.request(Pending::Queue, json!({"op": "queue"}))],
+            Key::Char('r') => return vec![self.request(Pending::Queue, Request::Queue)],
             Key::Tab | Key::Char('2') | Key::Char('3') => return self.tab_key(key),
             Key::Char('q') | Key::Esc => self.quit = true,
             _ => {}
@@ -372,7 +373,7 @@ impl App {
         Vec::new()
     }
 
-    fn tab_key(&mut self, key: Key) -> Vec<Value> {
+    fn tab_key(&mut self, key: Key) -> Vec<Envelope> {
         match (self.screen, key) {
             (Screen::Search, Key::Char(c)) if c.is_ascii_hexdigit() && self.search_input.len() < 16 => {
                 self.search_input.push(c.to_ascii_uppercase());
@@ -384,13 +385,16 @@ impl App {
                 let account = self.search_input.clone();
                 return vec![self.request(
                     Pending::Search,
-                    json!({"op": "search", "account": account, "limit": 200}),
+                    Request::Search {
+                        query: account,
+                        limit: Some(200),
+                    },
                 )];
             }
             (_, Key::Char('1')) | (_, Key::Esc) => self.screen = Screen::Queue,
             (_, Key::Char('2')) => {
                 self.screen = Screen::Supervision;
-                return vec![self.request(Pending::Supervision, json!({"op": "supervision"}))];
+                return vec![self.request(Pending::Supervision, Request::Supervision)];
             }
             (_, Key::Char('3')) => self.screen = Screen::Search,
             (_, Key::Tab) => {
@@ -400,18 +404,18 @@ impl App {
                     _ => Screen::Queue,
                 };
                 if self.screen == Screen::Supervision {
-                    return vec![self.request(Pending::Supervision, json!({"op": "supervision"}))];
+                    return vec![self.request(Pending::Supervision, Request::Supervision)];
                 }
             }
             (Screen::Supervision, Key::Char('r')) => {
-                return vec![self.request(Pending::Supervision, json!({"op": "supervision"}))];
+                return vec![self.request(Pending::Supervision, Request::Supervision)];
             }
             _ => {}
         }
         Vec::new()
     }
 
-    fn alarm_key(&mut self, key: Key) -> Vec<Value> {
+    fn alarm_key(&mut self, key: Key) -> Vec<Envelope> {
         let Some(id) = self.alarm.as_ref().map(|a| a.alarm.id.clone()) else {
             self.screen = Screen::Queue;
             return Vec::new();
@@ -421,8 +425,8 @@ impl App {
                 self.screen = Screen::Queue;
                 self.alarm = None;
             }
-            Key::Char('a') => return vec![self.request(Pending::Action, json!({"op": "acknowledge", "alarm": id}))],
-            Key::Char('s') => return vec![self.request(Pending::Action, json!({"op": "start", "alarm": id}))],
+            Key::Char('a') => return vec![self.request(Pending::Action, Request::Acknowledge { alarm: id })],
+            Key::Char('s') => return vec![self.request(Pending::Action, Request::Start { alarm: id })],
             Key::Char('n') => self.dialog = Some(Dialog::Note { text: String::new() }),
             Key::Char('v') => {
                 if self.cancel_contacts().is_empty() {
@@ -446,7 +450,11 @@ impl App {
                 if let Some(done) = done {
                     return vec![self.request(
                         Pending::Action,
-                        json!({"op": "step", "alarm": id, "step": n, "done": done}),
+                        Request::Step {
+                            alarm: id,
+                            step: n,
+                            done,
+                        },
                     )];
                 }
             }
@@ -457,7 +465,7 @@ impl App {
         Vec::new()
     }
 
-    fn dialog_key(&mut self, key: Key) -> Vec<Value> {
+    fn dialog_key(&mut self, key: Key) -> Vec<Envelope> {
         let alarm = self.alarm.as_ref().map(|a| a.alarm.id.clone()).unwrap_or_default();
         let contacts = self.cancel_contacts();
         let dispositions = self.dispositions();
@@ -472,7 +480,10 @@ impl App {
                 }
                 Key::Char(c) if text.len() < 2000 => text.push(c),
                 Key::Enter if !text.trim().is_empty() => {
-                    let body = json!({"op": "note", "alarm": alarm, "text": text.clone()});
+                    let body = Request::Note {
+                        alarm,
+                        text: text.clone(),
+                    };
                     self.dialog = None;
                     return vec![self.request(Pending::Action, body)];
                 }
@@ -484,7 +495,12 @@ impl App {
                 Key::Down => *choice = (*choice + 1).min(dispositions.len().saturating_sub(1)),
                 Key::Enter => {
                     if let Some((d, _)) = dispositions.get(*choice) {
-                        let body = json!({"op": "close", "alarm": alarm, "disposition": d});
+                        let body = Request::Close {
+                            alarm,
+                            disposition: *d,
+                            note: None,
+                            skipped_reason: None,
+                        };
                         self.dialog = None;
                         return vec![self.request(Pending::Action, body)];
                     }
@@ -504,7 +520,11 @@ impl App {
                 }
                 Key::Enter if !code.is_empty() => {
                     if let Some((cid, _)) = contacts.get(*contact) {
-                        let body = json!({"op": "verify", "alarm": alarm, "contact": cid, "code": code.as_str()});
+                        let body = Request::Verify {
+                            alarm,
+                            contact: cid.clone(),
+                            code: Typed::new(code),
+                        };
                         *code = Zeroizing::new(String::new());
                         return vec![self.request(Pending::Verify, body)];
                     }
@@ -515,121 +535,104 @@ impl App {
         Vec::new()
     }
 
-    fn take_pending(&mut self, id: u64) -> Option<Pending> {
-        let i = self.pending.iter().position(|(x, _)| *x == id)?;
-        Some(self.pending.remove(i).1)
+    fn take_pending(&mut self, id: u64) -> Option<(Pending, Op)> {
+        let i = self.pending.iter().position(|(x, _, _)| *x == id)?;
+        let (_, kind, op) = self.pending.remove(i);
+        Some((kind, op))
     }
 
     /// Handle a message from the API; returns follow-up requests.
-    pub fn on_message(&mut self, msg: Value) -> Vec<Value> {
-        if msg.get("push").is_some() {
-            return self.on_push(msg);
-        }
-        let Some(kind) = msg
-            .get("id")
-            .and_then(Value::as_u64)
-            .and_then(|id| self.take_pending(id))
-        else {
+    pub fn on_message(&mut self, msg: ServerMessage) -> Vec<Envelope> {
+        let resp = match msg {
+            ServerMessage::Push(p) => return self.on_push(p),
+            ServerMessage::Response(r) => r,
+        };
+        let Some((kind, op)) = resp.id.and_then(|id| self.take_pending(id)) else {
             return Vec::new();
         };
-        let ok = msg.get("ok").and_then(Value::as_bool).unwrap_or(false);
-        let result = msg.get("result").cloned().unwrap_or(Value::Null);
-        if !ok {
-            let err = msg.get("error").cloned().unwrap_or(Value::Null);
-            let text = err
-                .get("message")
-                .and_then(Value::as_str)
-                .unwrap_or("request failed")
-                .to_string();
-            if err.get("kind").and_then(Value::as_str) == Some("unauthorized") && kind != Pending::Login {
+        if !resp.ok {
+            let err = resp
+                .error
+                .unwrap_or_else(|| crate::operator::protocol::ApiError::new(ErrorKind::Internal, "request failed"));
+            if err.kind == ErrorKind::Unauthorized && kind != Pending::Login {
                 self.token = None;
                 self.operator = None;
                 self.screen = Screen::Login;
-                self.status = Some(("session expired: log in again".into(), true));
+                self.status = Some((err.message, true));
                 return Vec::new();
             }
             if kind == Pending::Verify {
                 if let Some(Dialog::Verify { result, .. }) = self.dialog.as_mut() {
-                    *result = Some(VerifyShown::Failed(text));
+                    *result = Some(VerifyShown::Failed(err.message));
                 }
                 return Vec::new();
             }
-            self.status = Some((text, true));
+            self.status = Some((err.message, true));
             return Vec::new();
         }
-        match kind {
-            Pending::Login => {
-                self.token = result.get("token").and_then(Value::as_str).map(str::to_string);
-                let name = result.get("name").and_then(Value::as_str).unwrap_or("").to_string();
-                let role = result.get("role").and_then(Value::as_str).unwrap_or("").to_string();
-                self.operator = Some((name, role));
+        let reply = match op.decode(resp.result.unwrap_or(serde_json::Value::Null)) {
+            Ok(r) => r,
+            Err(e) => {
+                self.status = Some((format!("unreadable answer to {}: {e}", op.as_str()), true));
+                return Vec::new();
+            }
+        };
+        match (kind, reply) {
+            (Pending::Login, Reply::Login(l)) => {
+                self.token = Some(l.token);
+                self.operator = Some((l.name, l.role.as_str().to_string()));
                 self.screen = Screen::Queue;
                 self.status = None;
                 return self.refresh_all();
             }
-            Pending::Queue => {
-                if let Ok(mut q) = serde_json::from_value::<Vec<AlarmSummary>>(result["alarms"].clone()) {
-                    sort_queue(&mut q);
-                    self.queue = q;
-                    self.selected = self.selected.min(self.queue.len().saturating_sub(1));
-                }
+            (Pending::Queue, Reply::Queue(q)) => {
+                let mut q = q.alarms;
+                sort_queue(&mut q);
+                self.queue = q;
+                self.selected = self.selected.min(self.queue.len().saturating_sub(1));
             }
-            Pending::Alarm => match serde_json::from_value::<AlarmDetail>(result) {
-                Ok(d) => {
-                    self.alarm = Some(d);
-                    self.screen = Screen::Alarm;
-                }
-                Err(e) => self.status = Some((format!("unreadable alarm: {e}"), true)),
-            },
-            Pending::Reload => match serde_json::from_value::<AlarmDetail>(result) {
-                // The operator may have left the alarm (Escape) while the read was under way:
-                // a late answer must not pull them back into it.
-                Ok(d) if self.alarm.as_ref().is_some_and(|a| a.alarm.id == d.alarm.id) => self.alarm = Some(d),
-                Ok(_) => {}
-                Err(e) => self.status = Some((format!("unreadable alarm: {e}"), true)),
-            },
-            Pending::Action => {
-                let what = result.get("done").and_then(Value::as_str).unwrap_or("done").to_string();
-                self.status = Some((format!("{what}: ok"), false));
+            (Pending::Alarm, Reply::Alarm(d)) => {
+                self.alarm = Some(*d);
+                self.screen = Screen::Alarm;
+            }
+            // The operator may have left the alarm (Escape) while the read was under way: a
+            // late answer must not pull them back into it.
+            (Pending::Reload, Reply::Alarm(d)) if self.alarm.as_ref().is_some_and(|a| a.alarm.id == d.alarm.id) => {
+                self.alarm = Some(*d);
+            }
+            (Pending::Action, Reply::Done(d)) => {
+                self.status = Some((format!("{}: ok", d.done.as_str()), false));
                 if let Some(a) = &self.alarm {
                     let id = a.alarm.id.clone();
-                    return vec![self.request(Pending::Reload, json!({"op": "alarm", "alarm": id}))];
+                    return vec![self.request(Pending::Reload, Request::Alarm { alarm: id })];
                 }
             }
-            Pending::Verify => {
-                let shown = match result.get("result").and_then(Value::as_str) {
-                    Some("accepted") => VerifyShown::Accepted,
-                    Some("duress") => VerifyShown::Duress,
-                    Some("locked") => VerifyShown::Locked,
-                    Some("invalidated") => VerifyShown::Invalidated,
-                    Some("rejected") => {
-                        VerifyShown::Rejected(result.get("attempts_left").and_then(Value::as_u64).map(|n| n as u32))
-                    }
-                    other => VerifyShown::Failed(format!("unexpected answer {other:?}")),
+            (Pending::Verify, Reply::Verify(v)) => {
+                let shown = match v.result {
+                    VerifyOutcome::Accepted => VerifyShown::Accepted,
+                    VerifyOutcome::Duress => VerifyShown::Duress,
+                    VerifyOutcome::Locked => VerifyShown::Locked,
+                    VerifyOutcome::Invalidated => VerifyShown::Invalidated,
+                    VerifyOutcome::Rejected => VerifyShown::Rejected(v.attempts_left),
                 };
                 if let Some(Dialog::Verify { result, .. }) = self.dialog.as_mut() {
                     *result = Some(shown);
                 }
                 if let Some(a) = &self.alarm {
                     let id = a.alarm.id.clone();
-                    return vec![self.request(Pending::Reload, json!({"op": "alarm", "alarm": id}))];
+                    return vec![self.request(Pending::Reload, Request::Alarm { alarm: id })];
                 }
             }
-            Pending::Supervision => {
-                self.overdue = serde_json::from_value(result["overdue"].clone()).unwrap_or_default();
-            }
-            Pending::Search => {
-                self.search_results = serde_json::from_value(result["events"].clone()).unwrap_or_default();
-            }
-            Pending::Subscribe => {}
+            (Pending::Supervision, Reply::Supervision(s)) => self.overdue = s.overdue,
+            (Pending::Search, Reply::Search(s)) => self.search_results = s.events,
+            _ => {}
         }
         Vec::new()
     }
 
-    fn on_push(&mut self, msg: Value) -> Vec<Value> {
-        match msg.get("push").and_then(Value::as_str) {
-            Some("queue") => {
-                let changed: Vec<AlarmSummary> = serde_json::from_value(msg["changed"].clone()).unwrap_or_default();
+    fn on_push(&mut self, push: Push) -> Vec<Envelope> {
+        match push {
+            Push::Queue { changed } => {
                 let selected_id = self.selected_alarm().map(|a| a.id.clone());
                 let mut reload_open = false;
                 for a in changed {
@@ -655,16 +658,15 @@ impl App {
                 self.selected = self.selected.min(self.queue.len().saturating_sub(1));
                 if reload_open && let Some(a) = &self.alarm {
                     let id = a.alarm.id.clone();
-                    return vec![self.request(Pending::Reload, json!({"op": "alarm", "alarm": id}))];
+                    return vec![self.request(Pending::Reload, Request::Alarm { alarm: id })];
                 }
             }
-            Some("session_expired") => {
+            Push::SessionEnded { reason } => {
                 self.token = None;
                 self.operator = None;
                 self.screen = Screen::Login;
-                self.status = Some(("session expired: log in again".into(), true));
+                self.status = Some((reason, true));
             }
-            _ => {}
         }
         Vec::new()
     }

@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::operator::protocol::{Envelope, ServerMessage};
 use futures_util::{SinkExt, StreamExt};
-use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 use tokio_util::codec::{Framed, LinesCodec};
@@ -36,7 +36,7 @@ pub enum NetEvent {
     /// Lost or failed (attempt number, reason).
     Down(u32, String),
     /// A message from the API.
-    Message(Value),
+    Message(ServerMessage),
 }
 
 trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
@@ -81,7 +81,7 @@ async fn connect(ep: &Endpoint) -> Result<Box<dyn Io>, String> {
 
 /// Run the connection until `outgoing` closes: connect, pump lines both ways, reconnect on
 /// failure with back-off (0.5 s doubling to 5 s).
-pub async fn run(ep: Endpoint, mut outgoing: mpsc::Receiver<Value>, events: mpsc::Sender<NetEvent>) {
+pub async fn run(ep: Endpoint, mut outgoing: mpsc::Receiver<Envelope>, events: mpsc::Sender<NetEvent>) {
     let mut attempt = 0u32;
     loop {
         let io = match connect(&ep).await {
@@ -113,11 +113,16 @@ pub async fn run(ep: Endpoint, mut outgoing: mpsc::Receiver<Value>, events: mpsc
         let why = loop {
             tokio::select! {
                 m = outgoing.recv() => match m {
-                    Some(v) => if let Err(e) = framed.send(v.to_string()).await { break e.to_string() },
+                    Some(v) => {
+                        // A login or verify line holds what the operator typed: wiped after sending.
+                        let line = zeroize::Zeroizing::new(serde_json::to_string(&v).unwrap_or_default());
+                        drop(v);
+                        if let Err(e) = framed.send(line.as_str()).await { break e.to_string() }
+                    }
                     None => return,
                 },
                 line = framed.next() => match line {
-                    Some(Ok(l)) => match serde_json::from_str::<Value>(&l) {
+                    Some(Ok(l)) => match serde_json::from_str::<ServerMessage>(&l) {
                         Ok(v) => if events.send(NetEvent::Message(v)).await.is_err() { return },
                         Err(_) => continue,
                     },

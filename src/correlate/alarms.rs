@@ -28,6 +28,31 @@ impl Queue {
     }
 }
 
+/// An alarm's tier in the queue (lower first): duress, hold-up, panic, fire and medical alarms
+/// in that order (0 to 4), every other category after them (5). The queue's order is tier,
+/// then priority (1 first; escalation lowers the number), then the oldest first: escalating an
+/// alarm of another category raises its priority but never its tier, so no number of escalated
+/// burglaries can bury a hold-up. `duress` (a duress code given by phone on any alarm) counts
+/// as the duress category.
+pub fn queue_tier(category: &str, duress: bool) -> u8 {
+    if duress {
+        return 0;
+    }
+    Category::parse(category)
+        .and_then(|c| c.life_safety_rank())
+        .unwrap_or(crate::protocol::codes::LIFE_SAFETY.len() as u8)
+}
+
+/// [`queue_tier`] as SQL over the alarm row `a`.
+pub fn queue_tier_sql() -> String {
+    let mut sql = String::from("CASE WHEN a.duress THEN 0");
+    for (i, c) in crate::protocol::codes::LIFE_SAFETY.iter().enumerate() {
+        sql.push_str(&format!(" WHEN a.category = '{}' THEN {i}", c.as_str()));
+    }
+    sql.push_str(&format!(" ELSE {} END", crate::protocol::codes::LIFE_SAFETY.len()));
+    sql
+}
+
 /// What an event contributes to an alarm.
 #[derive(Debug, Clone)]
 pub struct AlarmSpec {
@@ -556,6 +581,24 @@ pub enum ActionError {
     /// A duress alarm is never a cancellation.
     #[error("a duress alarm can never be closed as cancelled by customer")]
     Duress,
+    /// The request is malformed.
+    #[error("{0}")]
+    Invalid(String),
+    /// This disposition needs a note.
+    #[error("closing as {0} needs a note saying what happened")]
+    NoteRequired(&'static str),
+    /// Mandatory procedure steps are open.
+    #[error(
+        "mandatory procedure step(s) {} not done: tick them, or give the reason they were not done",
+        open.iter().map(u32::to_string).collect::<Vec<_>>().join(", ")
+    )]
+    MandatorySteps {
+        /// The open steps.
+        open: Vec<u32>,
+    },
+    /// The contact is not one of the alarm customer's.
+    #[error("no such contact for this alarm")]
+    NoContact,
     /// Database failure.
     #[error("database error: {0}")]
     Store(String),
@@ -650,42 +693,268 @@ pub fn acknowledge(tx: &Transaction<'_>, alarm_id: i64, operator: &str, now: i64
     Ok(())
 }
 
-/// acknowledged (or new) → in progress.
-pub fn start_handling(tx: &Transaction<'_>, alarm_id: i64, operator: &str, now: i64) -> Result<(), ActionError> {
+/// Who acts on an alarm: an operator, and the session that holds it (none for tools and
+/// tests that act outside a session).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Handler<'a> {
+    /// Operator name.
+    pub name: &'a str,
+    /// Session row.
+    pub session: Option<i64>,
+}
+
+impl<'a> Handler<'a> {
+    /// An operator acting outside a session.
+    pub fn named(name: &'a str) -> Handler<'a> {
+        Handler { name, session: None }
+    }
+}
+
+/// Take the alarm: it becomes in progress with `h` as its one handler (acknowledged on the way
+/// if it was new). `how` is logged ("started", "taken over: REASON", ...). The authorisation
+/// (who may take it from whom) is the caller's: [`crate::operator::authz`].
+pub fn take(tx: &Transaction<'_>, alarm_id: i64, h: Handler<'_>, how: &str, now: i64) -> Result<(), ActionError> {
     match state_of(tx, alarm_id)?.as_str() {
-        "new" => acknowledge(tx, alarm_id, operator, now)?,
-        "acknowledged" => {}
-        "closed" => return Err(ActionError::Closed),
-        s => {
-            return Err(ActionError::State {
-                action: "start handling",
-                state: s.into(),
-            });
-        }
+        "new" => acknowledge(tx, alarm_id, h.name, now)?,
+        "acknowledged" | "in_progress" => {}
+        _ => return Err(ActionError::Closed),
     }
     tx.execute(
-        "UPDATE alarms SET state = 'in_progress', in_progress_ms = ?2, in_progress_by = ?3 WHERE id = ?1",
-        params![alarm_id, now, operator],
+        "UPDATE alarms SET state = 'in_progress', in_progress_ms = ?2, in_progress_by = ?3, owner = ?3,
+                owner_session = ?4, recall_ms = NULL, recall_note = NULL
+         WHERE id = ?1",
+        params![alarm_id, now, h.name, h.session],
     )?;
-    log(tx, alarm_id, now, operator, "in_progress", "")?;
+    log(tx, alarm_id, now, h.name, "in_progress", how)?;
     Ok(())
+}
+
+/// acknowledged (or new) → in progress, with `h` as its handler.
+pub fn start_handling(tx: &Transaction<'_>, alarm_id: i64, h: Handler<'_>, now: i64) -> Result<(), ActionError> {
+    if state_of(tx, alarm_id)? == "in_progress" && owner_of(tx, alarm_id)?.as_deref() == Some(h.name) {
+        return Err(ActionError::State {
+            action: "start handling",
+            state: "in progress with you already".into(),
+        });
+    }
+    take(tx, alarm_id, h, "started", now)
+}
+
+/// Give the alarm back to the queue (acknowledged, nobody handling it).
+pub fn release(tx: &Transaction<'_>, alarm_id: i64, by: &str, now: i64) -> Result<(), ActionError> {
+    let owner = owner_of(tx, alarm_id)?;
+    tx.execute(
+        "UPDATE alarms SET owner = NULL, owner_session = NULL,
+                state = CASE WHEN state = 'in_progress' THEN 'acknowledged' ELSE state END
+         WHERE id = ?1 AND state <> 'closed'",
+        params![alarm_id],
+    )?;
+    let detail = match owner {
+        Some(o) if o != by => format!("back in the queue (was handled by {o})"),
+        _ => "back in the queue".to_string(),
+    };
+    log(tx, alarm_id, now, by, "released", &detail)?;
+    Ok(())
+}
+
+fn owner_of(tx: &Transaction<'_>, alarm_id: i64) -> Result<Option<String>, ActionError> {
+    Ok(tx
+        .query_row("SELECT owner FROM alarms WHERE id = ?1", params![alarm_id], |r| {
+            r.get(0)
+        })
+        .optional()?
+        .flatten())
+}
+
+/// Longest note, in bytes.
+pub const MAX_NOTE: usize = 4000;
+
+fn check_note(text: &str) -> Result<&str, ActionError> {
+    let t = text.trim();
+    if t.is_empty() || t.len() > MAX_NOTE {
+        return Err(ActionError::Invalid(format!("a note is 1 to {MAX_NOTE} characters")));
+    }
+    Ok(t)
 }
 
 /// A free-text note.
 pub fn note(tx: &Transaction<'_>, alarm_id: i64, operator: &str, text: &str, now: i64) -> Result<(), ActionError> {
+    let text = check_note(text)?;
     state_of(tx, alarm_id)?;
     log(tx, alarm_id, now, operator, "note", text)?;
     Ok(())
 }
 
+/// Put an alarm aside for `minutes`: nobody handles it, it leaves the queue, and at the time
+/// it comes back by itself ([`recall_due`]). Logged with who and why.
+pub fn recall(
+    tx: &Transaction<'_>,
+    alarm_id: i64,
+    operator: &str,
+    minutes: u32,
+    note: Option<&str>,
+    now: i64,
+) -> Result<i64, ActionError> {
+    if !(1..=1440).contains(&minutes) {
+        return Err(ActionError::Invalid("recall in 1 to 1440 minutes".into()));
+    }
+    let note = note.map(check_note).transpose()?;
+    if state_of(tx, alarm_id)? == "closed" {
+        return Err(ActionError::Closed);
+    }
+    let at = now + i64::from(minutes) * 60_000;
+    tx.execute(
+        "UPDATE alarms SET recall_ms = ?2, recall_note = ?3, owner = NULL, owner_session = NULL,
+                state = CASE WHEN state = 'new' THEN 'acknowledged' WHEN state = 'in_progress' THEN 'acknowledged' ELSE state END,
+                acknowledged_ms = ifnull(acknowledged_ms, ?4), acknowledged_by = ifnull(acknowledged_by, ?5)
+         WHERE id = ?1",
+        params![alarm_id, at, note, now, operator],
+    )?;
+    log(
+        tx,
+        alarm_id,
+        now,
+        operator,
+        "recall_set",
+        &format!(
+            "put aside for {minutes} min by {operator}{}",
+            note.map(|n| format!(": {n}")).unwrap_or_default()
+        ),
+    )?;
+    Ok(at)
+}
+
+/// Bring back every put-aside alarm whose time has come. Returns how many.
+pub fn recall_due(tx: &Transaction<'_>, now: i64) -> Result<usize, StoreError> {
+    let due: Vec<(i64, Option<String>)> = tx
+        .prepare_cached("SELECT id, recall_note FROM alarms WHERE recall_ms <= ?1 AND state <> 'closed'")?
+        .query_map(params![now], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    for (id, note) in &due {
+        tx.prepare_cached("UPDATE alarms SET recall_ms = NULL, recall_note = NULL WHERE id = ?1")?
+            .execute(params![id])?;
+        log(
+            tx,
+            *id,
+            now,
+            "system",
+            "recalled",
+            &format!(
+                "back in the queue{}",
+                note.as_deref().map(|n| format!(": {n}")).unwrap_or_default()
+            ),
+        )?;
+    }
+    Ok(due.len())
+}
+
+/// Log a call to a contact of the alarm's customer. Refuses a contact of anyone else.
+pub fn record_call(
+    tx: &Transaction<'_>,
+    alarm_id: i64,
+    contact_public_id: &str,
+    phone: Option<&str>,
+    outcome: &str,
+    operator: &str,
+    now: i64,
+) -> Result<(), ActionError> {
+    let contact: Option<(i64, String, String)> = tx
+        .query_row(
+            "SELECT k.id, k.name, k.phones FROM contacts k JOIN sites s ON s.customer_id = k.customer_id
+             JOIN alarms a ON a.site_id = s.id WHERE a.id = ?1 AND k.public_id = ?2",
+            params![alarm_id, contact_public_id],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .optional()?;
+    let Some((contact_id, name, phones)) = contact else {
+        return Err(ActionError::NoContact);
+    };
+    let phones: Vec<String> = serde_json::from_str(&phones).unwrap_or_default();
+    if let Some(p) = phone
+        && !phones.iter().any(|x| x == p)
+    {
+        return Err(ActionError::Invalid("that number is not one of the contact's".into()));
+    }
+    if state_of(tx, alarm_id)? == "closed" {
+        return Err(ActionError::Closed);
+    }
+    tx.execute(
+        "INSERT INTO alarm_calls (alarm_id, contact_id, phone, outcome, at_ms, operator) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![alarm_id, contact_id, phone, outcome, now, operator],
+    )?;
+    let number = phone.map(|p| format!(" on {p}")).unwrap_or_default();
+    log(
+        tx,
+        alarm_id,
+        now,
+        operator,
+        "call",
+        &format!("called {name}{number}: {}", outcome.replace('_', " ")),
+    )?;
+    Ok(())
+}
+
+/// A step of an alarm's procedure.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct ProcedureStep {
+    /// 1-based.
+    pub number: u32,
+    /// Instruction.
+    pub instruction: String,
+    /// Must be done (or the reason given) before a close.
+    #[serde(default)]
+    pub mandatory: bool,
+    /// Done by (operator), when ticked.
+    pub done_by: Option<String>,
+}
+
+/// The procedure of an alarm: its customer's own for its category, else the default set;
+/// with what has been ticked.
+pub fn procedure(conn: &rusqlite::Connection, alarm_id: i64) -> rusqlite::Result<Vec<ProcedureStep>> {
+    let mut stmt = conn.prepare_cached(
+        "WITH a AS (SELECT a.id, a.category, s.customer_id FROM alarms a LEFT JOIN sites s ON s.id = a.site_id
+                    WHERE a.id = ?1),
+              own AS (SELECT p.* FROM procedure_steps p, a WHERE p.customer_id = a.customer_id AND p.category = a.category)
+         SELECT p.step, p.instruction, p.mandatory, g.done_by
+         FROM (SELECT * FROM own
+               UNION ALL
+               SELECT p.* FROM procedure_steps p, a WHERE p.customer_id IS NULL AND p.category = a.category
+                 AND NOT EXISTS (SELECT 1 FROM own)) p
+         LEFT JOIN procedure_progress g ON g.alarm_id = ?1 AND g.step = p.step
+         ORDER BY p.step",
+    )?;
+    let steps = stmt
+        .query_map(params![alarm_id], |r| {
+            Ok(ProcedureStep {
+                number: r.get(0)?,
+                instruction: r.get(1)?,
+                mandatory: r.get(2)?,
+                done_by: r.get(3)?,
+            })
+        })?
+        .collect::<Result<_, _>>()?;
+    Ok(steps)
+}
+
+/// What a close says besides its disposition.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Closing<'a> {
+    /// A note: required for `other` and `false_alarm`.
+    pub note: Option<&'a str>,
+    /// Why mandatory steps were not done: required while some are open.
+    pub skipped_reason: Option<&'a str>,
+}
+
 /// Close with a disposition. A customer cancellation needs the panel-side factor and a
 /// verified phone code within `cancel_window_ms` of each other, and is never possible for a
-/// duress alarm.
+/// duress alarm; `other` and `false_alarm` need a note; the procedure's mandatory steps must be
+/// ticked, or the reason they were not given.
 pub fn close(
     tx: &Transaction<'_>,
     alarm_id: i64,
     operator: &str,
     disposition: Disposition,
+    closing: Closing<'_>,
     now: i64,
     cancel_window_ms: i64,
 ) -> Result<(), ActionError> {
@@ -702,8 +971,37 @@ pub fn close(
             return Err(ActionError::MissingFactor { missing });
         }
     }
+    let note = closing.note.map(check_note).transpose()?;
+    if matches!(disposition, Disposition::Other | Disposition::FalseAlarm) && note.is_none() {
+        return Err(ActionError::NoteRequired(disposition.as_str()));
+    }
+    let open: Vec<u32> = procedure(tx, alarm_id)?
+        .into_iter()
+        .filter(|s| s.mandatory && s.done_by.is_none())
+        .map(|s| s.number)
+        .collect();
+    let skipped = closing.skipped_reason.map(check_note).transpose()?;
+    if !open.is_empty() && skipped.is_none() {
+        return Err(ActionError::MandatorySteps { open });
+    }
+    if let Some(n) = note {
+        log(tx, alarm_id, now, operator, "note", n)?;
+    }
+    if let (false, Some(why)) = (open.is_empty(), skipped) {
+        let steps = open.iter().map(u32::to_string).collect::<Vec<_>>().join(", ");
+        log(
+            tx,
+            alarm_id,
+            now,
+            operator,
+            "steps_skipped",
+            &format!("mandatory step(s) {steps} not done: {why}"),
+        )?;
+    }
     tx.execute(
-        "UPDATE alarms SET state = 'closed', closed_ms = ?2, closed_by = ?3, disposition = ?4 WHERE id = ?1",
+        "UPDATE alarms SET state = 'closed', closed_ms = ?2, closed_by = ?3, disposition = ?4, owner = NULL,
+                owner_session = NULL, recall_ms = NULL
+         WHERE id = ?1",
         params![alarm_id, now, operator, disposition.as_str()],
     )?;
     log(tx, alarm_id, now, operator, "closed", disposition.as_str())?;
@@ -722,6 +1020,13 @@ pub fn tick_step(
     if state_of(tx, alarm_id)? == "closed" {
         return Err(ActionError::Closed);
     }
+    let steps = procedure(tx, alarm_id)?;
+    let Some(s) = steps.iter().find(|s| s.number == step) else {
+        return Err(ActionError::Invalid(format!(
+            "the procedure has no step {step} (it has {})",
+            steps.len()
+        )));
+    };
     if done {
         tx.execute(
             "INSERT INTO procedure_progress (alarm_id, step, done_by, done_ms) VALUES (?1, ?2, ?3, ?4)
@@ -740,7 +1045,7 @@ pub fn tick_step(
         now,
         operator,
         if done { "step_done" } else { "step_undone" },
-        &format!("procedure step {step}"),
+        &format!("step {step}: {}", s.instruction),
     )?;
     Ok(())
 }

@@ -535,7 +535,7 @@ impl AfterInsert for Correlator {
             .cache
             .priority(tx, owner.customer_id, meaning.category, meaning.priority)?;
         let account = r.account.as_deref().unwrap_or_default();
-        let join_key = join_key(owner.site_id, account, ev);
+        let join_key = join_key(owner.site_id, account, ev, meaning.category);
         let duress = meaning.category == Category::Duress;
         let link = self
             .cache
@@ -680,7 +680,7 @@ pub fn on_frame(
                     continue;
                 }
                 let priority = cache.priority(tx, owner.customer_id, meaning.category, meaning.priority)?;
-                let join_key = join_key(owner.site_id, &account, ev);
+                let join_key = join_key(owner.site_id, &account, ev, meaning.category);
                 let duress = meaning.category == Category::Duress;
                 // The flood case first: nothing to look up (not even the zone's description
                 // for the title) when the event joins the remembered alarm as it is.
@@ -720,7 +720,7 @@ pub fn on_frame(
                 )?;
             }
             Kind::Restore | Kind::TroubleRestore => {
-                let join_key = join_key(owner.site_id, &account, ev);
+                let join_key = join_key(owner.site_id, &account, ev, meaning.category);
                 cache.restore_zone(tx, owner.site_id, &join_key, *event_id, now)?;
             }
             Kind::Disarm | Kind::Cancel => {
@@ -742,12 +742,15 @@ pub fn on_frame(
     Ok(())
 }
 
-/// The join key of an alarm or restore event: its zone, else its code; scoped to the account
-/// when the account belongs to no site.
-fn join_key(site_id: Option<i64>, account: &str, ev: &Event) -> String {
+/// The join key of an alarm or restore event: its zone (else its code) and its category;
+/// scoped to the account when the account belongs to no site. The category is part of the key
+/// so that an event never joins an open alarm of another category: a hold-up in the zone of an
+/// open panic alarm opens its own alarm, under the hold-up procedure, instead of folding into
+/// the panic alarm and its "call the site" procedure.
+fn join_key(site_id: Option<i64>, account: &str, ev: &Event, category: Category) -> String {
     let key = match ev.zone.as_deref().map(norm_number) {
-        Some(z) => format!("zone:{z}"),
-        None => format!("code:{}", ev.code),
+        Some(z) => format!("zone:{z}/{}", category.as_str()),
+        None => format!("code:{}/{}", ev.code, category.as_str()),
     };
     match site_id {
         Some(_) => key,
@@ -835,7 +838,7 @@ mod tests {
             .expect("alarm");
         let q = crate::operator::queries::queue(conn, true).expect("queue");
         assert_eq!(q.len(), 1);
-        let d = crate::operator::queries::alarm_detail(conn, &q[0].id)
+        let d = crate::operator::queries::alarm_detail_public(conn, &q[0].id)
             .expect("detail")
             .expect("alarm");
         let listed = d.events.iter().map(|e| e.received.clone()).collect();
@@ -870,7 +873,7 @@ mod tests {
     /// newest entries, oldest first, with the number left out.
     #[test]
     fn repeated_alerts_are_logged_and_the_detail_shows_the_newest_entries() {
-        use crate::operator::queries::{LOG_SHOWN, alarm_detail, queue};
+        use crate::operator::queries::{LOG_SHOWN, alarm_detail_public, queue};
         let dir = tempfile::tempdir().expect("dir");
         let mut conn = crate::store::open_write(&dir.path().join("c.db"), Duration::from_secs(5)).expect("db");
         let spec = AlarmSpec::supervisor("A9", "acct:A9/unknown-account", "Unknown account A9", 4);
@@ -889,7 +892,7 @@ mod tests {
             })
             .expect("log");
         assert_eq!(logged, n - 1, "every join without an event is logged");
-        let d = alarm_detail(&conn, &q[0].id).expect("detail").expect("alarm");
+        let d = alarm_detail_public(&conn, &q[0].id).expect("detail").expect("alarm");
         assert_eq!(d.log.len() as i64, LOG_SHOWN);
         assert_eq!(d.log_earlier, 50);
         assert!(
@@ -908,7 +911,7 @@ mod tests {
         tx.commit().expect("commit");
         let q = queue(&conn, true).expect("queue");
         let short = q.iter().find(|a| a.account == "A8").expect("the second alarm");
-        let d = alarm_detail(&conn, &short.id).expect("detail").expect("alarm");
+        let d = alarm_detail_public(&conn, &short.id).expect("detail").expect("alarm");
         let actions: Vec<&str> = d.log.iter().map(|l| l.action.as_str()).collect();
         assert_eq!(actions, ["opened", "repeated", "repeated"]);
         assert_eq!(d.log_earlier, 0);

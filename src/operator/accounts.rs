@@ -1,6 +1,7 @@
 //! Operator accounts. Passwords are stored only as Argon2id PHC strings; a login fails the same
-//! way for an unknown name, a wrong password, a disabled or a locked account, and repeated
-//! failures lock the account for a while.
+//! way for an unknown name, a wrong password and a disabled account. Nothing locks an account
+//! after failed logins (that let anyone who reached the port keep every operator out): failures
+//! slow down the peer that makes them ([`super::login`]).
 
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
@@ -9,13 +10,8 @@ use zeroize::Zeroizing;
 use super::Role;
 use crate::store::StoreError;
 
-/// Consecutive failed logins before the account is locked.
-pub const MAX_FAILED_LOGINS: i64 = 5;
-/// How long a locked account stays locked.
-pub const LOCK_MS: i64 = 15 * 60 * 1000;
-
 /// An operator as listed (no password material).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct OperatorInfo {
     /// Opaque id.
     pub id: String,
@@ -25,8 +21,8 @@ pub struct OperatorInfo {
     pub role: Role,
     /// Disabled.
     pub disabled: bool,
-    /// Locked until (Unix ms), if locked.
-    pub locked_until_ms: Option<i64>,
+    /// Failed logins since the last successful one.
+    pub failed_logins: i64,
 }
 
 /// An authenticated operator.
@@ -121,29 +117,57 @@ pub fn add(conn: &Connection, name: &str, role: Role, password: &str, now_ms: i6
     Ok(id)
 }
 
-/// Disable (or re-enable) an operator.
-pub fn set_disabled(conn: &Connection, name: &str, disabled: bool) -> Result<(), OperatorError> {
-    let n = conn.execute(
-        "UPDATE operators SET disabled = ?2 WHERE name = ?1",
-        params![name, disabled],
-    )?;
-    if n == 0 {
+/// Disable (or re-enable) an operator. Disabling ends the operator's sessions at once (their
+/// alarms go back to the queue). Returns how many sessions ended.
+pub fn set_disabled(
+    tx: &rusqlite::Transaction<'_>,
+    name: &str,
+    disabled: bool,
+    now_ms: i64,
+) -> Result<usize, OperatorError> {
+    let id: Option<i64> = tx
+        .query_row(
+            "UPDATE operators SET disabled = ?2 WHERE name = ?1 RETURNING id",
+            params![name, disabled],
+            |r| r.get(0),
+        )
+        .optional()?;
+    let Some(id) = id else {
         return Err(OperatorError::NotFound(name.to_string()));
+    };
+    if !disabled {
+        return Ok(0);
     }
-    Ok(())
+    Ok(super::sessions::end_for_operator(tx, id, "operator disabled", now_ms)?)
+}
+
+/// Change an operator's role. Ends the operator's sessions at once: a session carries the role
+/// it was opened with. Returns how many sessions ended.
+pub fn set_role(tx: &rusqlite::Transaction<'_>, name: &str, role: Role, now_ms: i64) -> Result<usize, OperatorError> {
+    let id: Option<i64> = tx
+        .query_row(
+            "UPDATE operators SET role = ?2 WHERE name = ?1 RETURNING id",
+            params![name, role.as_str()],
+            |r| r.get(0),
+        )
+        .optional()?;
+    let Some(id) = id else {
+        return Err(OperatorError::NotFound(name.to_string()));
+    };
+    Ok(super::sessions::end_for_operator(tx, id, "role changed", now_ms)?)
 }
 
 /// Every operator.
 pub fn list(conn: &Connection) -> Result<Vec<OperatorInfo>, OperatorError> {
     let mut stmt =
-        conn.prepare("SELECT public_id, name, role, disabled, locked_until_ms FROM operators ORDER BY name")?;
+        conn.prepare("SELECT public_id, name, role, disabled, failed_logins FROM operators ORDER BY name")?;
     let rows = stmt.query_map([], |r| {
         Ok(OperatorInfo {
             id: r.get(0)?,
             name: r.get(1)?,
             role: Role::parse(&r.get::<_, String>(2)?).unwrap_or(Role::Operator),
             disabled: r.get(3)?,
-            locked_until_ms: r.get(4)?,
+            failed_logins: r.get(4)?,
         })
     })?;
     Ok(rows.collect::<Result<_, _>>()?)
@@ -154,32 +178,38 @@ pub fn list(conn: &Connection) -> Result<Vec<OperatorInfo>, OperatorError> {
 pub enum LoginCheck {
     /// Right password, usable account.
     Ok(Authenticated),
-    /// Wrong password for an existing account (counts towards the lockout).
+    /// Wrong password for an existing account.
     WrongPassword {
         /// Row id.
         id: i64,
     },
-    /// Unknown name, disabled or locked account (nothing to count).
-    Refused,
+    /// A disabled account (right or wrong password alike).
+    Disabled {
+        /// Row id.
+        id: i64,
+    },
+    /// No operator of that name.
+    Unknown,
 }
 
-/// Check a login. Always runs exactly one Argon2id verification.
-pub fn check_login(conn: &Connection, name: &str, password: &str, now_ms: i64) -> Result<LoginCheck, OperatorError> {
-    let row: Option<(i64, String, String, bool, Option<i64>)> = conn
+/// Check a login. Always runs exactly one Argon2id verification, whether the name exists or
+/// not, so neither the answer nor its time tells which names exist.
+pub fn check_login(conn: &Connection, name: &str, password: &str) -> Result<LoginCheck, OperatorError> {
+    let row: Option<(i64, String, String, bool)> = conn
         .query_row(
-            "SELECT id, role, password_phc, disabled, locked_until_ms FROM operators WHERE name = ?1",
+            "SELECT id, role, password_phc, disabled FROM operators WHERE name = ?1",
             params![name],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
         )
         .optional()?;
-    let Some((id, role, phc, disabled, locked_until)) = row else {
+    let Some((id, role, phc, disabled)) = row else {
         let _ = verify_password(password, dummy_phc());
-        return Ok(LoginCheck::Refused);
+        return Ok(LoginCheck::Unknown);
     };
     let phc = Zeroizing::new(phc);
     let ok = verify_password(password, &phc);
-    if disabled || locked_until.is_some_and(|t| t > now_ms) {
-        return Ok(LoginCheck::Refused);
+    if disabled {
+        return Ok(LoginCheck::Disabled { id });
     }
     if !ok {
         return Ok(LoginCheck::WrongPassword { id });
@@ -191,32 +221,29 @@ pub fn check_login(conn: &Connection, name: &str, password: &str, now_ms: i64) -
     }))
 }
 
-/// Record a login result: reset the failure count, or count a failure and lock at the limit.
-/// Returns true if the account is now locked.
-pub fn record_login(conn: &Connection, check: &LoginCheck, now_ms: i64) -> Result<bool, OperatorError> {
+/// Record a login result: reset the failure count, or count a failure (shown by `operator
+/// list`; it locks nothing).
+pub fn record_login(conn: &Connection, check: &LoginCheck) -> Result<(), StoreError> {
     match check {
         LoginCheck::Ok(a) => {
             conn.execute(
                 "UPDATE operators SET failed_logins = 0, locked_until_ms = NULL WHERE id = ?1",
                 params![a.id],
             )?;
-            Ok(false)
         }
-        LoginCheck::WrongPassword { id } => {
-            let n: i64 = conn.query_row(
-                "UPDATE operators SET failed_logins = failed_logins + 1 WHERE id = ?1 RETURNING failed_logins",
+        LoginCheck::WrongPassword { id } | LoginCheck::Disabled { id } => {
+            conn.execute(
+                "UPDATE operators SET failed_logins = failed_logins + 1 WHERE id = ?1",
                 params![id],
-                |r| r.get(0),
             )?;
-            if n >= MAX_FAILED_LOGINS {
-                conn.execute(
-                    "UPDATE operators SET locked_until_ms = ?2, failed_logins = 0 WHERE id = ?1",
-                    params![id, now_ms + LOCK_MS],
-                )?;
-                return Ok(true);
-            }
-            Ok(false)
         }
-        LoginCheck::Refused => Ok(false),
+        LoginCheck::Unknown => {}
     }
+    Ok(())
+}
+
+/// Whether a name could be an operator's at all (else it is not looked up, and a login with it
+/// costs no password check).
+pub fn plausible_name(name: &str) -> bool {
+    valid_name(name)
 }

@@ -1,20 +1,29 @@
-//! The operator side: operator accounts, the authenticated JSON-lines API the console talks to
-//! (over a Unix socket, or TCP with TLS), and the read-side queries behind it.
+//! The operator side: operator accounts and sessions, the authenticated JSON-lines API the
+//! console talks to (over a Unix socket, or TCP with TLS), and the read-side queries behind it.
 //!
 //! | module | what |
 //! |---|---|
-//! | [`accounts`] | operators: add, disable, list, password check with lockout |
-//! | [`api`] | request and response messages |
-//! | [`queries`] | the alarm queue, one alarm in full, supervision view, event search |
-//! | [`server`] | listeners, sessions, authorisation, dispatch, queue subscription |
+//! | [`protocol`] | typed requests, results and pushes, shared with the console; each request's role |
+//! | [`authz`] | the one authorisation function every request passes (role × queue × object × state) |
+//! | [`accounts`] | operators: add, disable, role, list, password check |
+//! | [`sessions`] | sessions in the database: lookup, end, sweep; alarms released when a session ends |
+//! | [`login`] | logins under attack: bounded hashing, per-peer delays, supervisor alerts |
+//! | [`wire`] | the line framing, wiping each request line once parsed |
+//! | [`queries`] | the alarm queue, one alarm in full, supervision view, search |
+//! | [`server`] | connections, dispatch, audit, queue subscription, the sweeper |
 //!
-//! Every request is authorised by role and every action is audited with the operator's name.
-//! Object identifiers are random 128-bit values, never row ids. Nothing can reveal a code.
+//! Every action and every refusal is audited with the operator's name. Object identifiers are
+//! random 128-bit values, never row ids, and never enough on their own: see [`authz`]. Nothing
+//! can reveal a code.
 
 pub mod accounts;
-pub mod api;
+pub mod authz;
+pub mod login;
+pub mod protocol;
 pub mod queries;
 pub mod server;
+pub mod sessions;
+pub mod wire;
 
 use serde::{Deserialize, Serialize};
 

@@ -45,6 +45,39 @@ pub struct AlarmSummary {
     pub phone_factor: bool,
     /// Duress.
     pub duress: bool,
+    /// The operator handling it.
+    #[serde(default)]
+    pub owner: Option<String>,
+    /// Put aside until then (Unix ms): out of the queue until it comes back.
+    #[serde(default)]
+    pub recall_ms: Option<i64>,
+    /// The site's reference ("" for alarms without a site).
+    #[serde(default)]
+    pub site_ref: String,
+}
+
+impl AlarmSummary {
+    /// Its tier in the queue ([`crate::correlate::alarms::queue_tier`]).
+    pub fn tier(&self) -> u8 {
+        crate::correlate::alarms::queue_tier(&self.category, self.duress)
+    }
+
+    /// Of a life-safety category (or duress).
+    pub fn life_safety(&self) -> bool {
+        usize::from(self.tier()) < crate::protocol::codes::LIFE_SAFETY.len()
+    }
+
+    /// The queue's order: put-aside alarms last; then tier, priority, age, id (the same order
+    /// as the server's SQL, [`QUEUE_ORDER`]).
+    pub fn queue_key(&self) -> (bool, u8, i64, i64, &str) {
+        (
+            self.recall_ms.is_some(),
+            self.tier(),
+            self.priority,
+            self.opened_ms,
+            &self.id,
+        )
+    }
 }
 
 /// The columns of [`AlarmSummary`], from `alarms a` joined with `sites s` and with the events
@@ -53,14 +86,24 @@ const SUMMARY_COLUMNS: &str = "a.public_id, a.queue, a.priority, ifnull(a.catego
      ifnull(s.name || ', ' || s.address, ''), a.state, a.opened_ms, max(a.last_event_ms, ifnull(p.last_ms, 0)),
      a.event_count + ifnull(p.n, 0),
      a.restored_ms IS NOT NULL, a.escalated_ms IS NOT NULL, a.keypad_factor_user, a.keypad_factor_ms,
-     a.phone_factor_ms IS NOT NULL, a.duress";
+     a.phone_factor_ms IS NOT NULL, a.duress, a.owner, a.recall_ms, ifnull(s.ref, '')";
 
 /// How many columns [`SUMMARY_COLUMNS`] has.
-const SUMMARY_LEN: usize = 17;
+const SUMMARY_LEN: usize = 20;
 
-/// Where [`changed_since`]'s rows carry the new cursor: after the summary and its three
-/// ordering columns.
-const CHANGED_CURSOR_AT: usize = SUMMARY_LEN + 3;
+/// The queue's order over `alarms a` as SQL: put-aside alarms last, then the tier (life-safety
+/// categories first, [`crate::correlate::alarms::queue_tier`]), priority, age and id. The
+/// console sorts pushed changes with [`AlarmSummary::queue_key`], the same order.
+pub static QUEUE_ORDER: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "a.recall_ms IS NOT NULL, {}, a.priority, a.opened_ms, a.id",
+        crate::correlate::alarms::queue_tier_sql()
+    )
+});
+
+/// Where [`changed_since`]'s rows carry the new cursor: after the summary and its ordering
+/// columns.
+const CHANGED_CURSOR_AT: usize = SUMMARY_LEN + 5;
 
 fn summary(r: &rusqlite::Row<'_>) -> rusqlite::Result<AlarmSummary> {
     Ok(AlarmSummary {
@@ -81,16 +124,20 @@ fn summary(r: &rusqlite::Row<'_>) -> rusqlite::Result<AlarmSummary> {
         keypad_factor_ms: r.get(14)?,
         phone_factor: r.get(15)?,
         duress: r.get(16)?,
+        owner: r.get(17)?,
+        recall_ms: r.get(18)?,
+        site_ref: r.get(19)?,
     })
 }
 
-/// Open alarms by priority, then age. `supervisor`: include the supervisor queue.
+/// Open alarms in queue order ([`QUEUE_ORDER`]). `supervisor`: include the supervisor queue.
 pub fn queue(conn: &Connection, supervisor: bool) -> rusqlite::Result<Vec<AlarmSummary>> {
     let sql = format!(
         "WITH {PENDING_EVENTS}
          SELECT {SUMMARY_COLUMNS} FROM alarms a LEFT JOIN sites s ON s.id = a.site_id LEFT JOIN pending p ON p.alarm_id = a.id
          WHERE a.state <> 'closed' AND (a.queue = 'operator' OR ?1)
-         ORDER BY a.priority, a.opened_ms, a.id"
+         ORDER BY {}",
+        *QUEUE_ORDER
     );
     let mut stmt = conn.prepare_cached(&sql)?;
     stmt.query_map(params![supervisor], summary)?.collect()
@@ -135,13 +182,15 @@ pub fn changed_since(
         "WITH {PENDING_EVENTS},
          cur AS (SELECT {CURSOR_COLUMNS}),
          changed AS (
-             SELECT {SUMMARY_COLUMNS}, a.priority AS o_priority, a.opened_ms AS o_opened, a.id AS o_id
+             SELECT {SUMMARY_COLUMNS}, a.recall_ms IS NOT NULL AS o_aside, {} AS o_tier, a.priority AS o_priority,
+                    a.opened_ms AS o_opened, a.id AS o_id
              FROM alarms a LEFT JOIN sites s ON s.id = a.site_id LEFT JOIN pending p ON p.alarm_id = a.id
              WHERE (a.id IN (SELECT alarm_id FROM alarm_log WHERE id > ?1)
                     OR (a.state <> 'closed' AND (ifnull(a.last_event_id, 0) > ?2 OR ifnull(p.last_id, 0) > ?2)))
                AND (a.queue = 'operator' OR ?3))
          SELECT changed.*, cur.* FROM cur LEFT JOIN changed
-         ORDER BY changed.o_priority, changed.o_opened, changed.o_id"
+         ORDER BY changed.o_aside, changed.o_tier, changed.o_priority, changed.o_opened, changed.o_id",
+        crate::correlate::alarms::queue_tier_sql()
     );
     let mut stmt = conn.prepare_cached(&sql)?;
     let mut rows = stmt.query(params![cursor.log_id, cursor.event_id, supervisor])?;
@@ -166,6 +215,9 @@ pub fn cursor(conn: &Connection) -> rusqlite::Result<Cursor> {
 pub struct EventRow {
     /// Received.
     pub received: String,
+    /// Received, Unix ms.
+    #[serde(default)]
+    pub received_ms: i64,
     /// Account.
     pub account: String,
     /// "SIA BA" / "CID 130".
@@ -186,8 +238,10 @@ pub struct EventRow {
 /// user_no, area` (in that order).
 fn event_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<EventRow> {
     let fmt: String = r.get(2)?;
+    let received_ms: i64 = r.get(0)?;
     Ok(EventRow {
-        received: rfc3339_ms(r.get(0)?),
+        received: rfc3339_ms(received_ms),
+        received_ms,
         account: r.get(1)?,
         code: format!(
             "{} {}",
@@ -203,21 +257,16 @@ fn event_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<EventRow> {
 }
 
 /// A step of the procedure, ticked when done.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct StepRow {
-    /// 1-based.
-    pub number: u32,
-    /// Instruction.
-    pub instruction: String,
-    /// Done by (operator), when ticked.
-    pub done_by: Option<String>,
-}
+pub type StepRow = crate::correlate::alarms::ProcedureStep;
 
 /// An alarm log line.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LogRow {
     /// When.
     pub at: String,
+    /// When, Unix ms.
+    #[serde(default)]
+    pub at_ms: i64,
     /// Who (operator name, "system", "panel").
     pub actor: String,
     /// What.
@@ -226,8 +275,54 @@ pub struct LogRow {
     pub detail: String,
 }
 
+/// A call to a contact about this alarm.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallRow {
+    /// The contact's id.
+    pub contact: String,
+    /// The number dialled, if given.
+    pub phone: Option<String>,
+    /// How it went.
+    pub outcome: super::protocol::CallOutcome,
+    /// When, Unix ms.
+    pub at_ms: i64,
+    /// By.
+    pub operator: String,
+}
+
+/// An earlier alarm of the same site.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PastAlarm {
+    /// Its id.
+    pub id: String,
+    /// Title.
+    pub title: String,
+    /// Opened, Unix ms.
+    pub opened_ms: i64,
+    /// Closed, Unix ms (none: still open).
+    pub closed_ms: Option<i64>,
+    /// How it was closed.
+    pub disposition: Option<String>,
+    /// By.
+    pub closed_by: Option<String>,
+}
+
+/// One line of an alarm's record: an event, or a log entry (note, step, call, verification,
+/// state change), with who and when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TimelineEntry {
+    /// When, Unix ms.
+    pub at_ms: i64,
+    /// Who: "panel" for events, else the log's actor.
+    pub who: String,
+    /// What, short.
+    pub what: String,
+    /// The rest.
+    pub detail: String,
+}
+
 /// One alarm with everything an operator needs.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AlarmDetail {
     /// The summary.
     pub alarm: AlarmSummary,
@@ -253,12 +348,81 @@ pub struct AlarmDetail {
     pub log_earlier: i64,
     /// Phone cancellation is locked for this customer (too many wrong codes).
     pub phone_locked: bool,
+    /// Calls made about this alarm, oldest first.
+    #[serde(default)]
+    pub calls: Vec<CallRow>,
+    /// The site's earlier alarms, newest first (at most [`HISTORY_SHOWN`]).
+    #[serde(default)]
+    pub history: Vec<PastAlarm>,
+}
+
+/// Most earlier alarms of the site shown with an alarm.
+pub const HISTORY_SHOWN: i64 = 10;
+
+impl AlarmDetail {
+    /// The alarm's record in time order: its events and its log merged (the log holds the
+    /// notes, steps, calls, verifications and state changes, each with who made it).
+    pub fn timeline(&self) -> Vec<TimelineEntry> {
+        let mut out: Vec<(i64, u8, usize, TimelineEntry)> = Vec::with_capacity(self.events.len() + self.log.len());
+        for (i, e) in self.events.iter().enumerate() {
+            let mut detail = e.description.clone();
+            for (label, v) in [("zone", &e.zone), ("user", &e.user), ("area", &e.area)] {
+                if let Some(v) = v {
+                    detail.push_str(&format!(", {label} {v}"));
+                }
+            }
+            out.push((
+                e.received_ms,
+                0,
+                i,
+                TimelineEntry {
+                    at_ms: e.received_ms,
+                    who: "panel".into(),
+                    what: format!("{} {}", e.code, e.qualifier),
+                    detail,
+                },
+            ));
+        }
+        for (i, l) in self.log.iter().enumerate() {
+            out.push((
+                l.at_ms,
+                1,
+                i,
+                TimelineEntry {
+                    at_ms: l.at_ms,
+                    who: l.actor.clone(),
+                    what: l.action.replace('_', " "),
+                    detail: l.detail.clone(),
+                },
+            ));
+        }
+        out.sort_by_key(|(t, k, i, _)| (*t, *k, *i));
+        out.into_iter().map(|x| x.3).collect()
+    }
+
+    /// The contacts to call, in call order, with the last outcome of a call to each: the first
+    /// not yet answered is the one to call next.
+    pub fn call_list(&self) -> Vec<(&ContactView, Option<&CallRow>)> {
+        self.contacts
+            .iter()
+            .map(|c| (c, self.calls.iter().rev().find(|k| k.contact == c.id)))
+            .collect()
+    }
+
+    /// The contact to call next: the first in call order nobody has reached yet.
+    pub fn next_contact(&self) -> Option<&ContactView> {
+        self.call_list()
+            .into_iter()
+            .find(|(_, last)| last.is_none_or(|k| k.outcome != super::protocol::CallOutcome::Answered))
+            .map(|(c, _)| c)
+    }
 }
 
 /// Most log entries an alarm's detail carries (the newest).
 pub const LOG_SHOWN: i64 = 200;
 
-/// The row id of an alarm by its public id.
+/// The row id of an alarm by its public id. Only for tools and tests: the operator API looks
+/// alarms up through the authorisation ([`super::server`]).
 pub fn alarm_row(conn: &Connection, public_id: &str) -> rusqlite::Result<Option<i64>> {
     conn.query_row("SELECT id FROM alarms WHERE public_id = ?1", params![public_id], |r| {
         r.get(0)
@@ -266,26 +430,55 @@ pub fn alarm_row(conn: &Connection, public_id: &str) -> rusqlite::Result<Option<
     .optional()
 }
 
-/// One alarm in full.
-pub fn alarm_detail(conn: &Connection, public_id: &str) -> rusqlite::Result<Option<AlarmDetail>> {
+/// What [`super::authz::authorize`] needs to know about the alarm with this public id.
+pub fn alarm_facts(conn: &Connection, public_id: &str) -> rusqlite::Result<Option<super::authz::AlarmFacts>> {
+    conn.prepare_cached(
+        "SELECT id, queue, state, owner, duress, ifnull(category, '') FROM alarms WHERE public_id = ?1",
+    )?
+    .query_row(params![public_id], |r| {
+        let duress: bool = r.get(4)?;
+        let category: String = r.get(5)?;
+        Ok(super::authz::AlarmFacts {
+            id: r.get(0)?,
+            supervisor_queue: r.get::<_, String>(1)? == "supervisor",
+            state: r.get(2)?,
+            owner: r.get(3)?,
+            duress,
+            life_safety: usize::from(crate::correlate::alarms::queue_tier(&category, duress))
+                < crate::protocol::codes::LIFE_SAFETY.len(),
+        })
+    })
+    .optional()
+}
+
+/// One alarm in full, by public id: for tools and tests (the API authorises first and reads by
+/// row id, [`alarm_detail`]).
+pub fn alarm_detail_public(conn: &Connection, public_id: &str) -> rusqlite::Result<Option<AlarmDetail>> {
+    match alarm_row(conn, public_id)? {
+        Some(id) => alarm_detail(conn, id),
+        None => Ok(None),
+    }
+}
+
+/// One alarm in full, by row id (after authorisation).
+pub fn alarm_detail(conn: &Connection, id: i64) -> rusqlite::Result<Option<AlarmDetail>> {
     let sql = format!(
         "WITH {PENDING_EVENTS}
-         SELECT {SUMMARY_COLUMNS}, a.id, a.site_id, a.zone, s.customer_id
+         SELECT {SUMMARY_COLUMNS}, a.site_id, a.zone, s.customer_id
          FROM alarms a LEFT JOIN sites s ON s.id = a.site_id LEFT JOIN pending p ON p.alarm_id = a.id
-         WHERE a.public_id = ?1"
+         WHERE a.id = ?1"
     );
     let head = conn
-        .query_row(&sql, params![public_id], |r| {
+        .query_row(&sql, params![id], |r| {
             Ok((
                 summary(r)?,
-                r.get::<_, i64>(17)?,
-                r.get::<_, Option<i64>>(18)?,
-                r.get::<_, Option<String>>(19)?,
-                r.get::<_, Option<i64>>(20)?,
+                r.get::<_, Option<i64>>(SUMMARY_LEN)?,
+                r.get::<_, Option<String>>(SUMMARY_LEN + 1)?,
+                r.get::<_, Option<i64>>(SUMMARY_LEN + 2)?,
             ))
         })
         .optional()?;
-    let Some((alarm, id, site_id, zone, customer_id)) = head else {
+    let Some((alarm, site_id, zone, customer_id)) = head else {
         return Ok(None);
     };
     let customer = match site_id {
@@ -317,35 +510,7 @@ pub fn alarm_detail(conn: &Connection, public_id: &str) -> rusqlite::Result<Opti
         _ => None,
     };
     let contacts = customer.as_ref().map(|c| c.contacts.clone()).unwrap_or_default();
-    let mut procedure = Vec::new();
-    if let Some(cat) = Some(alarm.category.clone()).filter(|c| !c.is_empty()) {
-        let steps = customer
-            .as_ref()
-            .and_then(|c| c.procedures.iter().find(|p| p.category == cat).map(|p| p.steps.clone()))
-            .or_else(|| {
-                // No customer card (or no procedure there): the default set.
-                let mut stmt = conn
-                    .prepare("SELECT instruction FROM procedure_steps WHERE customer_id IS NULL AND category = ?1 ORDER BY step")
-                    .ok()?;
-                stmt.query_map(params![cat], |r| r.get::<_, String>(0))
-                    .ok()?
-                    .collect::<Result<Vec<_>, _>>()
-                    .ok()
-            })
-            .unwrap_or_default();
-        let mut stmt = conn.prepare("SELECT step, done_by FROM procedure_progress WHERE alarm_id = ?1")?;
-        let done: Vec<(u32, String)> = stmt
-            .query_map(params![id], |r| Ok((r.get(0)?, r.get(1)?)))?
-            .collect::<Result<_, _>>()?;
-        for (i, s) in steps.into_iter().enumerate() {
-            let n = i as u32 + 1;
-            procedure.push(StepRow {
-                number: n,
-                instruction: s,
-                done_by: done.iter().find(|d| d.0 == n).map(|d| d.1.clone()),
-            });
-        }
-    }
+    let procedure = crate::correlate::alarms::procedure(conn, id)?;
     let mut stmt = conn.prepare(
         // The alarm's own events: a chain on the event rows from the newest (the 200 newest
         // are enough), plus the secondary links and those written before schema version 7.
@@ -377,8 +542,10 @@ pub fn alarm_detail(conn: &Connection, public_id: &str) -> rusqlite::Result<Opti
     let mut log: Vec<LogRow> = stmt
         .query_map(params![id, LOG_SHOWN], |r| {
             logged = r.get(4)?;
+            let at_ms: i64 = r.get(0)?;
             Ok(LogRow {
-                at: rfc3339_ms(r.get(0)?),
+                at: rfc3339_ms(at_ms),
+                at_ms,
                 actor: r.get(1)?,
                 action: r.get(2)?,
                 detail: r.get(3)?,
@@ -389,6 +556,42 @@ pub fn alarm_detail(conn: &Connection, public_id: &str) -> rusqlite::Result<Opti
     let phone_locked = match customer_id {
         Some(c) => phone_locked(conn, c)?,
         None => false,
+    };
+    let calls = conn
+        .prepare_cached(
+            "SELECT k.public_id, c.phone, c.outcome, c.at_ms, c.operator FROM alarm_calls c
+             JOIN contacts k ON k.id = c.contact_id WHERE c.alarm_id = ?1 ORDER BY c.id",
+        )?
+        .query_map(params![id], |r| {
+            let outcome: String = r.get(2)?;
+            Ok(CallRow {
+                contact: r.get(0)?,
+                phone: r.get(1)?,
+                outcome: super::protocol::CallOutcome::parse(&outcome)
+                    .unwrap_or(super::protocol::CallOutcome::NoAnswer),
+                at_ms: r.get(3)?,
+                operator: r.get(4)?,
+            })
+        })?
+        .collect::<Result<_, _>>()?;
+    let history = match site_id {
+        Some(s) => conn
+            .prepare_cached(
+                "SELECT public_id, title, opened_ms, closed_ms, disposition, closed_by FROM alarms
+                 WHERE site_id = ?1 AND id <> ?2 ORDER BY opened_ms DESC, id DESC LIMIT ?3",
+            )?
+            .query_map(params![s, id, HISTORY_SHOWN], |r| {
+                Ok(PastAlarm {
+                    id: r.get(0)?,
+                    title: r.get(1)?,
+                    opened_ms: r.get(2)?,
+                    closed_ms: r.get(3)?,
+                    disposition: r.get(4)?,
+                    closed_by: r.get(5)?,
+                })
+            })?
+            .collect::<Result<_, _>>()?,
+        None => Vec::new(),
     };
     Ok(Some(AlarmDetail {
         alarm,
@@ -402,6 +605,8 @@ pub fn alarm_detail(conn: &Connection, public_id: &str) -> rusqlite::Result<Opti
         log_earlier: logged - log.len() as i64,
         log,
         phone_locked,
+        calls,
+        history,
     }))
 }
 
@@ -478,10 +683,83 @@ pub fn overdue(conn: &Connection, now_ms: i64) -> rusqlite::Result<Vec<OverdueAc
 }
 
 /// Past events of an account, newest first.
-pub fn search(conn: &Connection, account: &str, limit: u32) -> rusqlite::Result<Vec<EventRow>> {
+pub fn events_of_account(conn: &Connection, account: &str, limit: u32) -> rusqlite::Result<Vec<EventRow>> {
     let mut stmt = conn.prepare_cached(&crate::store::heads::search_sql(
         "e.received_ms, e.account, e.code_format, e.code, e.qualifier, e.description, e.zone, e.user_no, e.area",
     ))?;
     stmt.query_map(params![account, limit.clamp(1, 1000)], event_row)?
         .collect()
+}
+
+/// `text` as a LIKE pattern that matches it anywhere, literally.
+fn contains_pattern(text: &str) -> String {
+    let mut p = String::from("%");
+    for c in text.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            p.push('\\');
+        }
+        p.push(c);
+    }
+    p.push('%');
+    p
+}
+
+/// Customers' sites, alarms (open and closed) and an account's events matching `query`: an
+/// account number, a customer or site reference, a name, an address or city, or words of an
+/// alarm's title. `supervisor`: alarms of the supervisor queue too.
+pub fn search(
+    conn: &Connection,
+    query: &str,
+    limit: u32,
+    supervisor: bool,
+) -> rusqlite::Result<super::protocol::SearchResult> {
+    let q = query.trim();
+    let limit = limit.clamp(1, 1000);
+    let pattern = contains_pattern(q);
+    let sites = conn
+        .prepare_cached(
+            "SELECT c.ref, c.name, s.ref, trim(s.name || ', ' || s.address || ', ' || s.postcode || ' ' || s.city, ', '),
+                    ifnull((SELECT group_concat(DISTINCT a.account) FROM accounts a WHERE a.site_id = s.id), '')
+             FROM sites s JOIN customers c ON c.id = s.customer_id
+             WHERE c.ref LIKE ?1 ESCAPE '\\' OR c.name LIKE ?1 ESCAPE '\\' OR s.ref LIKE ?1 ESCAPE '\\'
+                OR s.name LIKE ?1 ESCAPE '\\' OR s.address LIKE ?1 ESCAPE '\\' OR s.city LIKE ?1 ESCAPE '\\'
+                OR s.postcode LIKE ?1 ESCAPE '\\'
+                OR EXISTS (SELECT 1 FROM accounts a WHERE a.site_id = s.id AND a.account = ?2)
+             ORDER BY c.ref, s.ref LIMIT ?3",
+        )?
+        .query_map(params![pattern, q.to_ascii_uppercase(), limit], |r| {
+            let accounts: String = r.get(4)?;
+            Ok(super::protocol::SiteHit {
+                customer_ref: r.get(0)?,
+                customer_name: r.get(1)?,
+                site_ref: r.get(2)?,
+                site: r.get(3)?,
+                accounts: accounts
+                    .split(',')
+                    .filter(|a| !a.is_empty())
+                    .map(str::to_string)
+                    .collect(),
+            })
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    let sql = format!(
+        "WITH {PENDING_EVENTS}
+         SELECT {SUMMARY_COLUMNS} FROM alarms a LEFT JOIN sites s ON s.id = a.site_id LEFT JOIN pending p ON p.alarm_id = a.id
+         LEFT JOIN customers c ON c.id = s.customer_id
+         WHERE (a.queue = 'operator' OR ?3)
+           AND (a.account = ?2 OR a.title LIKE ?1 ESCAPE '\\' OR s.ref LIKE ?1 ESCAPE '\\' OR s.name LIKE ?1 ESCAPE '\\'
+                OR s.address LIKE ?1 ESCAPE '\\' OR c.ref LIKE ?1 ESCAPE '\\' OR c.name LIKE ?1 ESCAPE '\\')
+         ORDER BY a.opened_ms DESC, a.id DESC LIMIT ?4"
+    );
+    let alarms = conn
+        .prepare_cached(&sql)?
+        .query_map(params![pattern, q.to_ascii_uppercase(), supervisor, limit], summary)?
+        .collect::<Result<Vec<_>, _>>()?;
+    let account = q.to_ascii_uppercase();
+    let events = if !account.is_empty() && account.chars().all(|c| c.is_ascii_hexdigit()) {
+        events_of_account(conn, &account, limit)?
+    } else {
+        Vec::new()
+    };
+    Ok(super::protocol::SearchResult { sites, alarms, events })
 }

@@ -73,7 +73,24 @@ impl Category {
     pub fn parse(s: &str) -> Option<Category> {
         ALL_CATEGORIES.iter().copied().find(|c| c.as_str() == s)
     }
+
+    /// The place of a life-safety category in the queue's top tier (0 first), `None` for
+    /// every other category. A person may be in danger now: duress (someone is forced),
+    /// hold-up (a robbery under way), panic (someone called for help), fire, medical. No
+    /// priority and no escalation moves an alarm of another category above these.
+    pub fn life_safety_rank(&self) -> Option<u8> {
+        LIFE_SAFETY.iter().position(|c| c == self).map(|i| i as u8)
+    }
 }
+
+/// The life-safety categories, in the order the queue shows them.
+pub const LIFE_SAFETY: [Category; 5] = [
+    Category::Duress,
+    Category::Holdup,
+    Category::Panic,
+    Category::Fire,
+    Category::Medical,
+];
 
 /// Every category.
 pub const ALL_CATEGORIES: [Category; 14] = [

@@ -187,6 +187,9 @@ pub struct ProcedureSpec {
     pub category: Category,
     /// Steps, in order.
     pub steps: Vec<String>,
+    /// The numbers (1-based) of the steps that must be done, or the reason given, before an
+    /// alarm of this category is closed.
+    pub mandatory: Vec<u32>,
 }
 
 /// A priority rule.
@@ -415,6 +418,8 @@ struct ProcedureRow {
     customer: Option<String>,
     category: String,
     steps: List,
+    #[serde(default)]
+    mandatory: Vec<u32>,
 }
 
 /// CSV has one row per step.
@@ -426,6 +431,8 @@ struct ProcedureStepRow {
     category: String,
     step: u32,
     instruction: String,
+    #[serde(default)]
+    mandatory: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -714,10 +721,24 @@ pub fn parse_toml(text: &str, origin: &str) -> Result<Records, ImportError> {
         if p.steps.0.is_empty() {
             return Err(origin.invalid(what, "steps", "at least one step"));
         }
+        if let Some(bad) = p.mandatory.iter().find(|n| **n == 0 || **n as usize > p.steps.0.len()) {
+            return Err(origin.invalid(
+                what,
+                "mandatory",
+                format!(
+                    "step {bad} does not exist (steps are numbered 1 to {})",
+                    p.steps.0.len()
+                ),
+            ));
+        }
+        let mut mandatory = p.mandatory;
+        mandatory.sort_unstable();
+        mandatory.dedup();
         r.procedures.push(ProcedureSpec {
             customer: opt(p.customer),
             category: category(&origin, &what, &p.category)?,
             steps: p.steps.0,
+            mandatory,
             origin,
         });
     }
@@ -825,15 +846,22 @@ pub fn parse_csv(text: &str, origin: &str, kind: &str) -> Result<Records, Import
         }
         "procedures" => {
             // Group consecutive step rows by (customer, category), ordered by step.
-            let mut groups: Vec<(Origin, Option<String>, Category, Vec<(u32, String)>)> = Vec::new();
+            let mut groups: Vec<(Origin, Option<String>, Category, Vec<(u32, String, bool)>)> = Vec::new();
             for (o, row) in csv_rows::<ProcedureStepRow>(text, origin)? {
                 let what = format!("procedure {} step {}", row.category, row.step);
                 let cat = category(&o, &what, &row.category)?;
                 let cust = opt(row.customer);
                 let instruction = non_empty(&o, &what, "instruction", &row.instruction)?;
+                let mandatory = match row.mandatory.as_deref().map(str::trim) {
+                    None | Some("") | Some("no") | Some("false") | Some("0") => false,
+                    Some("yes") | Some("true") | Some("1") => true,
+                    Some(other) => {
+                        return Err(o.invalid(what, "mandatory", format!("{other:?} is not yes or no")));
+                    }
+                };
                 match groups.iter_mut().find(|g| g.1 == cust && g.2 == cat) {
-                    Some(g) => g.3.push((row.step, instruction)),
-                    None => groups.push((o, cust, cat, vec![(row.step, instruction)])),
+                    Some(g) => g.3.push((row.step, instruction, mandatory)),
+                    None => groups.push((o, cust, cat, vec![(row.step, instruction, mandatory)])),
                 }
             }
             for (o, customer, category, mut steps) in groups {
@@ -842,6 +870,7 @@ pub fn parse_csv(text: &str, origin: &str, kind: &str) -> Result<Records, Import
                     origin: o,
                     customer,
                     category,
+                    mandatory: (1..).zip(&steps).filter(|(_, s)| s.2).map(|(n, _)| n).collect(),
                     steps: steps.into_iter().map(|s| s.1).collect(),
                 });
             }
@@ -1101,11 +1130,12 @@ pub fn apply_in(tx: &Transaction<'_>, r: &Records, now_ms: i64) -> Result<Import
             params![cust, p.category.as_str()],
         )
         .map_err(e)?;
-        for (i, step) in p.steps.iter().enumerate() {
+        for (n, step) in (1u32..).zip(&p.steps) {
             tx.prepare_cached(
-                "INSERT INTO procedure_steps (customer_id, category, step, instruction) VALUES (?1, ?2, ?3, ?4)",
+                "INSERT INTO procedure_steps (customer_id, category, step, instruction, mandatory)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
             )
-            .and_then(|mut st| st.execute(params![cust, p.category.as_str(), i as i64 + 1, step]))
+            .and_then(|mut st| st.execute(params![cust, p.category.as_str(), n, step, p.mandatory.contains(&n)]))
             .map_err(e)?;
         }
     }

@@ -434,6 +434,58 @@ const MIGRATIONS: &[Step] = &[
     INSERT INTO meta (key, value) VALUES ('alarm_fold_upto', '0'), ('alarm_fold_done', '0');
     "#,
     ),
+    // 13: the operator's shift. Sessions live in the database (a restart logs nobody out; only
+    // a token's SHA-256 is kept). One alarm has one handler (`owner`, and the session that
+    // took it, so the alarm goes back to the queue when that session ends); an alarm can be put
+    // aside until `recall_ms`. Calls to contacts and their outcomes; handover notes between
+    // shifts; procedure steps that must be done (or the reason given) before a close. Wrong
+    // phone codes given for a contact that is not the alarm customer's are counted per
+    // customer, like a contact's.
+    Step::Sql(
+        r#"
+    CREATE TABLE sessions (
+        id           INTEGER PRIMARY KEY,
+        token_hash   BLOB NOT NULL UNIQUE CHECK (length(token_hash) = 32),
+        operator_id  INTEGER NOT NULL REFERENCES operators(id),
+        role         TEXT NOT NULL,
+        peer         TEXT NOT NULL,
+        created_ms   INTEGER NOT NULL,
+        expires_ms   INTEGER NOT NULL,
+        ended_ms     INTEGER,
+        end_reason   TEXT
+    );
+    CREATE INDEX sessions_open ON sessions (operator_id) WHERE ended_ms IS NULL;
+    ALTER TABLE alarms ADD COLUMN owner TEXT;
+    ALTER TABLE alarms ADD COLUMN owner_session INTEGER REFERENCES sessions(id);
+    ALTER TABLE alarms ADD COLUMN recall_ms INTEGER;
+    ALTER TABLE alarms ADD COLUMN recall_note TEXT;
+    CREATE INDEX alarms_by_owner_session ON alarms (owner_session) WHERE owner_session IS NOT NULL;
+    CREATE INDEX alarms_by_recall ON alarms (recall_ms) WHERE recall_ms IS NOT NULL;
+    CREATE TABLE alarm_calls (
+        id          INTEGER PRIMARY KEY,
+        alarm_id    INTEGER NOT NULL REFERENCES alarms(id),
+        contact_id  INTEGER NOT NULL REFERENCES contacts(id),
+        phone       TEXT,
+        outcome     TEXT NOT NULL,
+        at_ms       INTEGER NOT NULL,
+        operator    TEXT NOT NULL
+    );
+    CREATE INDEX alarm_calls_by_alarm ON alarm_calls (alarm_id, id);
+    CREATE TABLE handover_notes (
+        id      INTEGER PRIMARY KEY,
+        at_ms   INTEGER NOT NULL,
+        author  TEXT NOT NULL,
+        text    TEXT NOT NULL
+    );
+    ALTER TABLE procedure_steps ADD COLUMN mandatory INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE code_failures_foreign (
+        customer_id  INTEGER PRIMARY KEY REFERENCES customers(id),
+        consecutive  INTEGER NOT NULL DEFAULT 0,
+        last_ms      INTEGER NOT NULL
+    );
+    CREATE INDEX alarms_by_site_opened ON alarms (site_id, opened_ms);
+    "#,
+    ),
 ];
 
 /// CHECK constraints of the form `column IN (list)` on tables written per frame or event, and

@@ -109,6 +109,12 @@ pub enum VerifyError {
     /// The alarm is closed: codes are verified on open alarms only.
     #[error("the alarm is closed; a code is verified only on an open alarm")]
     AlarmClosed,
+    /// Another operator handles the alarm.
+    #[error("{0} is handling this alarm")]
+    HandledByOther(String),
+    /// The operator made too many verifications within the hour (across customers).
+    #[error("{0} phone code verifications within the hour: more are refused; a supervisor has been told")]
+    RateLimited(i64),
     /// The alarm has no customer (supervisor queue).
     #[error("the alarm has no customer record, so no contact can cancel it")]
     NoCustomer,
@@ -182,6 +188,19 @@ pub struct Attempt {
     pub duress: Option<Slot>,
     /// Phone cancellation locked for the customer.
     pub locked: bool,
+    /// The operator handling the alarm.
+    pub owner: Option<String>,
+}
+
+/// What was recorded: the verdict, and the failure counter after it (the contact's, or for a
+/// contact that may not cancel this alarm the customer's count of such attempts, so the answer
+/// cannot tell the two apart).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Recorded {
+    /// The verdict.
+    pub verdict: Verdict,
+    /// Consecutive wrong codes counted now, when a counter applies.
+    pub failures: Option<i64>,
 }
 
 fn slot(conn: &Connection, contact_id: i64, kind: Kind) -> Result<Option<Slot>, StoreError> {
@@ -208,21 +227,34 @@ pub fn load(conn: &Connection, req: &VerifyRequest) -> Result<Attempt, VerifyErr
     if req.operator.trim().is_empty() {
         return Err(VerifyError::NoOperator);
     }
-    type AlarmRow = (i64, String, String, String, Option<i64>, Option<String>);
+    type AlarmRow = (i64, String, String, String, Option<i64>, Option<String>, Option<String>);
     let alarm: Option<AlarmRow> = conn
         .query_row(
-            "SELECT a.id, a.public_id, a.account, a.state, s.customer_id, c.ref
+            "SELECT a.id, a.public_id, a.account, a.state, s.customer_id, c.ref, a.owner
              FROM alarms a LEFT JOIN sites s ON s.id = a.site_id LEFT JOIN customers c ON c.id = s.customer_id
              WHERE a.public_id = ?1",
             params![req.alarm],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)),
+            |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                    r.get(6)?,
+                ))
+            },
         )
         .optional()?;
-    let Some((alarm_id, alarm_public_id, account, state, customer_id, customer)) = alarm else {
+    let Some((alarm_id, alarm_public_id, account, state, customer_id, customer, owner)) = alarm else {
         return Err(VerifyError::NoSuchAlarm);
     };
     if state == "closed" {
         return Err(VerifyError::AlarmClosed);
+    }
+    if let Some(o) = owner.as_ref().filter(|o| **o != req.operator) {
+        return Err(VerifyError::HandledByOther(o.clone()));
     }
     let (Some(customer_id), Some(customer)) = (customer_id, customer) else {
         return Err(VerifyError::NoCustomer);
@@ -251,6 +283,7 @@ pub fn load(conn: &Connection, req: &VerifyRequest) -> Result<Attempt, VerifyErr
         cancel,
         duress,
         locked: lockout::is_locked(conn, customer_id)?,
+        owner,
     })
 }
 
@@ -313,7 +346,7 @@ pub fn record(
     c: &Computed,
     now: i64,
     limits: &Limits,
-) -> Result<Result<Verdict, VerifyError>, StoreError> {
+) -> Result<Result<Recorded, VerifyError>, StoreError> {
     let fresh = match load(tx, req) {
         Ok(f) => f,
         Err(VerifyError::Store(e)) => {
@@ -349,12 +382,13 @@ pub fn record(
                 "phone_code",
                 "phone cancellation code not verified: handle the alarm as real",
             )?;
-            if let Some(k) = &a.caller {
-                let (n, locked_now) = lockout::record_reject(tx, k.id, a.customer_id, now, limits)?;
-                failures = Some(n);
-                if locked_now {
-                    lock_effects(tx, a, k, n, limits, now)?;
-                }
+            let (n, locked_now) = match &a.caller {
+                Some(k) => lockout::record_reject(tx, k.id, a.customer_id, now, limits)?,
+                None => lockout::record_foreign_reject(tx, a.customer_id, now, limits)?,
+            };
+            failures = Some(n);
+            if locked_now {
+                lock_effects(tx, a, a.caller.as_ref(), n, limits, now)?;
             }
         }
         Verdict::Locked => {
@@ -366,9 +400,23 @@ pub fn record(
                 "phone_code",
                 "phone cancellation is locked for this customer: handle the alarm as real, use call-back",
             )?;
-            if let Some(k) = &a.caller {
-                failures = Some(lockout::consecutive_failures(tx, k.id)?);
-            }
+            failures = Some(match &a.caller {
+                Some(k) => lockout::consecutive_failures(tx, k.id)?,
+                None => lockout::foreign_failures(tx, a.customer_id)?,
+            });
+            // An attempt while locked is what a guesser of duress codes would make: each one
+            // is on the supervisor's item for this lock.
+            lockout::alert_supervisor(
+                tx,
+                &format!("code-locked-attempts:customer:{}", a.customer),
+                &format!(
+                    "Phone codes tried while phone cancellation is locked for customer {} (operator {op})",
+                    a.customer
+                ),
+                &format!("customer:{}", a.customer),
+                limits,
+                now,
+            )?;
         }
         Verdict::Invalidated => {
             alarms::log(
@@ -432,13 +480,13 @@ pub fn record(
             }
         }
     }
-    if c.verdict == Verdict::Rejected {
+    if matches!(c.verdict, Verdict::Rejected | Verdict::Locked | Verdict::Invalidated) {
         let n = lockout::operator_rejects_last_hour(tx, op, now)?;
         if n > i64::from(limits.operator_alert_per_hour) {
             lockout::alert_supervisor(
                 tx,
                 &format!("code-rejects:operator:{op}"),
-                &format!("Operator {op}: {n} wrong phone cancellation codes within an hour"),
+                &format!("Operator {op}: {n} phone cancellation codes not verified within an hour"),
                 &format!("operator:{op}"),
                 limits,
                 now,
@@ -449,17 +497,21 @@ pub fn record(
         alarm = %a.alarm_public_id, operator = op, answer = ?c.verdict.answer(),
         "phone cancellation code checked"
     );
-    Ok(Ok(c.verdict))
+    Ok(Ok(Recorded {
+        verdict: c.verdict,
+        failures,
+    }))
 }
 
 fn lock_effects(
     tx: &Transaction<'_>,
     a: &Attempt,
-    k: &Caller,
+    k: Option<&Caller>,
     n: i64,
     limits: &Limits,
     now: i64,
 ) -> Result<(), StoreError> {
+    let contact = k.map_or("a contact not allowed to cancel", |k| k.reference.as_str());
     alarms::log(
         tx,
         a.alarm_id,
@@ -475,7 +527,7 @@ fn lock_effects(
             actor: "system",
             action: "code_lockout",
             subject: &format!("customer:{}", a.customer),
-            detail: &format!("contact:{} alarm:{}", k.reference, a.alarm_public_id),
+            detail: &format!("contact:{contact} alarm:{}", a.alarm_public_id),
             result: "locked",
             failures: Some(n),
         },
@@ -484,8 +536,8 @@ fn lock_effects(
         tx,
         &format!("code-lockout:customer:{}", a.customer),
         &format!(
-            "Phone cancellation locked for customer {} after {n} wrong codes (contact {}): reset the code",
-            a.customer, k.reference
+            "Phone cancellation locked for customer {} after {n} wrong codes (contact {contact}): reset the code",
+            a.customer
         ),
         &format!("customer:{}", a.customer),
         limits,
@@ -510,5 +562,5 @@ pub fn verify_blocking(
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let v = record(&tx, req, &attempt, &computed, now, limits)??;
     tx.commit()?;
-    Ok(v)
+    Ok(v.verdict)
 }

@@ -315,6 +315,10 @@ pub fn reset(tx: &Transaction<'_>, contact: &ContactRef, actor: &str, now: i64) 
                 "DELETE FROM code_lockouts WHERE customer_id = ?1",
                 params![contact.customer_id],
             )?;
+            tx.execute(
+                "DELETE FROM code_failures_foreign WHERE customer_id = ?1",
+                params![contact.customer_id],
+            )?;
             report.unlocked = true;
         }
         Some(Some(other)) => {

@@ -23,6 +23,8 @@ pub struct Limits {
     pub lockout_after: u32,
     /// Rejects per operator per hour above which the supervisor is alerted.
     pub operator_alert_per_hour: u32,
+    /// Verifications per operator per hour, across customers, beyond which more are refused.
+    pub operator_max_per_hour: u32,
     /// Priority of the supervisor alerts.
     pub alert_priority: u8,
 }
@@ -33,6 +35,7 @@ impl Limits {
         Limits {
             lockout_after: cfg.codes.lockout_after,
             operator_alert_per_hour: cfg.codes.operator_alert_rejects_per_hour,
+            operator_max_per_hour: cfg.codes.operator_max_verifications_per_hour,
             alert_priority: cfg.alarms.supervisor_priority,
         }
     }
@@ -43,6 +46,7 @@ impl Default for Limits {
         Limits {
             lockout_after: 5,
             operator_alert_per_hour: 10,
+            operator_max_per_hour: 30,
             alert_priority: 4,
         }
     }
@@ -99,6 +103,55 @@ pub fn record_reject(
     Ok((n, locked_now))
 }
 
+/// Count a reject for a contact that may not cancel this customer's alarm (unknown, of another
+/// customer, or without the right to cancel), per customer, like a contact's: the answers to
+/// such attempts then count down and lock exactly as a real contact's would, so they cannot
+/// tell whether a contact exists or belongs to the alarm.
+pub fn record_foreign_reject(
+    tx: &Transaction<'_>,
+    customer_id: i64,
+    now: i64,
+    limits: &Limits,
+) -> Result<(i64, bool), StoreError> {
+    let n: i64 = tx.query_row(
+        "INSERT INTO code_failures_foreign (customer_id, consecutive, last_ms) VALUES (?1, 1, ?2)
+         ON CONFLICT (customer_id) DO UPDATE SET consecutive = consecutive + 1, last_ms = excluded.last_ms
+         RETURNING consecutive",
+        params![customer_id, now],
+        |r| r.get(0),
+    )?;
+    let mut locked_now = false;
+    if n >= i64::from(limits.lockout_after) && !is_locked(tx, customer_id)? {
+        tx.execute(
+            "INSERT INTO code_lockouts (customer_id, locked_ms, contact_id) VALUES (?1, ?2, NULL)",
+            params![customer_id, now],
+        )?;
+        locked_now = true;
+    }
+    Ok((n, locked_now))
+}
+
+/// The customer's count of [`record_foreign_reject`].
+pub fn foreign_failures(conn: &Connection, customer_id: i64) -> Result<i64, StoreError> {
+    Ok(conn
+        .query_row(
+            "SELECT consecutive FROM code_failures_foreign WHERE customer_id = ?1",
+            params![customer_id],
+            |r| r.get(0),
+        )
+        .optional()?
+        .unwrap_or(0))
+}
+
+/// Verification attempts by an operator in the hour up to `now`, whatever their verdict.
+pub fn operator_attempts_last_hour(conn: &Connection, operator: &str, now: i64) -> Result<i64, StoreError> {
+    Ok(conn.query_row(
+        "SELECT count(*) FROM code_attempts WHERE operator = ?1 AND at_ms > ?2 - 3600000 AND at_ms <= ?2",
+        params![operator, now],
+        |r| r.get(0),
+    )?)
+}
+
 /// An accepted code ends the run of rejects.
 pub fn record_accept(tx: &Transaction<'_>, contact_id: i64) -> Result<(), StoreError> {
     tx.execute(
@@ -108,10 +161,13 @@ pub fn record_accept(tx: &Transaction<'_>, contact_id: i64) -> Result<(), StoreE
     Ok(())
 }
 
-/// Rejected codes by an operator in the hour up to `now` (attempts already recorded).
+/// Codes by an operator in the hour up to `now` that were not verified: rejected, and also
+/// those tried while the customer was locked or its codes invalidated (attempts already
+/// recorded). A guesser of duress codes on a locked customer is counted like any other.
 pub fn operator_rejects_last_hour(conn: &Connection, operator: &str, now: i64) -> Result<i64, StoreError> {
     Ok(conn.query_row(
-        "SELECT count(*) FROM code_attempts WHERE operator = ?1 AND verdict = 'rejected' AND at_ms > ?2 - 3600000
+        "SELECT count(*) FROM code_attempts WHERE operator = ?1
+         AND (verdict = 'rejected' OR verdict = 'locked' OR verdict = 'invalidated') AND at_ms > ?2 - 3600000
          AND at_ms <= ?2",
         params![operator, now],
         |r| r.get(0),

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use tokio::sync::Semaphore;
 
-use super::attempt::{self, Answer, Verdict, VerifyError, VerifyRequest};
+use super::attempt::{self, Answer, Recorded, VerifyError, VerifyRequest};
 use super::codes::{self, Code, ResetReport};
 use super::hash::Hasher;
 use super::lockout::Limits;
@@ -80,9 +80,12 @@ impl CodeService {
     }
 
     /// Verify `candidate` for the request's contact on the request's open alarm. See
-    /// [`attempt`] for the verdicts and their effects.
-    pub async fn verify(&self, req: VerifyRequest, candidate: Code) -> Result<Verdict, VerifyError> {
+    /// [`attempt`] for the verdicts and their effects. An operator past
+    /// [`Limits::operator_max_per_hour`] verifications within the hour is refused before
+    /// anything is hashed (audited, and the supervisor alerted).
+    pub async fn verify(&self, req: VerifyRequest, candidate: Code) -> Result<Recorded, VerifyError> {
         let first = self.load(&req).await?;
+        self.rate_limit(&req).await?;
         let lock = self.customer_lock(first.customer_id);
         let _serial = lock.lock().await;
         // Read again: an attempt for this customer may have committed while we waited.
@@ -111,6 +114,52 @@ impl CodeService {
             .map_err(VerifyError::Store)?
     }
 
+    /// Refuse an operator who made [`Limits::operator_max_per_hour`] verifications within the
+    /// hour; the refusal is audited and raises (or joins) a supervisor alert.
+    async fn rate_limit(&self, req: &VerifyRequest) -> Result<(), VerifyError> {
+        let (db, busy, op) = (self.db.clone(), self.busy, req.operator.clone());
+        let now = unix_ms(self.clock.now());
+        let n = tokio::task::spawn_blocking(move || {
+            let conn = crate::store::open_read(&db, busy)?;
+            super::lockout::operator_attempts_last_hour(&conn, &op, now)
+        })
+        .await
+        .map_err(|_| VerifyError::Interrupted)??;
+        let max = i64::from(self.limits.operator_max_per_hour);
+        if n < max {
+            return Ok(());
+        }
+        let (limits, req) = (self.limits, req.clone());
+        self.writer
+            .run(move |tx| {
+                let op = req.operator.as_str();
+                super::audit::append(
+                    tx,
+                    now,
+                    &super::audit::AuditRecord {
+                        actor: op,
+                        action: "code_verify",
+                        subject: "contact:not checked",
+                        detail: &format!("alarm:{} channel:phone", req.alarm),
+                        result: "refused: rate limited",
+                        failures: Some(n),
+                    },
+                )?;
+                super::lockout::alert_supervisor(
+                    tx,
+                    &format!("code-rate:operator:{op}"),
+                    &format!("Operator {op}: {n} phone code verifications within an hour; further ones are refused"),
+                    &format!("operator:{op}"),
+                    &limits,
+                    now,
+                )?;
+                Ok(())
+            })
+            .await
+            .map_err(VerifyError::Store)?;
+        Err(VerifyError::RateLimited(n))
+    }
+
     /// For interfaces: verify and return only what may be shown ([`Answer`]): a duress code
     /// answers exactly like the right one. `code` is copied into a [`Code`] at once.
     pub async fn verify_public(
@@ -126,7 +175,7 @@ impl CodeService {
             contact: contact.to_string(),
             operator: operator.to_string(),
         };
-        self.verify(req, candidate).await.map(|v| v.answer())
+        self.verify(req, candidate).await.map(|v| v.verdict.answer())
     }
 
     /// For interfaces (supervisor role checked by the caller): remove a contact's codes by its

@@ -5,6 +5,8 @@
 
 use meldkamer::console::app::{App, Dialog, Key, Link, Screen, VerifyShown};
 use meldkamer::console::ui;
+use meldkamer::correlate::alarms::Disposition;
+use meldkamer::operator::protocol::{Envelope, Op, Response, ServerMessage};
 use meldkamer::operator::queries::{AlarmDetail, AlarmSummary, EventRow, StepRow};
 use meldkamer::view::{ContactView, CustomerCard};
 use ratatui::Terminal;
@@ -42,6 +44,9 @@ fn alarm(i: usize, category: &str, priority: i64, opened_s: i64) -> AlarmSummary
         keypad_factor_ms: None,
         phone_factor: false,
         duress: category == "duress",
+        owner: None,
+        recall_ms: None,
+        site_ref: "DEMO-S1".into(),
     }
 }
 
@@ -96,21 +101,25 @@ fn detail(keypad: bool, phone: bool) -> AlarmDetail {
             StepRow {
                 number: 1,
                 instruction: "Check the zone and the armed state".into(),
+                mandatory: false,
                 done_by: Some("olga".into()),
             },
             StepRow {
                 number: 2,
                 instruction: "Call the contacts in call order".into(),
+                mandatory: false,
                 done_by: None,
             },
             StepRow {
                 number: 3,
                 instruction: "No valid cancellation: dispatch a guard".into(),
+                mandatory: false,
                 done_by: None,
             },
         ],
         events: vec![EventRow {
             received: "2026-01-15T12:00:00.000Z".into(),
+            received_ms: 1_768_478_400_000,
             account: "1234".into(),
             code: "SIA BA".into(),
             qualifier: "new".into(),
@@ -122,6 +131,8 @@ fn detail(keypad: bool, phone: bool) -> AlarmDetail {
         log: vec![],
         log_earlier: 0,
         phone_locked: false,
+        calls: vec![],
+        history: vec![],
     }
 }
 
@@ -242,11 +253,19 @@ fn cancel_is_offered_only_with_both_factors() {
     app.screen = Screen::Alarm;
     app.alarm = Some(detail(true, false));
     app.on_key(Key::Char('c'));
-    assert!(!app.dispositions().iter().any(|(k, _)| *k == "cancelled_by_customer"));
+    assert!(
+        !app.dispositions()
+            .iter()
+            .any(|(k, _)| *k == Disposition::CancelledByCustomer)
+    );
     assert!(render(&app, 80, 24).contains("Cancel needs panel disarm"));
     app.dialog = None;
     app.alarm = Some(detail(true, true));
-    assert!(app.dispositions().iter().any(|(k, _)| *k == "cancelled_by_customer"));
+    assert!(
+        app.dispositions()
+            .iter()
+            .any(|(k, _)| *k == Disposition::CancelledByCustomer)
+    );
     let mut d = detail(true, true);
     d.alarm.duress = true;
     app.alarm = Some(d);
@@ -269,7 +288,7 @@ fn login_screen_masks_the_password_and_a_lost_link_shows() {
     assert!(!s.contains("secret-pass") && s.contains("•••••••••••"));
     assert!(s.contains("CONNECTION LOST (retry 3)"));
     let sent = app.on_key(Key::Enter);
-    assert_eq!(sent[0]["op"], "login");
+    assert_eq!(sent[0].request.op(), Op::Login);
     assert!(app.login_password.is_empty(), "the password is dropped once sent");
 }
 
@@ -286,8 +305,13 @@ fn ten_thousand_alarms_render_only_what_fits() {
     );
 }
 
-fn answer(request: &serde_json::Value, result: serde_json::Value) -> serde_json::Value {
-    serde_json::json!({"id": request["id"], "ok": true, "result": result})
+fn answer(request: &Envelope, result: serde_json::Value) -> ServerMessage {
+    ServerMessage::Response(Response {
+        id: request.id,
+        ok: true,
+        result: Some(result),
+        error: None,
+    })
 }
 
 /// An answer that arrives after the operator left the alarm (Escape) must not pull them back

@@ -127,6 +127,10 @@ fn serve(config: &Path) -> (Daemon, std::net::SocketAddr) {
     (daemon, tcp)
 }
 
+fn send_to(rt: &tokio::runtime::Runtime, tcp: std::net::SocketAddr, frame: Vec<u8>) -> Option<Vec<u8>> {
+    rt.block_on(tcp_exchange(tcp, &frame))
+}
+
 #[test]
 fn operator_cancels_an_alarm_with_both_factors_from_the_console() {
     if Command::new("tmux").arg("-V").output().is_err() {
@@ -179,7 +183,7 @@ fn operator_cancels_an_alarm_with_both_factors_from_the_console() {
         .enable_all()
         .build()
         .expect("rt");
-    let send = |frame: Vec<u8>| rt.block_on(tcp_exchange(tcp, &frame));
+    let send = |frame: Vec<u8>| send_to(&rt, tcp, frame);
     let ack = send(plain(Token::SiaDcs, 1, "1234", "#1234|Nri1/BA03", None));
     assert_eq!(ack.as_deref().map(token_of).as_deref(), Some("ACK"));
     // The alarm appears without a key press.
@@ -211,12 +215,17 @@ fn operator_cancels_an_alarm_with_both_factors_from_the_console() {
     tmux.wait_for("No open alarms");
 
     // The daemon goes away: the console shows it and keeps retrying; when the daemon is back
-    // (sessions do not survive a restart) it asks for the login again. Never a crash.
+    // the console is in the same session (sessions survive a restart). Never a crash.
     drop(daemon);
     tmux.wait_for("CONNECTION LOST");
-    let (daemon, _) = serve(&config);
-    tmux.wait_for("session expired: log in again");
+    let (daemon, tcp) = serve(&config);
     tmux.wait_for(" connected ");
+    // Still logged in: a new alarm reaches the queue without a login.
+    let ack = send_to(&rt, tcp, plain(Token::SiaDcs, 3, "1234", "#1234|Nri1/BA07", None));
+    assert_eq!(ack.as_deref().map(token_of).as_deref(), Some("ACK"));
+    let s = tmux.wait_for("olga (operator)");
+    assert!(!s.contains("Log in"), "no login after a restart:\n{s}");
+    tmux.wait_for("1 open");
     tmux.keys(&["Escape"]);
     drop(tmux);
     drop(daemon);

@@ -5,6 +5,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use meldkamer::operator::Role;
+use meldkamer::operator::protocol::{Envelope, Op, Reply, Request, ServerMessage, Typed};
 use meldkamer::protocol::frame::Token;
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -460,22 +461,35 @@ async fn the_api_over_tls() {
     let client = tokio::spawn(run(endpoint, out_rx, net_tx));
     assert!(matches!(next_event(&mut net_rx).await, NetEvent::Connected));
     out_tx
-        .send(json!({"id": 1, "op": "login", "name": "tina", "password": PASSWORD}))
+        .send(Envelope {
+            id: Some(1),
+            token: None,
+            request: Request::Login {
+                name: "tina".into(),
+                password: Typed::new(PASSWORD),
+            },
+        })
         .await
         .expect("send");
-    let NetEvent::Message(m) = next_event(&mut net_rx).await else {
-        panic!("a message")
+    let NetEvent::Message(ServerMessage::Response(m)) = next_event(&mut net_rx).await else {
+        panic!("a response")
     };
-    assert_eq!(m["ok"], true, "{m}");
-    let token = m["result"]["token"].as_str().expect("token").to_string();
+    assert!(m.ok, "{m:?}");
+    let Ok(Reply::Login(login)) = Op::Login.decode(m.result.unwrap_or_default()) else {
+        panic!("a login result")
+    };
     out_tx
-        .send(json!({"id": 2, "op": "queue", "token": token}))
+        .send(Envelope {
+            id: Some(2),
+            token: Some(login.token),
+            request: Request::Queue,
+        })
         .await
         .expect("send");
-    let NetEvent::Message(m) = next_event(&mut net_rx).await else {
-        panic!("a message")
+    let NetEvent::Message(ServerMessage::Response(m)) = next_event(&mut net_rx).await else {
+        panic!("a response")
     };
-    assert_eq!(m["ok"], true, "{m}");
+    assert!(m.ok, "{m:?}");
     drop(out_tx);
     let _ = client.await;
 

@@ -160,7 +160,7 @@ fn only_alarm(conn: &rusqlite::Connection) -> (i64, String) {
 }
 
 fn detail_events(conn: &rusqlite::Connection, public_id: &str) -> Vec<meldkamer::operator::queries::EventRow> {
-    meldkamer::operator::queries::alarm_detail(conn, public_id)
+    meldkamer::operator::queries::alarm_detail_public(conn, public_id)
         .expect("detail")
         .expect("alarm")
         .events

@@ -253,7 +253,16 @@ fn verification_needs_an_open_alarm_of_the_contacts_customer() {
         verify_blocking(&mut f.conn, &f.hasher, &Limits::default(), &r, Code::new(CANCEL), t0()).expect_err("no alarm");
     assert!(matches!(e, meldkamer::verify::VerifyError::NoSuchAlarm), "{e}");
     let tx = f.conn.transaction().expect("tx");
-    alarms::close(&tx, a1_id, "op1", Disposition::Dispatched, t0(), 900_000).expect("close");
+    alarms::close(
+        &tx,
+        a1_id,
+        "op1",
+        Disposition::Dispatched,
+        Default::default(),
+        t0(),
+        900_000,
+    )
+    .expect("close");
     tx.commit().expect("commit");
     let r = req(&a1);
     let before = f.hasher.computations();
@@ -294,7 +303,7 @@ fn the_sixth_attempt_is_locked_even_with_the_right_code_and_after_a_restart() {
     assert_eq!(alarms::factors(&f.conn, alarm_id).expect("factors").phone, None);
     {
         let tx = f.conn.transaction().expect("tx");
-        alarms::start_handling(&tx, alarm_id, "op1", t0()).expect("handling goes on");
+        alarms::start_handling(&tx, alarm_id, alarms::Handler::named("op1"), t0()).expect("handling goes on");
         tx.commit().expect("commit");
     }
     // A supervisor resets the code: unlocked; the contact needs a new code.
@@ -375,12 +384,22 @@ fn duress_escalates_silently_and_can_never_be_a_cancellation() {
         alarm_id,
         "op1",
         Disposition::CancelledByCustomer,
+        Default::default(),
         t0() + 2000,
         900_000,
     )
     .expect_err("never cancelled");
     assert_eq!(e, ActionError::Duress);
-    alarms::close(&tx, alarm_id, "op1", Disposition::Dispatched, t0() + 2000, 900_000).expect("dispatch");
+    alarms::close(
+        &tx,
+        alarm_id,
+        "op1",
+        Disposition::Dispatched,
+        Default::default(),
+        t0() + 2000,
+        900_000,
+    )
+    .expect("dispatch");
     tx.commit().expect("commit");
     assert_eq!(
         f.i64("SELECT count(*) FROM audit_log WHERE action = 'code_verify' AND result = 'duress'"),
@@ -633,7 +652,15 @@ async fn one_factor_is_not_enough_and_both_close_the_alarm_as_cancelled() {
         move || -> Result<(), ActionError> {
             let mut conn = meldkamer::store::open_write(&path, Duration::from_secs(5)).expect("db");
             let tx = conn.transaction().expect("tx");
-            alarms::close(&tx, alarm_id, "op1", disposition, t0() + 60_000, 900_000)?;
+            alarms::close(
+                &tx,
+                alarm_id,
+                "op1",
+                disposition,
+                Default::default(),
+                t0() + 60_000,
+                900_000,
+            )?;
             tx.commit().expect("commit");
             Ok(())
         }
@@ -1199,7 +1226,7 @@ async fn leak_test_no_code_appears_in_database_wal_logs_or_output() {
         serde_json::json!({"op": "verify", "alarm": alarm, "contact": k1, "code": DURESS}),
         serde_json::json!({"op": "alarm", "alarm": alarm}),
         serde_json::json!({"op": "supervision"}),
-        serde_json::json!({"op": "search", "account": "1234"}),
+        serde_json::json!({"op": "search", "query": "1234"}),
     ] {
         api_out.push(api.call(req).await);
     }
