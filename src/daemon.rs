@@ -19,7 +19,8 @@ use crate::clock::{Clock, unix_ms};
 use crate::config::Config;
 use crate::correlate::{CorrelateConfig, Correlator, supervision};
 use crate::metrics::Metrics;
-use crate::operator::server::{self, ApiSettings, ApiState};
+use crate::operator::listen;
+use crate::operator::server::{ApiSettings, ApiState};
 use crate::receiver::{Shared, tcp, udp};
 use crate::store::writer::{self, AfterInsert, LastSeen, NoHook, WriterConfig};
 use crate::store::{self, StoreError, accounts};
@@ -383,11 +384,11 @@ async fn start_full(
     let mut api_socket = None;
     #[cfg(unix)]
     if let Some(path) = cfg.operator_socket() {
-        let l = server::bind_unix(&path).map_err(|source| DaemonError::BindUnix {
+        let l = listen::bind_unix(&path).map_err(|source| DaemonError::BindUnix {
             path: path.display().to_string(),
             source,
         })?;
-        tracker.spawn(server::serve_unix(
+        tracker.spawn(listen::serve_unix(
             l,
             path.clone(),
             api.clone(),
@@ -398,7 +399,7 @@ async fn start_full(
     }
     let mut api_tls_addr = None;
     if let Some(addr) = cfg.operator_tcp_addr() {
-        let acceptor = server::tls_acceptor(
+        let acceptor = listen::tls_acceptor(
             std::path::Path::new(&cfg.operator.tls_cert),
             std::path::Path::new(&cfg.operator.tls_key),
         )
@@ -409,7 +410,7 @@ async fn start_full(
             source,
         })?;
         api_tls_addr = l.local_addr().ok();
-        tracker.spawn(server::serve_tls(
+        tracker.spawn(listen::serve_tls(
             l,
             acceptor,
             api.clone(),

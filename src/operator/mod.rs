@@ -6,13 +6,15 @@
 //! | [`accounts`] | operators: add, disable, list, password check with lockout |
 //! | [`api`] | request and response messages |
 //! | [`queries`] | the alarm queue, one alarm in full, supervision view, event search |
-//! | [`server`] | listeners, sessions, authorisation, dispatch, queue subscription |
+//! | [`listen`] | the listeners: Unix socket and TLS |
+//! | [`server`] | sessions, authorisation, dispatch, queue subscription |
 //!
 //! Every request is authorised by role and every action is audited with the operator's name.
 //! Object identifiers are random 128-bit values, never row ids. Nothing can reveal a code.
 
 pub mod accounts;
 pub mod api;
+pub mod listen;
 pub mod queries;
 pub mod server;
 
