@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
+use crate::admission::{self, Admission, Caps, Listener};
 use crate::clock::{Clock, unix_ms};
 use crate::config::Config;
 use crate::correlate::{CorrelateConfig, Correlator, supervision};
@@ -269,7 +270,20 @@ async fn start_full(
             source,
         })?;
         tcp_addr = l.local_addr().ok();
-        tracker.spawn(tcp::serve(l, shared.clone(), cancel.clone(), tracker.clone()));
+        tracker.spawn(tcp::serve(
+            l,
+            shared.clone(),
+            Admission::new(
+                Listener::Dc09,
+                Caps {
+                    total: cfg.receiver.max_connections,
+                    per_peer: cfg.receiver.max_connections_per_ip,
+                },
+                metrics.clone(),
+            ),
+            cancel.clone(),
+            tracker.clone(),
+        ));
     }
     let mut udp_addr = None;
     if let Some(addr) = cfg.udp_addr() {
@@ -304,6 +318,14 @@ async fn start_full(
             tracker.spawn(crate::receiver::cid_ip::serve_tcp(
                 l,
                 cs.clone(),
+                Admission::new(
+                    Listener::ContactId,
+                    Caps {
+                        total: cfg.cid_input.max_connections,
+                        per_peer: cfg.cid_input.max_connections_per_ip,
+                    },
+                    metrics.clone(),
+                ),
                 cancel.clone(),
                 tracker.clone(),
             ));
@@ -344,7 +366,10 @@ async fn start_full(
             source,
         })?;
         metrics_addr = l.local_addr().ok();
-        tracker.spawn(serve_metrics(l, metrics, cancel.clone()));
+        let n = cfg.metrics.max_connections;
+        let caps = Caps { total: n, per_peer: n };
+        let admission = Admission::new(Listener::Metrics, caps, metrics.clone());
+        tracker.spawn(serve_metrics(l, metrics, admission, cancel.clone(), tracker.clone()));
     }
     let supervisor = supervision::Supervisor::new(
         cfg.store.path.clone(),
@@ -381,6 +406,10 @@ async fn start_full(
         changes_rx,
         verifier,
     ));
+    let operator_caps = Caps {
+        total: cfg.operator.max_connections,
+        per_peer: cfg.operator.max_connections_per_peer,
+    };
     let mut api_socket = None;
     #[cfg(unix)]
     if let Some(path) = cfg.operator_socket() {
@@ -392,6 +421,7 @@ async fn start_full(
             l,
             path.clone(),
             api.clone(),
+            Admission::new(Listener::OperatorUnix, operator_caps, shared.metrics.clone()),
             cancel.clone(),
             tracker.clone(),
         ));
@@ -414,6 +444,7 @@ async fn start_full(
             l,
             acceptor,
             api.clone(),
+            Admission::new(Listener::OperatorTls, operator_caps, shared.metrics.clone()),
             cancel.clone(),
             tracker.clone(),
         ));
@@ -481,15 +512,19 @@ async fn reload_accounts(shared: Arc<Shared>, path: std::path::PathBuf, busy: Du
     }
 }
 
-/// A minimal HTTP/1.0 responder for `GET /metrics` (loopback only by default).
-async fn serve_metrics(listener: TcpListener, metrics: Arc<Metrics>, cancel: CancellationToken) {
-    loop {
-        let (mut s, _) = tokio::select! {
-            _ = cancel.cancelled() => return,
-            r = listener.accept() => match r { Ok(x) => x, Err(_) => continue },
-        };
+/// A minimal HTTP/1.0 responder for `GET /metrics` (loopback only by default), under
+/// `admission`'s caps (`[metrics] max_connections`).
+async fn serve_metrics(
+    listener: TcpListener,
+    metrics: Arc<Metrics>,
+    admission: Admission,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+) {
+    admission::serve(listener, admission, cancel, tracker, move |mut s, _, admitted| {
         let metrics = metrics.clone();
-        tokio::spawn(async move {
+        async move {
+            let _admitted = admitted;
             let mut req = [0u8; 1024];
             let n = match tokio::time::timeout(Duration::from_secs(5), s.read(&mut req)).await {
                 Ok(Ok(n)) => n,
@@ -505,9 +540,14 @@ async fn serve_metrics(listener: TcpListener, metrics: Arc<Metrics>, cancel: Can
                 "HTTP/1.0 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
                 body.len()
             );
-            let _ = s.write_all(head.as_bytes()).await;
-            let _ = s.write_all(body.as_bytes()).await;
-            let _ = s.shutdown().await;
-        });
-    }
+            // A scraper that does not read its answer does not keep the connection.
+            let _ = tokio::time::timeout(Duration::from_secs(5), async {
+                s.write_all(head.as_bytes()).await?;
+                s.write_all(body.as_bytes()).await?;
+                s.shutdown().await
+            })
+            .await;
+        }
+    })
+    .await;
 }

@@ -27,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
+use crate::admission::{Admission, Caps, Listener};
 use crate::clock::{Clock, unix_ms};
 use crate::config::{AutomationMode, Config, EventStreamMode};
 use crate::metrics::Metrics;
@@ -106,7 +107,18 @@ pub async fn start(
             })?;
             let l = TcpListener::bind(addr).await.map_err(|e| ("automation", addr, e))?;
             bound.automation = l.local_addr().ok();
-            Some(surgard::Connector::Server(l))
+            let (to_output, connector) = surgard::server();
+            let n = a.max_connections;
+            let caps = Caps { total: n, per_peer: n };
+            let admission = Admission::new(Listener::Automation, caps, ctx.metrics.clone());
+            tracker.spawn(surgard::listen(
+                l,
+                admission,
+                to_output,
+                cancel.clone(),
+                tracker.clone(),
+            ));
+            Some(connector)
         }
     };
     if let Some(connector) = connector {
@@ -151,7 +163,12 @@ pub async fn start(
             let l = TcpListener::bind(addr).await.map_err(|x| ("event stream", addr, x))?;
             bound.stream = l.local_addr().ok();
             info!(listen = ?bound.stream, "JSON Lines event stream");
-            tracker.spawn(stream::run_tcp(sctx, l, cancel.clone(), tracker.clone()));
+            let caps = Caps {
+                total: e.max_connections,
+                per_peer: e.max_connections_per_peer,
+            };
+            let admission = Admission::new(Listener::EventStream, caps, ctx.metrics.clone());
+            tracker.spawn(stream::run_tcp(sctx, l, admission, cancel.clone(), tracker.clone()));
         }
     }
     let mut sinks = Vec::new();

@@ -1,5 +1,7 @@
-//! The operator API's listeners: the Unix socket (owner-only) and TCP with TLS. Each accepted
-//! connection is served by [`server::connection`].
+//! The operator API's listeners: the Unix socket (owner-only) and TCP with TLS. Both accept
+//! through [`admission::serve`], each under its own caps (`[operator] max_connections` and
+//! `max_connections_per_peer`), so a flood on the TLS port cannot lock out the local console;
+//! each admitted connection is served by [`connection`].
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -10,6 +12,10 @@ use tokio_util::task::TaskTracker;
 use tracing::{Instrument, info_span, warn};
 
 use super::server::{ApiState, connection};
+use crate::admission::{self, Admission};
+
+/// A TLS handshake must end within this time.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Bind the Unix socket with owner-only permissions: bound under a temporary name, restricted,
 /// then renamed into place, so no client can ever connect to a socket with wider permissions.
@@ -25,24 +31,27 @@ pub fn bind_unix(path: &Path) -> std::io::Result<tokio::net::UnixListener> {
     tokio::net::UnixListener::from_std(l)
 }
 
-/// Serve the Unix socket until cancelled.
+/// Serve the Unix socket until cancelled, under `admission`'s caps (per peer: per user id);
+/// then remove the socket file.
 #[cfg(unix)]
 pub async fn serve_unix(
     listener: tokio::net::UnixListener,
     path: PathBuf,
     state: Arc<ApiState>,
+    admission: Admission,
     cancel: CancellationToken,
     tracker: TaskTracker,
 ) {
-    loop {
-        let (s, _) = tokio::select! {
-            _ = cancel.cancelled() => break,
-            r = listener.accept() => match r { Ok(x) => x, Err(_) => { tokio::time::sleep(Duration::from_millis(50)).await; continue } },
-        };
-        let state = state.clone();
-        let cancel = cancel.clone();
-        tracker.spawn(connection(s, state, cancel).instrument(info_span!("api", transport = "unix")));
-    }
+    let c = cancel.clone();
+    admission::serve(listener, admission, cancel, tracker, move |stream, peer, admitted| {
+        let (state, cancel) = (state.clone(), c.clone());
+        async move {
+            let _admitted = admitted;
+            connection(stream, state, cancel).await;
+        }
+        .instrument(info_span!("api", transport = "unix", %peer))
+    })
+    .await;
     let _ = std::fs::remove_file(&path);
 }
 
@@ -65,28 +74,28 @@ pub fn tls_acceptor(cert: &Path, key: &Path) -> Result<tokio_rustls::TlsAcceptor
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(cfg)))
 }
 
-/// Serve TLS over TCP until cancelled.
+/// Serve TLS over TCP until cancelled, under `admission`'s caps (per peer: per IP address). A
+/// connection holds its place from the start of the handshake, which must end within
+/// [`HANDSHAKE_TIMEOUT`].
 pub async fn serve_tls(
     listener: tokio::net::TcpListener,
     acceptor: tokio_rustls::TlsAcceptor,
     state: Arc<ApiState>,
+    admission: Admission,
     cancel: CancellationToken,
     tracker: TaskTracker,
 ) {
-    loop {
-        let (s, peer) = tokio::select! {
-            _ = cancel.cancelled() => break,
-            r = listener.accept() => match r { Ok(x) => x, Err(_) => { tokio::time::sleep(Duration::from_millis(50)).await; continue } },
-        };
-        let (state, cancel, acceptor) = (state.clone(), cancel.clone(), acceptor.clone());
-        tracker.spawn(
-            async move {
-                match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(s)).await {
-                    Ok(Ok(tls)) => connection(tls, state, cancel).await,
-                    _ => warn!("TLS handshake failed"),
-                }
+    let c = cancel.clone();
+    admission::serve(listener, admission, cancel, tracker, move |stream, peer, admitted| {
+        let (state, cancel, acceptor) = (state.clone(), c.clone(), acceptor.clone());
+        async move {
+            let _admitted = admitted;
+            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                Ok(Ok(tls)) => connection(tls, state, cancel).await,
+                _ => warn!("TLS handshake failed"),
             }
-            .instrument(info_span!("api", transport = "tls", %peer)),
-        );
-    }
+        }
+        .instrument(info_span!("api", transport = "tls", %peer))
+    })
+    .await;
 }
