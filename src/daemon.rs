@@ -15,9 +15,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
+use crate::admission::budget::{self, Budget, TooFew, Wanted};
 use crate::admission::{self, Admission, Caps, Listener};
 use crate::clock::{Clock, unix_ms};
-use crate::config::Config;
+use crate::config::{AutomationMode, Config, EventStreamMode};
 use crate::correlate::{CorrelateConfig, Correlator, supervision};
 use crate::metrics::Metrics;
 use crate::operator::listen;
@@ -76,6 +77,9 @@ pub enum DaemonError {
     /// The operator API TLS configuration is not usable.
     #[error("operator API TLS: {0}")]
     Tls(String),
+    /// The descriptor limit is too low.
+    #[error(transparent)]
+    Descriptors(#[from] TooFew),
 }
 
 /// A running daemon.
@@ -224,6 +228,7 @@ async fn start_full(
     // The pepper first: an unusable one (readable by others, malformed) stops the start before
     // anything listens or writes.
     let hasher = crate::verify::hasher_from_config(&cfg).map_err(|e| DaemonError::Codes(e.to_string()))?;
+    let budget = descriptor_budget(&cfg, budget::nofile_limit())?;
     let table = prepare_database(&cfg)?;
     let metrics = Arc::new(Metrics::default());
     let last_seen = Arc::new(LastSeen::default());
@@ -273,14 +278,7 @@ async fn start_full(
         tracker.spawn(tcp::serve(
             l,
             shared.clone(),
-            Admission::new(
-                Listener::Dc09,
-                Caps {
-                    total: cfg.receiver.max_connections,
-                    per_peer: cfg.receiver.max_connections_per_ip,
-                },
-                metrics.clone(),
-            ),
+            budget.admission(Listener::Dc09, metrics.clone()),
             cancel.clone(),
             tracker.clone(),
         ));
@@ -318,14 +316,7 @@ async fn start_full(
             tracker.spawn(crate::receiver::cid_ip::serve_tcp(
                 l,
                 cs.clone(),
-                Admission::new(
-                    Listener::ContactId,
-                    Caps {
-                        total: cfg.cid_input.max_connections,
-                        per_peer: cfg.cid_input.max_connections_per_ip,
-                    },
-                    metrics.clone(),
-                ),
+                budget.admission(Listener::ContactId, metrics.clone()),
                 cancel.clone(),
                 tracker.clone(),
             ));
@@ -353,6 +344,7 @@ async fn start_full(
             clock: shared.clock.clone(),
             changes: changes_tx.subscribe(),
         },
+        &budget,
         cancel.clone(),
         &tracker,
     )
@@ -366,9 +358,7 @@ async fn start_full(
             source,
         })?;
         metrics_addr = l.local_addr().ok();
-        let n = cfg.metrics.max_connections;
-        let caps = Caps { total: n, per_peer: n };
-        let admission = Admission::new(Listener::Metrics, caps, metrics.clone());
+        let admission = budget.admission(Listener::Metrics, metrics.clone());
         tracker.spawn(serve_metrics(l, metrics, admission, cancel.clone(), tracker.clone()));
     }
     let supervisor = supervision::Supervisor::new(
@@ -406,10 +396,6 @@ async fn start_full(
         changes_rx,
         verifier,
     ));
-    let operator_caps = Caps {
-        total: cfg.operator.max_connections,
-        per_peer: cfg.operator.max_connections_per_peer,
-    };
     let mut api_socket = None;
     #[cfg(unix)]
     if let Some(path) = cfg.operator_socket() {
@@ -421,7 +407,7 @@ async fn start_full(
             l,
             path.clone(),
             api.clone(),
-            Admission::new(Listener::OperatorUnix, operator_caps, shared.metrics.clone()),
+            budget.admission(Listener::OperatorUnix, shared.metrics.clone()),
             cancel.clone(),
             tracker.clone(),
         ));
@@ -444,7 +430,7 @@ async fn start_full(
             l,
             acceptor,
             api.clone(),
-            Admission::new(Listener::OperatorTls, operator_caps, shared.metrics.clone()),
+            budget.admission(Listener::OperatorTls, shared.metrics.clone()),
             cancel.clone(),
             tracker.clone(),
         ));
@@ -510,6 +496,77 @@ async fn reload_accounts(shared: Arc<Shared>, path: std::path::PathBuf, busy: Du
             Err(_) => {}
         }
     }
+}
+
+/// The caps of the listeners `cfg` enables: configured, then fitted to `limit` descriptors
+/// ([`budget::plan`]). Logs the budget, and warns for every cap it lowered.
+fn descriptor_budget(cfg: &Config, limit: usize) -> Result<Budget, TooFew> {
+    let caps = |total, per_peer| Caps { total, per_peer };
+    let r = &cfg.receiver;
+    let c = &cfg.cid_input;
+    let o = &cfg.operator;
+    let e = &cfg.event_stream;
+    let enabled = [
+        (
+            Listener::Dc09,
+            cfg.tcp_addr().is_some(),
+            caps(r.max_connections, r.max_connections_per_ip),
+        ),
+        (
+            Listener::ContactId,
+            c.tcp_listen.parse::<SocketAddr>().is_ok(),
+            caps(c.max_connections, c.max_connections_per_ip),
+        ),
+        (
+            Listener::OperatorUnix,
+            cfg!(unix) && cfg.operator_socket().is_some(),
+            caps(o.max_connections, o.max_connections_per_peer),
+        ),
+        (
+            Listener::OperatorTls,
+            cfg.operator_tcp_addr().is_some(),
+            caps(o.max_connections, o.max_connections_per_peer),
+        ),
+        (
+            Listener::Metrics,
+            cfg.metrics_addr().is_some(),
+            caps(cfg.metrics.max_connections, cfg.metrics.max_connections),
+        ),
+        (
+            Listener::EventStream,
+            e.mode == EventStreamMode::Tcp,
+            caps(e.max_connections, e.max_connections_per_peer),
+        ),
+        (
+            Listener::Automation,
+            cfg.automation.mode == AutomationMode::Server,
+            caps(cfg.automation.max_connections, cfg.automation.max_connections),
+        ),
+    ];
+    let wanted: Vec<Wanted> = enabled
+        .into_iter()
+        .filter(|(_, on, _)| *on)
+        .map(|(listener, _, caps)| Wanted { listener, caps })
+        .collect();
+    let b = budget::plan(limit, &wanted)?;
+    info!(
+        limit = b.limit,
+        overhead = budget::OVERHEAD,
+        other_listeners = b.side,
+        alarm_reserve = b.alarm_reserve,
+        "descriptor budget: {b}"
+    );
+    for p in b.listeners.iter().filter(|p| p.lowered()) {
+        warn!(
+            listener = %p.listener,
+            configured = p.configured.total,
+            effective = p.effective.total,
+            lowered_by = p.configured.total - p.effective.total,
+            limit = b.limit,
+            "connection cap lowered to fit the descriptor limit"
+        );
+    }
+    Ok(b)
 }
 
 /// A minimal HTTP/1.0 responder for `GET /metrics` (loopback only by default), under

@@ -8,7 +8,9 @@
 //! (`meldkamer_connections_refused_total{listener, cap}`), logged and closed at once: left in
 //! the kernel's queue it would keep its peer waiting for an answer that never comes. When
 //! accepting fails (out of descriptors and the like) the loop backs off, doubling from 10 ms
-//! to 1 s, instead of spinning.
+//! to 1 s, instead of spinning. [`budget`] sizes the caps to the process's descriptor limit.
+
+pub mod budget;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -67,6 +69,12 @@ impl Listener {
             Listener::EventStream => "event_stream",
             Listener::Automation => "automation",
         }
+    }
+
+    /// True for the listeners panels report alarms on; the others share a bounded part of
+    /// the descriptors ([`budget`]).
+    pub fn alarm_path(self) -> bool {
+        matches!(self, Listener::Dc09 | Listener::ContactId)
     }
 }
 

@@ -27,7 +27,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
-use crate::admission::{Admission, Caps, Listener};
+use crate::admission::Listener;
+use crate::admission::budget::Budget;
 use crate::clock::{Clock, unix_ms};
 use crate::config::{AutomationMode, Config, EventStreamMode};
 use crate::metrics::Metrics;
@@ -80,10 +81,12 @@ pub struct Ctx {
     pub changes: watch::Receiver<u64>,
 }
 
-/// Start the configured outputs (listeners are bound before this returns).
+/// Start the configured outputs (listeners are bound before this returns), their connection
+/// caps from `budget`.
 pub async fn start(
     cfg: &Config,
     ctx: Ctx,
+    budget: &Budget,
     cancel: CancellationToken,
     tracker: &TaskTracker,
 ) -> Result<Bound, (&'static str, SocketAddr, std::io::Error)> {
@@ -108,9 +111,7 @@ pub async fn start(
             let l = TcpListener::bind(addr).await.map_err(|e| ("automation", addr, e))?;
             bound.automation = l.local_addr().ok();
             let (to_output, connector) = surgard::server();
-            let n = a.max_connections;
-            let caps = Caps { total: n, per_peer: n };
-            let admission = Admission::new(Listener::Automation, caps, ctx.metrics.clone());
+            let admission = budget.admission(Listener::Automation, ctx.metrics.clone());
             tracker.spawn(surgard::listen(
                 l,
                 admission,
@@ -163,11 +164,7 @@ pub async fn start(
             let l = TcpListener::bind(addr).await.map_err(|x| ("event stream", addr, x))?;
             bound.stream = l.local_addr().ok();
             info!(listen = ?bound.stream, "JSON Lines event stream");
-            let caps = Caps {
-                total: e.max_connections,
-                per_peer: e.max_connections_per_peer,
-            };
-            let admission = Admission::new(Listener::EventStream, caps, ctx.metrics.clone());
+            let admission = budget.admission(Listener::EventStream, ctx.metrics.clone());
             tracker.spawn(stream::run_tcp(sctx, l, admission, cancel.clone(), tracker.clone()));
         }
     }
