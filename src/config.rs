@@ -54,6 +54,10 @@ pub struct OperatorConfig {
     pub max_connections: usize,
     /// Open API connections per listener from one peer (TLS: IP address; Unix socket: user id).
     pub max_connections_per_peer: usize,
+    /// A connection that has not logged in within this many seconds is closed.
+    pub login_timeout_secs: u64,
+    /// A connection that sends no request for this many seconds is closed.
+    pub idle_timeout_secs: u64,
 }
 
 impl Default for OperatorConfig {
@@ -66,6 +70,8 @@ impl Default for OperatorConfig {
             session_ttl_secs: 36000,
             max_connections: 64,
             max_connections_per_peer: 16,
+            login_timeout_secs: 10,
+            idle_timeout_secs: 900,
         }
     }
 }
@@ -530,6 +536,8 @@ impl Config {
             ("operator.session_ttl_secs", o.session_ttl_secs),
             ("operator.max_connections", o.max_connections as u64),
             ("operator.max_connections_per_peer", o.max_connections_per_peer as u64),
+            ("operator.login_timeout_secs", o.login_timeout_secs),
+            ("operator.idle_timeout_secs", o.idle_timeout_secs),
             ("metrics.max_connections", self.metrics.max_connections as u64),
             ("automation.max_connections", self.automation.max_connections as u64),
             ("event_stream.max_connections", self.event_stream.max_connections as u64),
@@ -768,6 +776,15 @@ mod tests {
         assert!(e.to_string().contains("receiver.tcp_listen"), "{e}");
         let e = Config::from_toml("[receiver]\nmax_connections = 0\n", "t").expect_err("zero");
         assert!(e.to_string().contains("receiver.max_connections"), "{e}");
+        for key in [
+            "max_connections",
+            "max_connections_per_peer",
+            "login_timeout_secs",
+            "idle_timeout_secs",
+        ] {
+            let e = Config::from_toml(&format!("[operator]\n{key} = 0\n"), "t").expect_err("zero");
+            assert!(e.to_string().contains(&format!("operator.{key}")), "{e}");
+        }
         let ok = Config::from_toml("[receiver]\nudp_listen = \"\"\n", "t").expect("disable udp");
         assert_eq!(ok.udp_addr(), None);
     }
