@@ -50,6 +50,14 @@ pub struct OperatorConfig {
     pub tls_key: String,
     /// Session lifetime.
     pub session_ttl_secs: u64,
+    /// Open API connections per listener (the Unix socket and the TLS port each), in total.
+    pub max_connections: usize,
+    /// Open API connections per listener from one peer (TLS: IP address; Unix socket: user id).
+    pub max_connections_per_peer: usize,
+    /// A connection that has not logged in within this many seconds is closed.
+    pub login_timeout_secs: u64,
+    /// A connection that sends no request for this many seconds is closed.
+    pub idle_timeout_secs: u64,
 }
 
 impl Default for OperatorConfig {
@@ -60,6 +68,10 @@ impl Default for OperatorConfig {
             tls_cert: String::new(),
             tls_key: String::new(),
             session_ttl_secs: 36000,
+            max_connections: 64,
+            max_connections_per_peer: 16,
+            login_timeout_secs: 10,
+            idle_timeout_secs: 900,
         }
     }
 }
@@ -222,6 +234,8 @@ impl Default for AlarmsConfig {
 pub struct MetricsConfig {
     /// Listen address, empty to disable.
     pub listen: String,
+    /// Open connections, in total and from one address.
+    pub max_connections: usize,
 }
 
 /// Log output format.
@@ -280,6 +294,7 @@ impl Default for MetricsConfig {
     fn default() -> Self {
         MetricsConfig {
             listen: "127.0.0.1:9464".into(),
+            max_connections: 8,
         }
     }
 }
@@ -370,6 +385,8 @@ pub struct AutomationConfig {
     /// Delivered outbox rows are kept this long (TCP subscribers of the event stream can resume
     /// within it), then deleted.
     pub outbox_retention_hours: u64,
+    /// Server mode: open connections, in total and from one address.
+    pub max_connections: usize,
 }
 
 impl Default for AutomationConfig {
@@ -384,6 +401,7 @@ impl Default for AutomationConfig {
             ack_timeout_ms: 4000,
             nak_retries: 3,
             outbox_retention_hours: 168,
+            max_connections: 4,
         }
     }
 }
@@ -412,6 +430,10 @@ pub struct EventStreamConfig {
     pub listen: String,
     /// A heartbeat line to TCP subscribers after this many idle seconds (0: none).
     pub heartbeat_secs: u64,
+    /// TCP subscribers at once, in total.
+    pub max_connections: usize,
+    /// TCP subscribers at once from one address.
+    pub max_connections_per_peer: usize,
 }
 
 impl Default for EventStreamConfig {
@@ -421,6 +443,8 @@ impl Default for EventStreamConfig {
             file: PathBuf::new(),
             listen: String::new(),
             heartbeat_secs: 30,
+            max_connections: 64,
+            max_connections_per_peer: 16,
         }
     }
 }
@@ -510,8 +534,24 @@ impl Config {
                 "the operator API over TCP needs TLS: set operator.tls_cert and operator.tls_key",
             ));
         }
-        if self.operator.session_ttl_secs == 0 {
-            return Err(invalid("operator.session_ttl_secs", "must be greater than 0"));
+        let o = &self.operator;
+        for (key, v) in [
+            ("operator.session_ttl_secs", o.session_ttl_secs),
+            ("operator.max_connections", o.max_connections as u64),
+            ("operator.max_connections_per_peer", o.max_connections_per_peer as u64),
+            ("operator.login_timeout_secs", o.login_timeout_secs),
+            ("operator.idle_timeout_secs", o.idle_timeout_secs),
+            ("metrics.max_connections", self.metrics.max_connections as u64),
+            ("automation.max_connections", self.automation.max_connections as u64),
+            ("event_stream.max_connections", self.event_stream.max_connections as u64),
+            (
+                "event_stream.max_connections_per_peer",
+                self.event_stream.max_connections_per_peer as u64,
+            ),
+        ] {
+            if v == 0 {
+                return Err(invalid(key, "must be greater than 0"));
+            }
         }
         let r = &self.receiver;
         if !(64..=crate::protocol::frame::MAX_FRAME_LEN).contains(&r.max_frame_bytes) {
@@ -745,6 +785,15 @@ mod tests {
         assert!(e.to_string().contains("receiver.tcp_listen"), "{e}");
         let e = Config::from_toml("[receiver]\nmax_connections = 0\n", "t").expect_err("zero");
         assert!(e.to_string().contains("receiver.max_connections"), "{e}");
+        for key in [
+            "max_connections",
+            "max_connections_per_peer",
+            "login_timeout_secs",
+            "idle_timeout_secs",
+        ] {
+            let e = Config::from_toml(&format!("[operator]\n{key} = 0\n"), "t").expect_err("zero");
+            assert!(e.to_string().contains(&format!("operator.{key}")), "{e}");
+        }
         let ok = Config::from_toml("[receiver]\nudp_listen = \"\"\n", "t").expect("disable udp");
         assert_eq!(ok.udp_addr(), None);
     }

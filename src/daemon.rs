@@ -15,11 +15,14 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
+use crate::admission::budget::{self, Budget, TooFew, Wanted};
+use crate::admission::{self, Admission, Caps, Listener};
 use crate::clock::{Clock, unix_ms};
-use crate::config::Config;
+use crate::config::{AutomationMode, Config, EventStreamMode};
 use crate::correlate::{CorrelateConfig, Correlator, supervision};
 use crate::metrics::Metrics;
-use crate::operator::server::{self, ApiSettings, ApiState};
+use crate::operator::listen;
+use crate::operator::server::{ApiSettings, ApiState};
 use crate::receiver::{Shared, tcp, udp};
 use crate::store::writer::{self, AfterInsert, LastSeen, NoHook, WriterConfig};
 use crate::store::{self, StoreError, accounts};
@@ -74,6 +77,9 @@ pub enum DaemonError {
     /// The operator API TLS configuration is not usable.
     #[error("operator API TLS: {0}")]
     Tls(String),
+    /// The descriptor limit is too low.
+    #[error(transparent)]
+    Descriptors(#[from] TooFew),
 }
 
 /// A running daemon.
@@ -222,6 +228,7 @@ async fn start_full(
     // The pepper first: an unusable one (readable by others, malformed) stops the start before
     // anything listens or writes.
     let hasher = crate::verify::hasher_from_config(&cfg).map_err(|e| DaemonError::Codes(e.to_string()))?;
+    let budget = descriptor_budget(&cfg, budget::nofile_limit())?;
     let table = prepare_database(&cfg)?;
     let metrics = Arc::new(Metrics::default());
     let last_seen = Arc::new(LastSeen::default());
@@ -268,7 +275,13 @@ async fn start_full(
             source,
         })?;
         tcp_addr = l.local_addr().ok();
-        tracker.spawn(tcp::serve(l, shared.clone(), cancel.clone(), tracker.clone()));
+        tracker.spawn(tcp::serve(
+            l,
+            shared.clone(),
+            budget.admission(Listener::Dc09, metrics.clone()),
+            cancel.clone(),
+            tracker.clone(),
+        ));
     }
     let mut udp_addr = None;
     if let Some(addr) = cfg.udp_addr() {
@@ -303,6 +316,7 @@ async fn start_full(
             tracker.spawn(crate::receiver::cid_ip::serve_tcp(
                 l,
                 cs.clone(),
+                budget.admission(Listener::ContactId, metrics.clone()),
                 cancel.clone(),
                 tracker.clone(),
             ));
@@ -330,6 +344,7 @@ async fn start_full(
             clock: shared.clock.clone(),
             changes: changes_tx.subscribe(),
         },
+        &budget,
         cancel.clone(),
         &tracker,
     )
@@ -343,7 +358,8 @@ async fn start_full(
             source,
         })?;
         metrics_addr = l.local_addr().ok();
-        tracker.spawn(serve_metrics(l, metrics, cancel.clone()));
+        let admission = budget.admission(Listener::Metrics, metrics.clone());
+        tracker.spawn(serve_metrics(l, metrics, admission, cancel.clone(), tracker.clone()));
     }
     let supervisor = supervision::Supervisor::new(
         cfg.store.path.clone(),
@@ -372,6 +388,8 @@ async fn start_full(
     let api = Arc::new(ApiState::new(
         ApiSettings {
             alert_priority: cfg.alarms.supervisor_priority,
+            login_timeout: Duration::from_secs(cfg.operator.login_timeout_secs),
+            idle_timeout: Duration::from_secs(cfg.operator.idle_timeout_secs),
             ..ApiSettings::new(
                 cfg.store.path.clone(),
                 cfg.operator.session_ttl_secs as i64 * 1000,
@@ -386,14 +404,15 @@ async fn start_full(
     let mut api_socket = None;
     #[cfg(unix)]
     if let Some(path) = cfg.operator_socket() {
-        let l = server::bind_unix(&path).map_err(|source| DaemonError::BindUnix {
+        let l = listen::bind_unix(&path).map_err(|source| DaemonError::BindUnix {
             path: path.display().to_string(),
             source,
         })?;
-        tracker.spawn(server::serve_unix(
+        tracker.spawn(listen::serve_unix(
             l,
             path.clone(),
             api.clone(),
+            budget.admission(Listener::OperatorUnix, shared.metrics.clone()),
             cancel.clone(),
             tracker.clone(),
         ));
@@ -401,7 +420,7 @@ async fn start_full(
     }
     let mut api_tls_addr = None;
     if let Some(addr) = cfg.operator_tcp_addr() {
-        let acceptor = server::tls_acceptor(
+        let acceptor = listen::tls_acceptor(
             std::path::Path::new(&cfg.operator.tls_cert),
             std::path::Path::new(&cfg.operator.tls_key),
         )
@@ -412,10 +431,11 @@ async fn start_full(
             source,
         })?;
         api_tls_addr = l.local_addr().ok();
-        tracker.spawn(server::serve_tls(
+        tracker.spawn(listen::serve_tls(
             l,
             acceptor,
             api.clone(),
+            budget.admission(Listener::OperatorTls, shared.metrics.clone()),
             cancel.clone(),
             tracker.clone(),
         ));
@@ -423,7 +443,7 @@ async fn start_full(
     if let Some(r) = shared.recorder.clone() {
         tracker.spawn(crate::receiver::record::flush_udp_every(r, cancel.clone()));
     }
-    tracker.spawn(server::sweep(api.clone(), cancel.clone()));
+    tracker.spawn(crate::operator::server::sweep(api.clone(), cancel.clone()));
     tracker.spawn(reload_accounts(
         shared.clone(),
         cfg.store.path.clone(),
@@ -484,15 +504,90 @@ async fn reload_accounts(shared: Arc<Shared>, path: std::path::PathBuf, busy: Du
     }
 }
 
-/// A minimal HTTP/1.0 responder for `GET /metrics` (loopback only by default).
-async fn serve_metrics(listener: TcpListener, metrics: Arc<Metrics>, cancel: CancellationToken) {
-    loop {
-        let (mut s, _) = tokio::select! {
-            _ = cancel.cancelled() => return,
-            r = listener.accept() => match r { Ok(x) => x, Err(_) => continue },
-        };
+/// The caps of the listeners `cfg` enables: configured, then fitted to `limit` descriptors
+/// ([`budget::plan`]). Logs the budget, and warns for every cap it lowered.
+fn descriptor_budget(cfg: &Config, limit: usize) -> Result<Budget, TooFew> {
+    let caps = |total, per_peer| Caps { total, per_peer };
+    let r = &cfg.receiver;
+    let c = &cfg.cid_input;
+    let o = &cfg.operator;
+    let e = &cfg.event_stream;
+    let enabled = [
+        (
+            Listener::Dc09,
+            cfg.tcp_addr().is_some(),
+            caps(r.max_connections, r.max_connections_per_ip),
+        ),
+        (
+            Listener::ContactId,
+            c.tcp_listen.parse::<SocketAddr>().is_ok(),
+            caps(c.max_connections, c.max_connections_per_ip),
+        ),
+        (
+            Listener::OperatorUnix,
+            cfg!(unix) && cfg.operator_socket().is_some(),
+            caps(o.max_connections, o.max_connections_per_peer),
+        ),
+        (
+            Listener::OperatorTls,
+            cfg.operator_tcp_addr().is_some(),
+            caps(o.max_connections, o.max_connections_per_peer),
+        ),
+        (
+            Listener::Metrics,
+            cfg.metrics_addr().is_some(),
+            caps(cfg.metrics.max_connections, cfg.metrics.max_connections),
+        ),
+        (
+            Listener::EventStream,
+            e.mode == EventStreamMode::Tcp,
+            caps(e.max_connections, e.max_connections_per_peer),
+        ),
+        (
+            Listener::Automation,
+            cfg.automation.mode == AutomationMode::Server,
+            caps(cfg.automation.max_connections, cfg.automation.max_connections),
+        ),
+    ];
+    let wanted: Vec<Wanted> = enabled
+        .into_iter()
+        .filter(|(_, on, _)| *on)
+        .map(|(listener, _, caps)| Wanted { listener, caps })
+        .collect();
+    let b = budget::plan(limit, &wanted)?;
+    info!(
+        limit = b.limit,
+        overhead = budget::OVERHEAD,
+        other_listeners = b.side,
+        alarm_reserve = b.alarm_reserve,
+        "descriptor budget: {b}"
+    );
+    for p in b.listeners.iter().filter(|p| p.lowered()) {
+        warn!(
+            listener = %p.listener,
+            configured = p.configured.total,
+            effective = p.effective.total,
+            lowered_by = p.configured.total - p.effective.total,
+            limit = b.limit,
+            "connection cap lowered to fit the descriptor limit"
+        );
+    }
+    Ok(b)
+}
+
+/// A minimal HTTP/1.0 responder for `GET /metrics` (loopback only by default), under
+/// `admission`'s caps (`[metrics] max_connections`).
+async fn serve_metrics(
+    listener: TcpListener,
+    metrics: Arc<Metrics>,
+    admission: Admission,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+) {
+    admission::serve(listener, admission, cancel, tracker, move |mut s, _, admitted| {
         let metrics = metrics.clone();
-        tokio::spawn(async move {
+        async move {
+            let _admitted = admitted;
             let mut req = [0u8; 1024];
             let n = match tokio::time::timeout(Duration::from_secs(5), s.read(&mut req)).await {
                 Ok(Ok(n)) => n,
@@ -508,9 +603,14 @@ async fn serve_metrics(listener: TcpListener, metrics: Arc<Metrics>, cancel: Can
                 "HTTP/1.0 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
                 body.len()
             );
-            let _ = s.write_all(head.as_bytes()).await;
-            let _ = s.write_all(body.as_bytes()).await;
-            let _ = s.shutdown().await;
-        });
-    }
+            // A scraper that does not read its answer does not keep the connection.
+            let _ = tokio::time::timeout(Duration::from_secs(5), async {
+                s.write_all(head.as_bytes()).await?;
+                s.write_all(body.as_bytes()).await?;
+                s.shutdown().await
+            })
+            .await;
+        }
+    })
+    .await;
 }

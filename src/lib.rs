@@ -7,6 +7,7 @@
 //! | [`protocol`] | bytes in, typed messages out: DC-09 framing, CRC, AES, SIA-DCS, Contact ID, code tables. Pure. |
 //! | [`event`] | the protocol-independent event model |
 //! | [`correlate`] | events → alarms: customer records, priorities, alarm states, supervision |
+//! | [`admission`] | who may connect: the one accept path of every stream listener, connection caps, the descriptor budget |
 //! | [`receiver`] | TCP and UDP listeners, limits, the response policy applied per frame; the Contact ID input (Sur-Gard, Lupusec, DC-05 framings) |
 //! | [`automation`] | the durable outbox, the Sur-Gard output to automation software, the JSON Lines event stream |
 //! | [`store`] | SQLite schema and migrations, the single writer with group commit, accounts |
@@ -29,6 +30,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod admission;
 pub mod automation;
 pub mod cli;
 pub mod clock;

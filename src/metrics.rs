@@ -58,6 +58,75 @@ impl LabeledCounter {
     }
 }
 
+/// A counter with two labels, each with a fixed set of values.
+pub struct LabeledCounter2 {
+    name: &'static str,
+    help: &'static str,
+    labels: [&'static str; 2],
+    first: &'static [&'static str],
+    second: &'static [&'static str],
+    counts: Vec<AtomicU64>,
+}
+
+impl LabeledCounter2 {
+    fn new(
+        name: &'static str,
+        help: &'static str,
+        labels: [&'static str; 2],
+        first: &'static [&'static str],
+        second: &'static [&'static str],
+    ) -> Self {
+        LabeledCounter2 {
+            name,
+            help,
+            labels,
+            first,
+            second,
+            counts: (0..first.len() * second.len()).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+
+    /// The slot of (`a`, `b`); an unknown value counts as the last of its list ("other").
+    fn slot(&self, a: &str, b: &str) -> usize {
+        let i = self.first.iter().position(|v| *v == a).unwrap_or(self.first.len() - 1);
+        let j = self
+            .second
+            .iter()
+            .position(|v| *v == b)
+            .unwrap_or(self.second.len() - 1);
+        i * self.second.len() + j
+    }
+
+    /// Add one to the counter for (`a`, `b`).
+    pub fn inc(&self, a: &str, b: &str) {
+        self.counts[self.slot(a, b)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Current count for (`a`, `b`).
+    pub fn get(&self, a: &str, b: &str) -> u64 {
+        self.counts[self.slot(a, b)].load(Ordering::Relaxed)
+    }
+
+    fn render(&self, out: &mut String) {
+        let _ = writeln!(out, "# HELP {} {}", self.name, self.help);
+        let _ = writeln!(out, "# TYPE {} counter", self.name);
+        for (i, a) in self.first.iter().enumerate() {
+            for (j, b) in self.second.iter().enumerate() {
+                let _ = writeln!(
+                    out,
+                    "{}{{{}=\"{}\",{}=\"{}\"}} {}",
+                    self.name,
+                    self.labels[0],
+                    a,
+                    self.labels[1],
+                    b,
+                    self.counts[i * self.second.len() + j].load(Ordering::Relaxed)
+                );
+            }
+        }
+    }
+}
+
 /// A histogram with fixed bucket bounds in seconds.
 pub struct Histogram {
     name: &'static str,
@@ -196,6 +265,18 @@ pub const REASONS: &[&str] = &[
     "other",
 ];
 
+/// Listener label values (`admission::Listener`).
+pub const LISTENERS: &[&str] = &[
+    "dc09",
+    "contact_id",
+    "operator_unix",
+    "operator_tls",
+    "metrics",
+    "event_stream",
+    "automation",
+    "other",
+];
+
 /// Every metric the daemon exports.
 pub struct Metrics {
     /// Frames received, by ID token.
@@ -218,8 +299,8 @@ pub struct Metrics {
     pub open_connections: Gauge,
     /// Submissions waiting for the writer.
     pub queue_depth: Gauge,
-    /// Connections refused by the caps.
-    pub connections_refused: LabeledCounter,
+    /// Connections refused by the caps, by listener and cap.
+    pub connections_refused: LabeledCounter2,
     /// Contact ID input messages (`[cid_input]`), by framing.
     pub cid_messages: LabeledCounter,
     /// Sur-Gard output: answers from the automation software, skips and heartbeats.
@@ -281,11 +362,12 @@ impl Default for Metrics {
             ),
             open_connections: Gauge::new("meldkamer_open_connections", "Open TCP connections"),
             queue_depth: Gauge::new("meldkamer_store_queue_depth", "Submissions waiting for the writer"),
-            connections_refused: LabeledCounter::new(
+            connections_refused: LabeledCounter2::new(
                 "meldkamer_connections_refused_total",
-                "TCP connections refused by a cap",
-                "cap",
-                &["total", "per_ip", "other"],
+                "Connections refused (accepted and closed at once) by a connection cap, by listener and cap",
+                ["listener", "cap"],
+                LISTENERS,
+                &["total", "per_peer", "other"],
             ),
             cid_messages: LabeledCounter::new(
                 "meldkamer_cid_input_messages_total",
@@ -380,5 +462,11 @@ mod tests {
         assert!(t.contains("meldkamer_commit_seconds_bucket{le=\"0.005\"} 1"));
         assert!(t.contains("meldkamer_commit_seconds_bucket{le=\"0.002\"} 0"));
         assert!(t.contains("meldkamer_commit_seconds_count 1"));
+        m.connections_refused.inc("operator_tls", "per_peer");
+        m.connections_refused.inc("nonesuch", "total");
+        let t = m.render();
+        assert!(t.contains("meldkamer_connections_refused_total{listener=\"operator_tls\",cap=\"per_peer\"} 1"));
+        assert!(t.contains("meldkamer_connections_refused_total{listener=\"operator_tls\",cap=\"total\"} 0"));
+        assert!(t.contains("meldkamer_connections_refused_total{listener=\"other\",cap=\"total\"} 1"));
     }
 }

@@ -27,6 +27,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
+use crate::admission::Listener;
+use crate::admission::budget::Budget;
 use crate::clock::{Clock, unix_ms};
 use crate::config::{AutomationMode, Config, EventStreamMode};
 use crate::metrics::Metrics;
@@ -79,10 +81,12 @@ pub struct Ctx {
     pub changes: watch::Receiver<u64>,
 }
 
-/// Start the configured outputs (listeners are bound before this returns).
+/// Start the configured outputs (listeners are bound before this returns), their connection
+/// caps from `budget`.
 pub async fn start(
     cfg: &Config,
     ctx: Ctx,
+    budget: &Budget,
     cancel: CancellationToken,
     tracker: &TaskTracker,
 ) -> Result<Bound, (&'static str, SocketAddr, std::io::Error)> {
@@ -106,7 +110,16 @@ pub async fn start(
             })?;
             let l = TcpListener::bind(addr).await.map_err(|e| ("automation", addr, e))?;
             bound.automation = l.local_addr().ok();
-            Some(surgard::Connector::Server(l))
+            let (to_output, connector) = surgard::server();
+            let admission = budget.admission(Listener::Automation, ctx.metrics.clone());
+            tracker.spawn(surgard::listen(
+                l,
+                admission,
+                to_output,
+                cancel.clone(),
+                tracker.clone(),
+            ));
+            Some(connector)
         }
     };
     if let Some(connector) = connector {
@@ -151,7 +164,8 @@ pub async fn start(
             let l = TcpListener::bind(addr).await.map_err(|x| ("event stream", addr, x))?;
             bound.stream = l.local_addr().ok();
             info!(listen = ?bound.stream, "JSON Lines event stream");
-            tracker.spawn(stream::run_tcp(sctx, l, cancel.clone(), tracker.clone()));
+            let admission = budget.admission(Listener::EventStream, ctx.metrics.clone());
+            tracker.spawn(stream::run_tcp(sctx, l, admission, cancel.clone(), tracker.clone()));
         }
     }
     let mut sinks = Vec::new();

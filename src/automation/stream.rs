@@ -24,6 +24,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::outbox::{self, SCHEMA_VERSION, SINK_FILE, stream_line};
+use crate::admission::{self, Admission};
 use crate::clock::{Clock, unix_ms};
 use crate::metrics::Metrics;
 use crate::store::StoreError;
@@ -49,8 +50,6 @@ pub struct StreamCtx {
 }
 
 const BATCH: usize = 512;
-/// Most TCP subscribers at once.
-const MAX_SUBSCRIBERS: usize = 64;
 
 impl StreamCtx {
     async fn read<T: Send + 'static>(
@@ -203,37 +202,27 @@ pub async fn run_file(mut ctx: StreamCtx, path: PathBuf, cancel: CancellationTok
     }
 }
 
-/// Serve TCP subscribers until `cancel`.
-pub async fn run_tcp(ctx: StreamCtx, listener: TcpListener, cancel: CancellationToken, tracker: TaskTracker) {
-    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_SUBSCRIBERS));
-    loop {
-        let (stream, peer) = tokio::select! {
-            _ = cancel.cancelled() => break,
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    warn!(error = %e, "event stream: accept failed");
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                    continue;
-                }
-            },
-        };
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
-            warn!(%peer, "event stream: subscriber refused (too many)");
-            continue;
-        };
-        let ctx = ctx.clone();
-        let cancel = cancel.clone();
-        tracker.spawn(
-            async move {
-                ctx.metrics.stream_subscribers.add(1);
-                subscriber(ctx.clone(), stream, cancel).await;
-                ctx.metrics.stream_subscribers.add(-1);
-                drop(permit);
-            }
-            .instrument(info_span!("stream", %peer)),
-        );
-    }
+/// Serve TCP subscribers until `cancel`, under `admission`'s caps (`[event_stream]
+/// max_connections`, `max_connections_per_peer`).
+pub async fn run_tcp(
+    ctx: StreamCtx,
+    listener: TcpListener,
+    admission: Admission,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+) {
+    let c = cancel.clone();
+    admission::serve(listener, admission, cancel, tracker, move |stream, peer, admitted| {
+        let (ctx, cancel) = (ctx.clone(), c.clone());
+        async move {
+            let _admitted = admitted;
+            ctx.metrics.stream_subscribers.add(1);
+            subscriber(ctx.clone(), stream, cancel).await;
+            ctx.metrics.stream_subscribers.add(-1);
+        }
+        .instrument(info_span!("stream", %peer))
+    })
+    .await;
 }
 
 async fn subscriber(mut ctx: StreamCtx, stream: TcpStream, cancel: CancellationToken) {

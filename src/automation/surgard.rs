@@ -30,9 +30,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use super::outbox::{self, Row, SINK_SURGARD};
+use crate::admission::{self, Admission, Admitted};
 use crate::clock::{Clock, unix_ms};
 use crate::metrics::Metrics;
 use crate::protocol::surgard::{ACK, Header, NAK, encode_heartbeat};
@@ -66,14 +68,48 @@ pub struct SurgardOutput {
 pub enum Connector {
     /// Connect to host:port, with backoff.
     Client(String),
-    /// Connections accepted on a listener.
-    Server(TcpListener),
+    /// Connections accepted by [`listen`].
+    Server(mpsc::Receiver<Incoming>),
+}
+
+/// A connection from the automation software (server mode), with its place under the caps.
+pub struct Incoming {
+    stream: TcpStream,
+    admitted: Admitted,
+}
+
+/// Server mode: accept automation connections under `admission`'s caps and hand them to the
+/// output (see [`server`]). Waiting connections keep their place, so at most
+/// `[automation] max_connections` are open. The output's end of the channel comes back from
+/// [`server`].
+pub async fn listen(
+    listener: TcpListener,
+    admission: Admission,
+    to_output: mpsc::Sender<Incoming>,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+) {
+    admission::serve(listener, admission, cancel, tracker, move |stream, peer, admitted| {
+        let to_output = to_output.clone();
+        async move {
+            info!(%peer, "automation software connected");
+            // Fails only when the output stopped: the connection is then closed.
+            let _ = to_output.send(Incoming { stream, admitted }).await;
+        }
+    })
+    .await;
+}
+
+/// Server mode: the channel from [`listen`] to the output.
+pub fn server() -> (mpsc::Sender<Incoming>, Connector) {
+    let (tx, rx) = mpsc::channel(1);
+    (tx, Connector::Server(rx))
 }
 
 /// How a session ended.
 enum End {
     Cancelled,
-    Replaced(TcpStream),
+    Replaced(Incoming),
     Broken,
 }
 
@@ -83,7 +119,7 @@ enum Answer {
     Timeout,
     Closed,
     /// A new automation connection arrived while waiting (server mode).
-    Replaced(TcpStream),
+    Replaced(Incoming),
 }
 
 /// Rows fetched per database read.
@@ -142,40 +178,21 @@ impl SurgardOutput {
 
 /// Run the output until `cancel`.
 pub async fn run(mut out: SurgardOutput, connector: Connector, cancel: CancellationToken) {
-    let (incoming_tx, mut incoming) = mpsc::channel::<TcpStream>(1);
+    // Client mode: no connection ever comes in (the sender stays, so the channel stays open).
+    let (_no_sender, mut incoming) = mpsc::channel::<Incoming>(1);
     let client_target = match connector {
         Connector::Client(target) => Some(target),
-        Connector::Server(listener) => {
-            let cancel = cancel.clone();
-            tokio::spawn(async move {
-                loop {
-                    let accepted = tokio::select! {
-                        _ = cancel.cancelled() => return,
-                        r = listener.accept() => r,
-                    };
-                    match accepted {
-                        Ok((s, peer)) => {
-                            info!(%peer, "automation software connected");
-                            let _ = s.set_nodelay(true);
-                            if incoming_tx.send(s).await.is_err() {
-                                return;
-                            }
-                        }
-                        Err(e) => {
-                            warn!(error = %e, "automation output: accept failed");
-                            tokio::time::sleep(Duration::from_millis(200)).await;
-                        }
-                    }
-                }
-            });
+        Connector::Server(rx) => {
+            incoming = rx;
             None
         }
     };
     let mut backoff = Duration::from_millis(200);
-    let mut next: Option<TcpStream> = None;
+    let mut next: Option<Incoming> = None;
     loop {
-        let stream = match next.take() {
-            Some(s) => s,
+        // Server mode: the connection's place under the caps, held while it is served.
+        let (stream, _admitted) = match next.take() {
+            Some(i) => (i.stream, Some(i.admitted)),
             None => match &client_target {
                 Some(target) => {
                     let connected = tokio::select! {
@@ -187,7 +204,7 @@ pub async fn run(mut out: SurgardOutput, connector: Connector, cancel: Cancellat
                             info!(target = %target, "connected to the automation software");
                             let _ = s.set_nodelay(true);
                             backoff = Duration::from_millis(200);
-                            s
+                            (s, None)
                         }
                         _ => {
                             debug!(target = %target, "automation software not reachable; retrying");
@@ -203,7 +220,7 @@ pub async fn run(mut out: SurgardOutput, connector: Connector, cancel: Cancellat
                 None => tokio::select! {
                     _ = cancel.cancelled() => return,
                     s = incoming.recv() => match s {
-                        Some(s) => s,
+                        Some(i) => (i.stream, Some(i.admitted)),
                         None => return,
                     },
                 },
@@ -244,7 +261,7 @@ fn drain(stream: &TcpStream) -> bool {
     }
 }
 
-async fn answer(stream: &mut TcpStream, incoming: &mut mpsc::Receiver<TcpStream>, wait: Duration) -> Answer {
+async fn answer(stream: &mut TcpStream, incoming: &mut mpsc::Receiver<Incoming>, wait: Duration) -> Answer {
     let deadline = tokio::time::Instant::now() + wait;
     let mut b = [0u8; 1];
     loop {
@@ -280,7 +297,7 @@ async fn send(stream: &mut TcpStream, line: &[u8]) -> bool {
 async fn session(
     out: &mut SurgardOutput,
     mut stream: TcpStream,
-    incoming: &mut mpsc::Receiver<TcpStream>,
+    incoming: &mut mpsc::Receiver<Incoming>,
     cancel: &CancellationToken,
 ) -> End {
     let Some(mut cursor) = out.read(|c| outbox::cursor(c, SINK_SURGARD)).await else {
@@ -371,13 +388,13 @@ enum Delivered {
     /// The connection is gone.
     No,
     /// A new connection replaces this one; the row is not delivered.
-    Replaced(TcpStream),
+    Replaced(Incoming),
 }
 
 async fn deliver(
     out: &SurgardOutput,
     stream: &mut TcpStream,
-    incoming: &mut mpsc::Receiver<TcpStream>,
+    incoming: &mut mpsc::Receiver<Incoming>,
     row: &Row,
     cancel: &CancellationToken,
 ) -> Delivered {

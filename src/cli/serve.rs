@@ -66,6 +66,7 @@ pub fn serve(cfg: Config) -> Result<(), ServeError> {
 
 /// [`serve`], writing the traffic as fixture traces when `record` is given (`--record DIR`).
 pub fn serve_recording(cfg: Config, record: Option<crate::receiver::record::RecordOptions>) -> Result<(), ServeError> {
+    raise_descriptor_limit();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("meldkamer")
@@ -79,14 +80,15 @@ pub fn serve_recording(cfg: Config, record: Option<crate::receiver::record::Reco
         let show = |a: Option<std::net::SocketAddr>| a.map_or("off".to_string(), |a| a.to_string());
         let _ = writeln!(
             out,
-            "meldkamer ready tcp={} udp={} metrics={} cid_tcp={} cid_udp={} automation={} event_stream={}",
+            "meldkamer ready tcp={} udp={} metrics={} cid_tcp={} cid_udp={} automation={} event_stream={} operator_tls={}",
             show(running.tcp_addr),
             show(running.udp_addr),
             show(running.metrics_addr),
             show(running.cid_tcp_addr),
             show(running.cid_udp_addr),
             show(running.automation_addr),
-            show(running.event_stream_addr)
+            show(running.event_stream_addr),
+            show(running.api_tls_addr)
         );
         let _ = out.flush();
         drop(out);
@@ -99,6 +101,24 @@ pub fn serve_recording(cfg: Config, record: Option<crate::receiver::record::Reco
         running.wait().await;
         Ok(())
     })
+}
+
+/// Raise the soft descriptor limit to the hard one, and log both: the connection caps are
+/// fitted to what it allows ([`crate::admission::budget`]).
+fn raise_descriptor_limit() {
+    #[cfg(unix)]
+    {
+        let show = |l: Option<u64>| l.map_or("unlimited".to_string(), |n| n.to_string());
+        match crate::admission::budget::raise_nofile_limit() {
+            Ok(r) => tracing::info!(
+                soft_before = %show(r.soft_before),
+                soft = %show(r.soft),
+                hard = %show(r.hard),
+                "descriptor limit (RLIMIT_NOFILE): soft limit raised to the hard limit"
+            ),
+            Err(e) => tracing::warn!(error = %e, "descriptor limit (RLIMIT_NOFILE) could not be raised"),
+        }
+    }
 }
 
 async fn wait_for_signal() {

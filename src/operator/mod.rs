@@ -10,6 +10,7 @@
 //! | [`login`] | logins under attack: bounded hashing, per-peer delays, supervisor alerts |
 //! | [`wire`] | the line framing, wiping each request line once parsed |
 //! | [`queries`] | the alarm queue, one alarm in full, supervision view, search |
+//! | [`listen`] | the listeners: Unix socket and TLS, through the one accept path |
 //! | [`server`] | connections, dispatch, audit, queue subscription, the sweeper |
 //!
 //! Every action and every refusal is audited with the operator's name. Object identifiers are
@@ -18,6 +19,7 @@
 
 pub mod accounts;
 pub mod authz;
+pub mod listen;
 pub mod login;
 pub mod protocol;
 pub mod queries;

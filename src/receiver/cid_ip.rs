@@ -42,7 +42,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::Shared;
-use super::admission::{Admission, Admitted, accept};
+use crate::admission::{self, Admission, Admitted};
 use crate::clock::unix_ms;
 use crate::config::CidInputConfig;
 use crate::event::{Event, PayloadError, events_from};
@@ -494,26 +494,27 @@ fn garbage(cs: &CidShared, raw: &[u8], transport: Transport, peer: SocketAddr, r
     )
 }
 
-/// Accept connections until `cancel`; each connection runs in `tracker`.
-pub async fn serve_tcp(listener: TcpListener, cs: Arc<CidShared>, cancel: CancellationToken, tracker: TaskTracker) {
-    let admission = Admission::new(cs.cfg.max_connections, cs.cfg.max_connections_per_ip);
-    let mut backoff = Duration::from_millis(10);
-    while let Some((stream, peer)) = accept(&listener, &cancel, &mut backoff).await {
-        let Some(admitted) = admission.admit(peer, &cs.shared.metrics, "contact-id") else {
-            continue;
-        };
+/// Accept Contact ID connections until `cancel` under `admission`'s caps; each connection
+/// runs in `tracker`.
+pub async fn serve_tcp(
+    listener: TcpListener,
+    cs: Arc<CidShared>,
+    admission: Admission,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+) {
+    let c = cancel.clone();
+    admission::serve(listener, admission, cancel, tracker, move |stream, peer, admitted| {
         let cs = cs.clone();
-        let cancel = cancel.clone();
-        tracker.spawn(
-            async move {
-                cs.shared.metrics.open_connections.add(1);
-                connection(stream, peer, &cs, cancel, admitted).await;
-                cs.shared.metrics.open_connections.add(-1);
-            }
-            .instrument(info_span!("cid-tcp", %peer)),
-        );
-    }
-    info!("Contact ID TCP listener stopped");
+        let cancel = c.clone();
+        async move {
+            cs.shared.metrics.open_connections.add(1);
+            connection(stream, peer, &cs, cancel, admitted).await;
+            cs.shared.metrics.open_connections.add(-1);
+        }
+        .instrument(info_span!("cid-tcp", %peer))
+    })
+    .await;
 }
 
 struct Pending {

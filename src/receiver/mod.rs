@@ -8,7 +8,6 @@
 //! [`cid_ip`] is the Contact ID input (Sur-Gard lines, Lupusec frames, raw DC-05) on its own
 //! address, built the same way and sharing [`Shared`], the writer and the limits' patterns.
 
-pub mod admission;
 pub mod cid_ip;
 pub mod pad;
 pub mod record;

@@ -1,7 +1,7 @@
 //! DC-09 over TCP: LF…CR framing, several frames per connection and per read, responses in
 //! order, each written only after its frame committed.
 //!
-//! Limits: a total and a per-address connection cap, an idle timeout, a deadline for a frame
+//! Limits: a total and a per-address connection cap ([`crate::admission`]), an idle timeout, a deadline for a frame
 //! that started but never ends, a cap on frames awaiting commit per connection (reading pauses,
 //! nothing is dropped), and a bounded buffer (the framer discards oversize input).
 
@@ -16,36 +16,35 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{Instrument, debug, info, info_span, warn};
+use tracing::{Instrument, debug, info_span, warn};
 
-use super::admission::{Admission, Admitted, accept};
 use super::{Shared, garbage_record, prepare_frame};
+use crate::admission::{self, Admission, Admitted};
 use crate::protocol::frame::LF;
 use crate::protocol::framer::{Chunk, Framer};
 use crate::store::writer::{AnswerRx, Transport};
 
-/// Accept connections until `cancel`; each connection runs in `tracker`.
-pub async fn serve(listener: TcpListener, shared: Arc<Shared>, cancel: CancellationToken, tracker: TaskTracker) {
-    let admission = Admission::new(shared.cfg.max_connections, shared.cfg.max_connections_per_ip);
-    let mut backoff = Duration::from_millis(10);
-    while let Some((stream, peer)) = accept(&listener, &cancel, &mut backoff).await {
-        let Some(admitted) = admission.admit(peer, &shared.metrics, "dc09") else {
-            drop(stream);
-            continue;
-        };
+/// Accept connections until `cancel` under `admission`'s caps; each connection runs in
+/// `tracker`.
+pub async fn serve(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    admission: Admission,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+) {
+    let c = cancel.clone();
+    admission::serve(listener, admission, cancel, tracker, move |stream, peer, admitted| {
         let shared = shared.clone();
-        let cancel = cancel.clone();
-        let span = info_span!("tcp", %peer);
-        tracker.spawn(
-            async move {
-                shared.metrics.open_connections.add(1);
-                connection(stream, peer, &shared, cancel, admitted).await;
-                shared.metrics.open_connections.add(-1);
-            }
-            .instrument(span),
-        );
-    }
-    info!("TCP listener stopped");
+        let cancel = c.clone();
+        async move {
+            shared.metrics.open_connections.add(1);
+            connection(stream, peer, &shared, cancel, admitted).await;
+            shared.metrics.open_connections.add(-1);
+        }
+        .instrument(info_span!("tcp", %peer))
+    })
+    .await;
 }
 
 struct Pending {

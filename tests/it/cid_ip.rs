@@ -387,7 +387,7 @@ async fn limits_hold() {
         "idle connection should be closed: {r:?}"
     );
     let m = &d.running.as_ref().expect("running").shared.metrics;
-    assert_eq!(m.connections_refused.get("per_ip"), 1);
+    assert_eq!(m.connections_refused.get("contact_id", "per_peer"), 1);
     assert_eq!(m.refusals.get("oversize"), 1);
     d.stop().await;
 }

@@ -107,9 +107,18 @@ impl Api {
 pub const PASSWORD: &str = "correct horse battery staple";
 
 pub async fn daemon_with_operators() -> TestDaemon {
+    daemon_with_operators_and(|_| {}).await
+}
+
+/// [`daemon_with_operators`] with more settings changed.
+pub async fn daemon_with_operators_and(tweak: impl FnOnce(&mut meldkamer::config::Config)) -> TestDaemon {
     let records = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/records/scenarios.toml"))
         .expect("records");
-    let d = TestDaemon::start_with(&records, |c| c.operator.socket = "api.sock".into()).await;
+    let d = TestDaemon::start_with(&records, |c| {
+        c.operator.socket = "api.sock".into();
+        tweak(c);
+    })
+    .await;
     let conn = rusqlite::Connection::open(d.db_path()).expect("db");
     for (name, role) in [
         ("olga", Role::Operator),

@@ -9,7 +9,7 @@ use meldkamer::verify::codes::Kind;
 use serde_json::{Value, json};
 
 use crate::common::*;
-use crate::operator::{Api, PASSWORD, daemon_with_operators, socket};
+use crate::operator::{Api, PASSWORD, daemon_with_operators, daemon_with_operators_and, socket};
 
 /// Open a burglary alarm on account 1234 (zone `zone`) over DC-09; returns its id.
 async fn burglary(d: &TestDaemon, api: &mut Api, seq: u16, zone: u32) -> String {
@@ -55,7 +55,12 @@ fn contact_id(d: &TestDaemon, reference: &str) -> String {
 /// are answered at once without hashing.
 #[tokio::test]
 async fn a_login_flood_hashes_at_most_two_passwords_at_once() {
-    let mut d = daemon_with_operators().await;
+    // Connection caps high enough to let the whole flood in: this is about the hashing.
+    let mut d = daemon_with_operators_and(|c| {
+        c.operator.max_connections = 1000;
+        c.operator.max_connections_per_peer = 1000;
+    })
+    .await;
     let path = socket(&d);
     let mut tasks = Vec::new();
     for i in 0..300 {
@@ -319,5 +324,47 @@ async fn only_a_supervisor_closes_a_duress_alarm() {
         .call(json!({"op": "close", "alarm": id, "disposition": "dispatched"}))
         .await;
     assert_eq!(r["ok"], true, "{r}");
+    d.stop().await;
+}
+
+/// Finding 2 (the connection's part): a connection that never logs in is closed after the
+/// login deadline, one that stops asking after the idle timeout; a console's subscription
+/// stays while its session lives.
+#[tokio::test]
+async fn unauthenticated_and_idle_connections_are_closed() {
+    let mut d = daemon_with_operators_and(|c| {
+        c.operator.login_timeout_secs = 1;
+        c.operator.idle_timeout_secs = 2;
+    })
+    .await;
+    let path = socket(&d);
+    let started = std::time::Instant::now();
+    let mut silent = Api::connect(&path).await;
+    let last = silent.next_push(Duration::from_secs(5)).await.expect("a last word");
+    assert!(
+        last["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("no login in time"),
+        "{last}"
+    );
+    assert!(silent.next_push(Duration::from_secs(2)).await.is_none(), "closed");
+    assert!(started.elapsed() < Duration::from_secs(4));
+    let mut idle = Api::connect(&path).await;
+    assert_eq!(idle.login("olga", PASSWORD).await["ok"], true);
+    let mut console = Api::connect(&path).await;
+    assert_eq!(console.login("otto", PASSWORD).await["ok"], true);
+    assert_eq!(console.call(json!({"op": "subscribe"})).await["ok"], true);
+    let last = idle.next_push(Duration::from_secs(5)).await.expect("a last word");
+    assert!(
+        last["error"]["message"].as_str().unwrap_or_default().contains("idle"),
+        "{last}"
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        console.call(json!({"op": "whoami"})).await["result"]["name"],
+        "otto",
+        "the subscribed console is still connected"
+    );
     d.stop().await;
 }

@@ -309,7 +309,7 @@ async fn connection_caps() {
     let r = tcp_exchange(d.tcp(), &plain(Token::SiaDcs, 2, "1234", "#1234|Nri1/BA01", None)).await;
     assert_eq!(r.as_deref().map(token_of).as_deref(), Some("ACK"), "a slot freed up");
     let shared = d.running.as_ref().expect("running").shared.clone();
-    assert!(shared.metrics.connections_refused.get("per_ip") >= 1);
+    assert!(shared.metrics.connections_refused.get("dc09", "per_peer") >= 1);
     d.stop().await;
 
     let mut d = TestDaemon::start_with(ACCOUNTS, |c| c.receiver.max_connections = 1).await;
