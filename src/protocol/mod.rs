@@ -6,6 +6,7 @@
 //! | [`framer`] | finds `LF … CR` frames in a stream, capped, resynchronising after garbage |
 //! | [`frame`] | DC-09 frame decode/encode: CRC-16/ARC, length, header, data, extended data, timestamp |
 //! | [`crypto`] | AES-CBC with zero IV and DC-09 padding; keys as hex or ASCII |
+//! | [`escape`] | frames as typeable text (`\n`, `\xNN`) and back |
 //! | [`response`] | ACK, `*ACK`, NAK, DUH |
 //! | [`policy`] | the decision table: which answer a frame gets |
 //! | [`sia`] | SIA DC-03/DC-04 data blocks |
@@ -21,6 +22,7 @@ pub mod cidip;
 pub mod codes;
 pub mod crc;
 pub mod crypto;
+pub mod escape;
 pub mod frame;
 pub mod framer;
 pub mod policy;

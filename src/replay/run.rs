@@ -379,8 +379,10 @@ pub async fn run_in_process(trace: &Trace, work_dir: &std::path::Path) -> Result
                     if !fields.is_empty() {
                         mismatches.push(Mismatch {
                             line: *line,
-                            expected: expected.as_deref().map_or("(none)".into(), crate::cli::parse::escape),
-                            actual: got.as_deref().map_or("(none)".into(), crate::cli::parse::escape),
+                            expected: expected
+                                .as_deref()
+                                .map_or("(none)".into(), crate::protocol::escape::escape),
+                            actual: got.as_deref().map_or("(none)".into(), crate::protocol::escape::escape),
                             fields,
                         });
                     }

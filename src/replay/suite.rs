@@ -157,7 +157,7 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 fn responses(actual: &[(usize, Option<Vec<u8>>)]) -> Vec<String> {
     actual
         .iter()
-        .map(|(_, b)| b.as_deref().map_or("(none)".into(), crate::cli::parse::escape))
+        .map(|(_, b)| b.as_deref().map_or("(none)".into(), crate::protocol::escape::escape))
         .collect()
 }
 

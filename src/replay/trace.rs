@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 
 use time::OffsetDateTime;
 
-use crate::cli::parse::{escape, unescape};
+use crate::protocol::escape::{escape, unescape};
 
 /// TCP or UDP.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
