@@ -573,6 +573,7 @@ fn end_to_end_in(dir: &std::path::Path, cost: Cost, key: [u8; 32]) -> Result<(Du
             zone: None,
             area: None,
             duress: false,
+            source_frame: None,
         },
         false,
         now,

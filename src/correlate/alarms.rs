@@ -78,6 +78,9 @@ pub struct AlarmSpec {
     pub area: Option<String>,
     /// Duress: the top of the queue, never cancellable.
     pub duress: bool,
+    /// The stored frame behind an item that has no event row (an unknown account, input not
+    /// understood): the supervisor sees what was sent, from where and when.
+    pub source_frame: Option<i64>,
 }
 
 impl AlarmSpec {
@@ -101,6 +104,7 @@ impl AlarmSpec {
             zone: None,
             area: None,
             duress: false,
+            source_frame: None,
         }
     }
 }
@@ -313,6 +317,9 @@ pub fn open_or_join(tx: &Transaction<'_>, a: &AlarmSpec, with_event: bool, now: 
                  WHERE id = ?1 AND (restored_ms IS NOT NULL OR ?2 IS NOT NULL)",
             )?;
             stmt.execute(params![id, last_ms])?;
+            if let Some(f) = a.source_frame {
+                set_source_frame(tx, id, f)?;
+            }
             if !with_event {
                 log(tx, id, now, "system", "repeated", &a.title)?;
             }
@@ -339,6 +346,9 @@ pub fn open_or_join(tx: &Transaction<'_>, a: &AlarmSpec, with_event: bool, now: 
                 a.category.map(|c| c.as_str()),
                 a.title,
             ])?;
+            if let Some(f) = a.source_frame {
+                set_source_frame(tx, id, f)?;
+            }
             if a.priority < priority {
                 log(
                     tx,
@@ -360,8 +370,8 @@ pub fn open_or_join(tx: &Transaction<'_>, a: &AlarmSpec, with_event: bool, now: 
         None => {
             let mut stmt = tx.prepare_cached(
                 "INSERT INTO alarms (public_id, queue, site_id, account_id, account, join_key, category, priority, title,
-                                     zone, area, state, opened_ms, last_event_ms, event_count, duress)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 'new', ?12, ?12, 0, ?13)",
+                                     zone, area, state, opened_ms, last_event_ms, event_count, duress, source_frame_id)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 'new', ?12, ?12, 0, ?13, ?14)",
             )?;
             stmt.execute(params![
                 public_id(),
@@ -377,6 +387,7 @@ pub fn open_or_join(tx: &Transaction<'_>, a: &AlarmSpec, with_event: bool, now: 
                 a.area,
                 now,
                 a.duress,
+                a.source_frame,
             ])?;
             let id = tx.last_insert_rowid();
             log(tx, id, now, "system", "opened", &a.title)?;
@@ -387,6 +398,12 @@ pub fn open_or_join(tx: &Transaction<'_>, a: &AlarmSpec, with_event: bool, now: 
             })
         }
     }
+}
+
+fn set_source_frame(tx: &Transaction<'_>, alarm_id: i64, frame_id: i64) -> Result<(), StoreError> {
+    tx.prepare_cached("UPDATE alarms SET source_frame_id = ?2 WHERE id = ?1")?
+        .execute(params![alarm_id, frame_id])?;
+    Ok(())
 }
 
 /// Record that `event_id` belongs to `alarm_id`, on the event row: the row was written in this

@@ -573,12 +573,15 @@ pub fn on_frame(
             };
             cache.open_or_join(
                 tx,
-                &AlarmSpec::supervisor(
-                    account,
-                    format!("acct:{account}/unknown-account"),
-                    format!("Unknown account {account}"),
-                    cfg.supervisor_priority,
-                ),
+                &AlarmSpec {
+                    source_frame: c.frame_id,
+                    ..AlarmSpec::supervisor(
+                        account,
+                        format!("acct:{account}/unknown-account"),
+                        format!("Unknown account {account}"),
+                        cfg.supervisor_priority,
+                    )
+                },
                 None,
                 now,
             )?;
@@ -589,15 +592,18 @@ pub fn on_frame(
             // goes on with the next): the supervisor looks at the stored raw line.
             cache.open_or_join(
                 tx,
-                &AlarmSpec::supervisor(
-                    "",
-                    "input:unsupported-format",
-                    format!(
-                        "Contact ID input not understood: {}",
-                        r.detail.as_deref().unwrap_or("unsupported format")
-                    ),
-                    cfg.supervisor_priority,
-                ),
+                &AlarmSpec {
+                    source_frame: c.frame_id,
+                    ..AlarmSpec::supervisor(
+                        "",
+                        "input:unsupported-format",
+                        format!(
+                            "Contact ID input not understood: {}",
+                            r.detail.as_deref().unwrap_or("unsupported format")
+                        ),
+                        cfg.supervisor_priority,
+                    )
+                },
                 None,
                 now,
             )?;
@@ -631,6 +637,7 @@ pub fn on_frame(
                 &AlarmSpec {
                     site_id: owner.site_id,
                     account_id: Some(account_id),
+                    source_frame: c.frame_id,
                     ..AlarmSpec::supervisor(
                         account.as_str(),
                         scope("payload".into()),
@@ -714,6 +721,7 @@ pub fn on_frame(
                         zone: zone.clone(),
                         area: area.clone(),
                         duress,
+                        source_frame: None,
                     },
                     Some(*event_id),
                     now,

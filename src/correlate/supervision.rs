@@ -164,6 +164,7 @@ pub fn communication_lost(
             zone: None,
             area: None,
             duress: false,
+            source_frame: None,
         },
         false,
         now,

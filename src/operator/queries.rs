@@ -307,6 +307,26 @@ pub struct PastAlarm {
     pub closed_by: Option<String>,
 }
 
+/// What a panel sent, behind a supervisor item that has no event (an unknown account, input
+/// not understood): the frame as stored, from where and when.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceFrame {
+    /// Received, Unix ms.
+    pub received_ms: i64,
+    /// `tcp` or `udp`.
+    pub transport: String,
+    /// The sender's address.
+    pub peer: String,
+    /// The bytes, escaped (`\n`, `\xNN`).
+    pub raw: String,
+    /// What the receiver made of it: the answer it sent and why.
+    pub verdict: String,
+    /// The frame decoded, when it can be (a DC-09 frame in clear).
+    pub decoded: Option<String>,
+    /// The account's records as they are now: set once the account has been imported.
+    pub imported: Option<String>,
+}
+
 /// One line of an alarm's record: an event, or a log entry (note, step, call, verification,
 /// state change), with who and when.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -354,6 +374,9 @@ pub struct AlarmDetail {
     /// The site's earlier alarms, newest first (at most [`HISTORY_SHOWN`]).
     #[serde(default)]
     pub history: Vec<PastAlarm>,
+    /// The frame behind a supervisor item without events (newest, when it repeats).
+    #[serde(default)]
+    pub source: Option<SourceFrame>,
 }
 
 /// Most earlier alarms of the site shown with an alarm.
@@ -593,6 +616,7 @@ pub fn alarm_detail(conn: &Connection, id: i64) -> rusqlite::Result<Option<Alarm
             .collect::<Result<_, _>>()?,
         None => Vec::new(),
     };
+    let source = source_frame(conn, id, &alarm.account)?;
     Ok(Some(AlarmDetail {
         alarm,
         zone,
@@ -607,6 +631,81 @@ pub fn alarm_detail(conn: &Connection, id: i64) -> rusqlite::Result<Option<Alarm
         phone_locked,
         calls,
         history,
+        source,
+    }))
+}
+
+/// The stored frame behind an alarm ([`SourceFrame`]), if it has one.
+fn source_frame(conn: &Connection, alarm_id: i64, account: &str) -> rusqlite::Result<Option<SourceFrame>> {
+    let row: Option<(
+        i64,
+        String,
+        String,
+        Vec<u8>,
+        String,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+    )> = conn
+        .query_row(
+            "SELECT f.received_ms, f.transport, f.peer, f.raw, f.outcome, f.reason, f.detail, f.response_kind
+             FROM alarms a JOIN frames f ON f.id = a.source_frame_id WHERE a.id = ?1",
+            params![alarm_id],
+            |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                    r.get(6)?,
+                    r.get(7)?,
+                ))
+            },
+        )
+        .optional()?;
+    let Some((received_ms, transport, peer, raw, outcome, reason, detail, answer)) = row else {
+        return Ok(None);
+    };
+    let decoded = crate::protocol::decode_frame(&raw, &Default::default()).ok().map(|f| {
+        let body = match &f.body {
+            crate::protocol::Body::Plain(p) => p.data.clone(),
+            crate::protocol::Body::Encrypted(c) => format!("(encrypted, {} bytes)", c.len()),
+        };
+        let account = f.account.number().unwrap_or("(anonymous)");
+        format!("{} seq {} account {account}: {body}", f.token.as_str(), f.seq)
+    });
+    let verdict = [
+        Some(outcome),
+        answer.map(|a| format!("answered {a}")),
+        reason.map(|r| r.replace('_', " ")),
+        detail,
+    ]
+    .into_iter()
+    .flatten()
+    .collect::<Vec<_>>()
+    .join(", ");
+    let imported = if account.is_empty() {
+        None
+    } else {
+        conn.query_row(
+            "SELECT 'imported since: site ' || s.ref || ' (' || c.ref || ', ' || c.name || ')'
+             FROM accounts a JOIN sites s ON s.id = a.site_id JOIN customers c ON c.id = s.customer_id
+             WHERE a.account = ?1 LIMIT 1",
+            params![account],
+            |r| r.get(0),
+        )
+        .optional()?
+    };
+    Ok(Some(SourceFrame {
+        received_ms,
+        transport,
+        peer,
+        raw: crate::protocol::escape::escape(&raw),
+        verdict,
+        decoded,
+        imported,
     }))
 }
 

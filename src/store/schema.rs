@@ -459,6 +459,7 @@ const MIGRATIONS: &[Step] = &[
     ALTER TABLE alarms ADD COLUMN owner_session INTEGER REFERENCES sessions(id);
     ALTER TABLE alarms ADD COLUMN recall_ms INTEGER;
     ALTER TABLE alarms ADD COLUMN recall_note TEXT;
+    ALTER TABLE alarms ADD COLUMN source_frame_id INTEGER;
     CREATE INDEX alarms_by_owner_session ON alarms (owner_session) WHERE owner_session IS NOT NULL;
     CREATE INDEX alarms_by_recall ON alarms (recall_ms) WHERE recall_ms IS NOT NULL;
     CREATE TABLE alarm_calls (

@@ -133,6 +133,7 @@ fn detail(keypad: bool, phone: bool) -> AlarmDetail {
         phone_locked: false,
         calls: vec![],
         history: vec![],
+        source: None,
     }
 }
 

@@ -18,5 +18,6 @@ mod protocol_sweep;
 mod receiver;
 mod replay;
 mod scenarios;
+mod shift;
 mod vectors;
 mod verify;

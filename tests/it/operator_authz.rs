@@ -139,6 +139,7 @@ impl Objects {
                 zone: Some(format!("{}", 500 + n)),
                 area: None,
                 duress: false,
+                source_frame: None,
             }
         };
         let tx = self.conn.transaction().expect("tx");

@@ -156,6 +156,7 @@ impl Fixture {
                 zone: Some(zone.into()),
                 area: None,
                 duress: false,
+                source_frame: None,
             },
             false,
             t0(),
