@@ -12,7 +12,7 @@
 //! 3. A closed alarm can be read, not changed (`conflict`).
 //! 4. One alarm has one handler: an alarm taken by another operator can be read, and changed
 //!    only by a supervisor's `takeover` (with a reason). Acting on an alarm nobody has taken
-//!    takes it ([`Grant::takes`]), except acknowledging and closing.
+//!    takes it ([`Grant::takes`]), except acknowledging, putting aside and closing.
 //! 5. A duress alarm is closed only by a supervisor; a life-safety alarm is never put aside
 //!    (`recall`) and never closed in bulk.
 //!
@@ -165,8 +165,8 @@ fn decide(caller: &Caller, op: Op, names_alarm: bool, alarm: Option<&AlarmFacts>
         Op::Recall if a.life_safety || a.duress => Err(Denied::Conflict(
             "a life-safety alarm is never put aside: handle it now".into(),
         )),
-        Op::Acknowledge | Op::BulkAcknowledge | Op::Close | Op::BulkClose => Ok(Grant::default()),
-        Op::Start | Op::Note | Op::Step | Op::Call | Op::Verify | Op::Recall => Ok(Grant { takes: !mine }),
+        Op::Acknowledge | Op::BulkAcknowledge | Op::Close | Op::BulkClose | Op::Recall => Ok(Grant::default()),
+        Op::Start | Op::Note | Op::Step | Op::Call | Op::Verify => Ok(Grant { takes: !mine }),
         Op::Login
         | Op::Logout
         | Op::Whoami
