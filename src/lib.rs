@@ -18,6 +18,7 @@
 //! | [`console`] | the operators' terminal UI (ratatui), talking only to the operator API |
 //! | [`config`] | the TOML configuration and its embedded, commented default |
 //! | [`clock`] | injected time |
+//! | [`hardening`] | files created owner-only, the umask |
 //! | [`metrics`] | Prometheus counters and histograms |
 //! | [`verify`] | phone cancellation codes: Argon2id verifiers with a pepper, verification on an open alarm, lockout, duress, the hash-chained audit log |
 //! | [`release`] | support status of this release (end of life says so at start-up and in `--version`) |
@@ -37,6 +38,7 @@ pub mod console;
 pub mod correlate;
 pub mod daemon;
 pub mod event;
+pub mod hardening;
 pub mod metrics;
 pub mod operator;
 pub mod protocol;

@@ -160,6 +160,8 @@ enum CustomerCommand {
 }
 
 fn main() -> ExitCode {
+    // Whatever a command creates (and does not create with an explicit mode) is owner-only.
+    meldkamer::hardening::restrict_umask();
     let cli = Cli::parse();
     let result: Result<(), Box<dyn std::error::Error>> = match cli.command {
         Command::Serve {

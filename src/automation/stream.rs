@@ -118,7 +118,7 @@ pub async fn run_file(mut ctx: StreamCtx, path: PathBuf, cancel: CancellationTok
     let p = path.clone();
     let opened = tokio::task::spawn_blocking(move || -> std::io::Result<(i64, std::fs::File)> {
         let seq = recover_file(&p)?;
-        let f = std::fs::OpenOptions::new().create(true).append(true).open(&p)?;
+        let f = crate::hardening::private_file().create(true).append(true).open(&p)?;
         Ok((seq, f))
     })
     .await;
@@ -187,7 +187,10 @@ pub async fn run_file(mut ctx: StreamCtx, path: PathBuf, cancel: CancellationTok
                 let p = path.clone();
                 match tokio::task::spawn_blocking(move || -> std::io::Result<(i64, std::fs::File)> {
                     let seq = recover_file(&p)?;
-                    Ok((seq, std::fs::OpenOptions::new().create(true).append(true).open(&p)?))
+                    Ok((
+                        seq,
+                        crate::hardening::private_file().create(true).append(true).open(&p)?,
+                    ))
                 })
                 .await
                 {

@@ -32,6 +32,15 @@ pub enum StoreError {
         /// Known here.
         supported: i64,
     },
+    /// The database file could not be created.
+    #[error("cannot create the database file {path}")]
+    Create {
+        /// File.
+        path: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
     /// The writer is gone (shutting down).
     #[error("the store writer has stopped")]
     WriterGone,
@@ -64,8 +73,14 @@ fn configure(conn: &Connection, busy_timeout: Duration) -> Result<(), StoreError
     Ok(())
 }
 
-/// Open (creating if needed) the database for writing and bring its schema up to date.
+/// Open (creating if needed) the database for writing and bring its schema up to date. A new
+/// database file is created owner-only (0600) before SQLite opens it; SQLite gives its `-wal`
+/// and `-shm` the same mode.
 pub fn open_write(path: &Path, busy_timeout: Duration) -> Result<Connection, StoreError> {
+    crate::hardening::precreate_private(path).map_err(|source| StoreError::Create {
+        path: path.display().to_string(),
+        source,
+    })?;
     let conn = Connection::open(path)?;
     configure(&conn, busy_timeout)?;
     // The writer cycles through a few dozen statements (frames, events, correlation, jobs):

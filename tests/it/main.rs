@@ -1,5 +1,6 @@
 //! All integration tests in one binary (one link step, shared helpers).
 
+mod at_rest;
 mod automation;
 mod bench;
 mod cid_ip;
