@@ -1,4 +1,4 @@
-//! Files owner-only.
+//! Files owner-only, and a process that leaves no copy of its memory behind.
 //!
 //! Every file meldkamer writes holds something an outsider should not read: the database (events,
 //! customers, sealed keys), its `-wal` and `-shm`, the key files, the event stream, recorded
@@ -11,6 +11,9 @@
 //!   database 0600 makes all three owner-only;
 //! - every command sets the umask to 0o077 at start ([`restrict_umask`]), for whatever else a
 //!   library may create;
+//! - `serve` marks itself not dumpable and sets its core file limit to zero ([`no_core_dumps`])
+//!   before it loads a key, a pepper or a password: no core file, and no `ptrace` or
+//!   `/proc/PID/mem` for another process of the same user.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -31,6 +34,42 @@ pub fn restrict_umask() -> u32 {
 #[cfg(not(unix))]
 pub fn restrict_umask() -> u32 {
     0
+}
+
+/// Not dumpable (`PR_SET_DUMPABLE` 0: no core file, no `ptrace` attach or `/proc/PID/mem` for
+/// other processes of the same user) and a core file limit of zero, soft and hard.
+#[cfg(target_os = "linux")]
+pub fn no_core_dumps() -> std::io::Result<()> {
+    use rustix::process::{DumpableBehavior, Resource, Rlimit, set_dumpable_behavior, setrlimit};
+    setrlimit(
+        Resource::Core,
+        Rlimit {
+            current: Some(0),
+            maximum: Some(0),
+        },
+    )?;
+    set_dumpable_behavior(DumpableBehavior::NotDumpable)?;
+    Ok(())
+}
+
+/// A core file limit of zero (other Unix systems have no `PR_SET_DUMPABLE`).
+#[cfg(all(unix, not(target_os = "linux")))]
+pub fn no_core_dumps() -> std::io::Result<()> {
+    use rustix::process::{Resource, Rlimit, setrlimit};
+    setrlimit(
+        Resource::Core,
+        Rlimit {
+            current: Some(0),
+            maximum: Some(0),
+        },
+    )?;
+    Ok(())
+}
+
+/// Nothing to do where there are no core files.
+#[cfg(not(unix))]
+pub fn no_core_dumps() -> std::io::Result<()> {
+    Ok(())
 }
 
 /// Options that create a file with mode 0600 (the mode applies only when the file is created).
@@ -96,6 +135,18 @@ mod tests {
 
     fn mode(p: &Path) -> u32 {
         std::fs::metadata(p).expect("meta").permissions().mode() & 0o7777
+    }
+
+    /// Reads the effect back from the kernel. Harmless to the test process: it makes no core
+    /// files and nobody attaches to it.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn no_core_dumps_makes_the_process_undumpable_without_core_files() {
+        use rustix::process::{DumpableBehavior, Resource, dumpable_behavior, getrlimit};
+        no_core_dumps().expect("hardening applies");
+        assert_eq!(dumpable_behavior().expect("prctl"), DumpableBehavior::NotDumpable);
+        let core = getrlimit(Resource::Core);
+        assert_eq!((core.current, core.maximum), (Some(0), Some(0)));
     }
 
     /// Explicit modes, whatever the umask (the test process keeps its own, usually 0o022).

@@ -18,7 +18,7 @@
 //! | [`console`] | the operators' terminal UI (ratatui), talking only to the operator API |
 //! | [`config`] | the TOML configuration and its embedded, commented default |
 //! | [`clock`] | injected time |
-//! | [`hardening`] | files created owner-only, the umask |
+//! | [`hardening`] | files created owner-only, the umask, no core dumps |
 //! | [`metrics`] | Prometheus counters and histograms |
 //! | [`verify`] | phone cancellation codes: Argon2id verifiers with a pepper, verification on an open alarm, lockout, duress, the hash-chained audit log |
 //! | [`release`] | support status of this release (end of life says so at start-up and in `--version`) |

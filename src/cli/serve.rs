@@ -25,6 +25,9 @@ pub enum ServeError {
     /// Import problem.
     #[error(transparent)]
     Import(#[from] crate::records::ImportError),
+    /// The process could not be hardened (core files, dumpable).
+    #[error("cannot switch off core dumps")]
+    Hardening(#[source] std::io::Error),
     /// Database problem.
     #[error("opening the database {path}")]
     Store {
@@ -66,6 +69,8 @@ pub fn serve(cfg: Config) -> Result<(), ServeError> {
 
 /// [`serve`], writing the traffic as fixture traces when `record` is given (`--record DIR`).
 pub fn serve_recording(cfg: Config, record: Option<crate::receiver::record::RecordOptions>) -> Result<(), ServeError> {
+    // Before any pepper, key or password is loaded: no core file, nobody attaches.
+    crate::hardening::no_core_dumps().map_err(ServeError::Hardening)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("meldkamer")
