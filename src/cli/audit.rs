@@ -1,4 +1,5 @@
-//! `meldkamer audit verify | list`: check the audit log's hash chain; show recent rows.
+//! `meldkamer audit verify | list`: check the audit log's hash chain; show recent rows (one line
+//! each: control characters in rows written before fields were escaped are escaped here).
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -115,15 +116,15 @@ pub fn run(cfg: &Config, args: &AuditArgs, out: &mut dyn Write) -> Result<(), Au
                     "#{} {} {} {} {} [{}]{}{}",
                     r.id,
                     rfc3339_ms(r.at_ms),
-                    r.actor,
-                    r.action,
-                    r.subject,
-                    r.result,
+                    audit::printable(&r.actor),
+                    audit::printable(&r.action),
+                    audit::printable(&r.subject),
+                    audit::printable(&r.result),
                     r.failures.map_or(String::new(), |f| format!(" failures={f}")),
                     if r.detail.is_empty() {
                         String::new()
                     } else {
-                        format!(" {}", r.detail)
+                        format!(" {}", audit::printable(&r.detail))
                     }
                 );
             }

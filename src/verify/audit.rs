@@ -4,6 +4,12 @@
 //! previous row's hash)`, the first row chaining to 32 zero bytes. [`verify_chain`] recomputes
 //! the chain and names the first row that does not fit.
 //!
+//! Every text field is stored escaped (control characters, DEL, C1, line separators and
+//! bidirectional controls become `\n`, `\e`, `\x07`, `\u{202e}`…; a backslash becomes `\\`)
+//! and capped ([`MAX_FIELD`], [`MAX_DETAIL`] characters, a cut marked `…[N more characters cut]`),
+//! so `meldkamer audit list` can never print a forged line and one huge field cannot bloat the
+//! log. The hash covers the stored text.
+//!
 //! Generic on purpose: code operations and verification attempts use it, and so does every
 //! operator action. Callers never put a secret in it — not a code, not a candidate, not even
 //! a hash of one (a short code's hash can be brute-forced).
@@ -20,6 +26,94 @@ use crate::store::StoreError;
 
 /// The hash before the first row.
 pub const GENESIS: [u8; 32] = [0; 32];
+
+/// Longest actor, action, subject or result stored, in characters (after escaping).
+pub const MAX_FIELD: usize = 128;
+/// Longest detail stored, in characters (after escaping).
+pub const MAX_DETAIL: usize = 1024;
+
+/// The escape of a character that must not reach a terminal or a log line as itself: control
+/// characters (C0, DEL, C1), line and paragraph separators, and the bidirectional formatting
+/// characters that reorder what a reader sees. `None`: the character stands for itself.
+fn escape_char(c: char) -> Option<String> {
+    match c {
+        '\n' => Some("\\n".into()),
+        '\r' => Some("\\r".into()),
+        '\t' => Some("\\t".into()),
+        '\u{1b}' => Some("\\e".into()),
+        '\0'..='\u{1f}' | '\u{7f}' => Some(format!("\\x{:02x}", u32::from(c))),
+        '\u{80}'..='\u{9f}'
+        | '\u{2028}'
+        | '\u{2029}'
+        | '\u{200e}'
+        | '\u{200f}'
+        | '\u{202a}'..='\u{202e}'
+        | '\u{2066}'..='\u{2069}' => Some(format!("\\u{{{:04x}}}", u32::from(c))),
+        _ => None,
+    }
+}
+
+/// The stored form of one input character: itself, or an escape.
+fn piece(c: char) -> Option<String> {
+    if c == '\\' { Some("\\\\".into()) } else { escape_char(c) }
+}
+
+fn cut_marker(left: usize) -> String {
+    format!("…[{left} more characters cut]")
+}
+
+/// A field as it is stored: every control character escaped (a backslash too, so the escapes
+/// are unambiguous), at most `cap` characters, a cut marked visibly with how many input
+/// characters were left out. An escape is never cut in half.
+pub fn clean(s: &str, cap: usize) -> String {
+    let width = |c: char| piece(c).map_or(1, |p| p.chars().count());
+    let mut n = 0usize;
+    let mut total = 0usize;
+    for c in s.chars() {
+        n += 1;
+        total += width(c);
+    }
+    // The marker for the most that could be cut is the longest, so the cut below always fits.
+    let budget = if total <= cap {
+        usize::MAX
+    } else {
+        cap.saturating_sub(cut_marker(n).chars().count())
+    };
+    let mut out = String::with_capacity(s.len().min(cap.saturating_mul(4)));
+    let (mut used, mut kept) = (0usize, 0usize);
+    for c in s.chars() {
+        let w = width(c);
+        if used + w > budget {
+            break;
+        }
+        match piece(c) {
+            Some(p) => out.push_str(&p),
+            None => out.push(c),
+        }
+        used += w;
+        kept += 1;
+    }
+    if kept < n {
+        out.push_str(&cut_marker(n - kept));
+    }
+    out
+}
+
+/// Control characters of a stored field escaped for showing (rows written before fields were
+/// cleaned may hold them); backslashes stay as they are.
+pub fn printable(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s.chars().any(|c| escape_char(c).is_some()) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        match escape_char(c) {
+            Some(p) => out.push_str(&p),
+            None => out.push(c),
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
 
 /// One audit entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,7 +185,24 @@ pub fn row_hash(id: i64, at_ms: i64, r: &AuditRecord<'_>, prev: &[u8]) -> [u8; 3
 
 /// Append a record inside the caller's transaction (so the action and its record commit
 /// together). Returns the row id.
+/// Every text field is stored [`clean`]ed (control characters escaped, length capped: a log
+/// line read back can never hold a second, forged line) and the hash is over the stored text.
 pub fn append(tx: &Transaction<'_>, at_ms: i64, r: &AuditRecord<'_>) -> Result<i64, StoreError> {
+    let (actor, action, subject, detail, result) = (
+        clean(r.actor, MAX_FIELD),
+        clean(r.action, MAX_FIELD),
+        clean(r.subject, MAX_FIELD),
+        clean(r.detail, MAX_DETAIL),
+        clean(r.result, MAX_FIELD),
+    );
+    let r = &AuditRecord {
+        actor: &actor,
+        action: &action,
+        subject: &subject,
+        detail: &detail,
+        result: &result,
+        failures: r.failures,
+    };
     let last: Option<(i64, Vec<u8>)> = tx
         .prepare_cached("SELECT id, row_hash FROM audit_log ORDER BY id DESC LIMIT 1")?
         .query_row([], |row| Ok((row.get(0)?, row.get(1)?)))
@@ -336,6 +447,57 @@ mod tests {
         assert!(e.to_string().contains("append-only"), "{e}");
         conn.execute("DELETE FROM audit_log WHERE id = 2", [])
             .expect_err("no delete");
+    }
+
+    #[test]
+    fn clean_escapes_every_control_character_and_backslashes() {
+        assert_eq!(clean("op1", MAX_FIELD), "op1");
+        assert_eq!(clean("a\nb\rc\td\u{1b}[2K", MAX_FIELD), "a\\nb\\rc\\td\\e[2K");
+        assert_eq!(clean("\0\u{7}\u{7f}", MAX_FIELD), "\\x00\\x07\\x7f");
+        assert_eq!(
+            clean("\u{85}\u{9b}\u{2028}\u{202e}\u{2066}", MAX_FIELD),
+            "\\u{0085}\\u{009b}\\u{2028}\\u{202e}\\u{2066}"
+        );
+        assert_eq!(
+            clean("C:\\x\\n", MAX_FIELD),
+            "C:\\\\x\\\\n",
+            "a typed backslash-n is not an escape"
+        );
+        assert_eq!(clean("zoë ☃", MAX_FIELD), "zoë ☃");
+        for c in (0u32..0x3000).filter_map(char::from_u32) {
+            assert!(!clean(&c.to_string(), MAX_FIELD).chars().any(char::is_control), "{c:?}");
+        }
+    }
+
+    #[test]
+    fn clean_caps_with_a_counted_marker_and_never_cuts_an_escape() {
+        let exact = "x".repeat(MAX_FIELD);
+        assert_eq!(clean(&exact, MAX_FIELD), exact, "exactly the cap is kept whole");
+        let over = "x".repeat(MAX_FIELD + 1);
+        let c = clean(&over, MAX_FIELD);
+        assert!(c.chars().count() <= MAX_FIELD);
+        let kept = c.chars().take_while(|c| *c == 'x').count();
+        assert_eq!(
+            c,
+            format!("{}…[{} more characters cut]", "x".repeat(kept), MAX_FIELD + 1 - kept)
+        );
+        // Escapes: each is kept whole or left out whole.
+        let c = clean(&"\u{1b}".repeat(200), MAX_FIELD);
+        assert!(c.chars().count() <= MAX_FIELD);
+        let head = c.split('…').next().unwrap_or_default();
+        assert_eq!(head.len() % 2, 0, "{c}");
+        assert!(
+            head.chars().collect::<Vec<_>>().chunks(2).all(|p| p == ['\\', 'e']),
+            "{c}"
+        );
+        assert!(
+            c.ends_with(&format!("[{} more characters cut]", 200 - head.len() / 2)),
+            "{c}"
+        );
+        // Multi-byte characters count as one.
+        let snow = "☃".repeat(MAX_FIELD);
+        assert_eq!(clean(&snow, MAX_FIELD), snow);
+        assert!(clean(&"☃".repeat(70_000), MAX_DETAIL).chars().count() <= MAX_DETAIL);
     }
 
     #[test]
