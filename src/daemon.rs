@@ -71,6 +71,9 @@ pub enum DaemonError {
     /// Phone code verification could not be set up (pepper file, parameters).
     #[error("phone cancellation codes: {0}")]
     Codes(String),
+    /// The audit key could not be loaded (`[audit]`).
+    #[error("audit log")]
+    Audit(#[source] crate::verify::SetupError),
     /// The operator API TLS configuration is not usable.
     #[error("operator API TLS: {0}")]
     Tls(String),
@@ -105,6 +108,10 @@ pub struct Running {
     writer_join: Option<std::thread::JoinHandle<()>>,
     /// The supervisor, when the caller drives it (replay); `None` when a task runs it.
     pub supervisor: Option<supervision::Supervisor>,
+    /// The audit key (for pseudonyms of names that must not be logged verbatim).
+    pub audit_key: Arc<crate::verify::audit::AuditKey>,
+    /// Publishes the audit head; the last one at shutdown.
+    pub audit_heads: Arc<crate::verify::published::Publisher>,
 }
 
 impl Running {
@@ -133,6 +140,7 @@ impl Running {
             r.flush_all();
         }
         let join = self.writer_join.take();
+        let heads = self.audit_heads.clone();
         // Every connection is done: nothing more will be submitted. The writer commits what
         // is queued and stops.
         self.shared.writer.close().await;
@@ -140,6 +148,8 @@ impl Running {
         if let Some(j) = join {
             let _ = tokio::task::spawn_blocking(move || j.join()).await;
         }
+        // The last audit row is committed: its head is the one to keep.
+        let _ = tokio::task::spawn_blocking(move || heads.shutdown()).await;
         info!("stopped");
     }
 }
@@ -223,6 +233,19 @@ async fn start_full(
     // anything listens or writes.
     let hasher = crate::verify::hasher_from_config(&cfg).map_err(|e| DaemonError::Codes(e.to_string()))?;
     let table = prepare_database(&cfg)?;
+    let audit_key = crate::verify::audit_key_from_config(&cfg).map_err(DaemonError::Audit)?;
+    let (heads_tx, heads_rx) = tokio::sync::watch::channel(None);
+    let audit_heads = Arc::new(crate::verify::published::Publisher::new(
+        &cfg,
+        clock.clone(),
+        Box::new(move |h| {
+            heads_tx.send_replace(Some(crate::automation::stream::AuditHead {
+                id: h.id,
+                hash: h.hash,
+                at_ms: h.at_ms,
+            }));
+        }),
+    ));
     let metrics = Arc::new(Metrics::default());
     let last_seen = Arc::new(LastSeen::default());
     let (changes_tx, changes_rx) = tokio::sync::watch::channel(0u64);
@@ -329,6 +352,7 @@ async fn start_full(
             metrics: shared.metrics.clone(),
             clock: shared.clock.clone(),
             changes: changes_tx.subscribe(),
+            audit_heads: heads_rx,
         },
         cancel.clone(),
         &tracker,
@@ -420,6 +444,8 @@ async fn start_full(
     if let Some(r) = shared.recorder.clone() {
         tracker.spawn(crate::receiver::record::flush_udp_every(r, cancel.clone()));
     }
+    audit_heads.start();
+    tracker.spawn(crate::verify::published::run(audit_heads.clone(), cancel.clone()));
     tracker.spawn(reload_accounts(
         shared.clone(),
         cfg.store.path.clone(),
@@ -447,6 +473,8 @@ async fn start_full(
         tracker,
         writer_join: Some(writer_join),
         supervisor,
+        audit_key,
+        audit_heads,
     })
 }
 

@@ -148,12 +148,15 @@ fn open(cfg: &Config) -> Result<Connection, CodeError> {
     if !path.exists() {
         return Err(CodeError::NoDatabase(path.display().to_string()));
     }
-    crate::store::open_write(path, Duration::from_millis(cfg.store.busy_timeout_ms)).map_err(|source| {
+    let conn = crate::store::open_write(path, Duration::from_millis(cfg.store.busy_timeout_ms)).map_err(|source| {
         CodeError::Store {
             path: path.display().to_string(),
             source,
         }
-    })
+    })?;
+    // Every code command writes audit rows: they are keyed.
+    crate::verify::audit_key_from_config(cfg)?;
+    Ok(conn)
 }
 
 /// Run a code command. `stdin` is read by `set --stdin` only.

@@ -41,6 +41,12 @@ pub enum StoreError {
         #[source]
         source: std::io::Error,
     },
+    /// An audit row was to be written, but no audit key is loaded for this database.
+    #[error("no audit key is loaded for this database (the audit log is keyed); nothing was written")]
+    NoAuditKey,
+    /// An audit row was not stored (a trigger swallowed it).
+    #[error("the audit row was not stored (is a trigger on audit_log dropping rows?); nothing was written")]
+    AuditNotStored,
     /// The writer is gone (shutting down).
     #[error("the store writer has stopped")]
     WriterGone,

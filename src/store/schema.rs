@@ -434,6 +434,15 @@ const MIGRATIONS: &[Step] = &[
     INSERT INTO meta (key, value) VALUES ('alarm_fold_upto', '0'), ('alarm_fold_done', '0');
     "#,
     ),
+    // 13: a keyed audit chain (`verify::audit`). Rows from now on carry an HMAC-SHA256 under the
+    // audit key (a file outside the database) instead of a plain SHA-256, and the id of that key;
+    // the rows written before keep their plain hashes and NULL here, and the first keyed row
+    // chains to the last of them.
+    Step::Sql(
+        r#"
+    ALTER TABLE audit_log ADD COLUMN key_id TEXT;
+    "#,
+    ),
 ];
 
 /// CHECK constraints of the form `column IN (list)` on tables written per frame or event, and

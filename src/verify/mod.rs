@@ -14,7 +14,8 @@
 //! | [`codes`] | the secret [`Code`] type, weak-code rules, generation; set / reset / bulk invalidation |
 //! | [`attempt`] | one verification on an open alarm: load, hash (always two), record |
 //! | [`lockout`] | persisted counters: per-contact lockout, per-operator supervisor alert |
-//! | [`audit`] | the append-only, hash-chained audit log every code and operator action writes |
+//! | [`audit`] | the append-only audit log every code and operator action writes, chained with a keyed MAC |
+//! | [`published`] | the audit log's head, published (log line, event stream, heads file) so cuts and rewrites show |
 //! | [`service`] | the async service for the daemon: hashing off the writer, bounded, serialised per customer |
 //!
 //! Rules (the project's own requirements; `README.md` and `SECURITY.md` tell the operator's side):
@@ -42,8 +43,10 @@ pub mod audit;
 pub mod codes;
 pub mod hash;
 pub mod lockout;
+pub mod published;
 pub mod service;
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -69,6 +72,27 @@ pub enum SetupError {
     /// The Argon2id parameters.
     #[error("codes.argon2_*: {0}")]
     Hash(#[from] hash::HashError),
+    /// The audit key file.
+    #[error(transparent)]
+    AuditKey(#[from] audit::AuditKeyError),
+    /// The database file cannot be found.
+    #[error("the database {path}")]
+    Database {
+        /// File.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The database could not be read.
+    #[error("opening the database {path}")]
+    Store {
+        /// File.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: crate::store::StoreError,
+    },
 }
 
 /// The hasher for a configuration: loads the pepper (creating it, owner-only, when missing —
@@ -89,6 +113,37 @@ pub fn hasher_from_config(cfg: &Config) -> Result<Hasher, SetupError> {
         ring = ring.with_retired(Pepper::load(p)?);
     }
     Ok(Hasher::new(ring, Cost::from_config(&cfg.codes))?)
+}
+
+/// The audit key of a configuration's database, registered for it ([`audit::register`]) so
+/// that every connection to the database appends keyed rows. Created (owner-only, logged) when
+/// missing and no row is keyed yet; refused when rows are keyed and the file is missing or holds
+/// another key, or when others may read it. The database must exist.
+pub fn audit_key_from_config(cfg: &Config) -> Result<Arc<audit::AuditKey>, SetupError> {
+    let store = |source| SetupError::Store {
+        path: cfg.store.path.clone(),
+        source,
+    };
+    let conn =
+        crate::store::open_read(&cfg.store.path, Duration::from_millis(cfg.store.busy_timeout_ms)).map_err(store)?;
+    let path = cfg.audit.key_path(&cfg.store);
+    let Some((key, created)) = audit::load_key(&path, &conn, true)? else {
+        return Err(store(crate::store::StoreError::NoAuditKey));
+    };
+    if created {
+        tracing::warn!(
+            path = %path.display(), key_id = key.id(),
+            "created a new audit key file (owner-only); back it up apart from the database"
+        );
+    } else {
+        tracing::debug!(path = %path.display(), key_id = key.id(), "audit key loaded");
+    }
+    let key = Arc::new(key);
+    audit::register(&cfg.store.path, key.clone()).map_err(|source| SetupError::Database {
+        path: cfg.store.path.clone(),
+        source,
+    })?;
+    Ok(key)
 }
 
 /// The verification service of a daemon.

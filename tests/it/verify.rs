@@ -751,6 +751,7 @@ fn audited(n: usize) -> (tempfile::TempDir, Config) {
     let dir = tempfile::tempdir().expect("dir");
     let cfg = TestDaemon::config(dir.path());
     let mut conn = meldkamer::store::open_write(&cfg.store.path, Duration::from_secs(5)).expect("db");
+    meldkamer::verify::audit_key_from_config(&cfg).expect("audit key");
     let tx = conn.transaction().expect("tx");
     for i in 0..n {
         audit::append(
@@ -780,7 +781,10 @@ fn drop_triggers(conn: &Connection) {
 fn audit_cli(cfg: &Config) -> (Result<(), meldkamer::cli::audit::AuditError>, String) {
     let args = meldkamer::cli::audit::AuditArgs {
         config: None,
-        command: meldkamer::cli::audit::AuditCommand::Verify { anchor: None },
+        command: meldkamer::cli::audit::AuditCommand::Verify {
+            anchor: None,
+            heads: None,
+        },
     };
     let mut out = Vec::new();
     let r = meldkamer::cli::audit::run(cfg, &args, &mut out);
@@ -832,7 +836,7 @@ fn the_audit_chain_detects_a_deleted_row() {
     drop_triggers(&conn2);
     conn2.execute("DELETE FROM audit_log WHERE id = 6", []).expect("cut");
     let report = audit::verify_chain(&conn2, Some(head)).expect("verify");
-    assert_eq!(report.broken, Some(Break::Anchor { id: 6 }));
+    assert_eq!(report.broken, Some(Break::Cut { head: 6, last: 5 }));
 }
 
 #[test]
@@ -866,8 +870,8 @@ fn the_audit_chain_detects_an_inserted_row() {
     let report = audit::verify_chain(&conn, None).expect("verify");
     assert_eq!(
         report.broken,
-        Some(Break::Content { id: 4 }),
-        "the row after the inserted one no longer fits"
+        Some(Break::Unkeyed { id: 3 }),
+        "without the audit key a row can only be hashed the old, plain way, and that does not pass among keyed rows"
     );
     // A row appended with a made-up hash is found too.
     let (_d2, cfg2) = audited(3);
@@ -880,7 +884,7 @@ fn the_audit_chain_detects_an_inserted_row() {
         )
         .expect("insert");
     let report = audit::verify_chain(&conn2, None).expect("verify");
-    assert_eq!(report.broken, Some(Break::Content { id: 4 }));
+    assert_eq!(report.broken, Some(Break::Unkeyed { id: 4 }));
 }
 
 // --- No keypad codes, anywhere ---------------------------------------------------------------
