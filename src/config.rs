@@ -226,6 +226,16 @@ pub struct StoreConfig {
     pub busy_timeout_ms: u64,
     /// Load the demo data set into an empty database.
     pub load_demo_data: bool,
+    /// The file with the key that seals the DC-09 account keys (owner-only). Empty: beside the
+    /// database, `<store.path>.keys`.
+    pub keys_file: PathBuf,
+}
+
+impl StoreConfig {
+    /// The keys file, resolved against the database path when not configured.
+    pub fn keys_path(&self) -> PathBuf {
+        beside_database(&self.keys_file, self, ".keys")
+    }
 }
 
 /// `[alarms]`.
@@ -310,6 +320,7 @@ impl Default for StoreConfig {
             max_batch: 32,
             busy_timeout_ms: 5000,
             load_demo_data: true,
+            keys_file: PathBuf::new(),
         }
     }
 }

@@ -71,6 +71,9 @@ pub enum DaemonError {
     /// Phone code verification could not be set up (pepper file, parameters).
     #[error("phone cancellation codes: {0}")]
     Codes(String),
+    /// The keys file of the DC-09 account keys is unusable or gone (`store.keys_file`).
+    #[error("DC-09 account keys")]
+    Keys(#[source] crate::store::sealed::SealKeyError),
     /// The audit key could not be loaded (`[audit]`).
     #[error("audit log")]
     Audit(#[source] crate::verify::SetupError),
@@ -154,8 +157,10 @@ impl Running {
     }
 }
 
-/// Prepare the database: migrate, and load the demo data into an empty one if configured.
-pub fn prepare_database(cfg: &Config) -> Result<accounts::AccountTable, DaemonError> {
+/// Prepare the database: migrate, load the keys file and seal keys an older version stored in
+/// plaintext, load the demo data into an empty one if configured. Returns the account table
+/// and the key it was opened with.
+pub fn prepare_database(cfg: &Config) -> Result<(accounts::AccountTable, Arc<store::sealed::SealKey>), DaemonError> {
     let path = cfg.store.path.display().to_string();
     let store_err = |source| DaemonError::Store {
         path: path.clone(),
@@ -163,16 +168,25 @@ pub fn prepare_database(cfg: &Config) -> Result<accounts::AccountTable, DaemonEr
     };
     let mut conn =
         store::open_write(&cfg.store.path, Duration::from_millis(cfg.store.busy_timeout_ms)).map_err(store_err)?;
+    let seal = store::sealed::key_from_config(cfg, &conn, false).map_err(DaemonError::Keys)?;
+    let sealed = store::sealed::seal_plaintext_keys(&mut conn, &seal).map_err(store_err)?;
+    if sealed > 0 {
+        info!(
+            accounts = sealed,
+            "sealed the account keys an older version stored in plaintext"
+        );
+    }
     let count: i64 = conn
         .query_row("SELECT count(*) FROM accounts", [], |r| r.get(0))
         .map_err(|e| store_err(e.into()))?;
     if count == 0 && cfg.store.load_demo_data {
         let records =
             crate::records::parse_toml(crate::records::DEMO_RECORDS, "demo data").map_err(DaemonError::Demo)?;
-        let report = crate::records::apply(&mut conn, &records).map_err(DaemonError::Demo)?;
+        let report = crate::records::apply(&mut conn, &records, &seal).map_err(DaemonError::Demo)?;
         info!(accounts = report.accounts, "empty database: demo data loaded");
     }
-    accounts::load(&conn).map_err(store_err)
+    let table = accounts::load(&conn, &seal).map_err(store_err)?;
+    Ok((table, Arc::new(seal)))
 }
 
 /// Start the daemon with correlation and supervision.
@@ -232,7 +246,7 @@ async fn start_full(
     // The pepper first: an unusable one (readable by others, malformed) stops the start before
     // anything listens or writes.
     let hasher = crate::verify::hasher_from_config(&cfg).map_err(|e| DaemonError::Codes(e.to_string()))?;
-    let table = prepare_database(&cfg)?;
+    let (table, seal) = prepare_database(&cfg)?;
     let audit_key = crate::verify::audit_key_from_config(&cfg).map_err(DaemonError::Audit)?;
     let (heads_tx, heads_rx) = tokio::sync::watch::channel(None);
     let audit_heads = Arc::new(crate::verify::published::Publisher::new(
@@ -450,6 +464,7 @@ async fn start_full(
         shared.clone(),
         cfg.store.path.clone(),
         Duration::from_millis(cfg.store.busy_timeout_ms),
+        seal,
         cancel.clone(),
     ));
     info!(
@@ -479,7 +494,13 @@ async fn start_full(
 }
 
 /// Reload the account table when an import bumps the generation.
-async fn reload_accounts(shared: Arc<Shared>, path: std::path::PathBuf, busy: Duration, cancel: CancellationToken) {
+async fn reload_accounts(
+    shared: Arc<Shared>,
+    path: std::path::PathBuf,
+    busy: Duration,
+    seal: Arc<store::sealed::SealKey>,
+    cancel: CancellationToken,
+) {
     let mut tick = tokio::time::interval(Duration::from_secs(2));
     loop {
         tokio::select! {
@@ -487,13 +508,13 @@ async fn reload_accounts(shared: Arc<Shared>, path: std::path::PathBuf, busy: Du
             _ = tick.tick() => {}
         }
         let current = shared.accounts().generation;
-        let path = path.clone();
+        let (path, seal) = (path.clone(), seal.clone());
         let loaded = tokio::task::spawn_blocking(move || -> Result<Option<accounts::AccountTable>, StoreError> {
             let conn = store::open_read(&path, busy)?;
             if accounts::generation(&conn)? == current {
                 return Ok(None);
             }
-            accounts::load(&conn).map(Some)
+            accounts::load(&conn, &seal).map(Some)
         })
         .await;
         match loaded {

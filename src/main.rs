@@ -50,6 +50,10 @@ enum Command {
         /// Configuration file (for the database path).
         #[arg(long)]
         config: Option<PathBuf>,
+        /// The keys file is lost: make a new one, remove the account keys that do not open with
+        /// it (disabling their accounts) and seal the imported keys with it.
+        #[arg(long)]
+        replace_lost_keys: bool,
     },
     /// Load generator: act as many panels against a running receiver and measure it.
     Bench(cli::bench::BenchArgs),
@@ -216,9 +220,13 @@ fn main() -> ExitCode {
         Command::CheckConfig { file } => {
             cli::serve::check_config(&file, &mut std::io::stdout().lock()).map_err(Into::into)
         }
-        Command::Import { files, config } => (|| {
+        Command::Import {
+            files,
+            config,
+            replace_lost_keys,
+        } => (|| {
             let cfg = cli::serve::load_config(config.as_deref())?;
-            cli::serve::import(&cfg, &files, &mut std::io::stdout().lock())?;
+            cli::serve::import(&cfg, &files, replace_lost_keys, &mut std::io::stdout().lock())?;
             Ok(())
         })(),
         Command::Code(args) => (|| {

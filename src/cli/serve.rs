@@ -140,8 +140,16 @@ pub fn check_config(path: &Path, out: &mut dyn Write) -> Result<(), ServeError> 
     Ok(())
 }
 
-/// `import FILE…`: validate every file, then write them all in one transaction.
-pub fn import(cfg: &Config, files: &[std::path::PathBuf], out: &mut dyn Write) -> Result<(), ServeError> {
+/// `import FILE…`: validate every file, then write them all in one transaction, the account
+/// keys sealed with the keys file. `replace_lost_keys`: the keys file is lost; make a new one,
+/// remove (and disable the accounts of) the keys that do not open with it, and seal the
+/// imported ones with it.
+pub fn import(
+    cfg: &Config,
+    files: &[std::path::PathBuf],
+    replace_lost_keys: bool,
+    out: &mut dyn Write,
+) -> Result<(), ServeError> {
     let mut records = crate::records::Records::default();
     for f in files {
         records.extend(crate::records::parse_file(f)?);
@@ -154,7 +162,46 @@ pub fn import(cfg: &Config, files: &[std::path::PathBuf], out: &mut dyn Write) -
         path: cfg.store.path.display().to_string(),
         source,
     })?;
-    let report = crate::records::apply(&mut conn, &records)?;
+    let store = |source| ServeError::Store {
+        path: cfg.store.path.display().to_string(),
+        source,
+    };
+    let seal = crate::store::sealed::key_from_config(cfg, &conn, replace_lost_keys)
+        .map_err(crate::records::ImportError::Keys)?;
+    let tx = conn
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(|e| store(e.into()))?;
+    let lost = if replace_lost_keys {
+        crate::store::sealed::forget_unopenable(&tx, &seal).map_err(store)?
+    } else {
+        Vec::new()
+    };
+    let report = crate::records::apply_in(
+        &tx,
+        &records,
+        crate::clock::unix_ms(time::OffsetDateTime::now_utc()),
+        &seal,
+    )?;
+    let still_disabled: Vec<&String> = lost
+        .iter()
+        .filter(|a| {
+            !records
+                .accounts
+                .iter()
+                .any(|r| &r.spec.account == *a && r.spec.key.is_some())
+        })
+        .collect();
+    tx.commit().map_err(|e| store(e.into()))?;
     let _ = writeln!(out, "imported {report} into {}", cfg.store.path.display());
+    if !lost.is_empty() {
+        let _ = writeln!(
+            out,
+            "{} account key(s) did not open with the keys file and were removed; {} account(s) stay disabled until \
+             imported again with their key: {}",
+            lost.len(),
+            still_disabled.len(),
+            still_disabled.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+        );
+    }
     Ok(())
 }

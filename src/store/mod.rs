@@ -1,5 +1,5 @@
-//! SQLite storage: schema and migrations, the single writer task with group commit, and the
-//! read side for everyone else.
+//! SQLite storage: schema and migrations, the single writer task with group commit, the read
+//! side for everyone else, and the DC-09 account keys sealed at rest ([`sealed`]).
 //!
 //! Durability: every connection runs `journal_mode=WAL` and `synchronous=FULL`, so a committed
 //! transaction survives a crash or power loss on storage that honours fsync. The writer owns the
@@ -11,6 +11,7 @@ mod bulk;
 pub mod checkpoint;
 pub mod heads;
 pub mod schema;
+pub mod sealed;
 pub mod writer;
 
 use std::path::Path;
@@ -47,6 +48,19 @@ pub enum StoreError {
     /// An audit row was not stored (a trigger swallowed it).
     #[error("the audit row was not stored (is a trigger on audit_log dropping rows?); nothing was written")]
     AuditNotStored,
+    /// Sealing a DC-09 key failed (no randomness).
+    #[error("sealing an account key failed")]
+    Seal,
+    /// A sealed DC-09 key does not open.
+    #[error(
+        "the DC-09 key of account {account} does not open with the keys file (another keys file, or the row was \
+         altered): restore the right keys file, or import the account's records again with \
+         `meldkamer import --replace-lost-keys`"
+    )]
+    AccountKey {
+        /// The account number.
+        account: String,
+    },
     /// The writer is gone (shutting down).
     #[error("the store writer has stopped")]
     WriterGone,

@@ -443,6 +443,15 @@ const MIGRATIONS: &[Step] = &[
     ALTER TABLE audit_log ADD COLUMN key_id TEXT;
     "#,
     ),
+    // 14: DC-09 account keys sealed at rest (`store::sealed`): `dc09_key` holds nonce ‖
+    // AES-256-GCM ciphertext ‖ tag under the keys file when `key_sealed` is 1. Keys stored
+    // before are plaintext (0) until the daemon's next start seals them (it needs the keys file,
+    // which no migration has).
+    Step::Sql(
+        r#"
+    ALTER TABLE accounts ADD COLUMN key_sealed INTEGER NOT NULL DEFAULT 0 CHECK (key_sealed IN (0, 1));
+    "#,
+    ),
 ];
 
 /// CHECK constraints of the form `column IN (list)` on tables written per frame or event, and
