@@ -547,11 +547,20 @@ fn a_rotated_pepper_still_verifies_and_rehashes_with_the_new_one() {
         f.hasher.current_pepper_id(),
         "re-hashed with the new pepper"
     );
-    // Without the old pepper a code made with it cannot be checked: invalidated, not rejected.
+    // Without the old pepper, while a code made with it is in use, nothing starts; a hasher
+    // made without it anyway cannot check that code: invalidated, not rejected.
     f.set("K2", Kind::Cancel, OTHER);
     f.cfg.codes.pepper_file = old_file.with_extension("pepper3");
     f.cfg.codes.retired_pepper_files = vec![];
-    f.reopen();
+    assert!(matches!(
+        meldkamer::verify::hasher_from_config(&f.cfg),
+        Err(meldkamer::verify::SetupError::PepperLost { .. })
+    ));
+    f.hasher = Hasher::new(
+        meldkamer::verify::PepperRing::new(meldkamer::verify::Pepper::from_bytes([9; 32])),
+        Cost::FLOOR,
+    )
+    .expect("hasher");
     assert_eq!(f.verify(&alarm, "K2", OTHER), Verdict::Invalidated);
 }
 
@@ -743,6 +752,56 @@ async fn a_pepper_file_others_can_read_stops_the_daemon() {
         assert!(chain.contains("0644"), "{chain}");
         assert!(!chain.contains(&"ab".repeat(32)), "{chain}");
     }
+}
+
+/// The pepper file is lost while codes are in use: the daemon does not start (and makes no new
+/// pepper, under which the duress code would answer "rejected" and escalate nothing) and says
+/// how to recover. `code invalidate --all` needs no pepper; after it the daemon starts with a
+/// new one.
+#[tokio::test]
+async fn a_lost_pepper_stops_the_daemon_until_the_codes_are_invalidated() {
+    let f = Fixture::new();
+    f.set("K1", Kind::Cancel, CANCEL);
+    f.set("K1", Kind::Duress, DURESS);
+    let pepper = f.cfg.codes.pepper_path(&f.cfg.store);
+    std::fs::remove_file(&pepper).expect("pepper lost");
+    let start = || meldkamer::daemon::start(f.cfg.clone(), Arc::new(meldkamer::clock::ManualClock::new(T0)));
+    let e = match start().await {
+        Ok(_) => panic!("started without the pepper of the codes in use"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        e.contains("2 phone code(s)") && e.contains(&pepper.display().to_string()),
+        "{e}"
+    );
+    assert!(e.contains("is missing") && e.contains("Restore the pepper file"), "{e}");
+    assert!(e.contains("meldkamer code invalidate --all"), "{e}");
+    assert!(!pepper.exists(), "no new pepper was made");
+    // Another pepper in the file is refused the same way.
+    std::fs::write(&pepper, format!("{}\n", "cd".repeat(32))).expect("another pepper");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&pepper, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    }
+    let e = match start().await {
+        Ok(_) => panic!("started with another pepper than the codes in use"),
+        Err(e) => e.to_string(),
+    };
+    assert!(e.contains("holds pepper"), "{e}");
+    std::fs::remove_file(&pepper).expect("remove");
+    let mut out = Vec::new();
+    code_cli::invalidate(&f.cfg, &Selector::All, "sup1", &mut out).expect("invalidate without a pepper");
+    assert!(!pepper.exists());
+    let running = start().await.expect("starts once no code needs the lost pepper");
+    assert!(pepper.exists(), "with a new pepper");
+    running.shutdown();
+    running.wait().await;
+    assert_eq!(
+        f.i64("SELECT count(*) FROM code_verifiers WHERE invalidated_ms IS NULL"),
+        0,
+        "every code answers invalidated until set again"
+    );
 }
 
 // --- The audit chain -----------------------------------------------------------------------
