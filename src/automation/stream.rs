@@ -405,5 +405,16 @@ mod tests {
         assert_eq!(recover_file(&p).expect("torn"), 4);
         assert_eq!(std::fs::read_to_string(&p).expect("read"), format!("{a}{b}"));
         assert_eq!(recover_file(&p).expect("again"), 4);
+        // An audit head after the last event: the event's seq still counts.
+        let h = AuditHead {
+            id: 9,
+            hash: [1; 32],
+            at_ms: 0,
+        }
+        .line();
+        std::fs::write(&p, format!("{a}{b}{h}")).expect("write");
+        assert_eq!(recover_file(&p).expect("head last"), 4);
+        let v: serde_json::Value = serde_json::from_str(h.trim_end()).expect("the head line is JSON");
+        assert_eq!((v["type"].as_str(), v["id"].as_i64()), (Some("audit_head"), Some(9)));
     }
 }

@@ -393,3 +393,36 @@ fn do_nothing_triggers_with_the_same_names_are_detected() {
         Err(meldkamer::cli::audit::AuditError::Triggers)
     ));
 }
+
+/// A TCP subscriber of the event stream gets each audit head as it is published.
+#[tokio::test]
+async fn tcp_stream_subscribers_get_audit_heads() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let mut d = TestDaemon::start_with(crate::common::ACCOUNTS, |c| {
+        c.audit.publish_every = 1;
+        c.event_stream.mode = meldkamer::config::EventStreamMode::Tcp;
+        c.event_stream.listen = "127.0.0.1:0".into();
+    })
+    .await;
+    let addr = d.running.as_ref().and_then(|r| r.event_stream_addr).expect("stream");
+    let s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let mut lines = BufReader::new(s).lines();
+    let next = async |lines: &mut tokio::io::Lines<BufReader<tokio::net::TcpStream>>| -> serde_json::Value {
+        let l = tokio::time::timeout(Duration::from_secs(10), lines.next_line())
+            .await
+            .expect("a line in time")
+            .expect("read")
+            .expect("open");
+        serde_json::from_str(&l).expect("JSON")
+    };
+    assert_eq!(next(&mut lines).await["type"], "hello");
+    append_rows(&d.cfg, 1);
+    let head = next(&mut lines).await;
+    assert_eq!(
+        (head["type"].as_str(), head["id"].as_i64()),
+        (Some("audit_head"), Some(1)),
+        "{head}"
+    );
+    assert_eq!(head["hash"].as_str().map(str::len), Some(64));
+    d.stop().await;
+}
