@@ -34,6 +34,53 @@ pub struct Config {
     pub automation: AutomationConfig,
     /// The JSON Lines event stream.
     pub event_stream: EventStreamConfig,
+    /// The audit log's key and its published heads.
+    pub audit: AuditConfig,
+}
+
+/// `[audit]`: the key of the audit chain and where its heads are published.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// The audit key file (owner-only). Empty: beside the database, `<store.path>.audit-key`.
+    pub key_file: PathBuf,
+    /// The file published heads are appended to. Empty: `<store.path>.audit-heads`.
+    pub heads_file: PathBuf,
+    /// Publish the head at least once every this many rows (and at start and shutdown).
+    pub publish_every: u64,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig {
+            key_file: PathBuf::new(),
+            heads_file: PathBuf::new(),
+            publish_every: 100,
+        }
+    }
+}
+
+/// `path`, or the database path with `suffix` appended when `path` is empty.
+fn beside_database(path: &Path, store: &StoreConfig, suffix: &str) -> PathBuf {
+    if path.as_os_str().is_empty() {
+        let mut p = store.path.clone().into_os_string();
+        p.push(suffix);
+        PathBuf::from(p)
+    } else {
+        path.to_path_buf()
+    }
+}
+
+impl AuditConfig {
+    /// The audit key file, resolved against the database path when not configured.
+    pub fn key_path(&self, store: &StoreConfig) -> PathBuf {
+        beside_database(&self.key_file, store, ".audit-key")
+    }
+
+    /// The heads file, resolved against the database path when not configured.
+    pub fn heads_path(&self, store: &StoreConfig) -> PathBuf {
+        beside_database(&self.heads_file, store, ".audit-heads")
+    }
 }
 
 /// `[operator]`.
@@ -128,13 +175,7 @@ pub struct CodesConfig {
 impl CodesConfig {
     /// The pepper file, resolved against the database path when not configured.
     pub fn pepper_path(&self, store: &StoreConfig) -> PathBuf {
-        if self.pepper_file.as_os_str().is_empty() {
-            let mut p = store.path.clone().into_os_string();
-            p.push(".pepper");
-            PathBuf::from(p)
-        } else {
-            self.pepper_file.clone()
-        }
+        beside_database(&self.pepper_file, store, ".pepper")
     }
 }
 
@@ -200,6 +241,16 @@ pub struct StoreConfig {
     pub busy_timeout_ms: u64,
     /// Load the demo data set into an empty database.
     pub load_demo_data: bool,
+    /// The file with the key that seals the DC-09 account keys (owner-only). Empty: beside the
+    /// database, `<store.path>.keys`.
+    pub keys_file: PathBuf,
+}
+
+impl StoreConfig {
+    /// The keys file, resolved against the database path when not configured.
+    pub fn keys_path(&self) -> PathBuf {
+        beside_database(&self.keys_file, self, ".keys")
+    }
 }
 
 /// `[alarms]`.
@@ -286,6 +337,7 @@ impl Default for StoreConfig {
             max_batch: 32,
             busy_timeout_ms: 5000,
             load_demo_data: true,
+            keys_file: PathBuf::new(),
         }
     }
 }
@@ -619,6 +671,9 @@ impl Config {
         }
         if c.max_concurrent_verifications == 0 {
             return Err(invalid("codes.max_concurrent_verifications", "must be greater than 0"));
+        }
+        if !(1..=1_000_000).contains(&self.audit.publish_every) {
+            return Err(invalid("audit.publish_every", "must be between 1 and 1000000"));
         }
         self.validate_cid_automation(origin)?;
         if tracing_level_ok(&self.log.level).is_none() {

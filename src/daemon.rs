@@ -74,6 +74,12 @@ pub enum DaemonError {
     /// Phone code verification could not be set up (pepper file, parameters).
     #[error("phone cancellation codes: {0}")]
     Codes(String),
+    /// The keys file of the DC-09 account keys is unusable or gone (`store.keys_file`).
+    #[error("DC-09 account keys")]
+    Keys(#[source] crate::store::sealed::SealKeyError),
+    /// The audit key could not be loaded (`[audit]`).
+    #[error("audit log")]
+    Audit(#[source] crate::verify::SetupError),
     /// The operator API TLS configuration is not usable.
     #[error("operator API TLS: {0}")]
     Tls(String),
@@ -111,6 +117,10 @@ pub struct Running {
     writer_join: Option<std::thread::JoinHandle<()>>,
     /// The supervisor, when the caller drives it (replay); `None` when a task runs it.
     pub supervisor: Option<supervision::Supervisor>,
+    /// The audit key (for pseudonyms of names that must not be logged verbatim).
+    pub audit_key: Arc<crate::verify::audit::AuditKey>,
+    /// Publishes the audit head; the last one at shutdown.
+    pub audit_heads: Arc<crate::verify::published::Publisher>,
 }
 
 impl Running {
@@ -139,6 +149,7 @@ impl Running {
             r.flush_all();
         }
         let join = self.writer_join.take();
+        let heads = self.audit_heads.clone();
         // Every connection is done: nothing more will be submitted. The writer commits what
         // is queued and stops.
         self.shared.writer.close().await;
@@ -146,12 +157,16 @@ impl Running {
         if let Some(j) = join {
             let _ = tokio::task::spawn_blocking(move || j.join()).await;
         }
+        // The last audit row is committed: its head is the one to keep.
+        let _ = tokio::task::spawn_blocking(move || heads.shutdown()).await;
         info!("stopped");
     }
 }
 
-/// Prepare the database: migrate, and load the demo data into an empty one if configured.
-pub fn prepare_database(cfg: &Config) -> Result<accounts::AccountTable, DaemonError> {
+/// Prepare the database: migrate, load the keys file and seal keys an older version stored in
+/// plaintext, load the demo data into an empty one if configured. Returns the account table
+/// and the key it was opened with.
+pub fn prepare_database(cfg: &Config) -> Result<(accounts::AccountTable, Arc<store::sealed::SealKey>), DaemonError> {
     let path = cfg.store.path.display().to_string();
     let store_err = |source| DaemonError::Store {
         path: path.clone(),
@@ -159,16 +174,25 @@ pub fn prepare_database(cfg: &Config) -> Result<accounts::AccountTable, DaemonEr
     };
     let mut conn =
         store::open_write(&cfg.store.path, Duration::from_millis(cfg.store.busy_timeout_ms)).map_err(store_err)?;
+    let seal = store::sealed::key_from_config(cfg, &conn, false).map_err(DaemonError::Keys)?;
+    let sealed = store::sealed::seal_plaintext_keys(&mut conn, &seal).map_err(store_err)?;
+    if sealed > 0 {
+        info!(
+            accounts = sealed,
+            "sealed the account keys an older version stored in plaintext"
+        );
+    }
     let count: i64 = conn
         .query_row("SELECT count(*) FROM accounts", [], |r| r.get(0))
         .map_err(|e| store_err(e.into()))?;
     if count == 0 && cfg.store.load_demo_data {
         let records =
             crate::records::parse_toml(crate::records::DEMO_RECORDS, "demo data").map_err(DaemonError::Demo)?;
-        let report = crate::records::apply(&mut conn, &records).map_err(DaemonError::Demo)?;
+        let report = crate::records::apply(&mut conn, &records, &seal).map_err(DaemonError::Demo)?;
         info!(accounts = report.accounts, "empty database: demo data loaded");
     }
-    accounts::load(&conn).map_err(store_err)
+    let table = accounts::load(&conn, &seal).map_err(store_err)?;
+    Ok((table, Arc::new(seal)))
 }
 
 /// Start the daemon with correlation and supervision.
@@ -229,7 +253,20 @@ async fn start_full(
     // anything listens or writes.
     let hasher = crate::verify::hasher_from_config(&cfg).map_err(|e| DaemonError::Codes(e.to_string()))?;
     let budget = descriptor_budget(&cfg, budget::nofile_limit())?;
-    let table = prepare_database(&cfg)?;
+    let (table, seal) = prepare_database(&cfg)?;
+    let audit_key = crate::verify::audit_key_from_config(&cfg).map_err(DaemonError::Audit)?;
+    let (heads_tx, heads_rx) = tokio::sync::watch::channel(None);
+    let audit_heads = Arc::new(crate::verify::published::Publisher::new(
+        &cfg,
+        clock.clone(),
+        Box::new(move |h| {
+            heads_tx.send_replace(Some(crate::automation::stream::AuditHead {
+                id: h.id,
+                hash: h.hash,
+                at_ms: h.at_ms,
+            }));
+        }),
+    ));
     let metrics = Arc::new(Metrics::default());
     let last_seen = Arc::new(LastSeen::default());
     let (changes_tx, changes_rx) = tokio::sync::watch::channel(0u64);
@@ -343,6 +380,7 @@ async fn start_full(
             metrics: shared.metrics.clone(),
             clock: shared.clock.clone(),
             changes: changes_tx.subscribe(),
+            audit_heads: heads_rx,
         },
         &budget,
         cancel.clone(),
@@ -444,10 +482,13 @@ async fn start_full(
         tracker.spawn(crate::receiver::record::flush_udp_every(r, cancel.clone()));
     }
     tracker.spawn(crate::operator::server::sweep(api.clone(), cancel.clone()));
+    audit_heads.start();
+    tracker.spawn(crate::verify::published::run(audit_heads.clone(), cancel.clone()));
     tracker.spawn(reload_accounts(
         shared.clone(),
         cfg.store.path.clone(),
         Duration::from_millis(cfg.store.busy_timeout_ms),
+        seal,
         cancel.clone(),
     ));
     info!(
@@ -471,11 +512,19 @@ async fn start_full(
         tracker,
         writer_join: Some(writer_join),
         supervisor,
+        audit_key,
+        audit_heads,
     })
 }
 
 /// Reload the account table when an import bumps the generation.
-async fn reload_accounts(shared: Arc<Shared>, path: std::path::PathBuf, busy: Duration, cancel: CancellationToken) {
+async fn reload_accounts(
+    shared: Arc<Shared>,
+    path: std::path::PathBuf,
+    busy: Duration,
+    seal: Arc<store::sealed::SealKey>,
+    cancel: CancellationToken,
+) {
     let mut tick = tokio::time::interval(Duration::from_secs(2));
     loop {
         tokio::select! {
@@ -483,13 +532,13 @@ async fn reload_accounts(shared: Arc<Shared>, path: std::path::PathBuf, busy: Du
             _ = tick.tick() => {}
         }
         let current = shared.accounts().generation;
-        let path = path.clone();
+        let (path, seal) = (path.clone(), seal.clone());
         let loaded = tokio::task::spawn_blocking(move || -> Result<Option<accounts::AccountTable>, StoreError> {
             let conn = store::open_read(&path, busy)?;
             if accounts::generation(&conn)? == current {
                 return Ok(None);
             }
-            accounts::load(&conn).map(Some)
+            accounts::load(&conn, &seal).map(Some)
         })
         .await;
         match loaded {

@@ -19,6 +19,8 @@
 //! | [`console`] | the operators' terminal UI (ratatui), talking only to the operator API |
 //! | [`config`] | the TOML configuration and its embedded, commented default |
 //! | [`clock`] | injected time |
+//! | [`keyfile`] | key files (pepper, audit key, account keys key): 32 random bytes, owner-only |
+//! | [`hardening`] | files created owner-only, the umask, no core dumps |
 //! | [`metrics`] | Prometheus counters and histograms |
 //! | [`verify`] | phone cancellation codes: Argon2id verifiers with a pepper, verification on an open alarm, lockout, duress, the hash-chained audit log |
 //! | [`release`] | support status of this release (end of life says so at start-up and in `--version`) |
@@ -39,6 +41,8 @@ pub mod console;
 pub mod correlate;
 pub mod daemon;
 pub mod event;
+pub mod hardening;
+pub mod keyfile;
 pub mod metrics;
 pub mod operator;
 pub mod protocol;

@@ -50,6 +50,10 @@ enum Command {
         /// Configuration file (for the database path).
         #[arg(long)]
         config: Option<PathBuf>,
+        /// The keys file is lost: make a new one, remove the account keys that do not open with
+        /// it (disabling their accounts) and seal the imported keys with it.
+        #[arg(long)]
+        replace_lost_keys: bool,
     },
     /// Load generator: act as many panels against a running receiver and measure it.
     Bench(cli::bench::BenchArgs),
@@ -169,6 +173,8 @@ enum CustomerCommand {
 }
 
 fn main() -> ExitCode {
+    // Whatever a command creates (and does not create with an explicit mode) is owner-only.
+    meldkamer::hardening::restrict_umask();
     let cli = Cli::parse();
     let result: Result<(), Box<dyn std::error::Error>> = match cli.command {
         Command::Serve {
@@ -227,9 +233,13 @@ fn main() -> ExitCode {
         Command::CheckConfig { file } => {
             cli::serve::check_config(&file, &mut std::io::stdout().lock()).map_err(Into::into)
         }
-        Command::Import { files, config } => (|| {
+        Command::Import {
+            files,
+            config,
+            replace_lost_keys,
+        } => (|| {
             let cfg = cli::serve::load_config(config.as_deref())?;
-            cli::serve::import(&cfg, &files, &mut std::io::stdout().lock())?;
+            cli::serve::import(&cfg, &files, replace_lost_keys, &mut std::io::stdout().lock())?;
             Ok(())
         })(),
         Command::Code(args) => (|| {

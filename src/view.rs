@@ -116,9 +116,12 @@ pub struct CustomerCard {
 }
 
 fn transmitters(conn: &Connection, where_sql: &str, p: &dyn rusqlite::ToSql) -> rusqlite::Result<Vec<TransmitterView>> {
+    // A sealed key is longer than the key by its nonce and tag.
+    const OVERHEAD: usize = crate::store::sealed::OVERHEAD;
     let sql = format!(
         "WITH {SEEN_PENDING}
-         SELECT a.account, a.receiver, a.line, a.path, a.dc09_key IS NOT NULL, length(a.dc09_key), a.key_format,
+         SELECT a.account, a.receiver, a.line, a.path, a.dc09_key IS NOT NULL,
+                length(a.dc09_key) - CASE WHEN a.key_sealed = 1 THEN {OVERHEAD} ELSE 0 END, a.key_format,
                 a.require_encryption, a.ats_category, a.supervision_secs, {SEEN_COLUMN},
                 a.quirk_crc_binary, a.quirk_cr_in_crc, a.quirk_trailing_nul, a.enabled
          FROM accounts a LEFT JOIN account_status st ON st.account_id = a.id

@@ -79,6 +79,8 @@ pub struct Ctx {
     pub clock: Arc<dyn Clock>,
     /// Bumped after every commit.
     pub changes: watch::Receiver<u64>,
+    /// The audit head, whenever it is published (`verify::published`).
+    pub audit_heads: watch::Receiver<Option<stream::AuditHead>>,
 }
 
 /// Start the configured outputs (listeners are bound before this returns), their connection
@@ -146,6 +148,7 @@ pub async fn start(
         metrics: ctx.metrics.clone(),
         clock: ctx.clock.clone(),
         changes: ctx.changes.clone(),
+        audit_heads: ctx.audit_heads.clone(),
         heartbeat: (e.heartbeat_secs > 0).then(|| Duration::from_secs(e.heartbeat_secs)),
     };
     match e.mode {

@@ -10,6 +10,10 @@
 //!   receives is `{"version":1,"type":"hello","from":N,"oldest":M}` (`oldest`: the first
 //!   `seq` still held; a subscriber that asked for an older one has missed events). When idle
 //!   it gets `{"version":1,"type":"heartbeat","last":N}` every `heartbeat_secs`.
+//! - **Audit heads**, both ways: whenever the daemon publishes the audit log's head
+//!   (`verify::published`) a line `{"version":1,"type":"audit_head","id":N,"hash":"HEX",
+//!   "at":"TIME"}` goes between the event lines (a TCP subscriber also gets the latest one after
+//!   `hello`), so a consumer keeps a copy of every head out of the database's reach.
 
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -45,8 +49,51 @@ pub struct StreamCtx {
     pub clock: Arc<dyn Clock>,
     /// Bumped after every commit.
     pub changes: watch::Receiver<u64>,
+    /// The audit head, whenever it is published.
+    pub audit_heads: watch::Receiver<Option<AuditHead>>,
     /// Heartbeat period for TCP subscribers.
     pub heartbeat: Option<Duration>,
+}
+
+/// A published audit head as the stream carries it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AuditHead {
+    /// The audit row id.
+    pub id: i64,
+    /// Its hash (MAC).
+    pub hash: [u8; 32],
+    /// When it was published (Unix ms).
+    pub at_ms: i64,
+}
+
+impl AuditHead {
+    /// `{"version":1,"type":"audit_head","id":N,"hash":"HEX","at":"TIME"}` and a newline.
+    pub fn line(&self) -> String {
+        format!(
+            "{{\"version\":{SCHEMA_VERSION},\"type\":\"audit_head\",\"id\":{},\"hash\":\"{}\",\"at\":\"{}\"}}\n",
+            self.id,
+            hex::encode(self.hash),
+            crate::clock::rfc3339_ms(self.at_ms)
+        )
+    }
+}
+
+/// The next published audit head (pending forever once the publisher is gone).
+async fn next_head(rx: &mut watch::Receiver<Option<AuditHead>>) {
+    if rx.changed().await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// The latest audit head when it is not `sent` yet (and now it is).
+fn new_head(rx: &mut watch::Receiver<Option<AuditHead>>, sent: &mut Option<AuditHead>) -> Option<AuditHead> {
+    let latest = *rx.borrow_and_update();
+    if latest.is_some() && latest != *sent {
+        *sent = latest;
+        latest
+    } else {
+        None
+    }
 }
 
 const BATCH: usize = 512;
@@ -98,17 +145,15 @@ pub fn recover_file(path: &Path) -> std::io::Result<i64> {
         f.sync_all()?;
         warn!(path = %path.display(), cut = tail.len() - complete, "event stream file: torn last line removed");
     }
-    let lines = &tail[..complete];
-    let last = lines
-        .strip_suffix(b"\n")
-        .map(|l| match l.iter().rposition(|b| *b == b'\n') {
-            Some(i) => &l[i + 1..],
-            None => l,
+    // The last line with a `seq` (audit head lines have none).
+    Ok(tail[..complete]
+        .split(|b| *b == b'\n')
+        .rev()
+        .find_map(|l| {
+            serde_json::from_slice::<serde_json::Value>(l)
+                .ok()
+                .and_then(|v| v.get("seq").and_then(serde_json::Value::as_i64))
         })
-        .unwrap_or_default();
-    Ok(serde_json::from_slice::<serde_json::Value>(last)
-        .ok()
-        .and_then(|v| v.get("seq").and_then(serde_json::Value::as_i64))
         .unwrap_or(0))
 }
 
@@ -117,7 +162,7 @@ pub async fn run_file(mut ctx: StreamCtx, path: PathBuf, cancel: CancellationTok
     let p = path.clone();
     let opened = tokio::task::spawn_blocking(move || -> std::io::Result<(i64, std::fs::File)> {
         let seq = recover_file(&p)?;
-        let f = std::fs::OpenOptions::new().create(true).append(true).open(&p)?;
+        let f = crate::hardening::private_file().create(true).append(true).open(&p)?;
         Ok((seq, f))
     })
     .await;
@@ -135,7 +180,26 @@ pub async fn run_file(mut ctx: StreamCtx, path: PathBuf, cancel: CancellationTok
     let mut cursor = db_cursor.max(file_seq);
     let mut file = Some(file);
     info!(path = %path.display(), from = cursor, "event stream to file");
+    let mut head_sent = None;
     loop {
+        if let Some(h) = new_head(&mut ctx.audit_heads, &mut head_sent) {
+            let Some(mut f) = file.take() else { return };
+            let text = h.line();
+            match tokio::task::spawn_blocking(move || {
+                let r = f.write_all(text.as_bytes()).and_then(|()| f.sync_data());
+                (f, r)
+            })
+            .await
+            {
+                Ok((f, r)) => {
+                    file = Some(f);
+                    if let Err(e) = r {
+                        warn!(error = %e, path = %path.display(), "event stream: writing the audit head failed");
+                    }
+                }
+                Err(_) => return,
+            }
+        }
         let Some(rows) = ctx.read(move |c| outbox::rows_after(c, cursor, BATCH)).await else {
             tokio::select! {
                 _ = cancel.cancelled() => return,
@@ -146,6 +210,7 @@ pub async fn run_file(mut ctx: StreamCtx, path: PathBuf, cancel: CancellationTok
             tokio::select! {
                 _ = cancel.cancelled() => return,
                 _ = ctx.changes.changed() => {}
+                _ = next_head(&mut ctx.audit_heads) => {}
                 _ = tokio::time::sleep(Duration::from_secs(5)) => {}
             }
             continue;
@@ -186,7 +251,10 @@ pub async fn run_file(mut ctx: StreamCtx, path: PathBuf, cancel: CancellationTok
                 let p = path.clone();
                 match tokio::task::spawn_blocking(move || -> std::io::Result<(i64, std::fs::File)> {
                     let seq = recover_file(&p)?;
-                    Ok((seq, std::fs::OpenOptions::new().create(true).append(true).open(&p)?))
+                    Ok((
+                        seq,
+                        crate::hardening::private_file().create(true).append(true).open(&p)?,
+                    ))
                 })
                 .await
                 {
@@ -248,8 +316,18 @@ async fn subscriber(mut ctx: StreamCtx, stream: TcpStream, cancel: CancellationT
     }
     debug!(from = pos, "subscriber connected");
     let write_timeout = Duration::from_secs(30);
+    // The latest head first, then every one published while connected.
+    let mut head_sent = None;
     let mut closed = Vec::new();
     loop {
+        if let Some(h) = new_head(&mut ctx.audit_heads, &mut head_sent)
+            && !matches!(
+                tokio::time::timeout(write_timeout, wr.write_all(h.line().as_bytes())).await,
+                Ok(Ok(()))
+            )
+        {
+            return;
+        }
         let Some(rows) = ctx.read(move |c| outbox::rows_after(c, pos, BATCH)).await else {
             return;
         };
@@ -264,6 +342,7 @@ async fn subscriber(mut ctx: StreamCtx, stream: TcpStream, cancel: CancellationT
             tokio::select! {
                 _ = cancel.cancelled() => return,
                 _ = ctx.changes.changed() => {}
+                _ = next_head(&mut ctx.audit_heads) => {}
                 _ = tokio::time::sleep(Duration::from_secs(5)) => {}
                 r = rd.read_until(b'\n', &mut closed) => {
                     // Subscribers have nothing more to say; EOF or an error ends the stream.
@@ -315,5 +394,16 @@ mod tests {
         assert_eq!(recover_file(&p).expect("torn"), 4);
         assert_eq!(std::fs::read_to_string(&p).expect("read"), format!("{a}{b}"));
         assert_eq!(recover_file(&p).expect("again"), 4);
+        // An audit head after the last event: the event's seq still counts.
+        let h = AuditHead {
+            id: 9,
+            hash: [1; 32],
+            at_ms: 0,
+        }
+        .line();
+        std::fs::write(&p, format!("{a}{b}{h}")).expect("write");
+        assert_eq!(recover_file(&p).expect("head last"), 4);
+        let v: serde_json::Value = serde_json::from_str(h.trim_end()).expect("the head line is JSON");
+        assert_eq!((v["type"].as_str(), v["id"].as_i64()), (Some("audit_head"), Some(9)));
     }
 }

@@ -1418,8 +1418,8 @@ mod tests {
         let mut conn = rusqlite::Connection::open_in_memory().expect("db");
         crate::store::schema::migrate(&conn).expect("schema");
         let r = crate::records::parse_toml(&accounts_toml(2, 3, true), "bench").expect("parse");
-        crate::records::apply(&mut conn, &r).expect("import");
-        let t = crate::store::accounts::load(&conn).expect("load");
+        crate::records::apply(&mut conn, &r, &crate::store::sealed::test_key()).expect("import");
+        let t = crate::store::accounts::load(&conn, &crate::store::sealed::test_key()).expect("load");
         assert_eq!(t.len(), 6);
         assert!(t.lookup(&account_name(1, 2), Some("1"), "1").is_some());
     }

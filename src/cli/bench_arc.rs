@@ -843,9 +843,9 @@ mod tests {
         assert_eq!(names.last().map(String::as_str), Some("E000000B"));
         let mut conn = rusqlite::Connection::open_in_memory().expect("db");
         crate::store::schema::migrate(&conn).expect("schema");
-        let report = crate::records::apply(&mut conn, &r).expect("import");
+        let report = crate::records::apply(&mut conn, &r, &crate::store::sealed::test_key()).expect("import");
         assert_eq!((report.customers, report.sites, report.accounts), (5, 5, 5));
-        let t = crate::store::accounts::load(&conn).expect("load");
+        let t = crate::store::accounts::load(&conn, &crate::store::sealed::test_key()).expect("load");
         assert!(t.lookup("E0000009", Some("1"), "1").is_some());
         let supervised: i64 = conn
             .query_row(
@@ -943,7 +943,7 @@ mod tests {
         let db = dir.path().join("d.db");
         let mut conn = crate::store::open_write(&db, Duration::from_secs(1)).expect("db");
         let records = crate::records::parse_toml(&records_toml(0, 3, 5), "bench").expect("records");
-        crate::records::apply(&mut conn, &records).expect("import");
+        crate::records::apply(&mut conn, &records, &crate::store::sealed::test_key()).expect("import");
         let d = 1_768_478_400_000i64;
         let tx = conn.transaction().expect("tx");
         let ids: Vec<i64> = tx

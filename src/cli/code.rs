@@ -148,12 +148,15 @@ fn open(cfg: &Config) -> Result<Connection, CodeError> {
     if !path.exists() {
         return Err(CodeError::NoDatabase(path.display().to_string()));
     }
-    crate::store::open_write(path, Duration::from_millis(cfg.store.busy_timeout_ms)).map_err(|source| {
+    let conn = crate::store::open_write(path, Duration::from_millis(cfg.store.busy_timeout_ms)).map_err(|source| {
         CodeError::Store {
             path: path.display().to_string(),
             source,
         }
-    })
+    })?;
+    // Every code command writes audit rows: they are keyed.
+    crate::verify::audit_key_from_config(cfg)?;
+    Ok(conn)
 }
 
 /// Run a code command. `stdin` is read by `set --stdin` only.
@@ -539,7 +542,15 @@ fn end_to_end_in(dir: &std::path::Path, cost: Cost, key: [u8; 32]) -> Result<(Du
     use crate::correlate::alarms::{self, AlarmSpec, Queue};
     use crate::verify::attempt::{VerifyRequest, verify_blocking};
     let e = |e: &dyn std::fmt::Display| e.to_string();
-    let mut conn = crate::store::open_write(&dir.join("calibrate.db"), Duration::from_secs(5)).map_err(|x| e(&x))?;
+    let db = dir.join("calibrate.db");
+    let mut conn = crate::store::open_write(&db, Duration::from_secs(5)).map_err(|x| e(&x))?;
+    // A throwaway database: throwaway keys, never written anywhere.
+    let mut keys = [[0u8; 32]; 2];
+    for k in &mut keys {
+        getrandom::fill(k).map_err(|x| e(&x))?;
+    }
+    let seal = crate::store::sealed::SealKey::from_bytes(&keys[0]);
+    audit::register(&db, std::sync::Arc::new(audit::AuditKey::from_bytes(keys[1]))).map_err(|x| e(&x))?;
     let records = crate::records::parse_toml(
         "[[customer]]\nref = \"CAL\"\nname = \"Calibration (synthetic)\"\n\
          [[site]]\nref = \"CAL-S\"\ncustomer = \"CAL\"\naddress = \"x\"\n\
@@ -547,7 +558,7 @@ fn end_to_end_in(dir: &std::path::Path, cost: Cost, key: [u8; 32]) -> Result<(Du
         "calibration",
     )
     .map_err(|x| e(&x))?;
-    crate::records::apply(&mut conn, &records).map_err(|x| e(&x))?;
+    crate::records::apply(&mut conn, &records, &seal).map_err(|x| e(&x))?;
     let hasher = Hasher::new(PepperRing::new(Pepper::from_bytes(key)), cost).map_err(|x| e(&x))?;
     let contact = codes::contact_by_ref(&conn, "CAL-K")
         .map_err(|x| e(&x))?

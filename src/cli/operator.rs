@@ -25,6 +25,9 @@ pub enum OperatorCmdError {
         #[source]
         source: crate::store::StoreError,
     },
+    /// The audit key.
+    #[error("audit log")]
+    Audit(#[from] crate::verify::SetupError),
     /// Reading the password.
     #[error("reading the password")]
     Read(#[source] std::io::Error),
@@ -44,12 +47,15 @@ fn actor() -> String {
 }
 
 fn open(cfg: &Config) -> Result<rusqlite::Connection, OperatorCmdError> {
-    crate::store::open_write(&cfg.store.path, Duration::from_millis(cfg.store.busy_timeout_ms)).map_err(|source| {
-        OperatorCmdError::Store {
+    let conn = crate::store::open_write(&cfg.store.path, Duration::from_millis(cfg.store.busy_timeout_ms)).map_err(
+        |source| OperatorCmdError::Store {
             path: cfg.store.path.display().to_string(),
             source,
-        }
-    })
+        },
+    )?;
+    // Operator changes write audit rows: they are keyed.
+    crate::verify::audit_key_from_config(cfg)?;
+    Ok(conn)
 }
 
 fn now_ms() -> i64 {

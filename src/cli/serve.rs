@@ -25,6 +25,9 @@ pub enum ServeError {
     /// Import problem.
     #[error(transparent)]
     Import(#[from] crate::records::ImportError),
+    /// The process could not be hardened (core files, dumpable).
+    #[error("cannot switch off core dumps")]
+    Hardening(#[source] std::io::Error),
     /// Database problem.
     #[error("opening the database {path}")]
     Store {
@@ -66,6 +69,8 @@ pub fn serve(cfg: Config) -> Result<(), ServeError> {
 
 /// [`serve`], writing the traffic as fixture traces when `record` is given (`--record DIR`).
 pub fn serve_recording(cfg: Config, record: Option<crate::receiver::record::RecordOptions>) -> Result<(), ServeError> {
+    // Before any pepper, key or password is loaded: no core file, nobody attaches.
+    crate::hardening::no_core_dumps().map_err(ServeError::Hardening)?;
     raise_descriptor_limit();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -155,8 +160,16 @@ pub fn check_config(path: &Path, out: &mut dyn Write) -> Result<(), ServeError> 
     Ok(())
 }
 
-/// `import FILE…`: validate every file, then write them all in one transaction.
-pub fn import(cfg: &Config, files: &[std::path::PathBuf], out: &mut dyn Write) -> Result<(), ServeError> {
+/// `import FILE…`: validate every file, then write them all in one transaction, the account
+/// keys sealed with the keys file. `replace_lost_keys`: the keys file is lost; make a new one,
+/// remove (and disable the accounts of) the keys that do not open with it, and seal the
+/// imported ones with it.
+pub fn import(
+    cfg: &Config,
+    files: &[std::path::PathBuf],
+    replace_lost_keys: bool,
+    out: &mut dyn Write,
+) -> Result<(), ServeError> {
     let mut records = crate::records::Records::default();
     for f in files {
         records.extend(crate::records::parse_file(f)?);
@@ -169,7 +182,46 @@ pub fn import(cfg: &Config, files: &[std::path::PathBuf], out: &mut dyn Write) -
         path: cfg.store.path.display().to_string(),
         source,
     })?;
-    let report = crate::records::apply(&mut conn, &records)?;
+    let store = |source| ServeError::Store {
+        path: cfg.store.path.display().to_string(),
+        source,
+    };
+    let seal = crate::store::sealed::key_from_config(cfg, &conn, replace_lost_keys)
+        .map_err(crate::records::ImportError::Keys)?;
+    let tx = conn
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(|e| store(e.into()))?;
+    let lost = if replace_lost_keys {
+        crate::store::sealed::forget_unopenable(&tx, &seal).map_err(store)?
+    } else {
+        Vec::new()
+    };
+    let report = crate::records::apply_in(
+        &tx,
+        &records,
+        crate::clock::unix_ms(time::OffsetDateTime::now_utc()),
+        &seal,
+    )?;
+    let still_disabled: Vec<&String> = lost
+        .iter()
+        .filter(|a| {
+            !records
+                .accounts
+                .iter()
+                .any(|r| &r.spec.account == *a && r.spec.key.is_some())
+        })
+        .collect();
+    tx.commit().map_err(|e| store(e.into()))?;
     let _ = writeln!(out, "imported {report} into {}", cfg.store.path.display());
+    if !lost.is_empty() {
+        let _ = writeln!(
+            out,
+            "{} account key(s) did not open with the keys file and were removed; {} account(s) stay disabled until \
+             imported again with their key: {}",
+            lost.len(),
+            still_disabled.len(),
+            still_disabled.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+        );
+    }
     Ok(())
 }

@@ -302,18 +302,23 @@ async fn login(
     }
     let verdict = state.login.failed(peer, &name, now);
     let known = matches!(check, LoginCheck::WrongPassword { .. } | LoginCheck::Disabled { .. });
-    // An unknown name is never stored: it may be a password typed into the name field.
-    let actor = if known {
-        name.clone()
-    } else {
-        "(unknown name)".to_string()
-    };
+    // An unknown name is never stored as typed: it may be a password typed into the name
+    // field. Its keyed pseudonym lines repeated attempts up without revealing it.
+    let typed = name.clone();
     let limits = crate::verify::Limits {
         alert_priority: state.settings.alert_priority,
         ..crate::verify::Limits::default()
     };
     state
         .write(move |tx| {
+            let actor = if known {
+                typed
+            } else {
+                crate::verify::audit::key_for(tx).map_or_else(
+                    || "(unknown name)".to_string(),
+                    |k| crate::verify::audit::pseudonym(&k, &typed),
+                )
+            };
             accounts::record_login(tx, &check)?;
             audit(tx, now, &actor, "login", &format!("session peer:{peer_s}"), "refused")?;
             if verdict.alert && known {

@@ -174,7 +174,7 @@ impl std::fmt::Debug for Recorder {
 impl Recorder {
     /// A recorder writing into `opts.dir` (created if missing). `started` names this run's files.
     pub fn new(opts: RecordOptions, started: time::OffsetDateTime) -> std::io::Result<Recorder> {
-        std::fs::create_dir_all(&opts.dir)?;
+        crate::hardening::private_dir_all(&opts.dir)?;
         let run = format!(
             "{:04}{:02}{:02}T{:02}{:02}{:02}Z",
             started.year(),
@@ -483,9 +483,7 @@ pub async fn flush_udp_every(rec: Arc<Recorder>, cancel: tokio_util::sync::Cance
 
 /// Write via a temporary file and a rename, so a reader never sees half a trace.
 fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, text)?;
-    std::fs::rename(&tmp, path)
+    crate::hardening::write_private_atomically(path, text.as_bytes())
 }
 
 /// What a TCP trace holds, in order.

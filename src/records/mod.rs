@@ -21,6 +21,7 @@ use crate::protocol::crypto::{Key, KeyFormat};
 use crate::protocol::frame::Quirks;
 use crate::store::StoreError;
 use crate::store::accounts::{self, AccountSpec};
+use crate::store::sealed::SealKey;
 
 /// An import that cannot be applied. Never contains a key.
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +60,9 @@ pub enum ImportError {
     /// The database refused.
     #[error("writing to the database")]
     Store(#[from] StoreError),
+    /// The keys file that seals the account keys is unusable.
+    #[error(transparent)]
+    Keys(#[from] crate::store::sealed::SealKeyError),
 }
 
 /// Where a record came from, for error messages.
@@ -988,22 +992,33 @@ fn resolve(
 
 /// Apply validated records in one transaction and bump the accounts generation so running
 /// daemons reload. `now_ms` stamps newly created accounts (supervision starts counting there).
-pub fn apply(conn: &mut Connection, records: &Records) -> Result<ImportReport, ImportError> {
-    apply_at(conn, records, crate::clock::unix_ms(time::OffsetDateTime::now_utc()))
+/// Account keys are sealed with `seal` (`store::sealed`).
+pub fn apply(conn: &mut Connection, records: &Records, seal: &SealKey) -> Result<ImportReport, ImportError> {
+    apply_at(
+        conn,
+        records,
+        crate::clock::unix_ms(time::OffsetDateTime::now_utc()),
+        seal,
+    )
 }
 
 /// [`apply`] with an explicit time.
-pub fn apply_at(conn: &mut Connection, records: &Records, now_ms: i64) -> Result<ImportReport, ImportError> {
+pub fn apply_at(
+    conn: &mut Connection,
+    records: &Records,
+    now_ms: i64,
+    seal: &SealKey,
+) -> Result<ImportReport, ImportError> {
     let tx = conn
         .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
         .map_err(StoreError::from)?;
-    let report = apply_in(&tx, records, now_ms)?;
+    let report = apply_in(&tx, records, now_ms, seal)?;
     tx.commit().map_err(StoreError::from)?;
     Ok(report)
 }
 
 /// Apply inside an existing transaction (the daemon's writer uses this for the demo data).
-pub fn apply_in(tx: &Transaction<'_>, r: &Records, now_ms: i64) -> Result<ImportReport, ImportError> {
+pub fn apply_in(tx: &Transaction<'_>, r: &Records, now_ms: i64, seal: &SealKey) -> Result<ImportReport, ImportError> {
     let e = |e: rusqlite::Error| ImportError::Store(StoreError::from(e));
     for c in &r.customers {
         tx.prepare_cached(
@@ -1064,7 +1079,7 @@ pub fn apply_in(tx: &Transaction<'_>, r: &Records, now_ms: i64) -> Result<Import
             None => None,
         };
         spec.created_ms = now_ms;
-        accounts::upsert(tx, &spec)?;
+        accounts::upsert(tx, &spec, seal)?;
     }
     for z in &r.zones {
         let site = resolve(tx, &z.origin, format!("zone {}", z.number), "site", "sites", &z.site)?;
@@ -1203,7 +1218,7 @@ mod tests {
         let r = parse_toml(DEMO_RECORDS, "demo").expect("demo records parse");
         assert!(!r.accounts.is_empty());
         let mut conn = db();
-        apply(&mut conn, &r).expect("demo imports");
+        apply(&mut conn, &r, &crate::store::sealed::test_key()).expect("demo imports");
     }
 
     #[test]
@@ -1282,8 +1297,8 @@ category = "burglary"
 priority = 2
 "#;
         let r = parse_toml(text, "f").expect("ok");
-        apply(&mut conn, &r).expect("first");
-        apply(&mut conn, &r).expect("second");
+        apply(&mut conn, &r, &crate::store::sealed::test_key()).expect("first");
+        apply(&mut conn, &r, &crate::store::sealed::test_key()).expect("second");
         for (table, n) in [
             ("customers", 1),
             ("sites", 1),
@@ -1306,7 +1321,7 @@ priority = 2
         // A bad reference rejects everything, naming the line.
         let bad = format!("{text}\n[[zone]]\nsite = \"NOPE\"\nnumber = \"9\"\ndescription = \"x\"\n");
         let r = parse_toml(&bad.replace("C1", "C2").replace("S1\"\naddress", "S2\"\naddress"), "g").expect("parses");
-        let e = apply(&mut conn, &r).expect_err("unknown site");
+        let e = apply(&mut conn, &r, &crate::store::sealed::test_key()).expect_err("unknown site");
         assert!(e.to_string().contains("NOPE"), "{e}");
         assert!(e.to_string().contains("line"), "{e}");
         let n: i64 = conn

@@ -310,10 +310,13 @@ pub async fn run_in_process(trace: &Trace, work_dir: &std::path::Path) -> Result
                 trace: trace.path.display().to_string(),
                 source: crate::records::ImportError::Store(e),
             })?;
-        crate::records::apply_at(&mut conn, &records, unix_ms(start_clock)).map_err(|source| RunError::Records {
+        let records_err = |source| RunError::Records {
             trace: trace.path.display().to_string(),
             source,
-        })?;
+        };
+        let seal = crate::store::sealed::key_from_config(&cfg, &conn, false)
+            .map_err(|e| records_err(crate::records::ImportError::Keys(e)))?;
+        crate::records::apply_at(&mut conn, &records, unix_ms(start_clock), &seal).map_err(records_err)?;
     }
     let mut s = Session {
         trace,

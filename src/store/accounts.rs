@@ -1,5 +1,6 @@
 //! Transmitter accounts: the table the receiver consults for every frame (key, encryption
 //! policy, quirks), held in memory and reloaded when an import bumps the generation counter.
+//! Keys are stored sealed under the keys file ([`super::sealed`]) and opened as the table loads.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -7,6 +8,7 @@ use std::sync::Arc;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::StoreError;
+use super::sealed::{SealKey, associated_data};
 use crate::protocol::crypto::{Key, KeyFormat};
 use crate::protocol::frame::Quirks;
 use crate::protocol::policy::AccountPolicy;
@@ -95,12 +97,14 @@ pub fn bump_generation(conn: &Connection) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Load every enabled account.
-pub fn load(conn: &Connection) -> Result<AccountTable, StoreError> {
+/// Load every enabled account, opening each sealed key with `seal`. A key that does not open
+/// (another keys file, an altered row) fails the whole load: a daemon must not run on with an
+/// encrypted account it cannot decrypt.
+pub fn load(conn: &Connection, seal: &SealKey) -> Result<AccountTable, StoreError> {
     let generation = generation(conn)?;
     let mut stmt = conn.prepare(
         "SELECT id, account, receiver, line, dc09_key, key_format, require_encryption, quirk_crc_binary,
-                quirk_cr_in_crc, quirk_trailing_nul, check_plain_timestamp, ack_separator
+                quirk_cr_in_crc, quirk_trailing_nul, check_plain_timestamp, ack_separator, key_sealed
          FROM accounts WHERE enabled = 1",
     )?;
     let mut table = AccountTable {
@@ -108,18 +112,27 @@ pub fn load(conn: &Connection) -> Result<AccountTable, StoreError> {
         ..AccountTable::default()
     };
     let rows = stmt.query_map([], |r| {
+        let account: String = r.get(1)?;
+        let receiver: String = r.get(2)?;
+        let line: String = r.get(3)?;
         let key_bytes: Option<Vec<u8>> = r.get(4)?;
         let key_format: Option<String> = r.get(5)?;
+        let sealed: bool = r.get(12)?;
+        let format = match key_format.as_deref() {
+            Some("ascii") => KeyFormat::Ascii,
+            _ => KeyFormat::Hex,
+        };
         let key = match (key_bytes, key_format.as_deref()) {
-            (Some(b), Some("ascii")) => Key::from_bytes(&b, KeyFormat::Ascii).ok(),
-            (Some(b), Some(_)) => Key::from_bytes(&b, KeyFormat::Hex).ok(),
+            (Some(b), Some(f)) if sealed => match seal.open(&b, &associated_data(&account, &receiver, &line, f)) {
+                Some(plain) => Key::from_bytes(&plain, format).ok(),
+                None => return Ok(Err(account)),
+            },
+            // Stored in plaintext by an older version, not sealed yet.
+            (Some(b), Some(_)) => Key::from_bytes(&b, format).ok(),
             _ => None,
         };
-        Ok(AccountEntry {
+        Ok(Ok(AccountEntry {
             id: r.get(0)?,
-            account: r.get(1)?,
-            receiver: r.get(2)?,
-            line: r.get(3)?,
             policy: AccountPolicy {
                 key,
                 require_encryption: r.get(6)?,
@@ -131,10 +144,13 @@ pub fn load(conn: &Connection) -> Result<AccountTable, StoreError> {
                 check_plain_timestamp: r.get(10)?,
                 ack_separator: r.get(11)?,
             },
-        })
+            account,
+            receiver,
+            line,
+        }))
     })?;
     for row in rows {
-        let e = row?;
+        let e = row?.map_err(|account| StoreError::AccountKey { account })?;
         table.quirks_in_use = table.quirks_in_use.union(e.policy.quirks);
         table.by_account.entry(e.account.clone()).or_default().push(Arc::new(e));
     }
@@ -196,25 +212,27 @@ impl AccountSpec {
     }
 }
 
-/// Insert or update an account by (account, receiver, line); returns its id.
-pub fn upsert(conn: &Connection, a: &AccountSpec) -> Result<i64, StoreError> {
-    let (key, fmt): (Option<&[u8]>, Option<&str>) = match &a.key {
-        Some(k) => (
-            Some(k.expose_bytes()),
-            Some(match k.format() {
+/// Insert or update an account by (account, receiver, line), its key sealed with `seal`;
+/// returns its id.
+pub fn upsert(conn: &Connection, a: &AccountSpec, seal: &SealKey) -> Result<i64, StoreError> {
+    let (key, fmt): (Option<Vec<u8>>, Option<&str>) = match &a.key {
+        Some(k) => {
+            let fmt = match k.format() {
                 KeyFormat::Hex => "hex",
                 KeyFormat::Ascii => "ascii",
-            }),
-        ),
+            };
+            let aad = associated_data(&a.account, &a.receiver, &a.line, fmt);
+            (Some(seal.seal(k.expose_bytes(), &aad)?), Some(fmt))
+        }
         None => (None, None),
     };
     let mut stmt = conn.prepare_cached(
         "INSERT INTO accounts (account, receiver, line, dc09_key, key_format, require_encryption, quirk_crc_binary,
                                quirk_cr_in_crc, quirk_trailing_nul, check_plain_timestamp, ack_separator, enabled,
-                               site_id, path, ats_category, supervision_secs, created_ms)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)
+                               site_id, path, ats_category, supervision_secs, created_ms, key_sealed)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)
          ON CONFLICT (account, receiver, line) DO UPDATE SET
-             dc09_key = excluded.dc09_key, key_format = excluded.key_format,
+             dc09_key = excluded.dc09_key, key_format = excluded.key_format, key_sealed = excluded.key_sealed,
              require_encryption = excluded.require_encryption, quirk_crc_binary = excluded.quirk_crc_binary,
              quirk_cr_in_crc = excluded.quirk_cr_in_crc, quirk_trailing_nul = excluded.quirk_trailing_nul,
              check_plain_timestamp = excluded.check_plain_timestamp, ack_separator = excluded.ack_separator,
@@ -240,7 +258,8 @@ pub fn upsert(conn: &Connection, a: &AccountSpec) -> Result<i64, StoreError> {
             a.path,
             a.ats_category,
             a.supervision_secs.map(|s| s as i64),
-            a.created_ms
+            a.created_ms,
+            key.is_some()
         ],
         |r| r.get(0),
     )?;
@@ -263,15 +282,15 @@ mod tests {
     fn lookup_prefers_exact_receiver_and_line() {
         let conn = Connection::open_in_memory().expect("db");
         super::super::schema::migrate(&conn).expect("schema");
-        let any = upsert(&conn, &spec("1234", "", "")).expect("any");
-        let exact = upsert(&conn, &spec("1234", "1", "1")).expect("exact");
-        let line_only = upsert(&conn, &spec("1234", "", "7")).expect("line");
+        let any = upsert(&conn, &spec("1234", "", ""), &crate::store::sealed::test_key()).expect("any");
+        let exact = upsert(&conn, &spec("1234", "1", "1"), &crate::store::sealed::test_key()).expect("exact");
+        let line_only = upsert(&conn, &spec("1234", "", "7"), &crate::store::sealed::test_key()).expect("line");
         assert_eq!(
-            upsert(&conn, &spec("1234", "1", "1")).expect("again"),
+            upsert(&conn, &spec("1234", "1", "1"), &crate::store::sealed::test_key()).expect("again"),
             exact,
             "idempotent"
         );
-        let t = load(&conn).expect("load");
+        let t = load(&conn, &crate::store::sealed::test_key()).expect("load");
         assert_eq!(t.len(), 3);
         assert_eq!(t.lookup("1234", Some("1"), "1").map(|e| e.id), Some(exact));
         assert_eq!(t.lookup("1234", Some("2"), "1").map(|e| e.id), Some(any));
@@ -286,12 +305,12 @@ mod tests {
         let mut s = spec("1234", "", "");
         s.key = Some(Key::from_ascii("0123456789abcdef").expect("key"));
         s.require_encryption = true;
-        upsert(&conn, &s).expect("insert");
-        let t = load(&conn).expect("load");
+        upsert(&conn, &s, &crate::store::sealed::test_key()).expect("insert");
+        let t = load(&conn, &crate::store::sealed::test_key()).expect("load");
         let e = t.lookup("1234", None, "0").expect("found");
         assert_eq!(e.policy.key.as_ref().map(|k| k.format()), Some(KeyFormat::Ascii));
         let mut bad = spec("5678", "", "");
         bad.require_encryption = true;
-        assert!(upsert(&conn, &bad).is_err());
+        assert!(upsert(&conn, &bad, &crate::store::sealed::test_key()).is_err());
     }
 }

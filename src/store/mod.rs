@@ -1,5 +1,5 @@
-//! SQLite storage: schema and migrations, the single writer task with group commit, and the
-//! read side for everyone else.
+//! SQLite storage: schema and migrations, the single writer task with group commit, the read
+//! side for everyone else, and the DC-09 account keys sealed at rest ([`sealed`]).
 //!
 //! Durability: every connection runs `journal_mode=WAL` and `synchronous=FULL`, so a committed
 //! transaction survives a crash or power loss on storage that honours fsync. The writer owns the
@@ -11,6 +11,7 @@ mod bulk;
 pub mod checkpoint;
 pub mod heads;
 pub mod schema;
+pub mod sealed;
 pub mod writer;
 
 use std::path::Path;
@@ -31,6 +32,34 @@ pub enum StoreError {
         found: i64,
         /// Known here.
         supported: i64,
+    },
+    /// The database file could not be created.
+    #[error("cannot create the database file {path}")]
+    Create {
+        /// File.
+        path: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// An audit row was to be written, but no audit key is loaded for this database.
+    #[error("no audit key is loaded for this database (the audit log is keyed); nothing was written")]
+    NoAuditKey,
+    /// An audit row was not stored (a trigger swallowed it).
+    #[error("the audit row was not stored (is a trigger on audit_log dropping rows?); nothing was written")]
+    AuditNotStored,
+    /// Sealing a DC-09 key failed (no randomness).
+    #[error("sealing an account key failed")]
+    Seal,
+    /// A sealed DC-09 key does not open.
+    #[error(
+        "the DC-09 key of account {account} does not open with the keys file (another keys file, or the row was \
+         altered): restore the right keys file, or import the account's records again with \
+         `meldkamer import --replace-lost-keys`"
+    )]
+    AccountKey {
+        /// The account number.
+        account: String,
     },
     /// The writer is gone (shutting down).
     #[error("the store writer has stopped")]
@@ -64,8 +93,14 @@ fn configure(conn: &Connection, busy_timeout: Duration) -> Result<(), StoreError
     Ok(())
 }
 
-/// Open (creating if needed) the database for writing and bring its schema up to date.
+/// Open (creating if needed) the database for writing and bring its schema up to date. A new
+/// database file is created owner-only (0600) before SQLite opens it; SQLite gives its `-wal`
+/// and `-shm` the same mode.
 pub fn open_write(path: &Path, busy_timeout: Duration) -> Result<Connection, StoreError> {
+    crate::hardening::precreate_private(path).map_err(|source| StoreError::Create {
+        path: path.display().to_string(),
+        source,
+    })?;
     let conn = Connection::open(path)?;
     configure(&conn, busy_timeout)?;
     // The writer cycles through a few dozen statements (frames, events, correlation, jobs):

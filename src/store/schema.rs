@@ -434,7 +434,25 @@ const MIGRATIONS: &[Step] = &[
     INSERT INTO meta (key, value) VALUES ('alarm_fold_upto', '0'), ('alarm_fold_done', '0');
     "#,
     ),
-    // 13: the operator's shift. Sessions live in the database (a restart logs nobody out; only
+    // 13: a keyed audit chain (`verify::audit`). Rows from now on carry an HMAC-SHA256 under the
+    // audit key (a file outside the database) instead of a plain SHA-256, and the id of that key;
+    // the rows written before keep their plain hashes and NULL here, and the first keyed row
+    // chains to the last of them.
+    Step::Sql(
+        r#"
+    ALTER TABLE audit_log ADD COLUMN key_id TEXT;
+    "#,
+    ),
+    // 14: DC-09 account keys sealed at rest (`store::sealed`): `dc09_key` holds nonce ‖
+    // AES-256-GCM ciphertext ‖ tag under the keys file when `key_sealed` is 1. Keys stored
+    // before are plaintext (0) until the daemon's next start seals them (it needs the keys file,
+    // which no migration has).
+    Step::Sql(
+        r#"
+    ALTER TABLE accounts ADD COLUMN key_sealed INTEGER NOT NULL DEFAULT 0 CHECK (key_sealed IN (0, 1));
+    "#,
+    ),
+    // 15: the operator's shift. Sessions live in the database (a restart logs nobody out; only
     // a token's SHA-256 is kept). One alarm has one handler (`owner`, and the session that
     // took it, so the alarm goes back to the queue when that session ends); an alarm can be put
     // aside until `recall_ms`. Calls to contacts and their outcomes; handover notes between

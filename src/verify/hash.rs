@@ -10,7 +10,6 @@
 //! [`Hasher::computations`] counts them so tests can prove the work is the same in every case
 //! without timing anything.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -20,6 +19,7 @@ use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
 use super::codes::Code;
+use crate::keyfile::KeyFileError;
 
 /// Salt length of new verifiers.
 pub const SALT_LEN: usize = 16;
@@ -157,93 +157,29 @@ impl Pepper {
 
     /// Read a pepper file; refuse one that group or others may access.
     pub fn load(path: &Path) -> Result<Pepper, PepperError> {
-        let io = |source| PepperError::Io {
-            path: path.to_path_buf(),
-            source,
-        };
-        let meta = std::fs::metadata(path).map_err(io)?;
-        if !meta.is_file() {
-            return Err(PepperError::NotAFile {
-                path: path.to_path_buf(),
-            });
-        }
-        check_owner_only(path, &meta)?;
-        let text = Zeroizing::new(std::fs::read(path).map_err(io)?);
-        let trimmed = text.trim_ascii();
-        let mut key = Zeroizing::new([0u8; PEPPER_LEN]);
-        if trimmed.len() != 2 * PEPPER_LEN || hex::decode_to_slice(trimmed, key.as_mut_slice()).is_err() {
-            return Err(PepperError::Format {
-                path: path.to_path_buf(),
-            });
-        }
-        Ok(Pepper::from_bytes(*key))
+        Ok(Pepper::from_bytes(*crate::keyfile::read(WHAT, path)?))
     }
 
     /// Read the pepper file, creating it (owner-only, 32 random bytes) when it does not exist.
     /// Returns whether it was created.
     pub fn load_or_create(path: &Path) -> Result<(Pepper, bool), PepperError> {
-        match std::fs::symlink_metadata(path) {
-            Ok(_) => return Ok((Pepper::load(path)?, false)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(source) => {
-                return Err(PepperError::Io {
-                    path: path.to_path_buf(),
-                    source,
-                });
-            }
-        }
-        let mut key = Zeroizing::new([0u8; PEPPER_LEN]);
-        getrandom::fill(key.as_mut_slice()).map_err(|_| PepperError::Io {
-            path: path.to_path_buf(),
-            source: std::io::Error::other("no randomness from the operating system"),
-        })?;
-        let mut opts = std::fs::OpenOptions::new();
-        opts.write(true).create_new(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            opts.mode(0o600);
-        }
-        let mut f = match opts.open(path) {
-            Ok(f) => f,
-            // Another process created it first: use theirs.
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok((Pepper::load(path)?, false)),
-            Err(source) => {
-                return Err(PepperError::Io {
-                    path: path.to_path_buf(),
-                    source,
-                });
-            }
-        };
-        let mut text = Zeroizing::new(hex::encode(key.as_slice()));
-        text.push('\n');
-        f.write_all(text.as_bytes())
-            .and_then(|_| f.sync_all())
-            .map_err(|source| PepperError::Io {
-                path: path.to_path_buf(),
-                source,
-            })?;
-        drop(f);
-        Ok((Pepper::load(path)?, true))
+        let (key, created) = crate::keyfile::read_or_create(WHAT, path)?;
+        Ok((Pepper::from_bytes(*key), created))
     }
 }
 
-#[cfg(unix)]
-fn check_owner_only(path: &Path, meta: &std::fs::Metadata) -> Result<(), PepperError> {
-    use std::os::unix::fs::PermissionsExt;
-    let mode = meta.permissions().mode() & 0o7777;
-    if mode & 0o077 != 0 {
-        return Err(PepperError::Permissions {
-            path: path.to_path_buf(),
-            mode,
-        });
-    }
-    Ok(())
-}
+/// How errors name the pepper file.
+const WHAT: &str = "pepper file";
 
-#[cfg(not(unix))]
-fn check_owner_only(_: &Path, _: &std::fs::Metadata) -> Result<(), PepperError> {
-    Ok(())
+impl From<KeyFileError> for PepperError {
+    fn from(e: KeyFileError) -> PepperError {
+        match e {
+            KeyFileError::Io { path, source, .. } => PepperError::Io { path, source },
+            KeyFileError::Permissions { path, mode, .. } => PepperError::Permissions { path, mode },
+            KeyFileError::NotAFile { path, .. } => PepperError::NotAFile { path },
+            KeyFileError::Format { path, .. } => PepperError::Format { path },
+        }
+    }
 }
 
 /// The current pepper and the retired ones still accepted after a rotation.

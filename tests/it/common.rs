@@ -117,10 +117,13 @@ impl TestDaemon {
     }
 }
 
+/// Import records as `meldkamer import` does (keys sealed with the keys file beside the
+/// database, created when missing).
 pub fn import(cfg: &Config, toml: &str) {
     let records = meldkamer::records::parse_toml(toml, "test").expect("records");
     let mut conn = meldkamer::store::open_write(&cfg.store.path, Duration::from_secs(5)).expect("db");
-    meldkamer::records::apply(&mut conn, &records).expect("import");
+    let seal = meldkamer::store::sealed::key_from_config(cfg, &conn, false).expect("keys file");
+    meldkamer::records::apply(&mut conn, &records, &seal).expect("import");
 }
 
 pub fn ts(t: OffsetDateTime) -> Option<Timestamp> {

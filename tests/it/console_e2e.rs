@@ -265,6 +265,9 @@ fn operator_cancels_an_alarm_with_both_factors_from_the_console() {
         audit.iter().any(|(a, r)| a.contains("verify") && r == "accepted"),
         "the verification is audited: {audit:?}"
     );
+    // The daemon keyed the chain with the audit key beside the database.
+    let cfg = meldkamer::config::Config::load(&config).expect("config");
+    meldkamer::verify::audit_key_from_config(&cfg).expect("audit key");
     let report = meldkamer::verify::audit::verify_chain(&conn, None).expect("chain");
     assert!(report.ok());
 }

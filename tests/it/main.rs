@@ -1,5 +1,7 @@
 //! All integration tests in one binary (one link step, shared helpers).
 
+mod at_rest;
+mod audit;
 mod automation;
 mod bench;
 mod cid_ip;

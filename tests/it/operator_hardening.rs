@@ -146,6 +146,10 @@ async fn failed_logins_slow_down_their_peer_and_never_lock_the_operator_out() {
     let leaked =
         d.query_i64("SELECT count(*) FROM audit_log WHERE actor LIKE '%Tr0ub4dor%' OR subject LIKE '%Tr0ub4dor%'");
     assert_eq!(leaked, 0);
+    assert!(
+        d.query_i64("SELECT count(*) FROM audit_log WHERE action = 'login' AND actor LIKE 'name#%'") >= 1,
+        "an unknown name is logged as its keyed pseudonym"
+    );
     d.stop().await;
 }
 

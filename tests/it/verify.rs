@@ -567,11 +567,20 @@ fn a_rotated_pepper_still_verifies_and_rehashes_with_the_new_one() {
         f.hasher.current_pepper_id(),
         "re-hashed with the new pepper"
     );
-    // Without the old pepper a code made with it cannot be checked: invalidated, not rejected.
+    // Without the old pepper, while a code made with it is in use, nothing starts; a hasher
+    // made without it anyway cannot check that code: invalidated, not rejected.
     f.set("K2", Kind::Cancel, OTHER);
     f.cfg.codes.pepper_file = old_file.with_extension("pepper3");
     f.cfg.codes.retired_pepper_files = vec![];
-    f.reopen();
+    assert!(matches!(
+        meldkamer::verify::hasher_from_config(&f.cfg),
+        Err(meldkamer::verify::SetupError::PepperLost { .. })
+    ));
+    f.hasher = Hasher::new(
+        meldkamer::verify::PepperRing::new(meldkamer::verify::Pepper::from_bytes([9; 32])),
+        Cost::FLOOR,
+    )
+    .expect("hasher");
     assert_eq!(f.verify(&alarm, "K2", OTHER), Verdict::Invalidated);
 }
 
@@ -773,12 +782,63 @@ async fn a_pepper_file_others_can_read_stops_the_daemon() {
     }
 }
 
+/// The pepper file is lost while codes are in use: the daemon does not start (and makes no new
+/// pepper, under which the duress code would answer "rejected" and escalate nothing) and says
+/// how to recover. `code invalidate --all` needs no pepper; after it the daemon starts with a
+/// new one.
+#[tokio::test]
+async fn a_lost_pepper_stops_the_daemon_until_the_codes_are_invalidated() {
+    let f = Fixture::new();
+    f.set("K1", Kind::Cancel, CANCEL);
+    f.set("K1", Kind::Duress, DURESS);
+    let pepper = f.cfg.codes.pepper_path(&f.cfg.store);
+    std::fs::remove_file(&pepper).expect("pepper lost");
+    let start = || meldkamer::daemon::start(f.cfg.clone(), Arc::new(meldkamer::clock::ManualClock::new(T0)));
+    let e = match start().await {
+        Ok(_) => panic!("started without the pepper of the codes in use"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        e.contains("2 phone code(s)") && e.contains(&pepper.display().to_string()),
+        "{e}"
+    );
+    assert!(e.contains("is missing") && e.contains("Restore the pepper file"), "{e}");
+    assert!(e.contains("meldkamer code invalidate --all"), "{e}");
+    assert!(!pepper.exists(), "no new pepper was made");
+    // Another pepper in the file is refused the same way.
+    std::fs::write(&pepper, format!("{}\n", "cd".repeat(32))).expect("another pepper");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&pepper, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    }
+    let e = match start().await {
+        Ok(_) => panic!("started with another pepper than the codes in use"),
+        Err(e) => e.to_string(),
+    };
+    assert!(e.contains("holds pepper"), "{e}");
+    std::fs::remove_file(&pepper).expect("remove");
+    let mut out = Vec::new();
+    code_cli::invalidate(&f.cfg, &Selector::All, "sup1", &mut out).expect("invalidate without a pepper");
+    assert!(!pepper.exists());
+    let running = start().await.expect("starts once no code needs the lost pepper");
+    assert!(pepper.exists(), "with a new pepper");
+    running.shutdown();
+    running.wait().await;
+    assert_eq!(
+        f.i64("SELECT count(*) FROM code_verifiers WHERE invalidated_ms IS NULL"),
+        0,
+        "every code answers invalidated until set again"
+    );
+}
+
 // --- The audit chain -----------------------------------------------------------------------
 
 fn audited(n: usize) -> (tempfile::TempDir, Config) {
     let dir = tempfile::tempdir().expect("dir");
     let cfg = TestDaemon::config(dir.path());
     let mut conn = meldkamer::store::open_write(&cfg.store.path, Duration::from_secs(5)).expect("db");
+    meldkamer::verify::audit_key_from_config(&cfg).expect("audit key");
     let tx = conn.transaction().expect("tx");
     for i in 0..n {
         audit::append(
@@ -808,7 +868,10 @@ fn drop_triggers(conn: &Connection) {
 fn audit_cli(cfg: &Config) -> (Result<(), meldkamer::cli::audit::AuditError>, String) {
     let args = meldkamer::cli::audit::AuditArgs {
         config: None,
-        command: meldkamer::cli::audit::AuditCommand::Verify { anchor: None },
+        command: meldkamer::cli::audit::AuditCommand::Verify {
+            anchor: None,
+            heads: None,
+        },
     };
     let mut out = Vec::new();
     let r = meldkamer::cli::audit::run(cfg, &args, &mut out);
@@ -860,7 +923,7 @@ fn the_audit_chain_detects_a_deleted_row() {
     drop_triggers(&conn2);
     conn2.execute("DELETE FROM audit_log WHERE id = 6", []).expect("cut");
     let report = audit::verify_chain(&conn2, Some(head)).expect("verify");
-    assert_eq!(report.broken, Some(Break::Anchor { id: 6 }));
+    assert_eq!(report.broken, Some(Break::Cut { head: 6, last: 5 }));
 }
 
 #[test]
@@ -894,8 +957,8 @@ fn the_audit_chain_detects_an_inserted_row() {
     let report = audit::verify_chain(&conn, None).expect("verify");
     assert_eq!(
         report.broken,
-        Some(Break::Content { id: 4 }),
-        "the row after the inserted one no longer fits"
+        Some(Break::Unkeyed { id: 3 }),
+        "without the audit key a row can only be hashed the old, plain way, and that does not pass among keyed rows"
     );
     // A row appended with a made-up hash is found too.
     let (_d2, cfg2) = audited(3);
@@ -908,7 +971,7 @@ fn the_audit_chain_detects_an_inserted_row() {
         )
         .expect("insert");
     let report = audit::verify_chain(&conn2, None).expect("verify");
-    assert_eq!(report.broken, Some(Break::Content { id: 4 }));
+    assert_eq!(report.broken, Some(Break::Unkeyed { id: 4 }));
 }
 
 // --- No keypad codes, anywhere ---------------------------------------------------------------
