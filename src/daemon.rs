@@ -417,12 +417,13 @@ async fn start_full(
     } else {
         Some(supervisor)
     };
-    let verifier = Some(Arc::new(crate::verify::service_from_config(
+    let verifier = Arc::new(crate::verify::service_from_config(
         &cfg,
         hasher,
         shared.writer.clone(),
         shared.clock.clone(),
-    )));
+    ));
+    warn_unusable_passwords(&cfg, verifier.hasher());
     let api = Arc::new(ApiState::new(
         ApiSettings {
             alert_priority: cfg.alarms.supervisor_priority,
@@ -515,6 +516,23 @@ async fn start_full(
         audit_key,
         audit_heads,
     })
+}
+
+/// Operators whose password needs a pepper that is not loaded cannot log in: say so at start,
+/// with the way out. (Codes in that state stop the start: a duress code must never quietly
+/// answer "rejected". A password that cannot be checked only keeps one operator out.)
+fn warn_unusable_passwords(cfg: &Config, hasher: &crate::verify::Hasher) {
+    let Ok(conn) = store::open_read(&cfg.store.path, Duration::from_millis(cfg.store.busy_timeout_ms)) else {
+        return;
+    };
+    match crate::operator::accounts::unusable_passwords(&conn, hasher) {
+        Ok(names) if !names.is_empty() => warn!(
+            operators = %names.join(", "),
+            "these operators' passwords were hashed with a pepper that is not loaded: they cannot log in until \
+             `meldkamer operator password NAME` gives them a new one (or the pepper file is restored)"
+        ),
+        _ => {}
+    }
 }
 
 /// Reload the account table when an import bumps the generation.

@@ -140,6 +140,15 @@ enum OperatorCommand {
         /// Login name.
         name: String,
     },
+    /// Give an operator a new password (read twice without echo, or once from stdin); live
+    /// sessions end at once.
+    Password {
+        /// Login name.
+        name: String,
+        /// Read the password from stdin (one line) instead of the terminal.
+        #[arg(long)]
+        password_stdin: bool,
+    },
     /// Give an operator another role; live sessions end at once (log in again for the new role).
     Role {
         /// Login name.
@@ -202,6 +211,9 @@ fn main() -> ExitCode {
                     cli::operator::add(&cfg, &name, role, password_stdin, out)?
                 }
                 OperatorCommand::Disable { name } => cli::operator::set_disabled(&cfg, &name, true, out)?,
+                OperatorCommand::Password { name, password_stdin } => {
+                    cli::operator::set_password(&cfg, &name, password_stdin, out)?
+                }
                 OperatorCommand::Role { name, role } => {
                     let role = meldkamer::operator::Role::parse(&role).ok_or("unknown role")?;
                     cli::operator::set_role(&cfg, &name, role, out)?

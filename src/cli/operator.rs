@@ -40,6 +40,9 @@ pub enum OperatorCmdError {
     /// No endpoint.
     #[error("the operator API socket is disabled in the configuration; use --socket or --connect")]
     NoEndpoint,
+    /// The pepper could not be loaded.
+    #[error("{0}")]
+    Setup(String),
 }
 
 fn actor() -> String {
@@ -114,8 +117,9 @@ pub fn add(
     out: &mut dyn Write,
 ) -> Result<(), OperatorCmdError> {
     let password = read_password(password_stdin)?;
+    let hasher = hasher(cfg)?;
     let mut conn = open(cfg)?;
-    let r = accounts::add(&conn, name, role, &password, now_ms());
+    let r = accounts::add(&conn, &hasher, name, role, &password, now_ms());
     let result = match &r {
         Ok(_) => "ok".to_string(),
         Err(e) => format!("refused: {e}"),
@@ -190,6 +194,28 @@ pub fn set_disabled(cfg: &Config, name: &str, disabled: bool, out: &mut dyn Writ
             String::new()
         }
     );
+    Ok(())
+}
+
+/// The pepper-keyed hasher of the configuration (passwords are peppered like the codes).
+fn hasher(cfg: &Config) -> Result<crate::verify::Hasher, OperatorCmdError> {
+    crate::verify::hasher_from_config(cfg).map_err(|e| OperatorCmdError::Setup(e.to_string()))
+}
+
+/// `operator password NAME`: a new password (read like `operator add`'s); ends the operator's
+/// sessions.
+pub fn set_password(
+    cfg: &Config,
+    name: &str,
+    password_stdin: bool,
+    out: &mut dyn Write,
+) -> Result<(), OperatorCmdError> {
+    let password = read_password(password_stdin)?;
+    let hasher = hasher(cfg)?;
+    let ended = in_transaction(cfg, "operator_password", &format!("operator:{name}"), |tx| {
+        accounts::set_password(tx, &hasher, name, &password, now_ms())
+    })?;
+    let _ = writeln!(out, "operator {name} has a new password ({ended} session(s) ended)");
     Ok(())
 }
 

@@ -86,8 +86,8 @@ pub struct ApiState {
     pub clock: Arc<dyn Clock>,
     /// Commit notifications.
     pub changes: watch::Receiver<u64>,
-    /// Phone code verification.
-    pub verifier: Option<Arc<crate::verify::CodeService>>,
+    /// Phone code verification (its hasher, keyed with the pepper, also checks passwords).
+    pub verifier: Arc<crate::verify::CodeService>,
     /// Login bounds and throttling.
     pub login: LoginGate,
 }
@@ -99,7 +99,7 @@ impl ApiState {
         writer: WriterHandle,
         clock: Arc<dyn Clock>,
         changes: watch::Receiver<u64>,
-        verifier: Option<Arc<crate::verify::CodeService>>,
+        verifier: Arc<crate::verify::CodeService>,
     ) -> ApiState {
         let login = LoginGate::new(settings.login);
         ApiState {
@@ -263,10 +263,10 @@ async fn login(
             .permit()
             .await
             .map_err(|r| ApiError::new(ErrorKind::RateLimited, r.message()))?;
-        let n = name.clone();
+        let (n, hasher) = (name.clone(), state.verifier.hasher().clone());
         let check = state
             .read(move |c| {
-                let c = accounts::check_login(c, &n, password.expose());
+                let c = accounts::check_login(c, &hasher, &n, password.expose());
                 drop(password);
                 c
             })
@@ -545,12 +545,7 @@ async fn verify(
     contact: String,
     code: super::protocol::Typed,
 ) -> Result<Reply, ApiError> {
-    let Some(v) = state.verifier.clone() else {
-        return Err(ApiError::new(
-            ErrorKind::Internal,
-            "phone code verification is not configured",
-        ));
-    };
+    let v = state.verifier.clone();
     let candidate = crate::verify::Code::new(code.expose());
     drop(code);
     let req = crate::verify::VerifyRequest {

@@ -458,7 +458,7 @@ const MIGRATIONS: &[Step] = &[
     // aside until `recall_ms`. Calls to contacts and their outcomes; handover notes between
     // shifts; procedure steps that must be done (or the reason given) before a close. Wrong
     // phone codes given for a contact that is not the alarm customer's are counted per
-    // customer, like a contact's.
+    // customer, like a contact's. Operators' password verifiers carry their pepper.
     Step::Sql(
         r#"
     CREATE TABLE sessions (
@@ -503,6 +503,9 @@ const MIGRATIONS: &[Step] = &[
         last_ms      INTEGER NOT NULL
     );
     CREATE INDEX alarms_by_site_opened ON alarms (site_id, opened_ms);
+    -- Operators' passwords are peppered like the codes; NULL: an unkeyed verifier from before,
+    -- re-hashed with the pepper at the operator's next login.
+    ALTER TABLE operators ADD COLUMN pepper_id TEXT;
     "#,
     ),
 ];

@@ -267,6 +267,14 @@ pub struct Hasher {
     computations: AtomicU64,
 }
 
+/// The cost of operators' password verifiers: the OWASP minimum for Argon2id (m=19456 KiB, t=2,
+/// p=1), as before passwords were peppered.
+pub const PASSWORD_COST: Cost = Cost {
+    memory_kib: 19456,
+    iterations: 2,
+    parallelism: 1,
+};
+
 /// The fixed salt of dummy computations (their output is thrown away).
 const DUMMY_SALT: &[u8; SALT_LEN] = b"meldkamer-dummy!";
 
@@ -353,6 +361,62 @@ impl Hasher {
 
     /// None: unusable (nothing computed yet).
     fn check_stored(&self, stored: &Stored, candidate: &Code) -> Option<Check> {
+        self.check_secret(stored, candidate.expose().as_bytes(), &self.policy)
+    }
+
+    /// An operator's password as a verifier: Argon2id at [`PASSWORD_COST`] (logins are rare; the
+    /// daemon bounds how many run at once), keyed with the current pepper like the codes, so a
+    /// copy of the database alone does not allow guessing passwords offline either.
+    pub fn hash_password(&self, password: &str) -> Result<NewVerifier, HashError> {
+        let mut salt = [0u8; SALT_LEN];
+        getrandom::fill(&mut salt).map_err(|_| HashError::Random)?;
+        let pepper = self.peppers.current();
+        let a = Self::argon2(pepper, &PASSWORD_COST)?;
+        self.computations.fetch_add(1, Ordering::Relaxed);
+        let phc = a
+            .hash_password_with_salt(password.as_bytes(), &salt)
+            .map_err(|_| HashError::Compute)?;
+        Ok(NewVerifier {
+            phc: phc.to_string(),
+            pepper_id: pepper.id().to_string(),
+        })
+    }
+
+    /// Check an operator's password: one Argon2id computation, whatever the outcome. A verifier
+    /// without a pepper id was made before passwords were peppered: checked unkeyed, and a
+    /// match asks for a re-hash (as does a retired pepper). One whose pepper is not loaded is
+    /// [`Check::Unusable`] (a dummy computation keeps the time alike).
+    pub fn check_password(&self, stored: &Stored, password: &str) -> Check {
+        if stored.pepper_id.is_empty() {
+            use argon2::password_hash::PasswordVerifier;
+            self.computations.fetch_add(1, Ordering::Relaxed);
+            return match PasswordHash::new(&stored.phc) {
+                Ok(h) if Argon2::default().verify_password(password.as_bytes(), &h).is_ok() => {
+                    Check::Match { rehash: true }
+                }
+                _ => Check::NoMatch,
+            };
+        }
+        match self.check_secret(stored, password.as_bytes(), &PASSWORD_COST) {
+            Some(c) => c,
+            None => {
+                let mut out = Zeroizing::new([0u8; TAG_LEN]);
+                if let Ok(a) = Self::argon2(self.peppers.current(), &PASSWORD_COST) {
+                    self.computations.fetch_add(1, Ordering::Relaxed);
+                    let _ = a.hash_password_into(password.as_bytes(), DUMMY_SALT, out.as_mut_slice());
+                }
+                Check::Unusable
+            }
+        }
+    }
+
+    /// Whether a pepper id is loaded (current or retired).
+    pub fn knows_pepper(&self, id: &str) -> bool {
+        self.peppers.get(id).is_some()
+    }
+
+    /// None: unusable (nothing computed yet).
+    fn check_secret(&self, stored: &Stored, secret: &[u8], policy: &Cost) -> Option<Check> {
         let pepper = self.peppers.get(&stored.pepper_id)?;
         let parsed = PasswordHash::new(&stored.phc).ok()?;
         if parsed.algorithm != Algorithm::Argon2id.ident() || parsed.version != Some(Version::V0x13.into()) {
@@ -372,13 +436,11 @@ impl Hasher {
         let a = Argon2::new_with_secret(pepper.key.as_slice(), Algorithm::Argon2id, Version::V0x13, params).ok()?;
         let mut out = Zeroizing::new(vec![0u8; tag.len()]);
         self.computations.fetch_add(1, Ordering::Relaxed);
-        if a.hash_password_into(candidate.expose().as_bytes(), &salt, &mut out)
-            .is_err()
-        {
+        if a.hash_password_into(secret, &salt, &mut out).is_err() {
             return Some(Check::NoMatch);
         }
         if bool::from(out.as_slice().ct_eq(tag.as_bytes())) {
-            let rehash = cost.below(&self.policy) || stored.pepper_id != self.current_pepper_id();
+            let rehash = cost.below(policy) || stored.pepper_id != self.current_pepper_id();
             Some(Check::Match { rehash })
         } else {
             Some(Check::NoMatch)

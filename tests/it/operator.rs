@@ -126,9 +126,14 @@ pub async fn daemon_with_operators_and(tweak: impl FnOnce(&mut meldkamer::config
         ("sam", Role::Supervisor),
         ("ada", Role::Admin),
     ] {
-        meldkamer::operator::accounts::add(&conn, name, role, PASSWORD, 0).expect("add operator");
+        meldkamer::operator::accounts::add(&conn, &hasher(&d), name, role, PASSWORD, 0).expect("add operator");
     }
     d
+}
+
+/// The running daemon's pepper-keyed hasher (operators' passwords are peppered).
+pub fn hasher(d: &TestDaemon) -> std::sync::Arc<meldkamer::verify::Hasher> {
+    d.running.as_ref().expect("running").api.verifier.hasher().clone()
 }
 
 pub fn socket(d: &TestDaemon) -> std::path::PathBuf {
@@ -462,7 +467,7 @@ async fn the_api_over_tls() {
     .await;
     {
         let conn = rusqlite::Connection::open(d.db_path()).expect("db");
-        meldkamer::operator::accounts::add(&conn, "tina", Role::Operator, PASSWORD, 0).expect("operator");
+        meldkamer::operator::accounts::add(&conn, &hasher(&d), "tina", Role::Operator, PASSWORD, 0).expect("operator");
     }
     let addr = d.running.as_ref().and_then(|r| r.api_tls_addr).expect("TLS address");
 

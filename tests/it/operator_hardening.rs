@@ -263,14 +263,14 @@ async fn guessing_codes_while_locked_is_counted_alerted_and_stopped() {
     );
     // At 30 attempts within the hour, the operator is stopped before anything is hashed.
     let state = d.running.as_ref().expect("running").api.clone();
-    let hashed = state.verifier.as_ref().expect("verifier").hasher().computations();
+    let hashed = state.verifier.hasher().computations();
     for i in 15..30 {
         let r = olga.call(verify(&k1, &format!("90{i}00"))).await;
         assert_eq!(r["ok"], true, "attempt {i}: {r}");
     }
     let r = olga.call(verify(&k1, "906152")).await;
     assert_eq!(r["error"]["kind"], "rate_limited", "{r}");
-    let after = state.verifier.as_ref().expect("verifier").hasher().computations();
+    let after = state.verifier.hasher().computations();
     assert_eq!(after - hashed, 2 * 15, "the refused attempt hashed nothing");
     assert_eq!(
         d.query_i64("SELECT count(*) FROM alarms WHERE join_key = 'code-rate:operator:olga'"),
@@ -370,5 +370,75 @@ async fn unauthenticated_and_idle_connections_are_closed() {
         "otto",
         "the subscribed console is still connected"
     );
+    d.stop().await;
+}
+
+/// Finding 7 (the operators' part): password hashes were plain Argon2id, so a copy of the
+/// database allowed guessing them offline. Now they are keyed with the pepper (a file outside
+/// the database); an unkeyed hash from before is re-hashed at the next login.
+#[tokio::test]
+async fn operator_passwords_are_peppered_and_old_hashes_upgrade_at_login() {
+    use argon2::password_hash::{PasswordHasher, PasswordVerifier};
+    let mut d = daemon_with_operators().await;
+    let hasher = crate::operator::hasher(&d);
+    let conn = rusqlite::Connection::open(d.db_path()).expect("db");
+    let (phc, pepper): (String, String) = conn
+        .query_row(
+            "SELECT password_phc, pepper_id FROM operators WHERE name = 'olga'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .expect("olga");
+    assert!(phc.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{phc}");
+    assert_eq!(pepper, hasher.current_pepper_id());
+    let parsed = argon2::PasswordHash::new(&phc).expect("phc");
+    assert!(
+        argon2::Argon2::default()
+            .verify_password(PASSWORD.as_bytes(), &parsed)
+            .is_err(),
+        "without the pepper the right password does not verify: the database alone is not enough"
+    );
+    // An operator from before the pepper: an unkeyed hash, no pepper id.
+    let old = argon2::Argon2::default()
+        .hash_password(PASSWORD.as_bytes())
+        .expect("hash")
+        .to_string();
+    conn.execute(
+        "UPDATE operators SET password_phc = ?1, pepper_id = NULL WHERE name = 'otto'",
+        [&old],
+    )
+    .expect("old hash");
+    let mut otto = Api::connect(&socket(&d)).await;
+    assert_eq!(
+        otto.login("otto", PASSWORD).await["ok"],
+        true,
+        "the old hash still works"
+    );
+    let (phc, pepper): (String, Option<String>) = conn
+        .query_row(
+            "SELECT password_phc, pepper_id FROM operators WHERE name = 'otto'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .expect("otto");
+    assert_ne!(phc, old, "re-hashed at the login");
+    assert_eq!(pepper.as_deref(), Some(hasher.current_pepper_id()));
+    assert_eq!(otto.login("otto", PASSWORD).await["ok"], true, "and the new one works");
+    // A verifier under a pepper that is not loaded: refused, and `operator password` recovers.
+    conn.execute(
+        "UPDATE operators SET pepper_id = 'feedfeedfeedfeed' WHERE name = 'sam'",
+        [],
+    )
+    .expect("lost pepper");
+    let mut sam = Api::connect(&socket(&d)).await;
+    assert_eq!(sam.login("sam", PASSWORD).await["ok"], false);
+    let hasher = crate::operator::hasher(&d);
+    {
+        let mut c = rusqlite::Connection::open(d.db_path()).expect("db");
+        let tx = c.transaction().expect("tx");
+        meldkamer::operator::accounts::set_password(&tx, &hasher, "sam", "a brand new password", 0).expect("reset");
+        tx.commit().expect("commit");
+    }
+    assert_eq!(sam.login("sam", "a brand new password").await["ok"], true);
     d.stop().await;
 }

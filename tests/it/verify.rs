@@ -1272,6 +1272,7 @@ async fn leak_test_no_code_appears_in_database_wal_logs_or_output() {
         let conn = Connection::open(&db).expect("db");
         meldkamer::operator::accounts::add(
             &conn,
+            running.api.verifier.hasher(),
             "leaky",
             meldkamer::operator::Role::Operator,
             "leak test password",
