@@ -43,7 +43,7 @@ fn args(target: std::net::SocketAddr, extra: &[&str]) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_load_generator_counts_what_the_daemon_stored_on_one_thread_or_several() {
-    let accounts = meldkamer::cli::bench::accounts_toml(3, 4, false);
+    let accounts = meldkamer::loadgen::accounts_toml(3, 4, false);
     let mut d = TestDaemon::start_with(&accounts, |_| {}).await;
 
     // Default: one generator thread, TCP, closed loop. The daemon runs in this process.

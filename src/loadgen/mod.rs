@@ -25,6 +25,9 @@
 //! meldkamer import bench-accounts.toml --config config/bench.toml
 //! ```
 
+pub mod arc;
+pub mod cid;
+
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -116,13 +119,13 @@ pub struct BenchArgs {
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<SocketAddr>,
     /// Load the Contact ID input (`[cid_input]`) instead of DC-09, in this framing: surgard,
-    /// lupusec or dc05 (`src/cli/bench_cid.rs`). --target is then the Contact ID address.
+    /// lupusec or dc05 (`src/loadgen/cid.rs`). --target is then the Contact ID address.
     #[arg(long, value_name = "FRAMING", value_parser = ["surgard", "lupusec", "dc05"], conflicts_with_all = ["encrypted", "idle"])]
     pub cid_ip: Option<String>,
     /// ARC-scale scenarios: records files, supervision poll load, queue push latency, deadline
-    /// latency (`src/cli/bench_arc.rs`).
+    /// latency (`src/loadgen/arc.rs`).
     #[command(flatten)]
-    pub arc: super::bench_arc::ArcArgs,
+    pub arc: arc::ArcArgs,
 }
 
 /// Why a bench run could not be done.
@@ -168,7 +171,7 @@ fn runtime(threads: u32) -> Result<tokio::runtime::Runtime, BenchError> {
 
 /// The threads the load generator runs on (the current runtime's workers; 1 for the
 /// current-thread scheduler).
-pub(super) fn generator_threads() -> u32 {
+fn generator_threads() -> u32 {
     tokio::runtime::Handle::current().metrics().num_workers() as u32
 }
 
@@ -623,16 +626,16 @@ pub struct IdleReport {
 /// Run `meldkamer bench`.
 pub fn run(args: &BenchArgs, out: &mut dyn Write) -> Result<(), BenchError> {
     if args.arc.wanted() {
-        return super::bench_arc::run(args, out);
+        return arc::run(args, out);
     }
-    let cid = args.cid_ip.as_deref().map(super::bench_cid::framing).transpose()?;
+    let cid = args.cid_ip.as_deref().map(cid::framing).transpose()?;
     match cid {
-        Some(_) => super::bench_cid::check_shape(args.connections, args.accounts_per_connection)?,
+        Some(_) => cid::check_shape(args.connections, args.accounts_per_connection)?,
         None => check_shape(args.connections, args.accounts_per_connection)?,
     }
     if let Some(path) = &args.write_accounts {
         let text = match cid {
-            Some(_) => super::bench_cid::accounts_toml(args.connections, args.accounts_per_connection),
+            Some(_) => cid::accounts_toml(args.connections, args.accounts_per_connection),
             None => accounts_toml(args.connections, args.accounts_per_connection, args.encrypted),
         };
         std::fs::write(path, text).map_err(|source| BenchError::Write {
@@ -681,7 +684,7 @@ pub fn run(args: &BenchArgs, out: &mut dyn Write) -> Result<(), BenchError> {
         return Ok(());
     }
     let report = match cid {
-        Some(f) => rt.block_on(super::bench_cid::load(args, f)),
+        Some(f) => rt.block_on(cid::load(args, f)),
         None => rt.block_on(load(args)),
     };
     if args.json {
