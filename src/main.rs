@@ -52,7 +52,7 @@ enum Command {
         config: Option<PathBuf>,
     },
     /// Load generator: act as many panels against a running receiver and measure it.
-    Bench(meldkamer::loadgen::BenchArgs),
+    Bench(Box<meldkamer::loadgen::BenchArgs>),
     /// Replay fixture traces in-process (deterministic) or against a daemon (--target).
     Replay(cli::replay::ReplayArgs),
     /// Act as a panel: send one DC-09 frame and wait for the answer.

@@ -27,6 +27,7 @@
 
 pub mod arc;
 pub mod cid;
+pub mod noop;
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -102,7 +103,8 @@ pub struct BenchArgs {
     /// Load generator threads for the event loads and --idle, 1…64 (default 1). One thread
     /// drives all the simulated panels; on the daemon's own machine every further thread
     /// competes with the daemon for the same cores (BENCHMARKS.md, series N). The ARC modes
-    /// run a worker per core and refuse this flag.
+    /// run a worker per core and refuse this flag. With --noop-receiver: its workers (default:
+    /// one per core).
     #[arg(long, value_name = "N")]
     pub threads: Option<u32>,
     /// Open this many idle TCP connections and hold them (no load) instead of sending events.
@@ -122,6 +124,17 @@ pub struct BenchArgs {
     /// lupusec or dc05 (`src/loadgen/cid.rs`). --target is then the Contact ID address.
     #[arg(long, value_name = "FRAMING", value_parser = ["surgard", "lupusec", "dc05"], conflicts_with_all = ["encrypted", "idle"])]
     pub cid_ip: Option<String>,
+    /// Serve as a no-op DC-09 receiver on ADDR, TCP and UDP on one port (`src/loadgen/noop.rs`):
+    /// answer every frame as the daemon would, store nothing. The ceiling that --baseline
+    /// measures against. Prints one line when ready and runs until SIGTERM or SIGINT; --threads
+    /// sets its workers (default: one per core, as the daemon).
+    #[arg(long, value_name = "ADDR", requires = "noop_accounts",
+        conflicts_with_all = ["write_accounts", "idle", "cid_ip", "events", "duration", "json"])]
+    pub noop_receiver: Option<SocketAddr>,
+    /// With --noop-receiver: the records files the daemon imported (the accounts, their keys
+    /// and policies), all of them.
+    #[arg(long, value_name = "FILE", num_args = 1.., requires = "noop_receiver")]
+    pub noop_accounts: Vec<PathBuf>,
     /// ARC-scale scenarios: records files, supervision poll load, queue push latency, deadline
     /// latency (`src/loadgen/arc.rs`).
     #[command(flatten)]
@@ -149,6 +162,21 @@ pub enum BenchError {
     /// The report could not be serialised.
     #[error("serialising the report")]
     Json(#[from] serde_json::Error),
+    /// The no-op receiver's records files could not be read.
+    #[error(transparent)]
+    Records(#[from] crate::records::ImportError),
+    /// The no-op receiver's in-memory account table could not be built.
+    #[error("building the account table")]
+    Store(#[from] crate::store::StoreError),
+    /// A listener of the no-op receiver could not be bound.
+    #[error("binding {addr}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// Most load generator threads (`--threads`).
@@ -625,6 +653,14 @@ pub struct IdleReport {
 
 /// Run `meldkamer bench`.
 pub fn run(args: &BenchArgs, out: &mut dyn Write) -> Result<(), BenchError> {
+    if let Some(addr) = args.noop_receiver {
+        if args.arc.wanted() {
+            return Err(BenchError::Args(
+                "--noop-receiver serves; it does not run the ARC scenarios".into(),
+            ));
+        }
+        return noop::run(addr, &args.noop_accounts, args.threads, out);
+    }
     if args.arc.wanted() {
         return arc::run(args, out);
     }
