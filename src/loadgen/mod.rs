@@ -28,6 +28,7 @@
 pub mod arc;
 pub mod cid;
 pub mod noop;
+pub mod rounds;
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -135,6 +136,10 @@ pub struct BenchArgs {
     /// and policies), all of them.
     #[arg(long, value_name = "FILE", num_args = 1.., requires = "noop_receiver")]
     pub noop_accounts: Vec<PathBuf>,
+    /// Interleaved rounds against the daemon, an older daemon and the no-op receiver: throughput
+    /// as a ratio (`src/loadgen/rounds.rs`).
+    #[command(flatten)]
+    pub rounds: rounds::RoundsArgs,
     /// ARC-scale scenarios: records files, supervision poll load, queue push latency, deadline
     /// latency (`src/loadgen/arc.rs`).
     #[command(flatten)]
@@ -662,6 +667,11 @@ pub fn run(args: &BenchArgs, out: &mut dyn Write) -> Result<(), BenchError> {
         return noop::run(addr, &args.noop_accounts, args.threads, out);
     }
     if args.arc.wanted() {
+        if args.rounds.baseline.is_some() {
+            return Err(BenchError::Args(
+                "--baseline runs the event load; the ARC scenarios have their own".into(),
+            ));
+        }
         return arc::run(args, out);
     }
     let cid = args.cid_ip.as_deref().map(cid::framing).transpose()?;
@@ -707,6 +717,15 @@ pub fn run(args: &BenchArgs, out: &mut dyn Write) -> Result<(), BenchError> {
         what: "the report".into(),
         source,
     };
+    if let Some(baseline) = args.rounds.baseline {
+        let report = rounds::run(args, baseline, &rt, &mut std::io::stderr())?;
+        if args.json {
+            writeln!(out, "{}", serde_json::to_string(&report)?).map_err(write_err)?;
+        } else {
+            rounds::write_rounds(&report, out).map_err(write_err)?;
+        }
+        return Ok(());
+    }
     if let Some(n) = args.idle {
         if n == 0 {
             return Err(BenchError::Args("--idle must be at least 1".into()));

@@ -1,6 +1,8 @@
 //! `meldkamer bench` against a daemon: the load generator is the measuring instrument of
 //! BENCHMARKS.md, so its counts must match what the daemon stored, on one thread or several,
-//! over TCP and UDP. The no-op receiver (`--noop-receiver`) must answer as the daemon does.
+//! over TCP and UDP. The no-op receiver (`--noop-receiver`) must answer as the daemon does, and
+//! the interleaved rounds (`--baseline`, `--compare`) must load each receiver with the same load
+//! and report the ratios.
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
@@ -252,4 +254,104 @@ async fn the_noop_receiver_answers_every_frame_as_the_daemon_does() {
         "{said}"
     );
     d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interleaved_rounds_load_each_receiver_alike_and_report_the_ratios() {
+    let accounts = accounts_toml(3, 4, false);
+    let mut new = TestDaemon::start_with(&accounts, |_| {}).await;
+    let mut old = TestDaemon::start_with(&accounts, |_| {}).await;
+    let dir = tempfile::tempdir().expect("dir");
+    let mut noop = Noop::start(&write_accounts(&dir, &accounts));
+    let (compare, baseline) = (old.tcp().to_string(), noop.addr.to_string());
+
+    let r = bench(args(
+        new.tcp(),
+        &[
+            "--compare",
+            &compare,
+            "--baseline",
+            &baseline,
+            "--rounds",
+            "2",
+            "--events",
+            "30",
+            "--pause",
+            "0",
+            "--seed",
+            "7",
+        ],
+    ))
+    .await;
+    assert_eq!(r["rounds"], 2);
+    let runs = r["runs"].as_array().expect("runs");
+    let order: Vec<(u64, &str)> = runs
+        .iter()
+        .map(|x| (x["round"].as_u64().expect("round"), x["role"].as_str().expect("role")))
+        .collect();
+    // The order rotates: no receiver always first.
+    assert_eq!(
+        order,
+        [
+            (1, "target"),
+            (1, "compare"),
+            (1, "baseline"),
+            (2, "compare"),
+            (2, "baseline"),
+            (2, "target")
+        ]
+    );
+    for x in runs {
+        let (role, l) = (x["role"].as_str(), &x["report"]);
+        let want = match role {
+            Some("target") => new.tcp(),
+            Some("compare") => old.tcp(),
+            _ => noop.addr,
+        };
+        assert_eq!(l["target"], want.to_string());
+        assert_eq!((l["sent"].as_u64(), l["acked"].as_u64()), (Some(30), Some(30)), "{x}");
+        assert_eq!(l["connections"], 3);
+    }
+    assert_eq!(r["unclean_runs"], 0);
+    assert_eq!(r["per_round"].as_array().map(Vec::len), Some(2));
+    for k in ["target_to_baseline", "compare_to_baseline", "target_to_compare"] {
+        let v = r["median"][k].as_f64();
+        assert!(v.is_some_and(|v| v.is_finite() && v > 0.0), "{k}: {r}");
+    }
+    // Each daemon stored its own rounds' events, each run new events (no retransmissions).
+    assert_eq!(new.query_i64("SELECT count(*) FROM events"), 60);
+    assert_eq!(old.query_i64("SELECT count(*) FROM events"), 60);
+
+    // The text report, without --compare.
+    let out = run_bench(args(
+        new.tcp(),
+        &[
+            "--baseline",
+            &baseline,
+            "--rounds",
+            "1",
+            "--events",
+            "12",
+            "--pause",
+            "0",
+        ],
+    ))
+    .await;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        text.contains("target/baseline") && !text.contains("target/compare"),
+        "{text}"
+    );
+    assert!(text.lines().any(|l| l.starts_with("median")), "{text}");
+    assert!(text.contains("clean       every run"), "{text}");
+    assert_eq!(new.query_i64("SELECT count(*) FROM events"), 72);
+
+    let said = noop.stop();
+    assert!(
+        said.contains("ACK 72, NAK 0, DUH 0"),
+        "the no-op receiver stores nothing but answered: {said}"
+    );
+    new.stop().await;
+    old.stop().await;
 }
