@@ -7,12 +7,14 @@
 //! and `decode_frame` options, the account looked up in an [`AccountTable`] loaded from the
 //! same records files the daemon imports (applied to an in-memory database, so keys, policies,
 //! receiver/line matching and disabled accounts are the daemon's), the decision table
-//! ([`evaluate`]) with the default timestamp window, and the response from [`response_frame`]:
-//! an encrypted ACK with the account key and a pad from the OS ([`OsPad`]), so AES runs
-//! compare like for like. On the wire it makes the daemon's system calls too: one read per
+//! ([`evaluate`]) with the default timestamp window, the events of an accepted frame
+//! ([`events_from`], built and dropped), and the response from [`response_frame`]: an encrypted
+//! ACK with the account key and a pad from the OS ([`OsPad`]), so AES runs compare like for
+//! like. That is the protocol core's whole work per frame, as the criterion benchmark
+//! `decode_and_respond` counts it (`benches/protocol.rs`). On the wire it makes the daemon's system calls too: one read per
 //! arrival ([`read_available`]) and one write per read's answers.
 //!
-//! What it leaves out is everything after the decision: the frame's events, its retransmission
+//! What it leaves out is everything the daemon does with the result: the retransmission
 //! identity, the store writer and its commit, metrics and logs. It answers at once (there is no
 //! commit to wait for), on TCP per connection in order, on UDP one datagram after the other.
 
@@ -30,14 +32,26 @@ use tokio_util::task::TaskTracker;
 
 use super::BenchError;
 use crate::config::ReceiverConfig;
+use crate::event::events_from;
 use crate::protocol::crypto::PadSource;
-use crate::protocol::frame::{DecodeOptions, Quirks, decode_frame};
+use crate::protocol::frame::{DecodeOptions, Quirks, Token, decode_frame};
 use crate::protocol::framer::{Chunk, Framer, split_all};
 use crate::protocol::policy::{Silence, Verdict, Window, evaluate, response_frame};
 use crate::protocol::response::ResponseKind;
 use crate::receiver::pad::OsPad;
 use crate::receiver::read_available;
 use crate::store::accounts::AccountTable;
+
+/// The answer to one frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    /// ACK, NAK or DUH.
+    pub kind: ResponseKind,
+    /// The response frame.
+    pub bytes: Vec<u8>,
+    /// Events the frame carried (built as the daemon builds them, then dropped).
+    pub events: usize,
+}
 
 /// Answers frames as the daemon would, from the daemon's account table.
 pub struct Responder {
@@ -92,7 +106,7 @@ impl Responder {
         trailing_nuls: bool,
         now: OffsetDateTime,
         pad: &mut dyn PadSource,
-    ) -> Option<(ResponseKind, Vec<u8>)> {
+    ) -> Option<Answer> {
         let opts = DecodeOptions {
             quirks: Quirks::ALL,
             max_len: self.max_frame_bytes,
@@ -113,8 +127,15 @@ impl Responder {
             });
         }
         let kind = verdict.response_kind()?;
-        let response = response_frame(&frame, &verdict, policy, now, pad)?;
-        Some((kind, response.encode()))
+        let events = match &verdict {
+            Verdict::Accepted(a) if !(frame.token == Token::Null && a.plain.data.trim().is_empty()) => {
+                // A payload the daemon cannot read is stored and ACKed all the same.
+                events_from(&frame, &a.plain).map_or(0, |e| e.len())
+            }
+            _ => 0,
+        };
+        let bytes = response_frame(&frame, &verdict, policy, now, pad)?.encode();
+        Some(Answer { kind, bytes, events })
     }
 }
 
@@ -125,23 +146,32 @@ pub struct Counts {
     nak: AtomicU64,
     duh: AtomicU64,
     silent: AtomicU64,
+    events: AtomicU64,
 }
 
 impl Counts {
-    fn count(&self, answer: Option<ResponseKind>) {
-        let c = match answer {
+    fn count(&self, answer: Option<&Answer>) {
+        let c = match answer.map(|a| a.kind) {
             Some(ResponseKind::Ack) => &self.ack,
             Some(ResponseKind::Nak) => &self.nak,
             Some(ResponseKind::Duh) => &self.duh,
             None => &self.silent,
         };
         c.fetch_add(1, Ordering::Relaxed);
+        if let Some(a) = answer {
+            self.events.fetch_add(a.events as u64, Ordering::Relaxed);
+        }
     }
 
     /// (ACK, NAK, DUH, no answer) so far.
     pub fn get(&self) -> (u64, u64, u64, u64) {
         let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
         (g(&self.ack), g(&self.nak), g(&self.duh), g(&self.silent))
+    }
+
+    /// Events in the frames it accepted so far.
+    pub fn events(&self) -> u64 {
+        self.events.load(Ordering::Relaxed)
     }
 }
 
@@ -150,8 +180,9 @@ impl std::fmt::Display for Counts {
         let (ack, nak, duh, silent) = self.get();
         write!(
             f,
-            "{} frame(s): ACK {ack}, NAK {nak}, DUH {duh}, no answer {silent}",
-            ack + nak + duh + silent
+            "{} frame(s): ACK {ack}, NAK {nak}, DUH {duh}, no answer {silent}; {} event(s) in them",
+            ack + nak + duh + silent,
+            self.events()
         )
     }
 }
@@ -227,9 +258,9 @@ async fn connection(mut stream: TcpStream, responder: Arc<Responder>, counts: Ar
             let len = chunk.len();
             if let Chunk::Frame { .. } = chunk {
                 let answer = responder.answer(&buf[..len], false, OffsetDateTime::now_utc(), &mut OsPad);
-                counts.count(answer.as_ref().map(|(k, _)| *k));
-                if let Some((_, bytes)) = answer {
-                    out.extend_from_slice(&bytes);
+                counts.count(answer.as_ref());
+                if let Some(a) = answer {
+                    out.extend_from_slice(&a.bytes);
                 }
             }
             // Bytes outside any frame and oversize frames are dropped, as the daemon drops them.
@@ -278,9 +309,9 @@ async fn serve_udp(socket: UdpSocket, responder: Arc<Responder>, counts: Arc<Cou
             },
             _ => responder.answer(datagram, false, now, &mut OsPad),
         };
-        counts.count(answer.as_ref().map(|(k, _)| *k));
-        if let Some((_, bytes)) = answer {
-            let _ = socket.send_to(&bytes, peer).await;
+        counts.count(answer.as_ref());
+        if let Some(a) = answer {
+            let _ = socket.send_to(&a.bytes, peer).await;
         }
     }
 }
@@ -395,8 +426,10 @@ mod tests {
             };
             let key = encrypted.then(bench_key);
             let raw = event(1).encode(key.as_ref(), NOW, 7);
-            let (kind, bytes) = r.answer(&raw, false, NOW, &mut SeededPad::new(3)).expect("an answer");
+            let a = r.answer(&raw, false, NOW, &mut SeededPad::new(3)).expect("an answer");
+            let (kind, bytes) = (a.kind, a.bytes);
             assert_eq!(kind, ResponseKind::Ack);
+            assert_eq!(a.events, 1, "the alarm, read as the daemon reads it");
             assert_eq!(Some(bytes.clone()), expected(&raw, Some(&policy), 3), "byte for byte");
             let ack = decode(&bytes);
             assert_eq!((&ack.token, ack.encrypted), (&Token::Ack, encrypted));
@@ -421,26 +454,26 @@ mod tests {
         // Unknown account: DUH (connection 1's accounts are not in a one-connection file).
         let stranger = event(1).encode(None, NOW, 0);
         assert_eq!(
-            plain.answer(&stranger, false, NOW, pad).map(|a| a.0),
+            plain.answer(&stranger, false, NOW, pad).map(|a| a.kind),
             Some(ResponseKind::Duh)
         );
         // Plain frame to an account that requires encryption: DUH.
         let raw = ev.encode(None, NOW, 0);
         assert_eq!(
-            keyed.answer(&raw, false, NOW, pad).map(|a| a.0),
+            keyed.answer(&raw, false, NOW, pad).map(|a| a.kind),
             Some(ResponseKind::Duh)
         );
         // Encrypted with another key: NAK; stale: NAK.
         let other = Key::from_hex("000102030405060708090A0B0C0D0E0F").expect("key");
         let wrong = ev.encode(Some(&other), NOW, 0);
         assert_eq!(
-            keyed.answer(&wrong, false, NOW, pad).map(|a| a.0),
+            keyed.answer(&wrong, false, NOW, pad).map(|a| a.kind),
             Some(ResponseKind::Nak)
         );
         let stale = ev.encode(Some(&bench_key()), NOW, 0);
         let later = NOW + time::Duration::seconds(41);
         assert_eq!(
-            keyed.answer(&stale, false, later, pad).map(|a| a.0),
+            keyed.answer(&stale, false, later, pad).map(|a| a.kind),
             Some(ResponseKind::Nak)
         );
         // Not a frame, a broken CRC, NUL padding the account has not enabled: no answer.
@@ -454,9 +487,31 @@ mod tests {
         let disabled = responder(&format!("[[account]]\naccount = \"{}\"\nenabled = false\n", ev.account));
         assert_eq!(disabled.accounts(), 0);
         assert_eq!(
-            disabled.answer(&raw, false, NOW, pad).map(|a| a.0),
+            disabled.answer(&raw, false, NOW, pad).map(|a| a.kind),
             Some(ResponseKind::Duh)
         );
+    }
+
+    #[test]
+    fn events_are_read_from_accepted_frames_only() {
+        let r = responder(&accounts_toml(1, 2, false));
+        let pad = &mut SeededPad::new(0);
+        // The ninth event of a mixed panel is a link test: ACKed, no event in it.
+        let mut p = Panel::new(0, 2, true, 0);
+        let kinds: Vec<(ResponseKind, usize)> = (0..10)
+            .map(|_| {
+                let a = r
+                    .answer(&p.next_event().encode(None, NOW, 0), false, NOW, pad)
+                    .expect("answer");
+                (a.kind, a.events)
+            })
+            .collect();
+        assert!(kinds.iter().all(|(k, _)| *k == ResponseKind::Ack), "{kinds:?}");
+        let events: Vec<usize> = kinds.iter().map(|(_, e)| *e).collect();
+        assert_eq!(events, [1, 1, 1, 1, 1, 1, 1, 1, 0, 0]);
+        // A refused frame carries none for the receiver.
+        let stranger = event(1).encode(None, NOW, 0);
+        assert_eq!(r.answer(&stranger, false, NOW, pad).map(|a| a.events), Some(0));
     }
 
     #[tokio::test]
@@ -509,7 +564,10 @@ mod tests {
         assert_eq!(decode(&d[..n]).token, Token::Ack);
 
         assert_eq!(counts.get(), (3, 0, 0, 0));
-        assert_eq!(counts.to_string(), "3 frame(s): ACK 3, NAK 0, DUH 0, no answer 0");
+        assert_eq!(
+            counts.to_string(),
+            "3 frame(s): ACK 3, NAK 0, DUH 0, no answer 0; 3 event(s) in them"
+        );
         // Stopping closes the connection that is still open.
         cancel.cancel();
         tokio::time::timeout(wait, server).await.expect("stops").expect("join");

@@ -250,7 +250,7 @@ async fn the_noop_receiver_answers_every_frame_as_the_daemon_does() {
 
     let said = noop.stop();
     assert!(
-        said.contains("stopped after answering 5 frame(s): ACK 2, NAK 1, DUH 2, no answer 0"),
+        said.contains("stopped after answering 5 frame(s): ACK 2, NAK 1, DUH 2, no answer 0; 2 event(s) in them"),
         "{said}"
     );
     d.stop().await;
