@@ -598,7 +598,7 @@ mod tests {
             "--baseline",
             "127.0.0.1:7100",
             "--compare",
-            "127.0.0.1:7010",
+            "127.0.0.1:7030",
             "--compare-pid",
             "22",
             "--baseline-pid",
@@ -611,7 +611,7 @@ mod tests {
         let roles: Vec<Role> = legs.iter().map(|l| l.role).collect();
         assert_eq!(roles, [Role::Target, Role::Compare, Role::Baseline]);
         let a = run_args(&args, &legs[1], 4);
-        assert_eq!(a.target, "127.0.0.1:7010".parse().expect("addr"));
+        assert_eq!(a.target, "127.0.0.1:7030".parse().expect("addr"));
         assert_eq!((a.daemon_pid, a.metrics), (Some(22), None));
         assert_eq!(a.seed, Some(5 + 4 * RUN_STRIDE));
         let a = run_args(&args, &legs[2], 0);
@@ -628,7 +628,7 @@ mod tests {
     #[test]
     fn the_flags_that_need_a_baseline_say_so() {
         for extra in [
-            &["--compare", "127.0.0.1:7010"][..],
+            &["--compare", "127.0.0.1:7030"][..],
             &["--rounds", "3"],
             &["--pause", "0"],
             &["--baseline-pid", "1"],
@@ -652,7 +652,7 @@ mod tests {
         let (per_round, median) = summarise(&runs);
         let mut report = RoundsReport {
             target: "127.0.0.1:7000".into(),
-            compare: Some("127.0.0.1:7010".into()),
+            compare: Some("127.0.0.1:7030".into()),
             baseline: "127.0.0.1:7100".into(),
             rounds: 1,
             pause_s: 1.0,
