@@ -103,7 +103,7 @@ pub struct BenchArgs {
     pub json: bool,
     /// Load generator threads for the event loads and --idle, 1…64 (default 1). One thread
     /// drives all the simulated panels; on the daemon's own machine every further thread
-    /// competes with the daemon for the same cores (BENCHMARKS.md, series N). The ARC modes
+    /// competes with the daemon for the same cores (BENCHMARKS-HISTORY.md, series N). The ARC modes
     /// run a worker per core and refuse this flag. With --noop-receiver: its workers (default:
     /// one per core).
     #[arg(long, value_name = "N")]
@@ -545,8 +545,8 @@ pub struct LoadReport {
     /// The daemon's resident memory at the end, KiB (with --daemon-pid).
     pub daemon_rss_kib: Option<u64>,
     /// CPU time per ACKed event during the run (Linux): what an event costs each side. On a
-    /// shared machine it moves with the machine's speed, as the throughput does (BENCHMARKS.md,
-    /// series P: the daemon's CPU time per second stayed near one core while both moved).
+    /// shared machine it moves with the machine's speed, as the throughput does
+    /// (BENCHMARKS-HISTORY.md, series P: the daemon's CPU time per second stayed near one core while both moved).
     pub cpu_per_event: Option<CpuPerEvent>,
     /// The daemon's commits during the run (with --metrics).
     pub commit: Option<CommitStats>,
