@@ -24,6 +24,7 @@
 //! | [`metrics`] | Prometheus counters and histograms |
 //! | [`verify`] | phone cancellation codes: Argon2id verifiers with a pepper, verification on an open alarm, lockout, duress, the hash-chained audit log |
 //! | [`release`] | support status of this release (end of life says so at start-up and in `--version`) |
+//! | [`loadgen`] | `meldkamer bench`: the load generator (DC-09, Contact ID, ARC scenarios), the measuring instrument of `BENCHMARKS.md` |
 //! | [`cli`] | the command implementations behind `main.rs` |
 //!
 //! Invariants (see `README.md`): an event is acknowledged only after it is committed; a
@@ -43,6 +44,7 @@ pub mod daemon;
 pub mod event;
 pub mod hardening;
 pub mod keyfile;
+pub mod loadgen;
 pub mod metrics;
 pub mod operator;
 pub mod protocol;

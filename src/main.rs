@@ -56,7 +56,7 @@ enum Command {
         replace_lost_keys: bool,
     },
     /// Load generator: act as many panels against a running receiver and measure it.
-    Bench(cli::bench::BenchArgs),
+    Bench(Box<meldkamer::loadgen::BenchArgs>),
     /// Replay fixture traces in-process (deterministic) or against a daemon (--target).
     Replay(cli::replay::ReplayArgs),
     /// Act as a panel: send one DC-09 frame and wait for the answer.
@@ -265,7 +265,7 @@ fn main() -> ExitCode {
             cli::audit::run(&cfg, &args, &mut std::io::stdout().lock())?;
             Ok(())
         })(),
-        Command::Bench(args) => cli::bench::run(&args, &mut std::io::stdout().lock()).map_err(Into::into),
+        Command::Bench(args) => meldkamer::loadgen::run(&args, &mut std::io::stdout().lock()).map_err(Into::into),
         Command::Replay(args) => cli::replay::run(&args, &mut std::io::stdout().lock())
             .map(|_| ())
             .map_err(Into::into),

@@ -2,9 +2,6 @@
 //! errors that `main` prints with their cause chain.
 
 pub mod audit;
-pub mod bench;
-pub mod bench_arc;
-pub mod bench_cid;
 pub mod code;
 pub mod customer;
 pub mod operator;

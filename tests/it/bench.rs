@@ -1,10 +1,19 @@
 //! `meldkamer bench` against a daemon: the load generator is the measuring instrument of
 //! BENCHMARKS.md, so its counts must match what the daemon stored, on one thread or several,
-//! over TCP and UDP.
+//! over TCP and UDP. The no-op receiver (`--noop-receiver`) must answer as the daemon does, and
+//! the interleaved rounds (`--baseline`, `--compare`) must load each receiver with the same load
+//! and report the ratios.
 
-use std::process::{Command, Output};
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
+use std::process::{Child, ChildStdout, Command, Output, Stdio};
 
-use crate::common::TestDaemon;
+use meldkamer::loadgen::{Panel, accounts_toml, bench_key};
+use meldkamer::protocol::crypto::{Key, decrypt_body};
+use meldkamer::protocol::frame::{Body, DecodeOptions, Frame, decode_frame};
+use time::OffsetDateTime;
+
+use crate::common::{TestDaemon, tcp_exchange, token_of, udp_exchange};
 
 const BIN: &str = env!("CARGO_BIN_EXE_meldkamer");
 
@@ -43,7 +52,7 @@ fn args(target: std::net::SocketAddr, extra: &[&str]) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_load_generator_counts_what_the_daemon_stored_on_one_thread_or_several() {
-    let accounts = meldkamer::cli::bench::accounts_toml(3, 4, false);
+    let accounts = meldkamer::loadgen::accounts_toml(3, 4, false);
     let mut d = TestDaemon::start_with(&accounts, |_| {}).await;
 
     // Default: one generator thread, TCP, closed loop. The daemon runs in this process.
@@ -108,4 +117,241 @@ async fn the_load_generator_counts_what_the_daemon_stored_on_one_thread_or_sever
         assert!(String::from_utf8_lossy(&out.stderr).contains(error), "{out:?}");
     }
     d.stop().await;
+}
+
+/// `meldkamer bench --noop-receiver 127.0.0.1:0 --noop-accounts FILE` in a process of its own,
+/// stopped by its PID.
+struct Noop {
+    child: Child,
+    stdout: BufReader<ChildStdout>,
+    addr: SocketAddr,
+}
+
+impl Noop {
+    fn start(accounts: &std::path::Path) -> Noop {
+        tokio::task::block_in_place(|| {
+            let mut child = Command::new(BIN)
+                .args([
+                    "bench",
+                    "--noop-receiver",
+                    "127.0.0.1:0",
+                    "--threads",
+                    "1",
+                    "--noop-accounts",
+                ])
+                .arg(accounts)
+                .stdout(Stdio::piped())
+                .spawn()
+                .expect("the no-op receiver starts");
+            let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+            let mut ready = String::new();
+            stdout.read_line(&mut ready).expect("ready line");
+            let addr = ready
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix("tcp="))
+                .and_then(|a| a.parse().ok())
+                .unwrap_or_else(|| panic!("no address in {ready:?}"));
+            assert!(ready.starts_with("meldkamer noop-receiver ready"), "{ready}");
+            assert!(
+                ready.contains(&format!("udp={addr}")),
+                "one port for TCP and UDP: {ready}"
+            );
+            Noop { child, stdout, addr }
+        })
+    }
+
+    /// SIGTERM to its PID; what it said when it stopped.
+    fn stop(&mut self) -> String {
+        tokio::task::block_in_place(|| {
+            let pid = self.child.id().to_string();
+            let killed = Command::new("kill").args(["-TERM", &pid]).status().expect("kill");
+            assert!(killed.success());
+            let mut rest = String::new();
+            self.stdout.read_to_string(&mut rest).expect("stdout");
+            assert!(self.child.wait().expect("wait").success(), "{rest}");
+            rest
+        })
+    }
+}
+
+impl Drop for Noop {
+    fn drop(&mut self) {
+        // Only if a test failed before `stop` (a child already waited for is not signalled).
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn write_accounts(dir: &tempfile::TempDir, text: &str) -> std::path::PathBuf {
+    let path = dir.path().join("accounts.toml");
+    std::fs::write(&path, text).expect("accounts file");
+    path
+}
+
+fn decode(raw: &[u8]) -> Frame {
+    decode_frame(raw, &DecodeOptions::default()).expect("a response frame")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_noop_receiver_answers_every_frame_as_the_daemon_does() {
+    let accounts = accounts_toml(1, 2, true);
+    let mut d = TestDaemon::start_with(&accounts, |_| {}).await;
+    // The frames carry the real time, which the daemon checks against its own clock.
+    d.clock.set(OffsetDateTime::now_utc());
+    let dir = tempfile::tempdir().expect("dir");
+    let mut noop = Noop::start(&write_accounts(&dir, &accounts));
+
+    let key = bench_key();
+    let other = Key::from_hex("000102030405060708090A0B0C0D0E0F").expect("key");
+    let ev = Panel::new(0, 2, false, 0).next_event();
+    let stranger = Panel::new(1, 1, false, 0).next_event();
+    let now = OffsetDateTime::now_utc();
+    for (frame, want) in [
+        (ev.encode(Some(&key), now, 1), "*ACK"),
+        // Plain to an account that requires encryption; an account not in the file.
+        (ev.encode(None, now, 2), "DUH"),
+        (stranger.encode(Some(&key), now, 3), "DUH"),
+        // Another key.
+        (ev.encode(Some(&other), now, 4), "NAK"),
+    ] {
+        let daemon = tcp_exchange(d.tcp(), &frame).await.expect("the daemon answers");
+        let ours = tcp_exchange(noop.addr, &frame)
+            .await
+            .expect("the no-op receiver answers");
+        assert_eq!(token_of(&daemon), want);
+        assert_eq!(token_of(&ours), want);
+        assert_eq!(ours.len(), daemon.len(), "{want}");
+        let (a, b) = (decode(&daemon), decode(&ours));
+        assert_eq!(
+            (a.seq, &a.receiver, &a.line, &a.account),
+            (b.seq, &b.receiver, &b.line, &b.account)
+        );
+        match (&a.body, &b.body) {
+            (Body::Encrypted(x), Body::Encrypted(y)) => {
+                // Both encrypted with the account key, each with its own pad and the time.
+                let x = decrypt_body(&key, x).expect("the daemon's *ACK decrypts").plain;
+                let y = decrypt_body(&key, y).expect("the no-op *ACK decrypts").plain;
+                assert_eq!(x.data, y.data);
+                assert!(x.timestamp.is_some() && y.timestamp.is_some());
+            }
+            (Body::Plain(x), Body::Plain(y)) => assert_eq!(x.data, y.data),
+            _ => panic!("{want}: one encrypted, one not"),
+        }
+        if want == "DUH" {
+            assert_eq!(ours, daemon, "byte for byte");
+        }
+    }
+    // UDP on the same port.
+    let fresh = Panel::new(0, 2, false, 50).next_event();
+    let ours = udp_exchange(noop.addr, &fresh.encode(Some(&key), now, 5))
+        .await
+        .expect("answer");
+    assert_eq!(token_of(&ours), "*ACK");
+
+    let said = noop.stop();
+    assert!(
+        said.contains("stopped after answering 5 frame(s): ACK 2, NAK 1, DUH 2, no answer 0; 2 event(s) in them"),
+        "{said}"
+    );
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interleaved_rounds_load_each_receiver_alike_and_report_the_ratios() {
+    let accounts = accounts_toml(3, 4, false);
+    let mut new = TestDaemon::start_with(&accounts, |_| {}).await;
+    let mut old = TestDaemon::start_with(&accounts, |_| {}).await;
+    let dir = tempfile::tempdir().expect("dir");
+    let mut noop = Noop::start(&write_accounts(&dir, &accounts));
+    let (compare, baseline) = (old.tcp().to_string(), noop.addr.to_string());
+
+    let r = bench(args(
+        new.tcp(),
+        &[
+            "--compare",
+            &compare,
+            "--baseline",
+            &baseline,
+            "--rounds",
+            "2",
+            "--events",
+            "30",
+            "--pause",
+            "0",
+            "--seed",
+            "7",
+        ],
+    ))
+    .await;
+    assert_eq!(r["rounds"], 2);
+    let runs = r["runs"].as_array().expect("runs");
+    let order: Vec<(u64, &str)> = runs
+        .iter()
+        .map(|x| (x["round"].as_u64().expect("round"), x["role"].as_str().expect("role")))
+        .collect();
+    // The order rotates: no receiver always first.
+    assert_eq!(
+        order,
+        [
+            (1, "target"),
+            (1, "compare"),
+            (1, "baseline"),
+            (2, "compare"),
+            (2, "baseline"),
+            (2, "target")
+        ]
+    );
+    for x in runs {
+        let (role, l) = (x["role"].as_str(), &x["report"]);
+        let want = match role {
+            Some("target") => new.tcp(),
+            Some("compare") => old.tcp(),
+            _ => noop.addr,
+        };
+        assert_eq!(l["target"], want.to_string());
+        assert_eq!((l["sent"].as_u64(), l["acked"].as_u64()), (Some(30), Some(30)), "{x}");
+        assert_eq!(l["connections"], 3);
+    }
+    assert_eq!(r["unclean_runs"], 0);
+    assert_eq!(r["per_round"].as_array().map(Vec::len), Some(2));
+    for k in ["target_to_baseline", "compare_to_baseline", "target_to_compare"] {
+        let v = r["median"][k].as_f64();
+        assert!(v.is_some_and(|v| v.is_finite() && v > 0.0), "{k}: {r}");
+    }
+    // Each daemon stored its own rounds' events, each run new events (no retransmissions).
+    assert_eq!(new.query_i64("SELECT count(*) FROM events"), 60);
+    assert_eq!(old.query_i64("SELECT count(*) FROM events"), 60);
+
+    // The text report, without --compare.
+    let out = run_bench(args(
+        new.tcp(),
+        &[
+            "--baseline",
+            &baseline,
+            "--rounds",
+            "1",
+            "--events",
+            "12",
+            "--pause",
+            "0",
+        ],
+    ))
+    .await;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        text.contains("target/baseline") && !text.contains("target/compare"),
+        "{text}"
+    );
+    assert!(text.lines().any(|l| l.starts_with("median")), "{text}");
+    assert!(text.contains("clean       every run"), "{text}");
+    assert_eq!(new.query_i64("SELECT count(*) FROM events"), 72);
+
+    let said = noop.stop();
+    assert!(
+        said.contains("ACK 72, NAK 0, DUH 0"),
+        "the no-op receiver stores nothing but answered: {said}"
+    );
+    new.stop().await;
+    old.stop().await;
 }

@@ -25,6 +25,11 @@
 //! meldkamer import bench-accounts.toml --config config/bench.toml
 //! ```
 
+pub mod arc;
+pub mod cid;
+pub mod noop;
+pub mod rounds;
+
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -98,8 +103,9 @@ pub struct BenchArgs {
     pub json: bool,
     /// Load generator threads for the event loads and --idle, 1…64 (default 1). One thread
     /// drives all the simulated panels; on the daemon's own machine every further thread
-    /// competes with the daemon for the same cores (BENCHMARKS.md, series N). The ARC modes
-    /// run a worker per core and refuse this flag.
+    /// competes with the daemon for the same cores (BENCHMARKS-HISTORY.md, series N). The ARC modes
+    /// run a worker per core and refuse this flag. With --noop-receiver: its workers (default:
+    /// one per core).
     #[arg(long, value_name = "N")]
     pub threads: Option<u32>,
     /// Open this many idle TCP connections and hold them (no load) instead of sending events.
@@ -116,13 +122,28 @@ pub struct BenchArgs {
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<SocketAddr>,
     /// Load the Contact ID input (`[cid_input]`) instead of DC-09, in this framing: surgard,
-    /// lupusec or dc05 (`src/cli/bench_cid.rs`). --target is then the Contact ID address.
+    /// lupusec or dc05 (`src/loadgen/cid.rs`). --target is then the Contact ID address.
     #[arg(long, value_name = "FRAMING", value_parser = ["surgard", "lupusec", "dc05"], conflicts_with_all = ["encrypted", "idle"])]
     pub cid_ip: Option<String>,
-    /// ARC-scale scenarios: records files, supervision poll load, queue push latency, deadline
-    /// latency (`src/cli/bench_arc.rs`).
+    /// Serve as a no-op DC-09 receiver on ADDR, TCP and UDP on one port (`src/loadgen/noop.rs`):
+    /// answer every frame as the daemon would, store nothing. The ceiling that --baseline
+    /// measures against. Prints one line when ready and runs until SIGTERM or SIGINT; --threads
+    /// sets its workers (default: one per core, as the daemon).
+    #[arg(long, value_name = "ADDR", requires = "noop_accounts",
+        conflicts_with_all = ["write_accounts", "idle", "cid_ip", "events", "duration", "json"])]
+    pub noop_receiver: Option<SocketAddr>,
+    /// With --noop-receiver: the records files the daemon imported (the accounts, their keys
+    /// and policies), all of them.
+    #[arg(long, value_name = "FILE", num_args = 1.., requires = "noop_receiver")]
+    pub noop_accounts: Vec<PathBuf>,
+    /// Interleaved rounds against the daemon, an older daemon and the no-op receiver: throughput
+    /// as a ratio (`src/loadgen/rounds.rs`).
     #[command(flatten)]
-    pub arc: super::bench_arc::ArcArgs,
+    pub rounds: rounds::RoundsArgs,
+    /// ARC-scale scenarios: records files, supervision poll load, queue push latency, deadline
+    /// latency (`src/loadgen/arc.rs`).
+    #[command(flatten)]
+    pub arc: arc::ArcArgs,
 }
 
 /// Why a bench run could not be done.
@@ -146,6 +167,21 @@ pub enum BenchError {
     /// The report could not be serialised.
     #[error("serialising the report")]
     Json(#[from] serde_json::Error),
+    /// The no-op receiver's records files could not be read.
+    #[error(transparent)]
+    Records(#[from] crate::records::ImportError),
+    /// The no-op receiver's in-memory account table could not be built.
+    #[error("building the account table")]
+    Store(#[from] crate::store::StoreError),
+    /// A listener of the no-op receiver could not be bound.
+    #[error("binding {addr}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// Most load generator threads (`--threads`).
@@ -168,7 +204,7 @@ fn runtime(threads: u32) -> Result<tokio::runtime::Runtime, BenchError> {
 
 /// The threads the load generator runs on (the current runtime's workers; 1 for the
 /// current-thread scheduler).
-pub(super) fn generator_threads() -> u32 {
+fn generator_threads() -> u32 {
     tokio::runtime::Handle::current().metrics().num_workers() as u32
 }
 
@@ -509,8 +545,8 @@ pub struct LoadReport {
     /// The daemon's resident memory at the end, KiB (with --daemon-pid).
     pub daemon_rss_kib: Option<u64>,
     /// CPU time per ACKed event during the run (Linux): what an event costs each side. On a
-    /// shared machine it moves with the machine's speed, as the throughput does (BENCHMARKS.md,
-    /// series P: the daemon's CPU time per second stayed near one core while both moved).
+    /// shared machine it moves with the machine's speed, as the throughput does
+    /// (BENCHMARKS-HISTORY.md, series P: the daemon's CPU time per second stayed near one core while both moved).
     pub cpu_per_event: Option<CpuPerEvent>,
     /// The daemon's commits during the run (with --metrics).
     pub commit: Option<CommitStats>,
@@ -622,17 +658,30 @@ pub struct IdleReport {
 
 /// Run `meldkamer bench`.
 pub fn run(args: &BenchArgs, out: &mut dyn Write) -> Result<(), BenchError> {
-    if args.arc.wanted() {
-        return super::bench_arc::run(args, out);
+    if let Some(addr) = args.noop_receiver {
+        if args.arc.wanted() {
+            return Err(BenchError::Args(
+                "--noop-receiver serves; it does not run the ARC scenarios".into(),
+            ));
+        }
+        return noop::run(addr, &args.noop_accounts, args.threads, out);
     }
-    let cid = args.cid_ip.as_deref().map(super::bench_cid::framing).transpose()?;
+    if args.arc.wanted() {
+        if args.rounds.baseline.is_some() {
+            return Err(BenchError::Args(
+                "--baseline runs the event load; the ARC scenarios have their own".into(),
+            ));
+        }
+        return arc::run(args, out);
+    }
+    let cid = args.cid_ip.as_deref().map(cid::framing).transpose()?;
     match cid {
-        Some(_) => super::bench_cid::check_shape(args.connections, args.accounts_per_connection)?,
+        Some(_) => cid::check_shape(args.connections, args.accounts_per_connection)?,
         None => check_shape(args.connections, args.accounts_per_connection)?,
     }
     if let Some(path) = &args.write_accounts {
         let text = match cid {
-            Some(_) => super::bench_cid::accounts_toml(args.connections, args.accounts_per_connection),
+            Some(_) => cid::accounts_toml(args.connections, args.accounts_per_connection),
             None => accounts_toml(args.connections, args.accounts_per_connection, args.encrypted),
         };
         std::fs::write(path, text).map_err(|source| BenchError::Write {
@@ -668,6 +717,15 @@ pub fn run(args: &BenchArgs, out: &mut dyn Write) -> Result<(), BenchError> {
         what: "the report".into(),
         source,
     };
+    if let Some(baseline) = args.rounds.baseline {
+        let report = rounds::run(args, baseline, &rt, &mut std::io::stderr())?;
+        if args.json {
+            writeln!(out, "{}", serde_json::to_string(&report)?).map_err(write_err)?;
+        } else {
+            rounds::write_rounds(&report, out).map_err(write_err)?;
+        }
+        return Ok(());
+    }
     if let Some(n) = args.idle {
         if n == 0 {
             return Err(BenchError::Args("--idle must be at least 1".into()));
@@ -681,7 +739,7 @@ pub fn run(args: &BenchArgs, out: &mut dyn Write) -> Result<(), BenchError> {
         return Ok(());
     }
     let report = match cid {
-        Some(f) => rt.block_on(super::bench_cid::load(args, f)),
+        Some(f) => rt.block_on(cid::load(args, f)),
         None => rt.block_on(load(args)),
     };
     if args.json {

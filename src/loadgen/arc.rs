@@ -1,5 +1,5 @@
 //! ARC-scale scenarios of `meldkamer bench` (flags in [`ArcArgs`], flattened into
-//! [`super::bench::BenchArgs`]):
+//! [`super::BenchArgs`]):
 //!
 //! - `--write-records FILE`: a records file with one customer, one site and one supervised
 //!   account per index (`--records N` from `--first-record I`, `supervision_secs =
@@ -27,7 +27,7 @@ use serde::Serialize;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpStream, UdpSocket};
 
-use super::bench::{BenchArgs, BenchError, BenchEvent, EventKind, Latency, latency};
+use super::{BenchArgs, BenchError, BenchEvent, EventKind, Latency, latency};
 use crate::protocol::frame::{DecodeOptions, Token, decode_frame};
 
 /// Most record accounts (seven hex digits of index).
@@ -863,7 +863,7 @@ mod tests {
             let a = record_account(i);
             assert_eq!(a.len(), 8);
             assert!(a.bytes().all(|b| b.is_ascii_hexdigit()));
-            assert_ne!(a.len(), super::super::bench::account_name(0, 0).len());
+            assert_ne!(a.len(), super::super::account_name(0, 0).len());
         }
         assert_eq!(record_account(100_000), "E00186A0");
     }

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 
-use super::bench::{BenchArgs, BenchError, CpuStart, LoadReport, commit_stats, fetch_metrics, latency, rss_kib};
+use super::{BenchArgs, BenchError, CpuStart, LoadReport, commit_stats, fetch_metrics, latency, rss_kib};
 use crate::protocol::cid::{CidEvent, CidQualifier, encode_contact_id};
 use crate::protocol::cidip::{Framing, encode_lupusec};
 use crate::protocol::codes::CidCode;
@@ -355,7 +355,7 @@ pub async fn load(args: &BenchArgs, framing: Framing) -> LoadReport {
         target: args.target.to_string(),
         connections: n,
         accounts_per_connection: args.accounts_per_connection,
-        threads: super::bench::generator_threads(),
+        threads: super::generator_threads(),
         encrypted: false,
         mix: args.mix,
         rate: args.rate,
