@@ -6,9 +6,11 @@
 //! | [`app`] | state and key handling (pure) |
 //! | [`ui`] | rendering (pure; tested with ratatui's TestBackend) |
 //! | [`client`] | the API connection, reconnecting |
+//! | [`localtime`] | times in the console's time zone (pure) |
 
 pub mod app;
 pub mod client;
+pub mod localtime;
 pub mod ui;
 
 use std::time::Duration;
