@@ -14,9 +14,16 @@ use crate::common::*;
 
 const BIN: &str = env!("CARGO_BIN_EXE_meldkamer");
 const CODE: &str = "739164";
+const PASSWORD: &str = "console e2e password";
 
 struct Tmux {
     socket: String,
+}
+
+/// One console in the tmux server: a session of its own.
+struct Console<'a> {
+    tmux: &'a Tmux,
+    target: &'a str,
 }
 
 impl Tmux {
@@ -30,38 +37,76 @@ impl Tmux {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// Start `cmd` in a new session `name` of `w`×`h`.
+    fn start<'a>(&'a self, name: &'a str, w: u16, h: u16, cmd: &str) -> Console<'a> {
+        let (w, h) = (w.to_string(), h.to_string());
+        self.run(&["new-session", "-d", "-s", name, "-x", &w, "-y", &h, cmd]);
+        // Deliver Escape at once (not as the start of an Alt- sequence).
+        self.run(&["set-option", "-s", "escape-time", "0"]);
+        Console {
+            tmux: self,
+            target: name,
+        }
+    }
+}
+
+impl Console<'_> {
     fn keys(&self, keys: &[&str]) {
-        let mut args = vec!["send-keys", "-t", "console"];
+        let mut args = vec!["send-keys", "-t", self.target];
         args.extend_from_slice(keys);
-        self.run(&args);
+        self.tmux.run(&args);
     }
 
     fn text(&self, s: &str) {
-        self.run(&["send-keys", "-t", "console", "-l", s]);
+        self.tmux.run(&["send-keys", "-t", self.target, "-l", s]);
     }
 
     fn screen(&self) -> String {
-        self.run(&["capture-pane", "-p", "-t", "console"])
+        self.tmux.run(&["capture-pane", "-p", "-t", self.target])
     }
 
     fn wait_gone(&self, what: &str) {
         let deadline = Instant::now() + Duration::from_secs(20);
         while self.screen().contains(what) {
-            assert!(Instant::now() < deadline, "waited for {what:?} to go away");
+            assert!(
+                Instant::now() < deadline,
+                "{}: waited for {what:?} to go away:\n{}",
+                self.target,
+                self.screen()
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }
 
     fn wait_for(&self, what: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(20);
+        self.wait_for_up_to(what, Duration::from_secs(20))
+    }
+
+    fn wait_for_up_to(&self, what: &str, limit: Duration) -> String {
+        let deadline = Instant::now() + limit;
         loop {
             let s = self.screen();
             if s.contains(what) {
                 return s;
             }
-            assert!(Instant::now() < deadline, "waited for {what:?}; the screen shows:\n{s}");
+            assert!(
+                Instant::now() < deadline,
+                "{}: waited for {what:?}; the screen shows:\n{s}",
+                self.target
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// Log in and wait for the queue.
+    fn login(&self, name: &str) {
+        self.wait_for("Log in");
+        self.text(name);
+        self.keys(&["Tab"]);
+        self.text(PASSWORD);
+        self.keys(&["Enter"]);
+        self.wait_for(&format!("{name} ("));
+        self.wait_for("Alarm queue");
     }
 }
 
@@ -131,8 +176,16 @@ fn send_to(rt: &tokio::runtime::Runtime, tcp: std::net::SocketAddr, frame: Vec<u
     rt.block_on(tcp_exchange(tcp, &frame))
 }
 
-#[test]
-fn operator_cancels_an_alarm_with_both_factors_from_the_console() {
+/// A daemon's files in a temporary directory: the configuration (with `extra` appended), the
+/// scenario records imported, and operators added with [`PASSWORD`].
+struct Site {
+    dir: tempfile::TempDir,
+    config: PathBuf,
+    db: PathBuf,
+    sock: PathBuf,
+}
+
+fn site(extra: &str, operators: &[(&str, &str)]) -> Site {
     if Command::new("tmux").arg("-V").output().is_err() {
         panic!("tmux is needed for the console end-to-end test (.ci/run installs it)");
     }
@@ -144,7 +197,7 @@ fn operator_cancels_an_alarm_with_both_factors_from_the_console() {
         &config,
         format!(
             "[receiver]\ntcp_listen = \"127.0.0.1:0\"\nudp_listen = \"\"\n[store]\npath = \"{}\"\nload_demo_data = false\n\
-             [metrics]\nlisten = \"\"\n[operator]\nsocket = \"{}\"\n",
+             [metrics]\nlisten = \"\"\n[operator]\nsocket = \"{}\"\n{extra}",
             db.display(),
             sock.display()
         ),
@@ -152,11 +205,24 @@ fn operator_cancels_an_alarm_with_both_factors_from_the_console() {
     .expect("config");
     let records = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/records/scenarios.toml");
     meldkamer(&config, &["import", records], None);
-    meldkamer(
-        &config,
-        &["operator", "add", "olga", "--role", "operator", "--password-stdin"],
-        Some("console e2e password\n"),
-    );
+    for (name, role) in operators {
+        meldkamer(
+            &config,
+            &["operator", "add", name, "--role", role, "--password-stdin"],
+            Some(&format!("{PASSWORD}\n")),
+        );
+    }
+    Site { dir, config, db, sock }
+}
+
+#[test]
+fn operator_cancels_an_alarm_with_both_factors_from_the_console() {
+    let Site {
+        dir: _dir,
+        config,
+        db,
+        sock,
+    } = site("", &[("olga", "operator")]);
     meldkamer(
         &config,
         &["code", "set", "--contact", "K-1001-1", "--stdin"],
@@ -169,15 +235,9 @@ fn operator_cancels_an_alarm_with_both_factors_from_the_console() {
         socket: format!("meldkamer-e2e-{}", std::process::id()),
     };
     let cmd = format!("{BIN} console --socket {}", sock.display());
-    tmux.run(&["new-session", "-d", "-s", "console", "-x", "120", "-y", "40", &cmd]);
-    // Deliver Escape at once (not as the start of an Alt- sequence).
-    tmux.run(&["set-option", "-s", "escape-time", "0"]);
-    tmux.wait_for("Log in");
-    tmux.text("olga");
-    tmux.keys(&["Tab"]);
-    tmux.text("console e2e password");
-    tmux.keys(&["Enter"]);
-    tmux.wait_for("No open alarms");
+    let console = tmux.start("console", 120, 40, &cmd);
+    console.login("olga");
+    console.wait_for("No open alarms");
 
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -187,46 +247,49 @@ fn operator_cancels_an_alarm_with_both_factors_from_the_console() {
     let ack = send(plain(Token::SiaDcs, 1, "1234", "#1234|Nri1/BA03", None));
     assert_eq!(ack.as_deref().map(token_of).as_deref(), Some("ACK"));
     // The alarm appears without a key press.
-    tmux.wait_for("BURGLARY");
-    tmux.keys(&["Enter"]);
-    tmux.wait_for("Back door, ground floor");
-    tmux.keys(&["a"]);
-    tmux.wait_for("acknowledge: ok");
+    console.wait_for("BURGLARY");
+    console.keys(&["Enter"]);
+    console.wait_for("Back door, ground floor");
+    console.keys(&["a"]);
+    console.wait_for("acknowledge: ok");
     // The panel is disarmed by user 5: the keypad factor.
     let ack = send(plain(Token::AdmCid, 2, "1234", "#1234|1401 01 005", None));
     assert_eq!(ack.as_deref().map(token_of).as_deref(), Some("ACK"));
-    tmux.wait_for("Panel disarm ✓");
+    console.wait_for("Panel disarm ✓");
     // The caller gives the phone code.
-    tmux.keys(&["v"]);
-    tmux.wait_for("Verify phone cancellation code");
-    tmux.text(CODE);
-    let s = tmux.screen();
+    console.keys(&["v"]);
+    console.wait_for("Verify phone cancellation code");
+    console.text(CODE);
+    let s = console.screen();
     assert!(!s.contains(CODE), "the code is never on screen:\n{s}");
-    tmux.keys(&["Enter"]);
-    tmux.wait_for("ACCEPTED");
-    tmux.keys(&["Escape"]);
-    tmux.wait_gone("Verify phone cancellation code");
-    tmux.wait_for("Phone code   ✓");
-    tmux.keys(&["c"]);
-    tmux.wait_for("Cancelled by customer");
-    tmux.keys(&["Enter"]);
-    tmux.wait_for("close: ok");
-    tmux.keys(&["Escape"]);
-    tmux.wait_for("No open alarms");
+    console.keys(&["Enter"]);
+    console.wait_for("ACCEPTED");
+    console.keys(&["Escape"]);
+    console.wait_gone("Verify phone cancellation code");
+    console.wait_for("Phone code   ✓");
+    console.keys(&["c"]);
+    console.wait_for("Cancelled by customer");
+    console.keys(&["Enter"]);
+    // Closing is deliberate: it asks first.
+    console.wait_for("Close as Cancelled by customer (both factors)? y/n");
+    console.keys(&["y"]);
+    console.wait_for("close: ok");
+    console.keys(&["Escape"]);
+    console.wait_for("No open alarms");
 
     // The daemon goes away: the console shows it and keeps retrying; when the daemon is back
     // the console is in the same session (sessions survive a restart). Never a crash.
     drop(daemon);
-    tmux.wait_for("CONNECTION LOST");
+    console.wait_for("CONNECTION LOST");
     let (daemon, tcp) = serve(&config);
-    tmux.wait_for(" connected ");
+    console.wait_for(" connected ");
     // Still logged in: a new alarm reaches the queue without a login.
     let ack = send_to(&rt, tcp, plain(Token::SiaDcs, 3, "1234", "#1234|Nri1/BA07", None));
     assert_eq!(ack.as_deref().map(token_of).as_deref(), Some("ACK"));
-    let s = tmux.wait_for("olga (operator)");
+    let s = console.wait_for("olga (operator)");
     assert!(!s.contains("Log in"), "no login after a restart:\n{s}");
-    tmux.wait_for("1 open");
-    tmux.keys(&["Escape"]);
+    console.wait_for("1 open");
+    console.keys(&["Escape"]);
     drop(tmux);
     drop(daemon);
 
