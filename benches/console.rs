@@ -5,6 +5,7 @@
 use criterion::{Criterion, criterion_group, criterion_main};
 use meldkamer::console::app::{App, Link, Screen};
 use meldkamer::console::ui;
+use meldkamer::operator::Role;
 use meldkamer::operator::protocol::{Push, ServerMessage};
 use meldkamer::operator::queries::AlarmSummary;
 use ratatui::Terminal;
@@ -40,8 +41,9 @@ fn bench(c: &mut Criterion) {
     let mut app = App::new();
     app.link = Link::Up;
     app.screen = Screen::Queue;
-    app.operator = Some(("olga".into(), "operator".into()));
-    app.queue = (0..10_000).map(alarm).collect();
+    app.operator = Some(("olga".into(), Role::Operator));
+    app.token = Some("t".into());
+    app.set_queue((0..10_000).map(alarm).collect());
     app.selected = 5_000;
     let now = 1_768_478_400_000 + 20_000_000;
     let mut g = c.benchmark_group("console_redraw_10k_alarms");

@@ -36,6 +36,20 @@ pub struct Config {
     pub event_stream: EventStreamConfig,
     /// The audit log's key and its published heads.
     pub audit: AuditConfig,
+    /// The operators' terminal (`meldkamer console`).
+    pub console: ConsoleConfig,
+}
+
+/// `[console]`: the operators' terminal.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConsoleConfig {
+    /// The time zone the console shows times in (an IANA name); "" is the system's (`TZ`,
+    /// else `/etc/localtime`).
+    pub time_zone: String,
+    /// Present the next alarm by itself: on the queue with no alarm open, the most urgent
+    /// alarm nobody handles is opened and taken.
+    pub auto_present: bool,
 }
 
 /// `[audit]`: the key of the audit chain and where its heads are published.
@@ -641,6 +655,9 @@ impl Config {
         if self.store.path.as_os_str().is_empty() {
             return Err(invalid("store.path", "must not be empty"));
         }
+        if let Err(e) = crate::console::localtime::LocalTime::named(&self.console.time_zone) {
+            return Err(invalid("console.time_zone", &e.to_string()));
+        }
         let c = &self.codes;
         if c.argon2_memory_kib < 19456 || c.argon2_iterations < 2 || c.argon2_parallelism < 1 {
             return Err(invalid(
@@ -849,6 +866,14 @@ mod tests {
             let e = Config::from_toml(&format!("[operator]\n{key} = 0\n"), "t").expect_err("zero");
             assert!(e.to_string().contains(&format!("operator.{key}")), "{e}");
         }
+        let e = Config::from_toml("[console]\ntime_zone = \"Europe/Amsterdm\"\n", "t").expect_err("zone");
+        assert!(e.to_string().contains("console.time_zone"), "{e}");
+        let c = Config::from_toml(
+            "[console]\ntime_zone = \"Europe/Amsterdam\"\nauto_present = true\n",
+            "t",
+        )
+        .expect("a zone");
+        assert!(c.console.auto_present);
         let ok = Config::from_toml("[receiver]\nudp_listen = \"\"\n", "t").expect("disable udp");
         assert_eq!(ok.udp_addr(), None);
     }

@@ -87,6 +87,13 @@ enum Command {
         /// Name to expect in the server certificate (default: the host of --connect).
         #[arg(long, requires = "connect")]
         server_name: Option<String>,
+        /// Present the next alarm by itself (default: [console] auto_present).
+        #[arg(long)]
+        auto_present: bool,
+        /// Show times in this time zone, e.g. Europe/Amsterdam (default: [console] time_zone,
+        /// else the system's).
+        #[arg(long)]
+        time_zone: Option<String>,
         /// Configuration file.
         #[arg(long)]
         config: Option<PathBuf>,
@@ -228,10 +235,16 @@ fn main() -> ExitCode {
             connect,
             ca,
             server_name,
+            auto_present,
+            time_zone,
             config,
         } => (|| {
             let cfg = cli::serve::load_config(config.as_deref())?;
-            cli::operator::console(&cfg, socket, connect, ca, server_name)?;
+            let look = cli::operator::ConsoleLook {
+                auto_present,
+                time_zone,
+            };
+            cli::operator::console(&cfg, socket, connect, ca, server_name, look)?;
             Ok(())
         })(),
         Command::Customer {

@@ -103,6 +103,10 @@ pub struct CustomerCard {
     pub responder_notes: String,
     /// Armed state, with who and when.
     pub armed: String,
+    /// When the armed state last changed, Unix ms (the time in `armed`, for a reader that
+    /// shows it in its own time zone).
+    #[serde(default)]
+    pub armed_ms: Option<i64>,
     /// Transmitters of the site.
     pub transmitters: Vec<TransmitterView>,
     /// Zones.
@@ -217,6 +221,7 @@ pub fn customer_card(conn: &Connection, site_id: i64) -> rusqlite::Result<Option
                         address,
                         responder_notes: r.get(8)?,
                         armed,
+                        armed_ms: when,
                         transmitters: Vec::new(),
                         zones: Vec::new(),
                         users: Vec::new(),

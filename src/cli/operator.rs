@@ -43,6 +43,9 @@ pub enum OperatorCmdError {
     /// The pepper could not be loaded.
     #[error("{0}")]
     Setup(String),
+    /// --time-zone names no time zone.
+    #[error("--time-zone: {0}")]
+    TimeZone(#[from] crate::console::localtime::UnknownZone),
 }
 
 fn actor() -> String {
@@ -252,6 +255,15 @@ pub fn list(cfg: &Config, out: &mut dyn Write) -> Result<(), OperatorCmdError> {
     Ok(())
 }
 
+/// How the console looks, from its command line (over `[console]`).
+#[derive(Debug, Clone, Default)]
+pub struct ConsoleLook {
+    /// `--auto-present`: on even when `[console] auto_present` is off.
+    pub auto_present: bool,
+    /// `--time-zone`.
+    pub time_zone: Option<String>,
+}
+
 /// `console`: connect to the socket (default from the configuration) or a TLS address.
 pub fn console(
     cfg: &Config,
@@ -259,6 +271,7 @@ pub fn console(
     connect: Option<String>,
     ca: Option<PathBuf>,
     server_name: Option<String>,
+    look: ConsoleLook,
 ) -> Result<(), OperatorCmdError> {
     use crate::console::client::Endpoint;
     let endpoint = match (socket, connect) {
@@ -273,6 +286,11 @@ pub fn console(
         (Some(p), None) => Endpoint::Unix(p),
         (None, None) => Endpoint::Unix(cfg.operator_socket().ok_or(OperatorCmdError::NoEndpoint)?),
     };
-    crate::console::run(endpoint)?;
+    let zone = look.time_zone.as_deref().unwrap_or(&cfg.console.time_zone);
+    let options = crate::console::app::Options {
+        time: crate::console::localtime::LocalTime::named(zone)?,
+        auto_present: look.auto_present || cfg.console.auto_present,
+    };
+    crate::console::run(endpoint, options)?;
     Ok(())
 }

@@ -4,11 +4,21 @@
 //! | module | what |
 //! |---|---|
 //! | [`app`] | state and key handling (pure) |
+//! | [`dialog`] | the dialogs and their flows (pure) |
+//! | [`keymap`] | the keys of each screen: footer and help (pure) |
+//! | [`localtime`] | times in the console's time zone (pure) |
 //! | [`ui`] | rendering (pure; tested with ratatui's TestBackend) |
 //! | [`client`] | the API connection, reconnecting |
+//!
+//! Escape only goes back; quitting (`q` on the queue, Ctrl-C anywhere) asks first. A
+//! life-safety alarm nobody has acknowledged shows a banner on every screen and rings the
+//! terminal bell every two seconds until someone does.
 
 pub mod app;
 pub mod client;
+pub mod dialog;
+pub mod keymap;
+pub mod localtime;
 pub mod ui;
 
 use std::time::Duration;
@@ -16,7 +26,7 @@ use std::time::Duration;
 use crossterm::event::{self, Event, KeyCode, KeyEventKind, KeyModifiers};
 use tokio::sync::mpsc;
 
-use app::{App, Key};
+use app::{App, Key, Options};
 use client::{Endpoint, NetEvent};
 
 /// Why the console stopped.
@@ -44,12 +54,22 @@ fn map_key(k: crossterm::event::KeyEvent) -> Option<Key> {
         KeyCode::Down => Key::Down,
         KeyCode::PageUp => Key::PageUp,
         KeyCode::PageDown => Key::PageDown,
+        KeyCode::Home => Key::Home,
+        KeyCode::End => Key::End,
         _ => return None,
     })
 }
 
+/// Ring the terminal bell (BEL): it goes to the terminal, not into the screen buffer.
+fn bell() -> std::io::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    out.write_all(b"\x07")?;
+    out.flush()
+}
+
 /// Run the console until the operator quits.
-pub fn run(endpoint: Endpoint) -> Result<(), ConsoleError> {
+pub fn run(endpoint: Endpoint, options: Options) -> Result<(), ConsoleError> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -80,13 +100,16 @@ pub fn run(endpoint: Endpoint) -> Result<(), ConsoleError> {
                 }
             }
         });
-        let mut app = App::new();
+        let mut app = App::with_options(options);
         let mut tick = tokio::time::interval(Duration::from_millis(500));
         loop {
             let now = crate::clock::unix_ms(time::OffsetDateTime::now_utc());
             terminal
                 .draw(|f| ui::draw(f, &app, now))
                 .map_err(ConsoleError::Terminal)?;
+            if app.bell_due(now) {
+                bell().map_err(ConsoleError::Terminal)?;
+            }
             let sends = tokio::select! {
                 k = key_rx.recv() => match k { Some(k) => app.on_key(k), None => break },
                 n = net_rx.recv() => match n {

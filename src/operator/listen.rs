@@ -1,7 +1,7 @@
 //! The operator API's listeners: the Unix socket (owner-only) and TCP with TLS. Both accept
 //! through [`admission::serve`], each under its own caps (`[operator] max_connections` and
 //! `max_connections_per_peer`), so a flood on the TLS port cannot lock out the local console;
-//! each admitted connection is served by [`connection`].
+//! each admitted connection is served by [`connection_from`].
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

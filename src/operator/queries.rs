@@ -388,10 +388,15 @@ impl AlarmDetail {
     pub fn timeline(&self) -> Vec<TimelineEntry> {
         let mut out: Vec<(i64, u8, usize, TimelineEntry)> = Vec::with_capacity(self.events.len() + self.log.len());
         for (i, e) in self.events.iter().enumerate() {
+            // A stored description already names its zone, user and area (`Event::describe`):
+            // add only what it lacks.
             let mut detail = e.description.clone();
             for (label, v) in [("zone", &e.zone), ("user", &e.user), ("area", &e.area)] {
                 if let Some(v) = v {
-                    detail.push_str(&format!(", {label} {v}"));
+                    let part = format!(", {label} {v}");
+                    if !e.description.contains(&part) {
+                        detail.push_str(&part);
+                    }
                 }
             }
             out.push((
@@ -861,4 +866,52 @@ pub fn search(
         Vec::new()
     };
     Ok(super::protocol::SearchResult { sites, alarms, events })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The timeline said "Burglary alarm, zone 03, area 1, zone 03, area 1": the stored
+    /// description already names them.
+    #[test]
+    fn the_timeline_names_an_events_zone_once() {
+        let event = |description: &str| EventRow {
+            received: String::new(),
+            received_ms: 1,
+            account: "1234".into(),
+            code: "SIA BA".into(),
+            qualifier: "new".into(),
+            description: description.into(),
+            zone: Some("03".into()),
+            user: None,
+            area: Some("1".into()),
+        };
+        let summary: AlarmSummary = serde_json::from_value(serde_json::json!({
+            "id": "a", "queue": "operator", "priority": 3, "category": "burglary", "title": "t",
+            "account": "1234", "site": "", "state": "new", "opened_ms": 1, "last_event_ms": 1,
+            "events": 1, "restored": false, "escalated": false, "keypad_factor": null,
+            "keypad_factor_ms": null, "phone_factor": false, "duress": false
+        }))
+        .expect("summary");
+        let d = AlarmDetail {
+            alarm: summary,
+            zone: None,
+            zone_description: None,
+            keypad_user: None,
+            customer: None,
+            contacts: vec![],
+            procedure: vec![],
+            events: vec![event("Burglary alarm, zone 03, area 1"), event("Burglary alarm")],
+            log: vec![],
+            log_earlier: 0,
+            phone_locked: false,
+            calls: vec![],
+            history: vec![],
+            source: None,
+        };
+        let t = d.timeline();
+        assert_eq!(t[0].detail, "Burglary alarm, zone 03, area 1");
+        assert_eq!(t[1].detail, "Burglary alarm, zone 03, area 1");
+    }
 }
