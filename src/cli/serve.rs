@@ -155,20 +155,26 @@ pub fn check_config(path: &Path, out: &mut dyn Write) -> Result<(), ServeError> 
     Ok(())
 }
 
-/// `import FILE…`: validate every file, then write them all in one transaction.
+/// `import FILE…`: read and check every file (every problem of all of them, references to
+/// the database included), then write them all in one transaction. A database that does not
+/// exist yet is created only when there is something to write.
 pub fn import(cfg: &Config, files: &[std::path::PathBuf], out: &mut dyn Write) -> Result<(), ServeError> {
-    let mut records = crate::records::Records::default();
-    for f in files {
-        records.extend(crate::records::parse_file(f)?);
-    }
-    let mut conn = crate::store::open_write(
-        &cfg.store.path,
-        std::time::Duration::from_millis(cfg.store.busy_timeout_ms),
-    )
-    .map_err(|source| ServeError::Store {
-        path: cfg.store.path.display().to_string(),
-        source,
-    })?;
+    let open = || {
+        crate::store::open_write(
+            &cfg.store.path,
+            std::time::Duration::from_millis(cfg.store.busy_timeout_ms),
+        )
+        .map_err(|source| ServeError::Store {
+            path: cfg.store.path.display().to_string(),
+            source,
+        })
+    };
+    let existing = if cfg.store.path.exists() { Some(open()?) } else { None };
+    let records = crate::records::prepare(existing.as_ref(), files)?;
+    let mut conn = match existing {
+        Some(c) => c,
+        None => open()?,
+    };
     let report = crate::records::apply(&mut conn, &records)?;
     let _ = writeln!(out, "imported {report} into {}", cfg.store.path.display());
     Ok(())

@@ -8,6 +8,7 @@ mod console;
 mod console_e2e;
 mod crash;
 mod disk_full;
+mod import;
 mod listeners;
 mod operator;
 mod operator_authz;
