@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
 pub use problem::{Problem, Problems};
+pub use read::ZONE_TYPES;
 use read::{Kind, Parsed};
 
 use crate::protocol::codes::Category;

@@ -1,5 +1,5 @@
 //! What is wrong with an import, each problem with its file, line, entry and field, collected
-//! for the whole run so that one report shows all of them.
+//! for the whole run so that one report shows all of them; and the rules for free text.
 
 use std::fmt;
 
@@ -83,6 +83,21 @@ pub(crate) struct Check<'a> {
     problems: Vec<Problem>,
 }
 
+/// Longest reference (`ref`, `customer`, `site`).
+pub(crate) const REF_MAX: usize = 64;
+/// Longest name, address, city, zone description.
+pub(crate) const NAME_MAX: usize = 200;
+/// Longest postcode.
+pub(crate) const POSTCODE_MAX: usize = 20;
+/// Longest role of a panel user.
+pub(crate) const ROLE_MAX: usize = 64;
+/// Longest procedure step.
+pub(crate) const STEP_MAX: usize = 500;
+/// Longest notes (customer notes, responder notes), line breaks included.
+pub(crate) const NOTES_MAX: usize = 4000;
+/// Longest phone number.
+pub(crate) const PHONE_MAX: usize = 32;
+
 impl<'a> Check<'a> {
     pub(crate) fn new(file: &'a str, line: usize, what: String) -> Self {
         Check {
@@ -104,13 +119,40 @@ impl<'a> Check<'a> {
         });
     }
 
-    /// A text that must be given, trimmed.
-    pub(crate) fn required(&mut self, field: &str, v: &str) -> String {
+    /// A one-line text that must be given: trimmed, at most `max` characters, no control
+    /// characters.
+    pub(crate) fn required(&mut self, field: &str, v: &str, max: usize) -> String {
         let t = v.trim();
         if t.is_empty() {
             self.bad(field, "must not be empty");
+        } else {
+            self.text(field, t, max);
         }
         t.to_string()
+    }
+
+    /// A one-line text that may be empty: trimmed, at most `max` characters, no control
+    /// characters.
+    pub(crate) fn optional(&mut self, field: &str, v: &str, max: usize) -> String {
+        let t = v.trim();
+        self.text(field, t, max);
+        t.to_string()
+    }
+
+    /// Free text that may span lines (notes): at most `max` characters, no control characters
+    /// but line breaks and tabs.
+    pub(crate) fn notes(&mut self, field: &str, v: &str, max: usize) -> String {
+        let t = v.trim();
+        if let Some(p) = text_problem(t, max, true) {
+            self.bad(field, p);
+        }
+        t.to_string()
+    }
+
+    fn text(&mut self, field: &str, t: &str, max: usize) {
+        if let Some(p) = text_problem(t, max, false) {
+            self.bad(field, p);
+        }
     }
 
     /// `value` if the row had no problem; else its problems go to `out`.
@@ -125,9 +167,34 @@ impl<'a> Check<'a> {
 }
 
 /// Unicode's bidirectional formatting characters: they can make a name display as something
-/// else.
+/// else on an operator's screen ("Trojan Source").
 fn is_bidi_control(c: char) -> bool {
     matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{200E}' | '\u{200F}')
+}
+
+/// What is wrong with a text, if anything. Control characters could move the cursor or
+/// change colours in the operator's terminal, so none is allowed (line breaks and tabs only in
+/// notes).
+pub(crate) fn text_problem(t: &str, max: usize, multiline: bool) -> Option<String> {
+    let n = t.chars().count();
+    if n > max {
+        return Some(format!("{n} characters, at most {max} allowed"));
+    }
+    for c in t.chars() {
+        if multiline && matches!(c, '\n' | '\r' | '\t') {
+            continue;
+        }
+        if c.is_control() {
+            return Some(format!("contains the control character U+{:04X}", c as u32));
+        }
+        if is_bidi_control(c) {
+            return Some(format!(
+                "contains the bidirectional formatting character U+{:04X}",
+                c as u32
+            ));
+        }
+    }
+    None
 }
 
 /// `s` with control and bidirectional formatting characters escaped, for naming an entry
@@ -213,8 +280,16 @@ mod tests {
     }
 
     #[test]
-    fn printable_escapes_control_characters() {
-        assert_eq!(printable("S\u{1b}1\u{202e}"), "S\\u{1b}1\\u{202e}");
+    fn text_rules() {
+        assert_eq!(text_problem("Back door", 200, false), None);
+        assert!(text_problem("Back\u{1b}[31m door", 200, false).is_some_and(|p| p.contains("U+001B")));
+        assert!(text_problem("two\nlines", 200, false).is_some());
+        assert_eq!(text_problem("two\nlines\tok", 200, true), None);
+        assert!(text_problem("a\u{7}bell", 200, true).is_some());
+        assert!(text_problem("Bank\u{202E}lapyap", 200, false).is_some_and(|p| p.contains("U+202E")));
+        assert!(text_problem(&"é".repeat(201), 200, false).is_some_and(|p| p.contains("201 characters")));
+        assert_eq!(text_problem(&"é".repeat(200), 200, false), None);
+        assert_eq!(printable("S\u{1b}1"), "S\\u{1b}1");
     }
 
     #[test]

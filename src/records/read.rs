@@ -7,7 +7,9 @@ use std::ops::Range;
 
 use serde::Deserialize;
 
-use super::problem::{Check, Problem, printable, without_value};
+use super::problem::{
+    Check, NAME_MAX, NOTES_MAX, PHONE_MAX, POSTCODE_MAX, Problem, REF_MAX, ROLE_MAX, STEP_MAX, printable, without_value,
+};
 use super::{
     AccountRecord, ContactSpec, CustomerSpec, Origin, PriorityRuleSpec, ProcedureSpec, Records, SiteSpec, UserSpec,
     ZoneSpec,
@@ -18,6 +20,24 @@ use crate::protocol::crypto::{Key, KeyFormat};
 use crate::protocol::frame::Quirks;
 use crate::store::StoreError;
 use crate::store::accounts::AccountSpec;
+
+/// The zone types a zone may have (or none). What each means: `fixtures/records/README.md`.
+pub const ZONE_TYPES: &[&str] = &[
+    "entry/exit",
+    "instant",
+    "interior",
+    "burglary",
+    "24h",
+    "fire",
+    "hold-up",
+    "panic",
+    "medical",
+    "environmental",
+    "tamper",
+    "technical",
+    "key switch",
+    "other",
+];
 
 /// A record kind: a TOML array of tables (`[[zone]]`) or a CSV file (`zones.csv`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -426,15 +446,49 @@ fn category(c: &mut Check<'_>, s: &str) -> Option<Category> {
 
 /// A customer reference that may be absent (procedures and priority rules: the default set).
 fn optional_ref(c: &mut Check<'_>, field: &str, v: Option<String>) -> Option<String> {
-    opt(v).map(|r| c.required(field, &r))
+    opt(v).map(|r| c.required(field, &r, REF_MAX))
+}
+
+/// A zone or user number as the panel reports it: digits only, 0 to 9999; leading zeros do
+/// not count (`003` is 3). Contact ID sends three digits (000–999); SIA-DCS sends the digits
+/// after the event code (`BA0012`: zone 12), and the parser takes digits only
+/// (`protocols/sia-dcs.md` §4); four digits cover the zones and users of the panels we know.
+fn panel_number(c: &mut Check<'_>, noun: &str, v: &str) -> String {
+    let t = v.trim();
+    if t.is_empty() {
+        c.bad("number", "must not be empty");
+    } else if t.len() > 8 || !t.bytes().all(|b| b.is_ascii_digit()) || norm_number(t).len() > 4 {
+        c.bad(
+            "number",
+            format!("a {noun} number is digits only, 0 to 9999 (leading zeros are ignored: 003 is 3)"),
+        );
+    }
+    norm_number(t)
+}
+
+fn zone_type(c: &mut Check<'_>, v: &str) -> String {
+    let t = v.trim();
+    if t.is_empty() {
+        return String::new();
+    }
+    match ZONE_TYPES.iter().find(|z| z.eq_ignore_ascii_case(t)) {
+        Some(z) => z.to_string(),
+        None => {
+            c.bad(
+                "type",
+                format!("{:?} is not a zone type ({})", printable(t), ZONE_TYPES.join(", ")),
+            );
+            String::new()
+        }
+    }
 }
 
 fn customer(o: Origin, r: CustomerRow, out: &mut Vec<Problem>) -> Option<CustomerSpec> {
     let mut c = Check::new(&o.file, o.line, named("customer", &r.reference));
     let spec = CustomerSpec {
-        reference: c.required("ref", &r.reference),
-        name: c.required("name", &r.name),
-        notes: r.notes,
+        reference: c.required("ref", &r.reference, REF_MAX),
+        name: c.required("name", &r.name, NAME_MAX),
+        notes: c.notes("notes", &r.notes, NOTES_MAX),
         origin: o.clone(),
     };
     c.finish(out, spec)
@@ -443,13 +497,13 @@ fn customer(o: Origin, r: CustomerRow, out: &mut Vec<Problem>) -> Option<Custome
 fn site(o: Origin, r: SiteRow, out: &mut Vec<Problem>) -> Option<SiteSpec> {
     let mut c = Check::new(&o.file, o.line, named("site", &r.reference));
     let spec = SiteSpec {
-        reference: c.required("ref", &r.reference),
-        customer: c.required("customer", &r.customer),
-        name: r.name,
-        address: c.required("address", &r.address),
-        postcode: r.postcode,
-        city: r.city,
-        responder_notes: r.responder_notes,
+        reference: c.required("ref", &r.reference, REF_MAX),
+        customer: c.required("customer", &r.customer, REF_MAX),
+        name: c.optional("name", &r.name, NAME_MAX),
+        address: c.required("address", &r.address, NAME_MAX),
+        postcode: c.optional("postcode", &r.postcode, POSTCODE_MAX),
+        city: c.optional("city", &r.city, NAME_MAX),
+        responder_notes: c.notes("responder_notes", &r.responder_notes, NOTES_MAX),
         origin: o.clone(),
     };
     c.finish(out, spec)
@@ -558,10 +612,10 @@ fn account(o: Origin, row: AccountRow, out: &mut Vec<Problem>) -> Option<Account
 fn zone(o: Origin, r: ZoneRow, out: &mut Vec<Problem>) -> Option<ZoneSpec> {
     let mut c = Check::new(&o.file, o.line, of_site(named("zone", &r.number), &r.site));
     let spec = ZoneSpec {
-        site: c.required("site", &r.site),
-        number: norm_number(&c.required("number", &r.number)),
-        description: c.required("description", &r.description),
-        zone_type: r.zone_type,
+        site: c.required("site", &r.site, REF_MAX),
+        number: panel_number(&mut c, "zone", &r.number),
+        description: c.required("description", &r.description, NAME_MAX),
+        zone_type: zone_type(&mut c, &r.zone_type),
         origin: o.clone(),
     };
     c.finish(out, spec)
@@ -570,10 +624,10 @@ fn zone(o: Origin, r: ZoneRow, out: &mut Vec<Problem>) -> Option<ZoneSpec> {
 fn user(o: Origin, r: UserRow, out: &mut Vec<Problem>) -> Option<UserSpec> {
     let mut c = Check::new(&o.file, o.line, of_site(named("user", &r.number), &r.site));
     let spec = UserSpec {
-        site: c.required("site", &r.site),
-        number: norm_number(&c.required("number", &r.number)),
-        name: c.required("name", &r.name),
-        role: r.role,
+        site: c.required("site", &r.site, REF_MAX),
+        number: panel_number(&mut c, "user", &r.number),
+        name: c.required("name", &r.name, NAME_MAX),
+        role: c.optional("role", &r.role, ROLE_MAX),
         origin: o.clone(),
     };
     c.finish(out, spec)
@@ -587,14 +641,20 @@ fn contact(o: Origin, r: ContactRow, out: &mut Vec<Problem>) -> Option<ContactSp
     }
     for p in &r.phones.0 {
         let digits = p.chars().all(|c| c.is_ascii_digit() || " +-()".contains(c));
-        if !digits || !p.chars().any(|c| c.is_ascii_digit()) {
-            c.bad("phones", format!("{:?} is not a phone number", printable(p)));
+        if !digits || !p.chars().any(|c| c.is_ascii_digit()) || p.chars().count() > PHONE_MAX {
+            c.bad(
+                "phones",
+                format!(
+                    "{:?} is not a phone number (digits, spaces, + - ( ), at most {PHONE_MAX} characters)",
+                    printable(p)
+                ),
+            );
         }
     }
     let spec = ContactSpec {
-        reference: c.required("ref", &r.reference),
-        customer: c.required("customer", &r.customer),
-        name: c.required("name", &r.name),
+        reference: c.required("ref", &r.reference, REF_MAX),
+        customer: c.required("customer", &r.customer, REF_MAX),
+        name: c.required("name", &r.name, NAME_MAX),
         phones: r.phones.0,
         call_order,
         may_cancel: r.may_cancel,
@@ -609,6 +669,9 @@ fn procedure(o: Origin, p: ProcedureRow, out: &mut Vec<Problem>) -> Option<Proce
     let category = category(&mut c, &p.category);
     if p.steps.0.is_empty() {
         c.bad("steps", "at least one step");
+    }
+    for s in &p.steps.0 {
+        c.required("steps", s, STEP_MAX);
     }
     if let Some(bad) = p.mandatory.iter().find(|n| **n == 0 || **n as usize > p.steps.0.len()) {
         c.bad(
@@ -625,7 +688,7 @@ fn procedure(o: Origin, p: ProcedureRow, out: &mut Vec<Problem>) -> Option<Proce
     let spec = category.map(|category| ProcedureSpec {
         customer,
         category,
-        steps: p.steps.0,
+        steps: p.steps.0.iter().map(|s| s.trim().to_string()).collect(),
         mandatory,
         origin: o.clone(),
     });
@@ -655,7 +718,7 @@ fn group_steps(out: &mut Parsed) {
         let mut c = Check::new(&o.file, o.line, format!("procedure {} step {}", row.category, row.step));
         let cust = optional_ref(&mut c, "customer", row.customer);
         let cat = category(&mut c, &row.category);
-        let instruction = c.required("instruction", &row.instruction);
+        let instruction = c.required("instruction", &row.instruction, STEP_MAX);
         let mandatory = match row.mandatory.as_deref().map(str::trim) {
             None | Some("") | Some("no") | Some("false") | Some("0") => false,
             Some("yes") | Some("true") | Some("1") => true,
@@ -664,6 +727,13 @@ fn group_steps(out: &mut Parsed) {
                 false
             }
         };
+        if let Some(cat) = cat
+            && groups
+                .iter()
+                .any(|g| g.1 == cust && g.2 == cat && g.3.iter().any(|s| s.0 == row.step))
+        {
+            c.bad("step", format!("step {} listed twice in this procedure", row.step));
+        }
         let ok = c.finish(&mut out.problems, ()).is_some();
         let (Some(cat), true) = (cat, ok) else {
             continue;
@@ -1004,10 +1074,11 @@ fn twice(
     }
 }
 
-/// Customers, sites, accounts and contacts listed more than once in one run (in one file or
-/// across files): a later one would silently replace the earlier.
+/// Entries listed more than once in one run (in one file or across files): a later one would
+/// silently replace the earlier.
 pub(crate) fn duplicates(r: &Records, out: &mut Vec<Problem>) {
     let mut seen = HashMap::new();
+    let customer = |c: &Option<String>| c.clone().unwrap_or_default();
     for c in &r.customers {
         let k = format!("customer\0{}", c.reference);
         twice(&mut seen, k, &c.origin, format!("customer {}", c.reference), "ref", out);
@@ -1022,9 +1093,29 @@ pub(crate) fn duplicates(r: &Records, out: &mut Vec<Problem>) {
         let what = format!("account {}", s.account);
         twice(&mut seen, k, &a.origin, what, "account", out);
     }
+    for z in &r.zones {
+        let k = format!("zone\0{}\0{}", z.site, z.number);
+        let what = format!("zone {} of site {}", z.number, z.site);
+        twice(&mut seen, k, &z.origin, what, "number", out);
+    }
+    for u in &r.users {
+        let k = format!("user\0{}\0{}", u.site, u.number);
+        let what = format!("user {} of site {}", u.number, u.site);
+        twice(&mut seen, k, &u.origin, what, "number", out);
+    }
     for c in &r.contacts {
         let k = format!("contact\0{}", c.reference);
         twice(&mut seen, k, &c.origin, format!("contact {}", c.reference), "ref", out);
+    }
+    for p in &r.procedures {
+        let k = format!("procedure\0{}\0{}", customer(&p.customer), p.category.as_str());
+        let what = format!("procedure {}", p.category.as_str());
+        twice(&mut seen, k, &p.origin, what, "category", out);
+    }
+    for p in &r.priority_rules {
+        let k = format!("priority rule\0{}\0{}", customer(&p.customer), p.category.as_str());
+        let what = format!("priority rule {}", p.category.as_str());
+        twice(&mut seen, k, &p.origin, what, "category", out);
     }
 }
 
@@ -1164,7 +1255,7 @@ mod tests {
             &toml,
             "[[account]]\naccount = \"12\"\nkey = \"00112233\"\n\n\
              [[site]]\nref = \"S1\"\ncustomer = \"C1\"\naddress = \"\"\n\n\
-             [[zone]]\nsite = \"S1\"\nnumber = \"\"\ndescription = \" \"\ntype = \"alarm\"\n\n\
+             [[zone]]\nsite = \"S1\"\nnumber = \"1A\"\ndescription = \"Door\"\ntype = \"alarm\"\n\n\
              [[zone]]\nsite = \"S1\"\nnumber = \"2\"\ndescription = \"Window\"\nsupervised = true\n",
         )
         .expect("write");
@@ -1185,8 +1276,13 @@ mod tests {
                     "{a}:1: account 12: key: a hex key must be 32, 48 or 64 hex digits (AES-128/192/256), got 8 characters"
                 ),
                 format!("{a}:5: site S1: address: must not be empty"),
-                format!("{a}:10: zone of site S1: number: must not be empty"),
-                format!("{a}:10: zone of site S1: description: must not be empty"),
+                format!(
+                    "{a}:10: zone 1A of site S1: number: a zone number is digits only, 0 to 9999 (leading zeros are ignored: 003 is 3)"
+                ),
+                format!(
+                    "{a}:10: zone 1A of site S1: type: \"alarm\" is not a zone type ({})",
+                    ZONE_TYPES.join(", ")
+                ),
                 format!(
                     "{a}:20: zone 2 of site S1: supervised: unknown field (known: site, number, description, type)"
                 ),
@@ -1202,7 +1298,87 @@ mod tests {
     }
 
     #[test]
-    fn duplicates_across_files() {
+    fn zone_numbers_types_and_texts() {
+        let zone = |number: &str, ty: &str| {
+            format!("[[zone]]\nsite = \"S1\"\nnumber = \"{number}\"\ndescription = \"Door\"\ntype = \"{ty}\"\n")
+        };
+        for (number, ty) in [
+            ("0", "entry/exit"),
+            ("003", "Fire"),
+            ("9999", "hold-up"),
+            ("00001234", "key switch"),
+            ("12", ""),
+        ] {
+            let r = parse_toml(&zone(number, ty), "f").unwrap_or_else(|e| panic!("{number} {ty}: {e}"));
+            assert_eq!(r.zones[0].zone_type, ty.to_ascii_lowercase(), "stored as listed");
+        }
+        for (number, ty, field) in [
+            ("10000", "fire", "number"),
+            ("-1", "fire", "number"),
+            ("1 2", "fire", "number"),
+            ("BA", "fire", "number"),
+            ("", "fire", "number"),
+            ("1", "smoke", "type"),
+        ] {
+            let e = parse_toml(&zone(number, ty), "f").expect_err(number);
+            assert_eq!(e.problems()[0].field, field, "{e}");
+        }
+        let site = |name: &str, address: &str| {
+            format!(
+                "[[site]]\nref = \"S1\"\ncustomer = \"C1\"\nname = \"{name}\"\naddress = \"{address}\"\n\
+                 responder_notes = \"\"\"\nKey safe left of the door.\n\tDog upstairs.\n\"\"\"\n"
+            )
+        };
+        parse_toml(&site("Shop", "Teststraat 1"), "f").expect("notes may have line breaks");
+        for (name, address, field, problem) in [
+            ("Shop\\u001b[2J", "Teststraat 1", "name", "control character U+001B"),
+            ("Shop", "Teststraat\\n1", "address", "control character U+000A"),
+            (
+                "Bank\\u202eknaB",
+                "Teststraat 1",
+                "name",
+                "bidirectional formatting character U+202E",
+            ),
+            ("Shop", &"x".repeat(201), "address", "201 characters, at most 200"),
+            ("Shop", " ", "address", "must not be empty"),
+        ] {
+            let e = parse_toml(&site(name, address), "f").expect_err(field);
+            let p = &e.problems()[0];
+            assert_eq!((p.field.as_str(), p.problem.contains(problem)), (field, true), "{e}");
+            assert!(
+                !e.to_string().contains('\u{1b}'),
+                "no control character reaches the report"
+            );
+        }
+        let e = parse_toml(
+            "[[site]]\nref = \"S\\u001b1\"\ncustomer = \"C\"\naddress = \"x\"\n",
+            "f",
+        )
+        .expect_err("ref");
+        assert!(e.to_string().contains("site S\\u{1b}1: ref:"), "{e}");
+    }
+
+    #[test]
+    fn duplicates_within_a_site_and_across_files() {
+        let e = parse_toml(
+            "[[zone]]\nsite = \"S1\"\nnumber = \"3\"\ndescription = \"Door\"\n\
+             [[zone]]\nsite = \"S1\"\nnumber = \"003\"\ndescription = \"Window\"\n\
+             [[zone]]\nsite = \"S2\"\nnumber = \"3\"\ndescription = \"Door\"\n\
+             [[user]]\nsite = \"S1\"\nnumber = \"5\"\nname = \"A\"\n\
+             [[user]]\nsite = \"S1\"\nnumber = \"05\"\nname = \"B\"\n\
+             [[priority_rule]]\ncategory = \"fire\"\npriority = 1\n\
+             [[priority_rule]]\ncategory = \"fire\"\npriority = 2\n",
+            "f",
+        )
+        .expect_err("duplicates");
+        assert_eq!(
+            lines(&e),
+            vec![
+                "f:5: zone 3 of site S1: number: listed twice (first at f:1)",
+                "f:17: user 5 of site S1: number: listed twice (first at f:13)",
+                "f:24: priority rule fire: category: listed twice (first at f:21)",
+            ]
+        );
         let dir = tempfile::tempdir().expect("tempdir");
         let a = dir.path().join("a.toml");
         std::fs::write(&a, "[[customer]]\nref = \"C1\"\nname = \"A\"\n").expect("write");
@@ -1288,6 +1464,16 @@ mod tests {
                 "zones.csv:1: number: column given twice",
                 "zones.csv:1: description: required column missing",
             ]
+        );
+        let e = parse_csv(
+            "category,step,instruction\nfire,1,Call\nfire,1,Again\n",
+            "procedures.csv",
+            "procedures",
+        )
+        .expect_err("step twice");
+        assert_eq!(
+            lines(&e),
+            vec!["procedures.csv:3: procedure fire step 1: step: step 1 listed twice in this procedure"]
         );
     }
 }

@@ -59,7 +59,7 @@ fn import_reports_every_problem_of_every_file_and_writes_nothing() {
     let zones = dir.path().join("zones.csv");
     std::fs::write(
         &zones,
-        "site,number,description,type\nS1,3,Back door,entry/exit\nS1,,Front door,entry/exit\nS1,4,Hall,interior,x\n",
+        "site,number,description,type\nS1,3,Back door,entry/exit\nS1,003,Front door,entry/exit\nS1,12345,Hall,smoke\n",
     )
     .expect("write");
     let out = import(&cfg, &[&zones, &toml]);
@@ -70,9 +70,10 @@ fn import_reports_every_problem_of_every_file_and_writes_nothing() {
         "error: nothing was imported:\n\
          {t}:1: account 1234: ats_category: \"SP9\" is not SP1…SP6 or DP1…DP4\n\
          {t}:6: contact K1: customer: no customer with ref \"C9\" (in this import or the database)\n\
-         {z}:3: zone of site S1: number: must not be empty\n\
-         {z}:4: 5 fields, but the header line has 4\n\
-         4 problems\n"
+         {z}:3: zone 3 of site S1: number: listed twice (first at {z}:2)\n\
+         {z}:4: zone 12345 of site S1: number: a zone number is digits only, 0 to 9999 (leading zeros are ignored: 003 is 3)\n\
+         {z}:4: zone 12345 of site S1: type: \"smoke\" is not a zone type (entry/exit, instant, interior, burglary, 24h, fire, hold-up, panic, medical, environmental, tamper, technical, key switch, other)\n\
+         5 problems\n"
     );
     assert_eq!(stderr, want);
     assert!(out.stdout.is_empty());
