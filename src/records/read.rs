@@ -105,7 +105,8 @@ impl Kind {
         }
     }
 
-    /// The columns of its CSV file.
+    /// The columns of its CSV file (documented in `fixtures/records/README.md`, which a test
+    /// checks against this list).
     pub(crate) fn columns(self) -> &'static [Column] {
         use Cell::{Bool, Int, Text};
         match self {
@@ -1475,5 +1476,50 @@ mod tests {
             lines(&e),
             vec!["procedures.csv:3: procedure fire step 1: step: step 1 listed twice in this procedure"]
         );
+    }
+
+    /// `fixtures/records/README.md` documents every CSV file and column the import accepts.
+    #[test]
+    fn the_csv_columns_are_documented() {
+        let doc = include_str!("../../fixtures/records/README.md");
+        for kind in KINDS {
+            let heading = format!("### `{}.csv`", kind.csv());
+            let at = doc.find(&heading).unwrap_or_else(|| panic!("no section {heading:?}"));
+            let section = &doc[at + heading.len()..];
+            let section = &section[..section.find("\n### ").unwrap_or(section.len())];
+            for (column, _, required) in kind.columns() {
+                let row = section
+                    .lines()
+                    .find(|l| l.starts_with(&format!("| `{column}` |")))
+                    .unwrap_or_else(|| panic!("{heading}: no row for column {column:?}"));
+                let says = if *required { "| yes |" } else { "| no |" };
+                assert!(row.contains(says), "{heading}: {column} should say {says}: {row}");
+            }
+            let header: Vec<&str> = kind.columns().iter().map(|c| c.0).collect();
+            let example = section
+                .lines()
+                .skip_while(|l| !l.starts_with("```csv"))
+                .nth(1)
+                .unwrap_or_else(|| panic!("{heading}: no example"));
+            let cols: Vec<&str> = example.split(',').collect();
+            assert!(
+                cols.iter().all(|c| header.contains(c)),
+                "{heading}: example header {example:?}"
+            );
+            let text: String = section
+                .lines()
+                .skip_while(|l| !l.starts_with("```csv"))
+                .skip(1)
+                .take_while(|l| !l.starts_with("```"))
+                .map(|l| format!("{l}\n"))
+                .collect();
+            let mut p = Parsed::default();
+            read_csv(&text, "example", kind, &mut p);
+            assert!(
+                p.problems.is_empty(),
+                "{heading}: the example has problems: {:?}",
+                p.problems
+            );
+        }
     }
 }
