@@ -3,6 +3,7 @@
 mod automation;
 mod bench;
 mod cid_ip;
+mod cli;
 mod common;
 mod console;
 mod console_e2e;
