@@ -3,9 +3,38 @@
 //! pipes, the configuration file read as shipped.
 
 use std::path::PathBuf;
+use std::process::Command;
+
+const BIN: &str = env!("CARGO_BIN_EXE_meldkamer");
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Before: two sends within one second took the same default sequence number (the clock in
+/// seconds), so the receiver took the second for a retransmission of the first (ACKed, no
+/// event), while the help said repeated sends are new events.
+#[test]
+fn sends_one_after_another_get_new_sequence_numbers() {
+    let seqs: Vec<u64> = (0..3)
+        .map(|_| {
+            let out = Command::new(BIN)
+                .args(["send", "--dry-run", "--account", "1234", "--sia", "BA,01"])
+                .output()
+                .expect("meldkamer send runs");
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+            v["frame"]["seq"].as_u64().expect("seq")
+        })
+        .collect();
+    assert!(
+        seqs[0] != seqs[1] && seqs[1] != seqs[2] && seqs[0] != seqs[2],
+        "{seqs:?}"
+    );
+    let help = Command::new(BIN).args(["send", "--help"]).output().expect("help");
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(help.contains("tenths of a second"), "{help}");
+    assert!(help.contains("retransmission"), "{help}");
 }
 
 /// Every file the shipped configuration's comments name exists (it named
