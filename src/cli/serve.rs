@@ -1,6 +1,6 @@
 //! `meldkamer serve`, `print-config`, `check-config`, `import`.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -44,14 +44,16 @@ pub fn load_config(path: Option<&Path>) -> Result<Config, ServeError> {
     })
 }
 
-/// Install the tracing subscriber (human or JSON lines on stderr).
+/// Install the tracing subscriber (human or JSON lines on stderr). Colours only when stderr is
+/// a terminal: in a file, a pipe or the journal the escape codes are noise.
 pub fn init_logging(cfg: &Config, force_json: bool) {
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(format!("meldkamer={}", cfg.log.level)));
     let json = force_json || cfg.log.format == LogFormat::Json;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     let _ = if json {
         builder.json().flatten_event(true).with_current_span(true).try_init()
     } else {

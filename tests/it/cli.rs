@@ -2,13 +2,26 @@
 //! shift", item 16), each tested the way a user or a script meets it: the binary run with
 //! pipes, the configuration file read as shipped.
 
-use std::path::PathBuf;
-use std::process::Command;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 const BIN: &str = env!("CARGO_BIN_EXE_meldkamer");
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn config(dir: &Path) -> PathBuf {
+    let path = dir.join("meldkamer.toml");
+    let text = format!(
+        "[receiver]\ntcp_listen = \"127.0.0.1:0\"\nudp_listen = \"127.0.0.1:0\"\n\n\
+         [store]\npath = {:?}\n\n[metrics]\nlisten = \"\"\n\n[log]\nlevel = \"info\"\n",
+        dir.join("meldkamer.db").display().to_string()
+    );
+    std::fs::write(&path, text).expect("config");
+    path
 }
 
 /// Before: two sends within one second took the same default sequence number (the clock in
@@ -35,6 +48,50 @@ fn sends_one_after_another_get_new_sequence_numbers() {
     let help = String::from_utf8_lossy(&help.stdout);
     assert!(help.contains("tenths of a second"), "{help}");
     assert!(help.contains("retransmission"), "{help}");
+}
+
+/// Before: log lines written to a file or a pipe carried colour codes (`\x1b[2m…`), which
+/// journald and log files show as garbage.
+#[test]
+fn logs_to_a_pipe_carry_no_colour_codes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = config(dir.path());
+    let mut child = Command::new(BIN)
+        .arg("serve")
+        .arg("--config")
+        .arg(&cfg)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("meldkamer serve starts");
+    let stdout = child.stdout.take().expect("stdout");
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    let log = std::thread::spawn(move || {
+        let mut all = String::new();
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            all.push_str(&line);
+            all.push('\n');
+        }
+        all
+    });
+    let ready = rx.recv_timeout(Duration::from_secs(30));
+    let _ = child.kill();
+    let _ = child.wait();
+    let log = log.join().expect("stderr read");
+    assert!(
+        ready.is_ok_and(|l| l.starts_with("meldkamer ready ")),
+        "no ready line; log:\n{log}"
+    );
+    assert!(log.contains("INFO"), "some log lines: {log}");
+    assert!(!log.contains("\x1b["), "colour codes in a piped log:\n{log:?}");
 }
 
 /// Every file the shipped configuration's comments name exists (it named
