@@ -119,14 +119,16 @@ enum Command {
 
 #[derive(Subcommand)]
 enum OperatorCommand {
-    /// Add an operator (the password is read twice without echo, or once from stdin).
+    /// Add an operator (the password is asked twice on the terminal, without echo; without a
+    /// terminal, give it with --password-stdin).
     Add {
         /// Login name.
         name: String,
         /// operator, supervisor or admin.
         #[arg(long, value_parser = ["operator", "supervisor", "admin"])]
         role: String,
-        /// Read the password from stdin (one line) instead of the terminal.
+        /// Read the password from stdin (one line) instead of the terminal: for scripts, and
+        /// needed when stdin is not a terminal.
         #[arg(long)]
         password_stdin: bool,
     },

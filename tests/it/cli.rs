@@ -94,6 +94,51 @@ fn logs_to_a_pipe_carry_no_colour_codes() {
     assert!(!log.contains("\x1b["), "colour codes in a piped log:\n{log:?}");
 }
 
+/// Before: without a terminal, `operator add` failed with "reading the password: No such
+/// device or address", or waited on a terminal the script did not watch.
+#[test]
+fn operator_add_without_a_terminal_says_to_use_password_stdin() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = config(dir.path());
+    let out = Command::new(BIN)
+        .args(["operator", "add", "olga", "--role", "operator", "--config"])
+        .arg(&cfg)
+        .stdin(Stdio::null())
+        .output()
+        .expect("meldkamer operator add runs");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("not a terminal") && stderr.contains("--password-stdin"),
+        "{stderr}"
+    );
+    assert!(!dir.path().join("meldkamer.db").exists(), "nothing was written");
+    // With --password-stdin it works without a terminal.
+    let mut child = Command::new(BIN)
+        .args([
+            "operator",
+            "add",
+            "olga",
+            "--role",
+            "operator",
+            "--password-stdin",
+            "--config",
+        ])
+        .arg(&cfg)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin.write_all(b"a synthetic password for tests\n").expect("password");
+    }
+    let out = child.wait_with_output().expect("wait");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
 /// Every file the shipped configuration's comments name exists (it named
 /// `fixtures/demo/accounts.toml`, which never did).
 #[test]
