@@ -43,8 +43,14 @@ enum Command {
         file: PathBuf,
     },
     /// Import customer records (TOML, or CSV named after the kind), all files or nothing.
+    ///
+    /// Every file is checked before anything is written. When anything is wrong, nothing is
+    /// imported and every problem of every file is listed, one per line as
+    /// FILE:LINE: ENTRY: FIELD: PROBLEM, sorted by file and line, then their number (exit
+    /// status 1). The format and every CSV column: fixtures/records/README.md in the source.
     Import {
-        /// The records files.
+        /// The records files: .toml, or customers.csv, sites.csv, accounts.csv, zones.csv,
+        /// users.csv, contacts.csv, procedures.csv, priority_rules.csv.
         #[arg(required = true)]
         files: Vec<PathBuf>,
         /// Configuration file (for the database path).

@@ -139,6 +139,17 @@ fn operator_add_without_a_terminal_says_to_use_password_stdin() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
+/// `import --help` says how problems are reported and where the format is documented.
+#[test]
+fn import_help_names_the_report_and_the_format() {
+    let out = Command::new(BIN).args(["import", "--help"]).output().expect("help");
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(help.contains("FILE:LINE: ENTRY: FIELD: PROBLEM"), "{help}");
+    assert!(help.contains("zones.csv"), "{help}");
+    assert!(help.contains("fixtures/records/README.md"), "{help}");
+    assert!(root().join("fixtures/records/README.md").exists());
+}
+
 /// Every file the shipped configuration's comments name exists (it named
 /// `fixtures/demo/accounts.toml`, which never did).
 #[test]
