@@ -43,8 +43,14 @@ enum Command {
         file: PathBuf,
     },
     /// Import customer records (TOML, or CSV named after the kind), all files or nothing.
+    ///
+    /// Every file is checked before anything is written. When anything is wrong, nothing is
+    /// imported and every problem of every file is listed, one per line as
+    /// FILE:LINE: ENTRY: FIELD: PROBLEM, sorted by file and line, then their number (exit
+    /// status 1). The format and every CSV column: fixtures/records/README.md in the source.
     Import {
-        /// The records files.
+        /// The records files: .toml, or customers.csv, sites.csv, accounts.csv, zones.csv,
+        /// users.csv, contacts.csv, procedures.csv, priority_rules.csv.
         #[arg(required = true)]
         files: Vec<PathBuf>,
         /// Configuration file (for the database path).
@@ -130,14 +136,16 @@ enum Command {
 
 #[derive(Subcommand)]
 enum OperatorCommand {
-    /// Add an operator (the password is read twice without echo, or once from stdin).
+    /// Add an operator (the password is asked twice on the terminal, without echo; without a
+    /// terminal, give it with --password-stdin).
     Add {
         /// Login name.
         name: String,
         /// operator, supervisor or admin.
         #[arg(long, value_parser = ["operator", "supervisor", "admin"])]
         role: String,
-        /// Read the password from stdin (one line) instead of the terminal.
+        /// Read the password from stdin (one line) instead of the terminal: for scripts, and
+        /// needed when stdin is not a terminal.
         #[arg(long)]
         password_stdin: bool,
     },

@@ -1,6 +1,6 @@
 //! `meldkamer operator add|disable|enable|list` and `meldkamer console`.
 
-use std::io::{BufRead, Write};
+use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -34,6 +34,11 @@ pub enum OperatorCmdError {
     /// The two passwords differ.
     #[error("the passwords do not match")]
     Mismatch,
+    /// No terminal to ask the password on.
+    #[error(
+        "stdin is not a terminal, so the password cannot be asked for: pipe it in with --password-stdin (one line)"
+    )]
+    NoTerminal,
     /// Console trouble.
     #[error(transparent)]
     Console(#[from] crate::console::ConsoleError),
@@ -68,7 +73,9 @@ fn now_ms() -> i64 {
     crate::clock::unix_ms(time::OffsetDateTime::now_utc())
 }
 
-/// Read a password: from stdin (one line) with `from_stdin`, else twice without echo.
+/// Read a password: from stdin (one line) with `from_stdin`, else twice without echo, which
+/// needs a terminal (without one, the prompt failed with "No such device or address" or
+/// waited where a script did not look).
 pub fn read_password(from_stdin: bool) -> Result<Zeroizing<String>, OperatorCmdError> {
     if from_stdin {
         let mut line = Zeroizing::new(String::new());
@@ -78,6 +85,9 @@ pub fn read_password(from_stdin: bool) -> Result<Zeroizing<String>, OperatorCmdE
             .map_err(OperatorCmdError::Read)?;
         let trimmed = Zeroizing::new(line.trim_end_matches(['\n', '\r']).to_string());
         return Ok(trimmed);
+    }
+    if !std::io::stdin().is_terminal() {
+        return Err(OperatorCmdError::NoTerminal);
     }
     let a = Zeroizing::new(rpassword::prompt_password("Password: ").map_err(OperatorCmdError::Read)?);
     let b = Zeroizing::new(rpassword::prompt_password("Again: ").map_err(OperatorCmdError::Read)?);

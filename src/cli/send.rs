@@ -56,7 +56,11 @@ pub struct SendArgs {
     /// A link test (NULL).
     #[arg(long)]
     pub null: bool,
-    /// Sequence number 0–9999 (default: from the clock, so repeated sends are new events).
+    /// Sequence number 0–9999. Default: the clock in tenths of a second (1–9999, the same
+    /// number again after about 17 minutes), and `send` does not end within the tenth its
+    /// number came from, so sends one after another get new numbers. The same number with the
+    /// same event within the receiver's retransmission window (10 minutes by default) is a
+    /// retransmission: acknowledged, not a new event.
     #[arg(long, value_name = "N")]
     pub seq: Option<u16>,
     /// Receiver number (R, hex digits; default: none).
@@ -317,8 +321,37 @@ fn whole_seconds(t: OffsetDateTime) -> OffsetDateTime {
     t.replace_nanosecond(0).unwrap_or(t)
 }
 
-/// Run `send`: print the report (JSON) and fail unless an ACK came.
+/// Tenths of a second since the epoch.
+fn tenths(t: OffsetDateTime) -> i64 {
+    crate::clock::unix_ms(t).div_euclid(100)
+}
+
+/// The default sequence number at `now`: the clock in tenths of a second, 1–9999. It comes
+/// round again after 999.9 s, longer than the receiver's default retransmission window
+/// (600 s), so sends at least a tenth of a second apart never look like retransmissions of
+/// each other. (Whole seconds, as before, gave two sends within one second the same number:
+/// the receiver acknowledged the second and dropped it as a retransmission.)
+pub fn default_seq(now: OffsetDateTime) -> u16 {
+    (tenths(now).rem_euclid(9999) + 1) as u16
+}
+
+/// Run `send`: print the report (JSON) and fail unless an ACK came. With the default sequence
+/// number it does not return within the tenth of a second the number came from, so the next
+/// `send` of a script gets another one.
 pub fn run(args: &SendArgs, out: &mut dyn Write) -> Result<(), SendError> {
+    let started = OffsetDateTime::now_utc();
+    let result = run_from(args, out, started);
+    if args.seq.is_none() && args.now.is_none() {
+        let next = (tenths(started) + 1) * 100;
+        let left = next - crate::clock::unix_ms(OffsetDateTime::now_utc());
+        if left > 0 {
+            std::thread::sleep(Duration::from_millis(left as u64));
+        }
+    }
+    result
+}
+
+fn run_from(args: &SendArgs, out: &mut dyn Write, started: OffsetDateTime) -> Result<(), SendError> {
     check_hex("--account", &args.account, 3, 16)?;
     check_hex("--line", &args.line, 1, 6)?;
     if let Some(r) = &args.receiver {
@@ -343,9 +376,9 @@ pub fn run(args: &SendArgs, out: &mut dyn Write) -> Result<(), SendError> {
     let now = match &args.now {
         Some(s) => OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
             .map_err(|e| usage(format!("--now {s:?} is not an RFC 3339 time: {e}")))?,
-        None => OffsetDateTime::now_utc(),
+        None => started,
     };
-    let seq = args.seq.unwrap_or((now.unix_timestamp().rem_euclid(9999) + 1) as u16);
+    let seq = args.seq.unwrap_or_else(|| default_seq(now));
     let mut clock_error = time::Duration::seconds(args.skew);
     if args.dry_run {
         let f = build(
@@ -523,6 +556,23 @@ mod tests {
         assert!(message(&args(&["--dry-run", "--account", "1234", "--cid", "113,01,003"])).is_err());
         let wrap = Wrap::try_parse_from(["send", "--dry-run", "--account", "1234"]);
         assert!(wrap.is_err(), "one of --sia, --cid, --null is required");
+    }
+
+    #[test]
+    fn default_sequence_numbers_do_not_repeat_within_the_retransmission_window() {
+        let t0 = time::macros::datetime!(2026-01-15 12:00:00.05 UTC);
+        let mut seen = std::collections::HashSet::new();
+        // One send every tenth of a second for 600 s: 6000 numbers, all different, all 1–9999.
+        for i in 0..6000 {
+            let s = default_seq(t0 + time::Duration::milliseconds(100 * i));
+            assert!((1..=9999).contains(&s), "{s}");
+            assert!(seen.insert(s), "{s} again after {i} tenths");
+        }
+        assert_ne!(
+            default_seq(t0),
+            default_seq(t0 + time::Duration::milliseconds(100)),
+            "two sends in one second"
+        );
     }
 
     #[test]

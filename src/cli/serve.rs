@@ -1,6 +1,6 @@
 //! `meldkamer serve`, `print-config`, `check-config`, `import`.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -47,14 +47,16 @@ pub fn load_config(path: Option<&Path>) -> Result<Config, ServeError> {
     })
 }
 
-/// Install the tracing subscriber (human or JSON lines on stderr).
+/// Install the tracing subscriber (human or JSON lines on stderr). Colours only when stderr is
+/// a terminal: in a file, a pipe or the journal the escape codes are noise.
 pub fn init_logging(cfg: &Config, force_json: bool) {
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(format!("meldkamer={}", cfg.log.level)));
     let json = force_json || cfg.log.format == LogFormat::Json;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     let _ = if json {
         builder.json().flatten_event(true).with_current_span(true).try_init()
     } else {
@@ -160,28 +162,33 @@ pub fn check_config(path: &Path, out: &mut dyn Write) -> Result<(), ServeError> 
     Ok(())
 }
 
-/// `import FILE…`: validate every file, then write them all in one transaction, the account
-/// keys sealed with the keys file. `replace_lost_keys`: the keys file is lost; make a new one,
-/// remove (and disable the accounts of) the keys that do not open with it, and seal the
-/// imported ones with it.
+/// `import FILE…`: read and check every file (every problem of all of them, references to
+/// the database included), then write them all in one transaction, the account keys sealed with
+/// the keys file. A database that does not exist yet is created only when there is something to
+/// write. `replace_lost_keys`: the keys file is lost; make a new one, remove (and disable the
+/// accounts of) the keys that do not open with it, and seal the imported ones with it.
 pub fn import(
     cfg: &Config,
     files: &[std::path::PathBuf],
     replace_lost_keys: bool,
     out: &mut dyn Write,
 ) -> Result<(), ServeError> {
-    let mut records = crate::records::Records::default();
-    for f in files {
-        records.extend(crate::records::parse_file(f)?);
-    }
-    let mut conn = crate::store::open_write(
-        &cfg.store.path,
-        std::time::Duration::from_millis(cfg.store.busy_timeout_ms),
-    )
-    .map_err(|source| ServeError::Store {
-        path: cfg.store.path.display().to_string(),
-        source,
-    })?;
+    let open = || {
+        crate::store::open_write(
+            &cfg.store.path,
+            std::time::Duration::from_millis(cfg.store.busy_timeout_ms),
+        )
+        .map_err(|source| ServeError::Store {
+            path: cfg.store.path.display().to_string(),
+            source,
+        })
+    };
+    let existing = if cfg.store.path.exists() { Some(open()?) } else { None };
+    let records = crate::records::prepare(existing.as_ref(), files)?;
+    let mut conn = match existing {
+        Some(c) => c,
+        None => open()?,
+    };
     let store = |source| ServeError::Store {
         path: cfg.store.path.display().to_string(),
         source,

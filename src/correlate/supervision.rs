@@ -81,6 +81,21 @@ impl Deadlines {
         }
     }
 
+    /// Take over from `old`, the set this one replaces, which silences were already alarmed:
+    /// an account still silent since the traffic its communication-lost alarm was raised for
+    /// is not alarmed again because an import reloaded the deadlines (also when an operator
+    /// closed that alarm in the meantime: it is the same silence).
+    pub fn keep_alarmed(&mut self, old: &Deadlines) {
+        for (id, w) in &mut self.watches {
+            let seen = w.deadline_ms - w.interval_ms;
+            if let Some(o) = old.watches.get(id)
+                && o.alarmed_at_seen == Some(seen)
+            {
+                w.alarmed_at_seen = Some(seen);
+            }
+        }
+    }
+
     /// Accounts watched.
     pub fn len(&self) -> usize {
         self.watches.len()
@@ -256,13 +271,14 @@ impl Supervisor {
     async fn reload(&mut self) -> Result<(), StoreError> {
         let db = self.db.clone();
         let ls = self.last_seen.clone();
-        let d = tokio::task::spawn_blocking(move || -> Result<Deadlines, StoreError> {
+        let mut d = tokio::task::spawn_blocking(move || -> Result<Deadlines, StoreError> {
             let conn = crate::store::open_read(&db, Duration::from_secs(5))?;
             load(&conn, &ls)
         })
         .await
         .map_err(|_| StoreError::WriterGone)??;
         info!(accounts = d.len(), "supervision deadlines loaded");
+        d.keep_alarmed(&self.deadlines);
         self.deadlines = d;
         Ok(())
     }
@@ -359,6 +375,28 @@ mod tests {
         seen.insert(1, 300_000);
         assert!(d.expired(300_500, |id| seen.get(&id).copied()).is_empty());
         assert_eq!(d.expired(390_000, |id| seen.get(&id).copied()), vec![(1, 390_000)]);
+    }
+
+    /// An import reloads the deadlines: a silence already alarmed stays alarmed, a new one is
+    /// still noticed.
+    #[test]
+    fn a_reload_keeps_the_silences_already_alarmed() {
+        let mut d = Deadlines::default();
+        d.watch(1, 90_000, 0);
+        d.watch(2, 90_000, 0);
+        let mut seen: HashMap<i64, i64> = HashMap::from([(1, 0), (2, 0)]);
+        assert_eq!(
+            d.expired(90_000, |id| seen.get(&id).copied()),
+            vec![(1, 90_000), (2, 90_000)]
+        );
+        // Account 2 is heard from at 95 s; then the reload.
+        seen.insert(2, 95_000);
+        let mut r = Deadlines::default();
+        r.watch(1, 90_000, 0);
+        r.watch(2, 90_000, 95_000);
+        r.keep_alarmed(&d);
+        assert!(r.expired(100_000, |id| seen.get(&id).copied()).is_empty());
+        assert_eq!(r.expired(185_000, |id| seen.get(&id).copied()), vec![(2, 185_000)]);
     }
 
     #[test]

@@ -1,0 +1,1525 @@
+//! Reading records files: TOML and CSV rows into validated specs, every problem collected
+//! (not only the first), duplicates found across all files of a run, references checked
+//! against the import and the database. Columns and rules: `fixtures/records/README.md`.
+
+use std::collections::{HashMap, HashSet};
+use std::ops::Range;
+
+use serde::Deserialize;
+
+use super::problem::{
+    Check, NAME_MAX, NOTES_MAX, PHONE_MAX, POSTCODE_MAX, Problem, REF_MAX, ROLE_MAX, STEP_MAX, printable, without_value,
+};
+use super::{
+    AccountRecord, ContactSpec, CustomerSpec, Origin, PriorityRuleSpec, ProcedureSpec, Records, SiteSpec, UserSpec,
+    ZoneSpec,
+};
+use crate::correlate::norm_number;
+use crate::protocol::codes::Category;
+use crate::protocol::crypto::{Key, KeyFormat};
+use crate::protocol::frame::Quirks;
+use crate::store::StoreError;
+use crate::store::accounts::AccountSpec;
+
+/// The zone types a zone may have (or none). What each means: `fixtures/records/README.md`.
+pub const ZONE_TYPES: &[&str] = &[
+    "entry/exit",
+    "instant",
+    "interior",
+    "burglary",
+    "24h",
+    "fire",
+    "hold-up",
+    "panic",
+    "medical",
+    "environmental",
+    "tamper",
+    "technical",
+    "key switch",
+    "other",
+];
+
+/// A record kind: a TOML array of tables (`[[zone]]`) or a CSV file (`zones.csv`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum Kind {
+    Customer,
+    Site,
+    Account,
+    Zone,
+    User,
+    Contact,
+    Procedure,
+    PriorityRule,
+}
+
+pub(crate) const KINDS: [Kind; 8] = [
+    Kind::Customer,
+    Kind::Site,
+    Kind::Account,
+    Kind::Zone,
+    Kind::User,
+    Kind::Contact,
+    Kind::Procedure,
+    Kind::PriorityRule,
+];
+
+/// How a CSV cell is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Cell {
+    Text,
+    /// `true`/`false` (also `yes`/`no`, `1`/`0`).
+    Bool,
+    /// A whole number.
+    Int,
+}
+
+/// A CSV column: name, cell type, required.
+pub(crate) type Column = (&'static str, Cell, bool);
+
+impl Kind {
+    /// The TOML table name.
+    pub(crate) fn toml(self) -> &'static str {
+        match self {
+            Kind::Customer => "customer",
+            Kind::Site => "site",
+            Kind::Account => "account",
+            Kind::Zone => "zone",
+            Kind::User => "user",
+            Kind::Contact => "contact",
+            Kind::Procedure => "procedure",
+            Kind::PriorityRule => "priority_rule",
+        }
+    }
+
+    /// The CSV file stem.
+    pub(crate) fn csv(self) -> &'static str {
+        match self {
+            Kind::Customer => "customers",
+            Kind::Site => "sites",
+            Kind::Account => "accounts",
+            Kind::Zone => "zones",
+            Kind::User => "users",
+            Kind::Contact => "contacts",
+            Kind::Procedure => "procedures",
+            Kind::PriorityRule => "priority_rules",
+        }
+    }
+
+    /// The columns of its CSV file (documented in `fixtures/records/README.md`, which a test
+    /// checks against this list).
+    pub(crate) fn columns(self) -> &'static [Column] {
+        use Cell::{Bool, Int, Text};
+        match self {
+            Kind::Customer => &[("ref", Text, true), ("name", Text, true), ("notes", Text, false)],
+            Kind::Site => &[
+                ("ref", Text, true),
+                ("customer", Text, true),
+                ("name", Text, false),
+                ("address", Text, true),
+                ("postcode", Text, false),
+                ("city", Text, false),
+                ("responder_notes", Text, false),
+            ],
+            Kind::Account => &[
+                ("account", Text, true),
+                ("site", Text, false),
+                ("receiver", Text, false),
+                ("line", Text, false),
+                ("path", Text, false),
+                ("key", Text, false),
+                ("key_format", Text, false),
+                ("require_encryption", Bool, false),
+                ("quirks", Text, false),
+                ("check_plain_timestamp", Bool, false),
+                ("ack_separator", Bool, false),
+                ("enabled", Bool, false),
+                ("ats_category", Text, false),
+                ("supervision_secs", Int, false),
+            ],
+            Kind::Zone => &[
+                ("site", Text, true),
+                ("number", Text, true),
+                ("description", Text, true),
+                ("type", Text, false),
+            ],
+            Kind::User => &[
+                ("site", Text, true),
+                ("number", Text, true),
+                ("name", Text, true),
+                ("role", Text, false),
+            ],
+            Kind::Contact => &[
+                ("ref", Text, true),
+                ("customer", Text, true),
+                ("name", Text, true),
+                ("phones", Text, false),
+                ("call_order", Int, false),
+                ("may_cancel", Bool, false),
+            ],
+            Kind::Procedure => &[
+                ("customer", Text, false),
+                ("category", Text, true),
+                ("step", Int, true),
+                ("instruction", Text, true),
+                ("mandatory", Text, false),
+            ],
+            Kind::PriorityRule => &[
+                ("customer", Text, false),
+                ("category", Text, true),
+                ("priority", Int, true),
+            ],
+        }
+    }
+
+    fn from_toml(name: &str) -> Option<Kind> {
+        KINDS.into_iter().find(|k| k.toml() == name)
+    }
+
+    pub(crate) fn from_csv(stem: &str) -> Option<Kind> {
+        KINDS.into_iter().find(|k| k.csv() == stem)
+    }
+
+    /// Names an entry from its raw fields, also when the row does not deserialize.
+    fn what(self, get: &dyn Fn(&str) -> Option<String>) -> String {
+        let of_customer = |s: String| match get("customer") {
+            Some(c) => format!("{s} of customer {c}"),
+            None => s,
+        };
+        let name = |noun: &str, key: &str| match get(key) {
+            Some(v) => format!("{noun} {v}"),
+            None => noun.to_string(),
+        };
+        let of_site = |s: String| match get("site") {
+            Some(v) => format!("{s} of site {v}"),
+            None => s,
+        };
+        match self {
+            Kind::Customer => name("customer", "ref"),
+            Kind::Site => name("site", "ref"),
+            Kind::Account => name("account", "account"),
+            Kind::Zone => of_site(name("zone", "number")),
+            Kind::User => of_site(name("user", "number")),
+            Kind::Contact => name("contact", "ref"),
+            Kind::Procedure => of_customer(name("procedure", "category")),
+            Kind::PriorityRule => of_customer(name("priority rule", "category")),
+        }
+    }
+}
+
+/// What reading gives: the valid records, every problem, and the customer and site references
+/// that rows of the import name, valid or not (so that a zone of a site whose row has a
+/// problem is not reported a second time as naming an unknown site).
+#[derive(Debug, Default)]
+pub(crate) struct Parsed {
+    pub(crate) records: Records,
+    pub(crate) problems: Vec<Problem>,
+    pub(crate) declared: HashSet<(Kind, String)>,
+    /// CSV procedure steps, grouped into procedures when their file is done.
+    steps: Vec<(Origin, ProcedureStepRow)>,
+}
+
+impl Parsed {
+    fn declare(&mut self, kind: Kind, reference: Option<String>) {
+        if matches!(kind, Kind::Customer | Kind::Site)
+            && let Some(r) = reference
+        {
+            self.declared.insert((kind, r.trim().to_string()));
+        }
+    }
+
+    /// A problem of the whole file, or of a line of it outside any entry.
+    pub(crate) fn file_problem(&mut self, file: &str, line: usize, field: &str, problem: impl Into<String>) {
+        self.problems.push(Problem {
+            file: file.to_string(),
+            line,
+            what: String::new(),
+            field: field.to_string(),
+            problem: problem.into(),
+        });
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Row shapes shared by TOML and CSV. A list is a TOML array or, in CSV, text split on ';'.
+
+#[derive(Debug, Clone, Default)]
+struct List(Vec<String>);
+
+impl<'de> Deserialize<'de> for List {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Either {
+            Many(Vec<String>),
+            One(String),
+        }
+        Ok(List(match Either::deserialize(d)? {
+            Either::Many(v) => v,
+            Either::One(s) => s
+                .split(';')
+                .map(|x| x.trim().to_string())
+                .filter(|x| !x.is_empty())
+                .collect(),
+        }))
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CustomerRow {
+    #[serde(rename = "ref")]
+    reference: String,
+    name: String,
+    #[serde(default)]
+    notes: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SiteRow {
+    #[serde(rename = "ref")]
+    reference: String,
+    customer: String,
+    #[serde(default)]
+    name: String,
+    address: String,
+    #[serde(default)]
+    postcode: String,
+    #[serde(default)]
+    city: String,
+    #[serde(default)]
+    responder_notes: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AccountRow {
+    account: String,
+    #[serde(default)]
+    site: Option<String>,
+    #[serde(default)]
+    receiver: String,
+    #[serde(default)]
+    line: String,
+    #[serde(default)]
+    path: Option<String>,
+    #[serde(default)]
+    key: Option<String>,
+    #[serde(default)]
+    key_format: Option<String>,
+    /// Default: true when a key is given (a keyed account refuses plain frames unless this is
+    /// explicitly false, e.g. during a migration window).
+    #[serde(default)]
+    require_encryption: Option<bool>,
+    #[serde(default)]
+    quirks: List,
+    #[serde(default)]
+    check_plain_timestamp: bool,
+    #[serde(default)]
+    ack_separator: bool,
+    #[serde(default)]
+    enabled: Option<bool>,
+    /// EN 50136 category (SP1…SP6, DP1…DP4).
+    #[serde(default)]
+    ats_category: Option<String>,
+    #[serde(default)]
+    supervision_secs: Option<u64>,
+}
+
+// The key must never show up in a Debug print of a row.
+impl std::fmt::Debug for AccountRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccountRow")
+            .field("account", &self.account)
+            .field("site", &self.site)
+            .field("key", &self.key.as_ref().map(|_| "<redacted>"))
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ZoneRow {
+    site: String,
+    number: String,
+    description: String,
+    #[serde(default, rename = "type")]
+    zone_type: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UserRow {
+    site: String,
+    number: String,
+    name: String,
+    #[serde(default)]
+    role: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ContactRow {
+    #[serde(rename = "ref")]
+    reference: String,
+    customer: String,
+    name: String,
+    #[serde(default)]
+    phones: List,
+    #[serde(default)]
+    call_order: Option<i64>,
+    #[serde(default)]
+    may_cancel: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProcedureRow {
+    #[serde(default)]
+    customer: Option<String>,
+    category: String,
+    steps: List,
+    #[serde(default)]
+    mandatory: Vec<u32>,
+}
+
+/// CSV has one row per step.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProcedureStepRow {
+    #[serde(default)]
+    customer: Option<String>,
+    category: String,
+    step: u32,
+    instruction: String,
+    #[serde(default)]
+    mandatory: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PriorityRuleRow {
+    #[serde(default)]
+    customer: Option<String>,
+    category: String,
+    priority: u8,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Validation: rows to specs, every problem of a row at once.
+
+fn is_hex(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// `zone 3`, or `zone` when the number is missing.
+fn named(noun: &str, id: &str) -> String {
+    match id.trim() {
+        "" => noun.to_string(),
+        id => format!("{noun} {id}"),
+    }
+}
+
+fn of_site(entry: String, site: &str) -> String {
+    match site.trim() {
+        "" => entry,
+        site => format!("{entry} of site {site}"),
+    }
+}
+
+fn opt(s: Option<String>) -> Option<String> {
+    s.map(|x| x.trim().to_string()).filter(|x| !x.is_empty())
+}
+
+fn category(c: &mut Check<'_>, s: &str) -> Option<Category> {
+    let found = Category::parse(s.trim());
+    if found.is_none() {
+        c.bad(
+            "category",
+            format!(
+                "{:?} is not a category (duress, holdup, panic, medical, fire, environmental, burglary, tamper, technical, communication, access, bypass, test, information)",
+                printable(s)
+            ),
+        );
+    }
+    found
+}
+
+/// A customer reference that may be absent (procedures and priority rules: the default set).
+fn optional_ref(c: &mut Check<'_>, field: &str, v: Option<String>) -> Option<String> {
+    opt(v).map(|r| c.required(field, &r, REF_MAX))
+}
+
+/// A zone or user number as the panel reports it: digits only, 0 to 9999; leading zeros do
+/// not count (`003` is 3). Contact ID sends three digits (000–999); SIA-DCS sends the digits
+/// after the event code (`BA0012`: zone 12), and the parser takes digits only
+/// (`protocols/sia-dcs.md` §4); four digits cover the zones and users of the panels we know.
+fn panel_number(c: &mut Check<'_>, noun: &str, v: &str) -> String {
+    let t = v.trim();
+    if t.is_empty() {
+        c.bad("number", "must not be empty");
+    } else if t.len() > 8 || !t.bytes().all(|b| b.is_ascii_digit()) || norm_number(t).len() > 4 {
+        c.bad(
+            "number",
+            format!("a {noun} number is digits only, 0 to 9999 (leading zeros are ignored: 003 is 3)"),
+        );
+    }
+    norm_number(t)
+}
+
+fn zone_type(c: &mut Check<'_>, v: &str) -> String {
+    let t = v.trim();
+    if t.is_empty() {
+        return String::new();
+    }
+    match ZONE_TYPES.iter().find(|z| z.eq_ignore_ascii_case(t)) {
+        Some(z) => z.to_string(),
+        None => {
+            c.bad(
+                "type",
+                format!("{:?} is not a zone type ({})", printable(t), ZONE_TYPES.join(", ")),
+            );
+            String::new()
+        }
+    }
+}
+
+fn customer(o: Origin, r: CustomerRow, out: &mut Vec<Problem>) -> Option<CustomerSpec> {
+    let mut c = Check::new(&o.file, o.line, named("customer", &r.reference));
+    let spec = CustomerSpec {
+        reference: c.required("ref", &r.reference, REF_MAX),
+        name: c.required("name", &r.name, NAME_MAX),
+        notes: c.notes("notes", &r.notes, NOTES_MAX),
+        origin: o.clone(),
+    };
+    c.finish(out, spec)
+}
+
+fn site(o: Origin, r: SiteRow, out: &mut Vec<Problem>) -> Option<SiteSpec> {
+    let mut c = Check::new(&o.file, o.line, named("site", &r.reference));
+    let spec = SiteSpec {
+        reference: c.required("ref", &r.reference, REF_MAX),
+        customer: c.required("customer", &r.customer, REF_MAX),
+        name: c.optional("name", &r.name, NAME_MAX),
+        address: c.required("address", &r.address, NAME_MAX),
+        postcode: c.optional("postcode", &r.postcode, POSTCODE_MAX),
+        city: c.optional("city", &r.city, NAME_MAX),
+        responder_notes: c.notes("responder_notes", &r.responder_notes, NOTES_MAX),
+        origin: o.clone(),
+    };
+    c.finish(out, spec)
+}
+
+fn account(o: Origin, row: AccountRow, out: &mut Vec<Problem>) -> Option<AccountRecord> {
+    let mut c = Check::new(&o.file, o.line, named("account", &row.account));
+    if !(3..=16).contains(&row.account.len()) || !is_hex(&row.account) {
+        c.bad("account", "must be 3 to 16 hex digits (0-9, A-F)");
+    }
+    if !row.receiver.is_empty() && (row.receiver.len() > 6 || !is_hex(&row.receiver)) {
+        c.bad("receiver", "must be 1 to 6 hex digits, or empty for any");
+    }
+    if !row.line.is_empty() && (row.line.len() > 6 || !is_hex(&row.line)) {
+        c.bad("line", "must be 1 to 6 hex digits, or empty for any");
+    }
+    let site = optional_ref(&mut c, "site", row.site);
+    let key_format = opt(row.key_format);
+    let format = match key_format.as_deref() {
+        None | Some("hex") => Some(KeyFormat::Hex),
+        Some("ascii") => Some(KeyFormat::Ascii),
+        Some(other) => {
+            c.bad(
+                "key_format",
+                format!("{:?} is not \"hex\" or \"ascii\"", printable(other)),
+            );
+            None
+        }
+    };
+    let key_text = opt(row.key);
+    let key = match (&key_text, format) {
+        (Some(k), Some(format)) => match Key::parse(k, format) {
+            Ok(k) => Some(k),
+            Err(e) => {
+                c.bad("key", e.to_string());
+                None
+            }
+        },
+        (None, _) if key_format.is_some() => {
+            c.bad("key_format", "given without a key");
+            None
+        }
+        _ => None,
+    };
+    let require_encryption = row.require_encryption.unwrap_or(key_text.is_some());
+    if require_encryption && key_text.is_none() {
+        c.bad("require_encryption", "needs a key");
+    }
+    let mut quirks = Quirks::NONE;
+    for q in &row.quirks.0 {
+        match q.as_str() {
+            "crc_binary" => quirks.crc_binary = true,
+            "cr_in_crc" => quirks.cr_in_crc = true,
+            "trailing_nul" => quirks.trailing_nul = true,
+            other => c.bad(
+                "quirks",
+                format!(
+                    "unknown quirk {:?} (known: crc_binary, cr_in_crc, trailing_nul)",
+                    printable(other)
+                ),
+            ),
+        }
+    }
+    let path = opt(row.path).unwrap_or_else(|| "primary".to_string());
+    if path != "primary" && path != "secondary" {
+        c.bad(
+            "path",
+            format!("{:?} is not \"primary\" or \"secondary\"", printable(&path)),
+        );
+    }
+    let ats_category = opt(row.ats_category).map(|c| c.to_ascii_uppercase());
+    if let Some(cat) = &ats_category
+        && crate::correlate::supervision::ats_reporting_secs(cat, false).is_none()
+    {
+        c.bad(
+            "ats_category",
+            format!("{:?} is not SP1…SP6 or DP1…DP4", printable(cat)),
+        );
+    }
+    if row.supervision_secs == Some(0) {
+        c.bad("supervision_secs", "must be greater than 0");
+    }
+    let record = AccountRecord {
+        site,
+        spec: AccountSpec {
+            account: row.account,
+            receiver: row.receiver,
+            line: row.line,
+            key,
+            require_encryption,
+            quirks,
+            check_plain_timestamp: row.check_plain_timestamp,
+            ack_separator: row.ack_separator,
+            enabled: row.enabled.unwrap_or(true),
+            site_id: None,
+            path,
+            ats_category,
+            supervision_secs: row.supervision_secs,
+            created_ms: 0,
+        },
+        origin: o.clone(),
+    };
+    c.finish(out, record)
+}
+
+fn zone(o: Origin, r: ZoneRow, out: &mut Vec<Problem>) -> Option<ZoneSpec> {
+    let mut c = Check::new(&o.file, o.line, of_site(named("zone", &r.number), &r.site));
+    let spec = ZoneSpec {
+        site: c.required("site", &r.site, REF_MAX),
+        number: panel_number(&mut c, "zone", &r.number),
+        description: c.required("description", &r.description, NAME_MAX),
+        zone_type: zone_type(&mut c, &r.zone_type),
+        origin: o.clone(),
+    };
+    c.finish(out, spec)
+}
+
+fn user(o: Origin, r: UserRow, out: &mut Vec<Problem>) -> Option<UserSpec> {
+    let mut c = Check::new(&o.file, o.line, of_site(named("user", &r.number), &r.site));
+    let spec = UserSpec {
+        site: c.required("site", &r.site, REF_MAX),
+        number: panel_number(&mut c, "user", &r.number),
+        name: c.required("name", &r.name, NAME_MAX),
+        role: c.optional("role", &r.role, ROLE_MAX),
+        origin: o.clone(),
+    };
+    c.finish(out, spec)
+}
+
+fn contact(o: Origin, r: ContactRow, out: &mut Vec<Problem>) -> Option<ContactSpec> {
+    let mut c = Check::new(&o.file, o.line, named("contact", &r.reference));
+    let call_order = r.call_order.unwrap_or(1);
+    if call_order < 1 {
+        c.bad("call_order", "must be 1 or more");
+    }
+    for p in &r.phones.0 {
+        let digits = p.chars().all(|c| c.is_ascii_digit() || " +-()".contains(c));
+        if !digits || !p.chars().any(|c| c.is_ascii_digit()) || p.chars().count() > PHONE_MAX {
+            c.bad(
+                "phones",
+                format!(
+                    "{:?} is not a phone number (digits, spaces, + - ( ), at most {PHONE_MAX} characters)",
+                    printable(p)
+                ),
+            );
+        }
+    }
+    let spec = ContactSpec {
+        reference: c.required("ref", &r.reference, REF_MAX),
+        customer: c.required("customer", &r.customer, REF_MAX),
+        name: c.required("name", &r.name, NAME_MAX),
+        phones: r.phones.0,
+        call_order,
+        may_cancel: r.may_cancel,
+        origin: o.clone(),
+    };
+    c.finish(out, spec)
+}
+
+fn procedure(o: Origin, p: ProcedureRow, out: &mut Vec<Problem>) -> Option<ProcedureSpec> {
+    let mut c = Check::new(&o.file, o.line, named("procedure", &p.category));
+    let customer = optional_ref(&mut c, "customer", p.customer);
+    let category = category(&mut c, &p.category);
+    if p.steps.0.is_empty() {
+        c.bad("steps", "at least one step");
+    }
+    for s in &p.steps.0 {
+        c.required("steps", s, STEP_MAX);
+    }
+    if let Some(bad) = p.mandatory.iter().find(|n| **n == 0 || **n as usize > p.steps.0.len()) {
+        c.bad(
+            "mandatory",
+            format!(
+                "step {bad} does not exist (steps are numbered 1 to {})",
+                p.steps.0.len()
+            ),
+        );
+    }
+    let mut mandatory = p.mandatory;
+    mandatory.sort_unstable();
+    mandatory.dedup();
+    let spec = category.map(|category| ProcedureSpec {
+        customer,
+        category,
+        steps: p.steps.0.iter().map(|s| s.trim().to_string()).collect(),
+        mandatory,
+        origin: o.clone(),
+    });
+    c.finish(out, spec).flatten()
+}
+
+fn priority_rule(o: Origin, r: PriorityRuleRow, out: &mut Vec<Problem>) -> Option<PriorityRuleSpec> {
+    let mut c = Check::new(&o.file, o.line, named("priority rule", &r.category));
+    if !(1..=9).contains(&r.priority) {
+        c.bad("priority", "must be 1 (most urgent) to 9");
+    }
+    let customer = optional_ref(&mut c, "customer", r.customer);
+    let spec = category(&mut c, &r.category).map(|category| PriorityRuleSpec {
+        customer,
+        category,
+        priority: r.priority,
+        origin: o.clone(),
+    });
+    c.finish(out, spec).flatten()
+}
+
+/// CSV procedure steps, grouped by (customer, category) and ordered by step number.
+fn group_steps(out: &mut Parsed) {
+    type Group = (Origin, Option<String>, Category, Vec<(u32, String, bool)>);
+    let mut groups: Vec<Group> = Vec::new();
+    for (o, row) in std::mem::take(&mut out.steps) {
+        let mut c = Check::new(&o.file, o.line, format!("procedure {} step {}", row.category, row.step));
+        let cust = optional_ref(&mut c, "customer", row.customer);
+        let cat = category(&mut c, &row.category);
+        let instruction = c.required("instruction", &row.instruction, STEP_MAX);
+        let mandatory = match row.mandatory.as_deref().map(str::trim) {
+            None | Some("") | Some("no") | Some("false") | Some("0") => false,
+            Some("yes") | Some("true") | Some("1") => true,
+            Some(other) => {
+                c.bad("mandatory", format!("{:?} is not yes or no", printable(other)));
+                false
+            }
+        };
+        if let Some(cat) = cat
+            && groups
+                .iter()
+                .any(|g| g.1 == cust && g.2 == cat && g.3.iter().any(|s| s.0 == row.step))
+        {
+            c.bad("step", format!("step {} listed twice in this procedure", row.step));
+        }
+        let ok = c.finish(&mut out.problems, ()).is_some();
+        let (Some(cat), true) = (cat, ok) else {
+            continue;
+        };
+        let step = (row.step, instruction, mandatory);
+        match groups.iter_mut().find(|g| g.1 == cust && g.2 == cat) {
+            Some(g) => g.3.push(step),
+            None => groups.push((o, cust, cat, vec![step])),
+        }
+    }
+    for (o, customer, category, mut steps) in groups {
+        steps.sort_by_key(|s| s.0);
+        out.records.procedures.push(ProcedureSpec {
+            origin: o,
+            customer,
+            category,
+            mandatory: (1..).zip(&steps).filter(|(_, s)| s.2).map(|(n, _)| n).collect(),
+            steps: steps.into_iter().map(|s| s.1).collect(),
+        });
+    }
+}
+
+/// A deserialized row of `kind`, validated into `out`.
+fn accept<'de, D: serde::Deserializer<'de>>(
+    kind: Kind,
+    de: D,
+    o: Origin,
+    csv: bool,
+    out: &mut Parsed,
+) -> Result<(), D::Error> {
+    fn go<'de, T: Deserialize<'de>, D: serde::Deserializer<'de>>(de: D) -> Result<T, D::Error> {
+        T::deserialize(de)
+    }
+    let p = &mut out.problems;
+    let r = &mut out.records;
+    match kind {
+        Kind::Customer => r.customers.extend(customer(o, go(de)?, p)),
+        Kind::Site => r.sites.extend(site(o, go(de)?, p)),
+        Kind::Account => r.accounts.extend(account(o, go(de)?, p)),
+        Kind::Zone => r.zones.extend(zone(o, go(de)?, p)),
+        Kind::User => r.users.extend(user(o, go(de)?, p)),
+        Kind::Contact => r.contacts.extend(contact(o, go(de)?, p)),
+        // A TOML procedure is one table; a CSV procedure is one row per step.
+        Kind::Procedure if csv => out.steps.push((o, go(de)?)),
+        Kind::Procedure => r.procedures.extend(procedure(o, go(de)?, p)),
+        Kind::PriorityRule => r.priority_rules.extend(priority_rule(o, go(de)?, p)),
+    }
+    Ok(())
+}
+
+/// A serde message as field and problem: `missing field `x`` names field x.
+fn serde_problem(message: &str) -> (Option<String>, String) {
+    let quoted = |rest: &str| rest.split('`').next().map(str::to_string);
+    if let Some(rest) = message.strip_prefix("missing field `") {
+        return (quoted(rest), "missing".into());
+    }
+    if let Some(rest) = message.strip_prefix("unknown field `") {
+        let known = rest.split_once("expected ").map_or("", |x| x.1);
+        return (
+            quoted(rest),
+            format!(
+                "unknown field (known: {})",
+                known.replace("one of ", "").replace('`', "")
+            ),
+        );
+    }
+    (None, without_value(message))
+}
+
+// ---------------------------------------------------------------------------------------------
+// TOML.
+
+/// Line numbers by byte offset, for every row of a large file: the newline offsets are found
+/// once, then each lookup is a binary search. (Counting from the start of the text for every
+/// row made a 100,000-account import quadratic: minutes instead of seconds.)
+pub(crate) struct LineIndex(Vec<usize>);
+
+impl LineIndex {
+    pub(crate) fn new(text: &str) -> Self {
+        LineIndex(
+            text.bytes()
+                .enumerate()
+                .filter_map(|(i, b)| (b == b'\n').then_some(i))
+                .collect(),
+        )
+    }
+
+    /// The 1-based line of byte offset `at`.
+    pub(crate) fn line(&self, at: usize) -> usize {
+        self.0.partition_point(|nl| *nl < at) + 1
+    }
+}
+
+/// Read a TOML records file into `out`. A syntax error stops the file (what follows it cannot
+/// be read reliably); every other problem is collected, each row on its own.
+pub(crate) fn read_toml(text: &str, file: &str, out: &mut Parsed) {
+    use toml::de::{DeTable, DeValue, ValueDeserializer};
+    let lines = LineIndex::new(text);
+    let (table, errors) = DeTable::parse_recoverable(text);
+    // toml's Display quotes the offending source line, which may hold a secret (a key, or a
+    // code someone tried to import): the line number and the message only. The first error
+    // only: the parser's recovery reports follow-on errors that would mislead.
+    if let Some(e) = errors.iter().min_by_key(|e| e.span().map_or(0, |s| s.start)) {
+        let line = e.span().map_or(1, |s| lines.line(s.start));
+        out.file_problem(
+            file,
+            line,
+            "",
+            format!("not valid TOML: {} (the rest of the file is not checked)", e.message()),
+        );
+        return;
+    }
+    for (key, value) in table.into_inner() {
+        let name = key.get_ref().to_string();
+        let Some(kind) = Kind::from_toml(&name) else {
+            let known: Vec<String> = KINDS.iter().map(|k| format!("[[{}]]", k.toml())).collect();
+            out.file_problem(
+                file,
+                lines.line(key.span().start),
+                &printable(&name),
+                format!("unknown record kind (known: {})", known.join(", ")),
+            );
+            continue;
+        };
+        let at = lines.line(value.span().start);
+        let DeValue::Array(rows) = value.into_inner() else {
+            out.file_problem(
+                file,
+                at,
+                &name,
+                format!("must be an array of tables: [[{name}]] before each entry"),
+            );
+            continue;
+        };
+        for row in rows {
+            let line = lines.line(row.span().start);
+            let Some(table) = row.get_ref().as_table() else {
+                out.file_problem(file, line, &name, "each entry must be a table");
+                continue;
+            };
+            let get = |k: &str| {
+                table
+                    .get(k)
+                    .and_then(|v| v.get_ref().as_str())
+                    .map(|s| s.trim().to_string())
+                    .filter(|s| !s.is_empty())
+            };
+            let what = printable(&kind.what(&get));
+            let reference = get("ref");
+            // Every key with the span of the key and of its value, to name the field of an
+            // error that gives only a span.
+            let fields: Vec<(String, Range<usize>, Range<usize>)> = table
+                .iter()
+                .map(|(k, v)| (k.get_ref().to_string(), k.span(), v.span()))
+                .collect();
+            out.declare(kind, reference);
+            let o = Origin {
+                file: file.to_string(),
+                line,
+            };
+            if let Err(e) = accept(kind, ValueDeserializer::from(row), o, false, out) {
+                let (named, problem) = serde_problem(e.message());
+                let within = |s: &Range<usize>, r: &Range<usize>| r.start <= s.start && s.end <= r.end;
+                let field = named.or_else(|| {
+                    let span = e.span()?;
+                    fields
+                        .iter()
+                        .find(|(_, k, v)| within(&span, k) || within(&span, v))
+                        .map(|(n, _, _)| n.clone())
+                });
+                out.problems.push(Problem {
+                    file: file.to_string(),
+                    line: e.span().map_or(line, |s| lines.line(s.start)),
+                    what,
+                    field: printable(&field.unwrap_or_default()),
+                    problem,
+                });
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// CSV.
+
+fn parse_bool(v: &str) -> Option<bool> {
+    match v.to_ascii_lowercase().as_str() {
+        "true" | "yes" | "1" => Some(true),
+        "false" | "no" | "0" => Some(false),
+        _ => None,
+    }
+}
+
+/// Read a CSV records file of `kind` into `out`: the header first (unknown, repeated and
+/// missing columns), then every row.
+pub(crate) fn read_csv(text: &str, file: &str, kind: Kind, out: &mut Parsed) {
+    let mut rdr = csv::ReaderBuilder::new()
+        .trim(csv::Trim::All)
+        .from_reader(text.as_bytes());
+    let columns = kind.columns();
+    let names = || columns.iter().map(|c| c.0).collect::<Vec<_>>().join(", ");
+    let headers = match rdr.headers() {
+        Ok(h) => h.clone(),
+        Err(e) => {
+            out.file_problem(file, 1, "", format!("not a CSV header line: {}", csv_problem(&e)));
+            return;
+        }
+    };
+    let before = out.problems.len();
+    for (i, h) in headers.iter().enumerate() {
+        if !columns.iter().any(|c| c.0 == h) {
+            out.file_problem(
+                file,
+                1,
+                &printable(h),
+                format!("unknown column (the columns of {}.csv: {})", kind.csv(), names()),
+            );
+        } else if headers.iter().take(i).any(|x| x == h) {
+            out.file_problem(file, 1, h, "column given twice");
+        }
+    }
+    for (name, _, required) in columns {
+        if *required && !headers.iter().any(|h| h == *name) {
+            out.file_problem(file, 1, name, "required column missing");
+        }
+    }
+    if out.problems.len() > before {
+        // Every row would repeat the header's problem.
+        return;
+    }
+    for rec in rdr.records() {
+        let rec = match rec {
+            Ok(r) => r,
+            Err(e) => {
+                let line = e.position().map_or(0, |p| p.line() as usize);
+                out.file_problem(file, line, "", csv_problem(&e));
+                continue;
+            }
+        };
+        let line = rec.position().map_or(0, |p| p.line() as usize);
+        let get = |k: &str| {
+            headers
+                .iter()
+                .position(|h| h == k)
+                .and_then(|i| rec.get(i))
+                .filter(|v| !v.is_empty())
+                .map(str::to_string)
+        };
+        let what = printable(&kind.what(&get));
+        out.declare(kind, get("ref"));
+        let mut c = Check::new(file, line, what.clone());
+        // Empty cells are absent values, not empty strings.
+        let mut map = serde_json::Map::new();
+        for (h, v) in headers.iter().zip(rec.iter()) {
+            let Some((_, cell, required)) = columns.iter().find(|c| c.0 == h) else {
+                continue;
+            };
+            if v.is_empty() {
+                if *required {
+                    c.bad(h, "must not be empty");
+                }
+                continue;
+            }
+            let value = match cell {
+                Cell::Text => serde_json::Value::String(v.to_string()),
+                Cell::Bool => match parse_bool(v) {
+                    Some(b) => serde_json::Value::Bool(b),
+                    None => {
+                        c.bad(h, "must be true or false (or yes/no, 1/0)");
+                        continue;
+                    }
+                },
+                Cell::Int => match v.parse::<i64>() {
+                    Ok(n) => serde_json::Value::from(n),
+                    Err(_) => {
+                        c.bad(h, "must be a whole number");
+                        continue;
+                    }
+                },
+            };
+            map.insert(h.to_string(), value);
+        }
+        if c.finish(&mut out.problems, ()).is_none() {
+            continue;
+        }
+        let o = Origin {
+            file: file.to_string(),
+            line,
+        };
+        if let Err(e) = accept(kind, serde_json::Value::Object(map), o, true, out) {
+            let (field, problem) = serde_problem(&e.to_string());
+            out.problems.push(Problem {
+                file: file.to_string(),
+                line,
+                what,
+                field: field.unwrap_or_default(),
+                problem,
+            });
+        }
+    }
+    if kind == Kind::Procedure {
+        group_steps(out);
+    }
+}
+
+fn csv_problem(e: &csv::Error) -> String {
+    match e.kind() {
+        csv::ErrorKind::UnequalLengths { expected_len, len, .. } => {
+            format!("{len} fields, but the header line has {expected_len}")
+        }
+        csv::ErrorKind::Utf8 { .. } => "not UTF-8 text".into(),
+        _ => "not readable as CSV".into(),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Across rows and files.
+
+fn twice(
+    seen: &mut HashMap<String, Origin>,
+    key: String,
+    o: &Origin,
+    what: String,
+    field: &str,
+    out: &mut Vec<Problem>,
+) {
+    match seen.get(&key) {
+        Some(first) => out.push(Problem {
+            file: o.file.clone(),
+            line: o.line,
+            what: printable(&what),
+            field: field.to_string(),
+            problem: format!("listed twice (first at {}:{})", first.file, first.line),
+        }),
+        None => {
+            seen.insert(key, o.clone());
+        }
+    }
+}
+
+/// Entries listed more than once in one run (in one file or across files): a later one would
+/// silently replace the earlier.
+pub(crate) fn duplicates(r: &Records, out: &mut Vec<Problem>) {
+    let mut seen = HashMap::new();
+    let customer = |c: &Option<String>| c.clone().unwrap_or_default();
+    for c in &r.customers {
+        let k = format!("customer\0{}", c.reference);
+        twice(&mut seen, k, &c.origin, format!("customer {}", c.reference), "ref", out);
+    }
+    for s in &r.sites {
+        let k = format!("site\0{}", s.reference);
+        twice(&mut seen, k, &s.origin, format!("site {}", s.reference), "ref", out);
+    }
+    for a in &r.accounts {
+        let s = &a.spec;
+        let k = format!("account\0{}\0{}\0{}", s.account, s.receiver, s.line);
+        let what = format!("account {}", s.account);
+        twice(&mut seen, k, &a.origin, what, "account", out);
+    }
+    for z in &r.zones {
+        let k = format!("zone\0{}\0{}", z.site, z.number);
+        let what = format!("zone {} of site {}", z.number, z.site);
+        twice(&mut seen, k, &z.origin, what, "number", out);
+    }
+    for u in &r.users {
+        let k = format!("user\0{}\0{}", u.site, u.number);
+        let what = format!("user {} of site {}", u.number, u.site);
+        twice(&mut seen, k, &u.origin, what, "number", out);
+    }
+    for c in &r.contacts {
+        let k = format!("contact\0{}", c.reference);
+        twice(&mut seen, k, &c.origin, format!("contact {}", c.reference), "ref", out);
+    }
+    for p in &r.procedures {
+        let k = format!("procedure\0{}\0{}", customer(&p.customer), p.category.as_str());
+        let what = format!("procedure {}", p.category.as_str());
+        twice(&mut seen, k, &p.origin, what, "category", out);
+    }
+    for p in &r.priority_rules {
+        let k = format!("priority rule\0{}\0{}", customer(&p.customer), p.category.as_str());
+        let what = format!("priority rule {}", p.category.as_str());
+        twice(&mut seen, k, &p.origin, what, "category", out);
+    }
+}
+
+/// The problem of a reference to a customer or site that is neither in the import nor in the
+/// database.
+pub(crate) fn unknown_ref(o: &Origin, what: &str, field: &str, kind: Kind, reference: &str) -> Problem {
+    Problem {
+        file: o.file.clone(),
+        line: o.line,
+        what: printable(what),
+        field: field.to_string(),
+        problem: format!(
+            "no {} with ref {:?} (in this import or the database)",
+            kind.toml(),
+            printable(reference)
+        ),
+    }
+}
+
+/// Every reference that names a customer or site neither in the import (valid or not) nor in
+/// the database.
+pub(crate) fn references(conn: Option<&rusqlite::Connection>, p: &Parsed) -> Result<Vec<Problem>, StoreError> {
+    let r = &p.records;
+    let mut known: HashMap<(Kind, String), bool> = HashMap::new();
+    for (kind, reference) in &p.declared {
+        known.insert((*kind, reference.clone()), true);
+    }
+    for c in &r.customers {
+        known.insert((Kind::Customer, c.reference.clone()), true);
+    }
+    for s in &r.sites {
+        known.insert((Kind::Site, s.reference.clone()), true);
+    }
+    let mut wanted: Vec<(&Origin, String, &str, Kind, &str)> = Vec::new();
+    for s in &r.sites {
+        wanted.push((
+            &s.origin,
+            format!("site {}", s.reference),
+            "customer",
+            Kind::Customer,
+            &s.customer,
+        ));
+    }
+    for a in &r.accounts {
+        if let Some(site) = &a.site {
+            wanted.push((
+                &a.origin,
+                format!("account {}", a.spec.account),
+                "site",
+                Kind::Site,
+                site,
+            ));
+        }
+    }
+    for z in &r.zones {
+        let what = format!("zone {} of site {}", z.number, z.site);
+        wanted.push((&z.origin, what, "site", Kind::Site, &z.site));
+    }
+    for u in &r.users {
+        let what = format!("user {} of site {}", u.number, u.site);
+        wanted.push((&u.origin, what, "site", Kind::Site, &u.site));
+    }
+    for c in &r.contacts {
+        let what = format!("contact {}", c.reference);
+        wanted.push((&c.origin, what, "customer", Kind::Customer, &c.customer));
+    }
+    for pr in &r.procedures {
+        if let Some(c) = &pr.customer {
+            let what = format!("procedure {}", pr.category.as_str());
+            wanted.push((&pr.origin, what, "customer", Kind::Customer, c));
+        }
+    }
+    for pr in &r.priority_rules {
+        if let Some(c) = &pr.customer {
+            let what = format!("priority rule {}", pr.category.as_str());
+            wanted.push((&pr.origin, what, "customer", Kind::Customer, c));
+        }
+    }
+    let mut out = Vec::new();
+    for (o, what, field, kind, reference) in wanted {
+        let k = (kind, reference.to_string());
+        let found = match known.get(&k) {
+            Some(f) => *f,
+            None => {
+                let sql = match kind {
+                    Kind::Customer => "SELECT count(*) FROM customers WHERE ref = ?1",
+                    _ => "SELECT count(*) FROM sites WHERE ref = ?1",
+                };
+                let n: i64 = match conn {
+                    Some(conn) => conn
+                        .prepare_cached(sql)?
+                        .query_row(rusqlite::params![reference], |r| r.get(0))?,
+                    None => 0,
+                };
+                known.insert(k, n > 0);
+                n > 0
+            }
+        };
+        if !found {
+            out.push(unknown_ref(o, &what, field, kind, reference));
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::records::{ImportError, apply, parse_csv, parse_files, parse_toml, prepare};
+
+    fn lines(e: &ImportError) -> Vec<String> {
+        e.problems().iter().map(|p| p.to_string()).collect()
+    }
+
+    fn db() -> rusqlite::Connection {
+        let conn = rusqlite::Connection::open_in_memory().expect("db");
+        crate::store::schema::migrate(&conn).expect("schema");
+        conn
+    }
+
+    #[test]
+    fn line_index_agrees_with_counting_newlines() {
+        let text = "a\n\nbc\nd\n";
+        let idx = LineIndex::new(text);
+        for at in 0..=text.len() {
+            let counted = text[..at].bytes().filter(|b| *b == b'\n').count() + 1;
+            assert_eq!(idx.line(at), counted, "offset {at}");
+        }
+        assert_eq!(LineIndex::new("").line(0), 1);
+    }
+
+    #[test]
+    fn every_problem_of_every_file_in_one_report() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let toml = dir.path().join("a.toml");
+        std::fs::write(
+            &toml,
+            "[[account]]\naccount = \"12\"\nkey = \"00112233\"\n\n\
+             [[site]]\nref = \"S1\"\ncustomer = \"C1\"\naddress = \"\"\n\n\
+             [[zone]]\nsite = \"S1\"\nnumber = \"1A\"\ndescription = \"Door\"\ntype = \"alarm\"\n\n\
+             [[zone]]\nsite = \"S1\"\nnumber = \"2\"\ndescription = \"Window\"\nsupervised = true\n",
+        )
+        .expect("write");
+        let csv = dir.path().join("zones.csv");
+        std::fs::write(
+            &csv,
+            "site,number,description,type\nS1,3,Back door,entry/exit\nS1,4,,fire\nS1,5,Hall,interior,x\n",
+        )
+        .expect("write");
+        let missing = dir.path().join("b.toml");
+        let e = parse_files(&[csv.clone(), toml.clone(), missing.clone()]).expect_err("problems");
+        let (a, z, b) = (toml.display(), csv.display(), missing.display());
+        assert_eq!(
+            lines(&e),
+            vec![
+                format!("{a}:1: account 12: account: must be 3 to 16 hex digits (0-9, A-F)"),
+                format!(
+                    "{a}:1: account 12: key: a hex key must be 32, 48 or 64 hex digits (AES-128/192/256), got 8 characters"
+                ),
+                format!("{a}:5: site S1: address: must not be empty"),
+                format!(
+                    "{a}:10: zone 1A of site S1: number: a zone number is digits only, 0 to 9999 (leading zeros are ignored: 003 is 3)"
+                ),
+                format!(
+                    "{a}:10: zone 1A of site S1: type: \"alarm\" is not a zone type ({})",
+                    ZONE_TYPES.join(", ")
+                ),
+                format!(
+                    "{a}:20: zone 2 of site S1: supervised: unknown field (known: site, number, description, type)"
+                ),
+                format!("{b}: cannot read: No such file or directory (os error 2)"),
+                format!("{z}:3: zone 4 of site S1: description: must not be empty"),
+                format!("{z}:4: 5 fields, but the header line has 4"),
+            ]
+        );
+        let text = e.to_string();
+        assert!(text.starts_with("nothing was imported:\n"), "{text}");
+        assert!(text.ends_with("\n9 problems"), "{text}");
+        assert!(!text.contains("00112233"), "{text}");
+    }
+
+    #[test]
+    fn zone_numbers_types_and_texts() {
+        let zone = |number: &str, ty: &str| {
+            format!("[[zone]]\nsite = \"S1\"\nnumber = \"{number}\"\ndescription = \"Door\"\ntype = \"{ty}\"\n")
+        };
+        for (number, ty) in [
+            ("0", "entry/exit"),
+            ("003", "Fire"),
+            ("9999", "hold-up"),
+            ("00001234", "key switch"),
+            ("12", ""),
+        ] {
+            let r = parse_toml(&zone(number, ty), "f").unwrap_or_else(|e| panic!("{number} {ty}: {e}"));
+            assert_eq!(r.zones[0].zone_type, ty.to_ascii_lowercase(), "stored as listed");
+        }
+        for (number, ty, field) in [
+            ("10000", "fire", "number"),
+            ("-1", "fire", "number"),
+            ("1 2", "fire", "number"),
+            ("BA", "fire", "number"),
+            ("", "fire", "number"),
+            ("1", "smoke", "type"),
+        ] {
+            let e = parse_toml(&zone(number, ty), "f").expect_err(number);
+            assert_eq!(e.problems()[0].field, field, "{e}");
+        }
+        let site = |name: &str, address: &str| {
+            format!(
+                "[[site]]\nref = \"S1\"\ncustomer = \"C1\"\nname = \"{name}\"\naddress = \"{address}\"\n\
+                 responder_notes = \"\"\"\nKey safe left of the door.\n\tDog upstairs.\n\"\"\"\n"
+            )
+        };
+        parse_toml(&site("Shop", "Teststraat 1"), "f").expect("notes may have line breaks");
+        for (name, address, field, problem) in [
+            ("Shop\\u001b[2J", "Teststraat 1", "name", "control character U+001B"),
+            ("Shop", "Teststraat\\n1", "address", "control character U+000A"),
+            (
+                "Bank\\u202eknaB",
+                "Teststraat 1",
+                "name",
+                "bidirectional formatting character U+202E",
+            ),
+            ("Shop", &"x".repeat(201), "address", "201 characters, at most 200"),
+            ("Shop", " ", "address", "must not be empty"),
+        ] {
+            let e = parse_toml(&site(name, address), "f").expect_err(field);
+            let p = &e.problems()[0];
+            assert_eq!((p.field.as_str(), p.problem.contains(problem)), (field, true), "{e}");
+            assert!(
+                !e.to_string().contains('\u{1b}'),
+                "no control character reaches the report"
+            );
+        }
+        let e = parse_toml(
+            "[[site]]\nref = \"S\\u001b1\"\ncustomer = \"C\"\naddress = \"x\"\n",
+            "f",
+        )
+        .expect_err("ref");
+        assert!(e.to_string().contains("site S\\u{1b}1: ref:"), "{e}");
+    }
+
+    #[test]
+    fn duplicates_within_a_site_and_across_files() {
+        let e = parse_toml(
+            "[[zone]]\nsite = \"S1\"\nnumber = \"3\"\ndescription = \"Door\"\n\
+             [[zone]]\nsite = \"S1\"\nnumber = \"003\"\ndescription = \"Window\"\n\
+             [[zone]]\nsite = \"S2\"\nnumber = \"3\"\ndescription = \"Door\"\n\
+             [[user]]\nsite = \"S1\"\nnumber = \"5\"\nname = \"A\"\n\
+             [[user]]\nsite = \"S1\"\nnumber = \"05\"\nname = \"B\"\n\
+             [[priority_rule]]\ncategory = \"fire\"\npriority = 1\n\
+             [[priority_rule]]\ncategory = \"fire\"\npriority = 2\n",
+            "f",
+        )
+        .expect_err("duplicates");
+        assert_eq!(
+            lines(&e),
+            vec![
+                "f:5: zone 3 of site S1: number: listed twice (first at f:1)",
+                "f:17: user 5 of site S1: number: listed twice (first at f:13)",
+                "f:24: priority rule fire: category: listed twice (first at f:21)",
+            ]
+        );
+        let dir = tempfile::tempdir().expect("tempdir");
+        let a = dir.path().join("a.toml");
+        std::fs::write(&a, "[[customer]]\nref = \"C1\"\nname = \"A\"\n").expect("write");
+        let b = dir.path().join("customers.csv");
+        std::fs::write(&b, "ref,name\nC2,B\nC1,C\n").expect("write");
+        parse_files(std::slice::from_ref(&a)).expect("one file alone is fine");
+        let e = parse_files(&[a.clone(), b.clone()]).expect_err("across files");
+        assert_eq!(
+            lines(&e),
+            vec![format!(
+                "{}:3: customer C1: ref: listed twice (first at {}:1)",
+                b.display(),
+                a.display()
+            )]
+        );
+    }
+
+    #[test]
+    fn references_are_checked_before_writing_once_per_row() {
+        let mut conn = db();
+        let known = parse_toml("[[customer]]\nref = \"C0\"\nname = \"In the database\"\n", "db").expect("ok");
+        apply(&mut conn, &known, &crate::store::sealed::test_key()).expect("import");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let f = dir.path().join("r.toml");
+        std::fs::write(
+            &f,
+            // S1 has a problem of its own: its zone is not also reported for naming it.
+            "[[site]]\nref = \"S1\"\ncustomer = \"C0\"\naddress = \"\"\n\
+             [[zone]]\nsite = \"S1\"\nnumber = \"1\"\ndescription = \"Door\"\n\
+             [[zone]]\nsite = \"S9\"\nnumber = \"1\"\ndescription = \"Door\"\n\
+             [[contact]]\nref = \"K1\"\ncustomer = \"C9\"\nname = \"K\"\n",
+        )
+        .expect("write");
+        let e = prepare(Some(&conn), std::slice::from_ref(&f)).expect_err("problems");
+        let p = f.display();
+        assert_eq!(
+            lines(&e),
+            vec![
+                format!("{p}:1: site S1: address: must not be empty"),
+                format!("{p}:9: zone 1 of site S9: site: no site with ref \"S9\" (in this import or the database)"),
+                format!("{p}:13: contact K1: customer: no customer with ref \"C9\" (in this import or the database)"),
+            ]
+        );
+    }
+
+    #[test]
+    fn apply_names_every_unknown_reference() {
+        let mut conn = db();
+        let r = parse_toml(
+            "[[site]]\nref = \"S1\"\ncustomer = \"C8\"\naddress = \"x\"\n\
+             [[account]]\naccount = \"1234\"\nsite = \"S9\"\n\
+             [[priority_rule]]\ncustomer = \"C7\"\ncategory = \"fire\"\npriority = 1\n",
+            "f",
+        )
+        .expect("valid rows");
+        let e = apply(&mut conn, &r, &crate::store::sealed::test_key()).expect_err("unknown references");
+        assert_eq!(e.problems().len(), 3, "{e}");
+        let n: i64 = conn
+            .query_row("SELECT count(*) FROM accounts", [], |r| r.get(0))
+            .expect("count");
+        assert_eq!(n, 0, "nothing written");
+    }
+
+    #[test]
+    fn csv_cells_and_headers() {
+        let e = parse_csv(
+            "account,enabled,supervision_secs\n1234,maybe,ten\n5678,yes,60\n",
+            "accounts.csv",
+            "accounts",
+        )
+        .expect_err("bad cells");
+        assert_eq!(
+            lines(&e),
+            vec![
+                "accounts.csv:2: account 1234: enabled: must be true or false (or yes/no, 1/0)",
+                "accounts.csv:2: account 1234: supervision_secs: must be a whole number",
+            ]
+        );
+        let e = parse_csv("number,site,number\n1,S1,2\n", "zones.csv", "zones").expect_err("header");
+        assert_eq!(
+            lines(&e),
+            vec![
+                "zones.csv:1: number: column given twice",
+                "zones.csv:1: description: required column missing",
+            ]
+        );
+        let e = parse_csv(
+            "category,step,instruction\nfire,1,Call\nfire,1,Again\n",
+            "procedures.csv",
+            "procedures",
+        )
+        .expect_err("step twice");
+        assert_eq!(
+            lines(&e),
+            vec!["procedures.csv:3: procedure fire step 1: step: step 1 listed twice in this procedure"]
+        );
+    }
+
+    /// `fixtures/records/README.md` documents every CSV file and column the import accepts.
+    #[test]
+    fn the_csv_columns_are_documented() {
+        let doc = include_str!("../../fixtures/records/README.md");
+        for kind in KINDS {
+            let heading = format!("### `{}.csv`", kind.csv());
+            let at = doc.find(&heading).unwrap_or_else(|| panic!("no section {heading:?}"));
+            let section = &doc[at + heading.len()..];
+            let section = &section[..section.find("\n### ").unwrap_or(section.len())];
+            for (column, _, required) in kind.columns() {
+                let row = section
+                    .lines()
+                    .find(|l| l.starts_with(&format!("| `{column}` |")))
+                    .unwrap_or_else(|| panic!("{heading}: no row for column {column:?}"));
+                let says = if *required { "| yes |" } else { "| no |" };
+                assert!(row.contains(says), "{heading}: {column} should say {says}: {row}");
+            }
+            let header: Vec<&str> = kind.columns().iter().map(|c| c.0).collect();
+            let example = section
+                .lines()
+                .skip_while(|l| !l.starts_with("```csv"))
+                .nth(1)
+                .unwrap_or_else(|| panic!("{heading}: no example"));
+            let cols: Vec<&str> = example.split(',').collect();
+            assert!(
+                cols.iter().all(|c| header.contains(c)),
+                "{heading}: example header {example:?}"
+            );
+            let text: String = section
+                .lines()
+                .skip_while(|l| !l.starts_with("```csv"))
+                .skip(1)
+                .take_while(|l| !l.starts_with("```"))
+                .map(|l| format!("{l}\n"))
+                .collect();
+            let mut p = Parsed::default();
+            read_csv(&text, "example", kind, &mut p);
+            assert!(
+                p.problems.is_empty(),
+                "{heading}: the example has problems: {:?}",
+                p.problems
+            );
+        }
+    }
+}
