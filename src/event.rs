@@ -193,7 +193,7 @@ fn sia_time(da: Option<&str>, ti: Option<&str>, sent: Option<Timestamp>) -> Opti
 
 /// The events of an accepted frame with its clear content.
 pub fn events_from(frame: &Frame, plain: &Plain) -> Result<Vec<Event>, PayloadError> {
-    let account = frame.account.number().unwrap_or_default();
+    let account = frame.account_number().unwrap_or_default();
     // A key-change field (K) carries key material: it never leaves the protocol layer.
     let xdata: std::sync::Arc<Vec<XData>> = plain
         .xdata

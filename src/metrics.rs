@@ -244,6 +244,7 @@ pub const TOKENS: &[&str] = &["SIA-DCS", "ADM-CID", "NULL", "other"];
 pub const RESPONSES: &[&str] = &["ACK", "NAK", "DUH", "none"];
 /// Refusal and silence reasons.
 pub const REASONS: &[&str] = &[
+    "unreadable",
     "unsupported_token",
     "unknown_account",
     "no_key",

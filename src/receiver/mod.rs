@@ -24,7 +24,8 @@ use crate::config::ReceiverConfig;
 use crate::event::events_from;
 use crate::metrics::Metrics;
 use crate::protocol::frame::{Body, DecodeOptions, Quirks, Token, decode_frame};
-use crate::protocol::policy::{Silence, Verdict, Window, evaluate, response_frame};
+use crate::protocol::policy::{Silence, Verdict, Window, evaluate, evaluate_undecoded, response_frame};
+use crate::protocol::response::{self, ResponseKind};
 use crate::store::accounts::AccountTable;
 use crate::store::writer::{FrameRecord, Outcome, Transport, WriterHandle, dedupe_key};
 
@@ -180,11 +181,32 @@ pub fn prepare_frame(
         Ok(f) => f,
         Err(e) => {
             m.frames.inc("other");
-            m.refusals.inc(e.reason());
-            m.responses.inc("none");
-            warn!(%peer, reason = e.reason(), error = %e, bytes = %log_bytes(raw, false), "frame dropped, no response");
-            rec.reason = Some(e.reason());
-            rec.detail = Some(e.to_string());
+            match evaluate_undecoded(e) {
+                Verdict::Refused(r) => {
+                    // CRC and length right, a field unreadable: DUH, and the supervisor sees
+                    // the frame (correlate::on_frame), so the ARC can call the installer.
+                    m.refusals.inc(r.reason());
+                    let header = response::header_as_sent(raw.get(9..raw.len() - 1).unwrap_or_default());
+                    let detail = match header {
+                        Some(h) => format!("{r} in header {}", String::from_utf8_lossy(h)),
+                        None => r.to_string(),
+                    };
+                    warn!(%peer, reason = r.reason(), detail = %detail, bytes = %log_bytes(raw, false),
+                        response = "DUH", "frame refused");
+                    rec.outcome = Outcome::Refused;
+                    rec.reason = Some(r.reason());
+                    rec.detail = Some(detail);
+                    rec.response = Some(response::duh_unreadable(raw));
+                    rec.response_kind = Some(ResponseKind::Duh);
+                }
+                _ => {
+                    m.refusals.inc(e.reason());
+                    m.responses.inc("none");
+                    warn!(%peer, reason = e.reason(), error = %e, bytes = %log_bytes(raw, false), "frame dropped, no response");
+                    rec.reason = Some(e.reason());
+                    rec.detail = Some(e.to_string());
+                }
+            }
             return (rec, false);
         }
     };
@@ -196,15 +218,14 @@ pub fn prepare_frame(
     });
     rec.token = Some(frame.token.as_str().to_string());
     rec.encrypted = frame.encrypted;
-    rec.account = frame.account.number().map(str::to_string);
+    rec.account = frame.account_number().map(str::to_string);
     rec.receiver = frame.receiver.clone();
     rec.line = Some(frame.line.clone());
     rec.seq = Some(frame.seq);
 
     let accounts = shared.accounts();
     let entry = frame
-        .account
-        .number()
+        .account_number()
         .and_then(|a| accounts.lookup(a, frame.receiver.as_deref(), &frame.line))
         .cloned();
     rec.account_id = entry.as_ref().map(|e| e.id);

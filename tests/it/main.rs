@@ -18,6 +18,7 @@ mod operator_props;
 mod protocol_props;
 mod protocol_sweep;
 mod receiver;
+mod receiver_props;
 mod replay;
 mod scenarios;
 mod shift;

@@ -509,3 +509,52 @@ priority = 7
     assert_ne!(site, 0);
     assert_eq!(priority, 7, "the customer's new priority rule is used");
 }
+
+/// A frame whose CRC and length are right but whose account is not hex (FOCUS FC-7688,
+/// pysiaalarm #36) gets a DUH echoing its header, over TCP and UDP, and the supervisor one item
+/// for the source that points at the stored frame; the connection goes on.
+#[tokio::test]
+async fn an_unreadable_header_is_answered_duh_and_shown_to_the_supervisor() {
+    use meldkamer::protocol::frame::{Framing, wrap};
+    let mut d = TestDaemon::start().await;
+    let focus = wrap(b"\"ADM-CID\"6616R0L0#foc7688[#foc7688|1351 01 000]", Framing::default());
+    let duh = wrap(b"\"DUH\"6616R0L0#foc7688[]", Framing::default());
+    let mut s = TcpStream::connect(d.tcp()).await.expect("connect");
+    s.write_all(&focus).await.expect("write");
+    assert_eq!(
+        read_frame(&mut s, Duration::from_secs(2)).await.as_deref(),
+        Some(&duh[..])
+    );
+    s.write_all(&plain(Token::SiaDcs, 74, "1234", "#1234|Nri1/BA01", None))
+        .await
+        .expect("write");
+    let next = read_frame(&mut s, Duration::from_secs(2)).await;
+    assert_eq!(
+        next.as_deref().map(token_of).as_deref(),
+        Some("ACK"),
+        "the connection goes on"
+    );
+    assert_eq!(udp_exchange(d.udp(), &focus).await.as_deref(), Some(&duh[..]));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        d.query_i64("SELECT count(*) FROM frames WHERE outcome = 'refused' AND reason = 'unreadable'"),
+        2
+    );
+    assert_eq!(
+        d.query_i64(
+            "SELECT count(*) FROM alarms a JOIN frames f ON f.id = a.source_frame_id
+             WHERE a.queue = 'supervisor' AND a.join_key = 'source:127.0.0.1/unreadable' AND f.reason = 'unreadable'"
+        ),
+        1,
+        "one item for the source, with its frame"
+    );
+    assert_eq!(
+        d.query_i64(
+            "SELECT count(*) FROM alarm_log l JOIN alarms a ON a.id = l.alarm_id
+             WHERE a.join_key = 'source:127.0.0.1/unreadable' AND l.action = 'repeated'"
+        ),
+        0,
+        "the second frame within 10 minutes adds nothing (rate-limited per source)"
+    );
+    d.stop().await;
+}
