@@ -239,7 +239,7 @@ impl Gauge {
 }
 
 /// Token label values for frames.
-pub const TOKENS: &[&str] = &["SIA-DCS", "ADM-CID", "NULL", "other"];
+pub const TOKENS: &[&str] = &["SIA-DCS", "ADM-CID", "NULL", "XNM", "other"];
 /// Response label values.
 pub const RESPONSES: &[&str] = &["ACK", "NAK", "DUH", "none"];
 /// Refusal and silence reasons.

@@ -17,7 +17,8 @@
 //!   (duress 1; hold-up, panic, fire, medical 2; burglary 3; … information 9);
 //! - unknown codes, unknown accounts and accounts without a customer record go to the
 //!   supervisor queue; so do frames whose header cannot be read, a source that keeps sending
-//!   frames failing their CRC or length (both per source address, rate-limited: [`sources`]);
+//!   frames failing their CRC or length (both per source address, rate-limited: [`sources`]),
+//!   and a key change sent over the air, which is never adopted;
 //! - any valid traffic restores an open "communication lost" alarm of that account path.
 
 pub mod alarms;
@@ -682,6 +683,28 @@ pub fn on_frame(
     if c.duplicate_of.is_some() {
         return Ok(());
     }
+    if r.reason == Some("key_change_refused") {
+        // A `K` field: a new key offered over the air. It is never stored or used (keys come
+        // from an import, sealed and audited); the supervisor re-keys the panel by hand.
+        let owner = cache.owner(tx, account_id)?;
+        let account = r.account.clone().unwrap_or_default();
+        cache.open_or_join(
+            tx,
+            &AlarmSpec {
+                site_id: owner.site_id,
+                account_id: Some(account_id),
+                source_frame: c.frame_id,
+                ..AlarmSpec::supervisor(
+                    account.as_str(),
+                    format!("acct:{account}/key-change"),
+                    format!("Key change over the air from account {account} refused: the panel's key was not changed"),
+                    cfg.supervisor_priority,
+                )
+            },
+            None,
+            now,
+        )?;
+    }
     if r.link_test_only {
         return Ok(());
     }
@@ -692,7 +715,7 @@ pub fn on_frame(
         None => format!("acct:{account}/{key}"),
     };
     if r.events.is_empty() {
-        if let Some(detail) = &r.detail {
+        if let Some(detail) = r.detail.as_ref().filter(|_| r.reason == Some("payload")) {
             // Accepted but not understood: the supervisor looks at it.
             cache.open_or_join(
                 tx,

@@ -151,13 +151,15 @@ pub enum Token {
     AdmCid,
     /// `NULL`: link test (supervision poll).
     Null,
+    /// `XNM`: extended null (DC-09-2026): a link test that may carry extended data.
+    Xnm,
     /// `ACK`: receiver acknowledgement.
     Ack,
     /// `NAK`: receiver refusal (timestamp).
     Nak,
     /// `DUH`: receiver cannot process.
     Duh,
-    /// Any other well-formed token (legacy formats, `XNM`, `RSP`…): unsupported by meldkamer.
+    /// Any other well-formed token (legacy formats, `RSP`…): unsupported by meldkamer.
     Other(String),
 }
 
@@ -168,6 +170,7 @@ impl Token {
             "SIA-DCS" => Token::SiaDcs,
             "ADM-CID" => Token::AdmCid,
             "NULL" => Token::Null,
+            "XNM" => Token::Xnm,
             "ACK" => Token::Ack,
             "NAK" => Token::Nak,
             "DUH" => Token::Duh,
@@ -182,6 +185,7 @@ impl Token {
             b"SIA-DCS" => Token::SiaDcs,
             b"ADM-CID" => Token::AdmCid,
             b"NULL" => Token::Null,
+            b"XNM" => Token::Xnm,
             b"ACK" => Token::Ack,
             b"NAK" => Token::Nak,
             b"DUH" => Token::Duh,
@@ -195,6 +199,7 @@ impl Token {
             Token::SiaDcs => "SIA-DCS",
             Token::AdmCid => "ADM-CID",
             Token::Null => "NULL",
+            Token::Xnm => "XNM",
             Token::Ack => "ACK",
             Token::Nak => "NAK",
             Token::Duh => "DUH",
@@ -204,7 +209,12 @@ impl Token {
 
     /// True for the tokens a panel may send us and we process.
     pub fn is_supported_message(&self) -> bool {
-        matches!(self, Token::SiaDcs | Token::AdmCid | Token::Null)
+        matches!(self, Token::SiaDcs | Token::AdmCid | Token::Null | Token::Xnm)
+    }
+
+    /// True for the link tests (supervision polls): `NULL` and `XNM`.
+    pub fn is_link_test(&self) -> bool {
+        matches!(self, Token::Null | Token::Xnm)
     }
 }
 
@@ -637,6 +647,19 @@ impl Frame {
             (AccountField::Absent, Body::Plain(p)) => data_account(&p.data),
             _ => None,
         }
+    }
+
+    /// This frame with the value of every `K` (key change) extended-data field of a plain body
+    /// replaced by `*`s of the same length: what may be stored or shown of a frame that offered
+    /// a key. The CRC and length of [`Frame::encode`] then fit the redacted bytes.
+    pub fn with_keys_redacted(&self) -> Frame {
+        let mut f = self.clone();
+        if let Body::Plain(p) = &mut f.body {
+            for x in p.xdata.iter_mut().filter(|x| x.id == 'K') {
+                x.value = "*".repeat(x.value.chars().count());
+            }
+        }
+        f
     }
 
     /// Append the body bytes (the CRC/length span) to `out`.

@@ -149,6 +149,10 @@ fn log_bytes(raw: &[u8], encrypted: bool) -> String {
     }
 }
 
+/// The stored detail of a frame that offered a new key (`K` extended data).
+const KEY_CHANGE_REFUSED: &str =
+    "key change over the air refused: the key (K) is neither stored nor used; keys change only by import";
+
 /// Decide what to do with one frame and build its storage record (with the response bytes to
 /// send after commit). `trailing_nuls`: the datagram carried NUL bytes after the CR.
 pub fn prepare(
@@ -214,6 +218,7 @@ pub fn prepare_frame(
         Token::SiaDcs => "SIA-DCS",
         Token::AdmCid => "ADM-CID",
         Token::Null => "NULL",
+        Token::Xnm => "XNM",
         _ => "other",
     });
     rec.token = Some(frame.token.as_str().to_string());
@@ -270,7 +275,17 @@ pub fn prepare_frame(
         Verdict::Accepted(a) => {
             rec.outcome = Outcome::Accepted;
             rec.skew_s = a.skew_s;
-            if frame.token == Token::Null && a.plain.data.trim().is_empty() {
+            if a.plain.xdata.iter().any(|x| x.id == 'K') {
+                // A new key offered over the air (`[K…]`): never stored, never used, and its
+                // value kept out of the stored frame and the logs (protocols/dc09.md §15.4).
+                warn!(%peer, account, seq = frame.seq, "key change over the air refused; the frame's events are kept");
+                rec.reason = Some("key_change_refused");
+                rec.detail = Some(KEY_CHANGE_REFUSED.to_string());
+                if !frame.encrypted {
+                    rec.raw = frame.with_keys_redacted().encode();
+                }
+            }
+            if frame.token.is_link_test() && a.plain.data.trim().is_empty() {
                 rec.link_test_only = true;
                 debug!(%peer, account, "link test");
             } else {
@@ -278,8 +293,11 @@ pub fn prepare_frame(
                     Ok(events) => rec.events = events,
                     Err(e) => {
                         warn!(%peer, account, seq = frame.seq, error = %e, "data not understood; stored and acknowledged for the supervisor");
+                        rec.detail = Some(match rec.reason {
+                            Some("key_change_refused") => format!("{}; {KEY_CHANGE_REFUSED}", e.0),
+                            _ => e.0,
+                        });
                         rec.reason = Some("payload");
-                        rec.detail = Some(e.0);
                     }
                 }
                 let mut payload = Vec::with_capacity(a.plain.data.len() + 16);
@@ -298,7 +316,7 @@ pub fn prepare_frame(
                     &payload,
                 ));
                 debug!(%peer, account, seq = frame.seq, events = rec.events.len(),
-                    bytes = %log_bytes(raw, matches!(frame.body, Body::Encrypted(_))), "frame accepted");
+                    bytes = %log_bytes(&rec.raw, matches!(frame.body, Body::Encrypted(_))), "frame accepted");
             }
         }
     }

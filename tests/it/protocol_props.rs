@@ -128,6 +128,7 @@ fn token() -> impl Strategy<Value = Token> {
         Just(Token::SiaDcs),
         Just(Token::AdmCid),
         Just(Token::Null),
+        Just(Token::Xnm),
         Just(Token::Ack),
         Just(Token::Nak),
         Just(Token::Duh),

@@ -45,7 +45,7 @@ fn account_frame() -> impl Strategy<Value = Vec<u8>> {
         Just(Token::SiaDcs),
         Just(Token::AdmCid),
         Just(Token::Null),
-        Just(Token::Other("XNM".into())),
+        Just(Token::Xnm),
         Just(Token::Ack),
         Just(Token::Other("RSP".into())),
         Just(Token::Other("SIA-PUL".into())),

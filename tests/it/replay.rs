@@ -196,7 +196,18 @@ fn library_outcomes_show_what_the_traces_are_for() {
         1,
         "encrypted: no key to choose"
     );
-
+    let o = outcome_of("key-change-refused");
+    assert_eq!(frame_count(&o, "accepted", "key_change_refused"), 1);
+    assert_eq!(events(&o).len(), 2, "the events of the frames are kept");
+    assert_eq!(
+        o["alarms"]
+            .as_array()
+            .expect("alarms")
+            .iter()
+            .filter(|a| a["title"].as_str().is_some_and(|t| t.starts_with("Key change")))
+            .count(),
+        2
+    );
     assert_eq!(frame_count(&outcome_of("garbage-between-frames"), "accepted", ""), 3);
     let o = outcome_of("local-time-plain");
     assert_eq!(

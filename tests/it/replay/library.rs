@@ -376,10 +376,13 @@ pub fn library() -> Vec<Fixture> {
         Fixture::new(
             "duh-unsupported-token",
             "Well-formed frames with tokens meldkamer does not process: DUH",
-            &["SIA-PUL is a legacy format; XNM is the DC-09-2026 extended null."],
+            &[
+                "SIA-PUL is a legacy format; RSP is a receiver's response, which a panel has no reason",
+                "to send (protocols/dc09.md section 4).",
+            ],
         )
         .f(&frame("SIA-PUL", 23, "7001", "#7001|Nri1/BA01"), "DUH")
-        .f(&frame("XNM", 24, "7001", ""), "DUH"),
+        .f(&frame("RSP", 24, "7001", ""), "DUH"),
         Fixture::new(
             "duh-plain-refused",
             "A plain frame from an account that requires encryption: DUH (no downgrade)",
@@ -600,6 +603,36 @@ pub fn library() -> Vec<Fixture> {
         .f(&frame("SIA-DCS", 61, "7001", "#7001|Nri1/BA03").no_account(), "ACK")
         .f(&frame("ADM-CID", 62, "7001", "#7001|3130 01 003").no_account(), "ACK")
         .f(&ba(63, "7002").key(k128.clone(), 20).no_account(), "DUH"),
+        // ---- DC-09 completeness: XNM, key change ----------------------------------------
+        Fixture::new(
+            "xnm-extended-null",
+            "XNM (extended null, DC-09-2026) is a link test: ACK, *ACK when encrypted",
+            &[
+                "Its extended data (here a path number and a supervision category) is read but not used:",
+                "an XNM counts as a poll of the account, like NULL (protocols/dc09.md section 4).",
+            ],
+        )
+        .f(&frame("XNM", 0, "7001", "").xdata('G', "2").xdata('C', "DP").no_ts(), "ACK")
+        .f(&frame("XNM", 0, "7002", "").xdata('G', "1").key(k128.clone(), 21), "*ACK"),
+        Fixture::new(
+            "key-change-refused",
+            "A key offered over the air (K extended data) is never adopted: the event is ACKed, the supervisor told",
+            &[
+                "meldkamer never answers RSP and never stores a key from the wire (protocols/dc09.md",
+                "section 15.4): the next frame under the old key is still accepted.",
+            ],
+        )
+        .f(
+            &frame("SIA-DCS", 64, "7001", "#7001|Nri1/RP").xdata('K', "00112233445566778899AABBCCDDEEFF"),
+            "ACK",
+        )
+        .f(
+            &frame("NULL", 65, "7002", "")
+                .xdata('K', "FFEEDDCCBBAA99887766554433221100")
+                .key(k128.clone(), 22),
+            "*ACK",
+        )
+        .f(&ba(66, "7002").key(k128.clone(), 23), "*ACK"),
         // ---- panels from the field reports ------------------------------------------------
         Fixture::new(
             "satel-nri2-id1-op",
