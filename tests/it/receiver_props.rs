@@ -3,7 +3,11 @@
 //!
 //! * any frame in the standard framing whose CRC and length are right (and that fits the frame
 //!   cap) is answered ACK, `*ACK`, NAK or DUH, never silence: random bodies, grammar soup,
-//!   damaged valid frames, and frames for the daemon's accounts with every header shape.
+//!   damaged valid frames, and frames for the daemon's accounts with every header shape;
+//! * the same plaintext retransmitted with a new pad and the same sequence number (and a new
+//!   timestamp inside the window, as a panel renews it) is one event: the same retransmission
+//!   key and the same events, and end to end over UDP both copies are ACKed and one event is
+//!   stored.
 
 use std::net::SocketAddr;
 
@@ -156,6 +160,114 @@ fn every_frame_with_a_right_crc_and_length_is_answered() {
                 }
                 Err(e) => return Err(TestCaseError::fail(format!("answer {e}: {shown}"))),
             }
+            Ok(())
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+    rt.block_on(d.stop());
+}
+
+/// An encrypted event of account 5678 and the same plaintext resent: a new pad, a new
+/// timestamp (both inside the window), the same sequence number.
+fn resend() -> impl Strategy<Value = (u16, String, (u64, i64), (u64, i64))> {
+    let data = select(vec![
+        "#5678|Nri1/BA01",
+        "#5678|Nri2/FA04/BA03",
+        "#5678|1130 01 003",
+        "#5678|Nri1/ZX9",
+        "#5678|Nid7/OP",
+    ]);
+    (
+        0u16..=9999,
+        data.prop_map(str::to_string),
+        (any::<u64>(), -40i64..=20),
+        (any::<u64>(), -40i64..=20),
+    )
+        .prop_filter("two different pads", |(_, _, a, b)| a.0 != b.0)
+}
+
+fn encrypted_at(seq: u16, data: &str, (seed, skew): (u64, i64)) -> Vec<u8> {
+    let token = if data.contains(' ') {
+        Token::AdmCid
+    } else {
+        Token::SiaDcs
+    };
+    encrypted(
+        token,
+        seq,
+        "5678",
+        data,
+        &key_5678(),
+        T0 + time::Duration::seconds(skew),
+        seed,
+    )
+}
+
+#[test]
+fn a_retransmission_with_a_new_pad_is_the_same_event() {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let mut d = rt.block_on(TestDaemon::start());
+    let shared = d.running.as_ref().expect("running").shared.clone();
+    let mut runner = TestRunner::new(Config::with_cases(CASES / 5));
+    runner
+        .run(&resend(), |(seq, data, first, again)| {
+            let a = encrypted_at(seq, &data, first);
+            let b = encrypted_at(seq, &data, again);
+            prop_assert_ne!(&a, &b, "a new pad is new ciphertext");
+            let ra = prepare(&shared, &a, Transport::Udp, peer(), false);
+            let rb = prepare(&shared, &b, Transport::Udp, peer(), false);
+            prop_assert_eq!(ra.outcome, Outcome::Accepted);
+            prop_assert_eq!(rb.outcome, Outcome::Accepted);
+            prop_assert!(ra.dedupe_key.is_some());
+            prop_assert_eq!(ra.dedupe_key, rb.dedupe_key);
+            let codes = |r: &meldkamer::store::writer::FrameRecord| {
+                r.events
+                    .iter()
+                    .map(|e| (e.code.to_string(), e.zone.clone(), e.user.clone(), e.area.clone()))
+                    .collect::<Vec<_>>()
+            };
+            prop_assert_eq!(codes(&ra), codes(&rb));
+            // A different sequence number is another event.
+            let c = prepare(
+                &shared,
+                &encrypted_at((seq + 1) % 10000, &data, again),
+                Transport::Udp,
+                peer(),
+                false,
+            );
+            prop_assert_ne!(ra.dedupe_key, c.dedupe_key);
+            Ok(())
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+
+    // End to end: both copies over UDP get *ACK, one event is stored.
+    let mut runner = TestRunner::new(Config::with_cases(24));
+    let n = std::cell::Cell::new(0u16);
+    runner
+        .run(&resend(), |(_, data, first, again)| {
+            n.set(n.get() + 1);
+            let seq = 9000 + n.get();
+            let (ra, rb) = rt.block_on(async {
+                let ra = udp_exchange(d.udp(), &encrypted_at(seq, &data, first)).await;
+                let rb = udp_exchange(d.udp(), &encrypted_at(seq, &data, again)).await;
+                (ra, rb)
+            });
+            let (ta, tb) = (ra.as_deref().map(token_of), rb.as_deref().map(token_of));
+            prop_assert_eq!(ta.as_deref(), Some("*ACK"));
+            prop_assert_eq!(tb.as_deref(), Some("*ACK"));
+            let frames = d.query_i64(&format!(
+                "SELECT count(*) FROM frames WHERE seq = {seq} AND account = '5678'"
+            ));
+            let dups = d.query_i64(&format!(
+                "SELECT count(*) FROM frames WHERE seq = {seq} AND account = '5678' AND duplicate_of IS NOT NULL"
+            ));
+            let events = d.query_i64(&format!(
+                "SELECT count(*) FROM events WHERE seq = {seq} AND account = '5678'"
+            ));
+            let per_frame = prepare(&shared, &encrypted_at(seq, &data, first), Transport::Udp, peer(), false)
+                .events
+                .len() as i64;
+            prop_assert_eq!((frames, dups), (2, 1));
+            prop_assert_eq!(events, per_frame, "one frame's events, not two");
             Ok(())
         })
         .unwrap_or_else(|e| panic!("{e}"));
