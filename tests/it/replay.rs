@@ -156,7 +156,57 @@ fn library_outcomes_show_what_the_traces_are_for() {
     }
     assert_eq!(
         frame_count(&outcome_of("iobroker-empty-line-prefix"), "silent", "syntax"),
-        1
+        0,
+        "L# is an empty line prefix"
+    );
+    assert_eq!(events(&outcome_of("g90b-empty-line-prefix")).len(), 1);
+    let o = outcome_of("focus-unreadable-account");
+    assert_eq!(frame_count(&o, "refused", "unreadable"), 2);
+    let items = o["alarms"].as_array().expect("alarms");
+    assert_eq!(
+        items.len(),
+        1,
+        "one supervisor item for two frames from one source: {o}"
+    );
+    assert_eq!(items[0]["queue"], "supervisor");
+    assert!(
+        items[0]["title"].as_str().is_some_and(|t| t.contains("#foc7688")),
+        "{o}"
+    );
+    let o = outcome_of("integrity-failures-repeated");
+    assert_eq!(
+        frame_count(&o, "silent", "crc") + frame_count(&o, "silent", "length"),
+        4
+    );
+    let supervisor: Vec<&Value> = o["alarms"]
+        .as_array()
+        .expect("alarms")
+        .iter()
+        .filter(|a| a["queue"] == "supervisor")
+        .collect();
+    assert_eq!(supervisor.len(), 1, "{o}");
+    assert_eq!(
+        supervisor[0]["opened"], "2026-01-15T12:00:10.000Z",
+        "at the third failure"
+    );
+    let o = outcome_of("account-in-data-only");
+    assert_eq!(events(&o).len(), 2);
+    assert_eq!(
+        frame_count(&o, "refused", "unknown_account"),
+        1,
+        "encrypted: no key to choose"
+    );
+    let o = outcome_of("key-change-refused");
+    assert_eq!(frame_count(&o, "accepted", "key_change_refused"), 1);
+    assert_eq!(events(&o).len(), 2, "the events of the frames are kept");
+    assert_eq!(
+        o["alarms"]
+            .as_array()
+            .expect("alarms")
+            .iter()
+            .filter(|a| a["title"].as_str().is_some_and(|t| t.starts_with("Key change")))
+            .count(),
+        2
     );
     assert_eq!(frame_count(&outcome_of("garbage-between-frames"), "accepted", ""), 3);
     let o = outcome_of("local-time-plain");
