@@ -1044,6 +1044,31 @@ mod body {
 
 pub(crate) use body::parse_plain_tail;
 
+/// `raw` with the value of every `[K…]` block (a key offered over the air, in clear) starred
+/// out, byte for byte, for bytes that could not be decoded as a frame and are still stored,
+/// logged or recorded. The length stays; the CRC no longer fits (the frame did not decode
+/// anyway). Borrowed as is when there is no `[K`.
+pub fn redact_key_bytes(raw: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    if !raw.windows(2).any(|w| w == b"[K") {
+        return std::borrow::Cow::Borrowed(raw);
+    }
+    let mut out = raw.to_vec();
+    let mut i = 0;
+    while i + 1 < out.len() {
+        if out[i] == b'[' && out[i + 1] == b'K' {
+            let mut j = i + 2;
+            while j < out.len() && out[j] != b']' {
+                out[j] = b'*';
+                j += 1;
+            }
+            i = j;
+        } else {
+            i += 1;
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1271,5 +1296,18 @@ mod tests {
                 "cut {cut}"
             );
         }
+    }
+
+    #[test]
+    fn key_blocks_are_starred_out_of_undecodable_bytes() {
+        let raw = b"\nBAD0003E\"SIA-DCS\"0001L0#1234[#1234|Nri1/BA01][K0123456789abcdef]_12:00:00,01-15-2026\r";
+        let red = redact_key_bytes(raw);
+        assert_eq!(red.len(), raw.len());
+        assert!(!String::from_utf8_lossy(&red).contains("0123456789abcdef"));
+        assert!(String::from_utf8_lossy(&red).contains("[K****************]"));
+        assert!(matches!(
+            redact_key_bytes(b"\n[#1234|Nri1/BA01]\r"),
+            std::borrow::Cow::Borrowed(_)
+        ));
     }
 }

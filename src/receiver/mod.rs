@@ -145,7 +145,8 @@ fn log_bytes(raw: &[u8], encrypted: bool) -> String {
     if encrypted {
         format!("<{} bytes encrypted>", raw.len())
     } else {
-        hex::encode_upper(raw)
+        // A key offered in clear (`[K…]`) never reaches a log, not even as hex.
+        hex::encode_upper(crate::protocol::frame::redact_key_bytes(raw))
     }
 }
 
@@ -175,7 +176,10 @@ pub fn prepare_frame(
     trailing_nuls: bool,
 ) -> (FrameRecord, bool) {
     let now = shared.clock.now();
-    let mut rec = FrameRecord::new(unix_ms(now), transport, peer.to_string(), raw.to_vec(), Outcome::Silent);
+    // Stored as received, but for the value of a key offered in clear (`[K…]`): a frame that
+    // decodes has it starred out below (with a fitting CRC); one that does not, here.
+    let stored = crate::protocol::frame::redact_key_bytes(raw).into_owned();
+    let mut rec = FrameRecord::new(unix_ms(now), transport, peer.to_string(), stored, Outcome::Silent);
     let m = &shared.metrics;
     let opts = DecodeOptions {
         quirks: Quirks::ALL,

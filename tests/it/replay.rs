@@ -477,6 +477,22 @@ async fn panel_traffic(d: &Daemon, encrypted: bool) {
         .await
         .expect("write");
     assert!(read1(&mut s).await.is_some(), "DUH");
+    if !encrypted {
+        // A panel offering a new key in clear: its events are ACKed, the key is refused; and
+        // the same offer in a frame whose CRC is wrong (no answer). Neither key is recorded.
+        let offer = frame("SIA-DCS", 8, "6001", "#6001|Nri1/BA05")
+            .xdata('K', OFFERED_KEY)
+            .at(now)
+            .bytes();
+        s.write_all(&offer).await.expect("write");
+        assert!(read1(&mut s).await.is_some(), "ACK");
+        let mut broken = frame("SIA-DCS", 9, "6001", "#6001|Nri1/BA06")
+            .xdata('K', OFFERED_KEY_2)
+            .at(now)
+            .bytes();
+        broken[1] ^= 0x01;
+        s.write_all(&broken).await.expect("write");
+    }
     drop(s);
     if encrypted {
         // A panel 2 minutes behind: NAK, then the corrected resend; an ASCII-keyed panel.
@@ -589,10 +605,29 @@ async fn record_and_replay(encrypted: bool, extra: &[&str]) -> (tempfile::TempDi
     (dir, rec)
 }
 
+/// Keys a panel offers in clear (`[K…]`): never in a recording, a log or the database.
+const OFFERED_KEY: &str = "00112233445566778899AABBCCDDEEFF";
+const OFFERED_KEY_2: &str = "FFEEDDCCBBAA99887766554433221100";
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_record_output_replays_cleanly() {
-    let (_dir, rec) = record_and_replay(false, &[]).await;
+    let (dir, rec) = record_and_replay(false, &[]).await;
     let text = all_text(&rec);
+    // The live daemon's database, WAL and log, as bytes (the log shows bad frames as hex).
+    let mut live = Vec::new();
+    for f in files_in(&dir.path().join("live")) {
+        live.extend(std::fs::read(&f).unwrap_or_default());
+    }
+    let live = String::from_utf8_lossy(&live).to_uppercase();
+    for key in [OFFERED_KEY, OFFERED_KEY_2] {
+        assert!(!text.contains(key), "a key offered over the air was recorded:\n{text}");
+        assert!(
+            !live.contains(key),
+            "a key offered over the air reached the database or the log"
+        );
+        assert!(!live.contains(&hex::encode_upper(key)), "as hex in the log");
+    }
+    assert!(text.contains("[K********************************]"), "{text}");
     assert!(text.contains("#6001|Nri1/BA03"), "bytes as received");
     assert!(text.contains("\"SIA-DCS\"0001R1L1#6001[#6001|Nri1/BA03]_"), "{text}");
     assert!(text.contains("F#123456"), "garbage kept with the next frame");
