@@ -404,7 +404,12 @@ async fn start_full(
         shared.writer.clone(),
         last_seen,
         cfg.alarms.escalate_after_secs as i64 * 1000,
-    );
+    )
+    .with_settings(supervision::Settings {
+        mass_loss: cfg.alarms.mass_loss(),
+        supervisor_priority: cfg.alarms.supervisor_priority,
+    })
+    .with_cancel(cancel.clone());
     let supervisor = if supervise {
         let s = shared.clone();
         tracker.spawn(supervision::run(
