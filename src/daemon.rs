@@ -134,15 +134,20 @@ impl Running {
         self.cancel.clone()
     }
 
-    /// Wait for the shutdown to finish: connections answered and closed, writer drained.
+    /// Wait for the shutdown to finish: connections answered and closed, writer drained. Each
+    /// part has a deadline ([`SHUTDOWN_TASKS`], [`SHUTDOWN_WRITER`]), so a SIGTERM stops the
+    /// daemon within seconds whatever it is doing: every task checks the cancellation between
+    /// small steps, and nothing is ACKed before its commit, so what the writer has not
+    /// committed by its deadline was never acknowledged (the panels send it again).
     pub async fn wait(mut self) {
         self.cancel.cancelled().await;
+        let started = std::time::Instant::now();
         self.tracker.close();
-        if tokio::time::timeout(Duration::from_secs(30), self.tracker.wait())
-            .await
-            .is_err()
-        {
-            warn!("connections did not finish within 30 s of shutdown");
+        if tokio::time::timeout(SHUTDOWN_TASKS, self.tracker.wait()).await.is_err() {
+            warn!(
+                "connections and tasks did not finish within {} s of shutdown; going on without them",
+                SHUTDOWN_TASKS.as_secs()
+            );
         }
         if let Some(r) = &self.shared.recorder {
             // Every listener task is done: the last UDP traces can be written.
@@ -152,16 +157,33 @@ impl Running {
         let heads = self.audit_heads.clone();
         // Every connection is done: nothing more will be submitted. The writer commits what
         // is queued and stops.
-        self.shared.writer.close().await;
+        let writer = self.shared.writer.clone();
         drop(self);
-        if let Some(j) = join {
-            let _ = tokio::task::spawn_blocking(move || j.join()).await;
+        let drained = tokio::time::timeout(SHUTDOWN_WRITER, async move {
+            writer.close().await;
+            if let Some(j) = join {
+                let _ = tokio::task::spawn_blocking(move || j.join()).await;
+            }
+        })
+        .await;
+        if drained.is_err() {
+            warn!(
+                "the writer did not finish within {} s of being asked to stop: stopping without it (everything \
+                 acknowledged is committed; the last-seen times not yet written are recovered at the next start)",
+                SHUTDOWN_WRITER.as_secs()
+            );
+        } else {
+            // The last audit row is committed: its head is the one to keep.
+            let _ = tokio::task::spawn_blocking(move || heads.shutdown()).await;
         }
-        // The last audit row is committed: its head is the one to keep.
-        let _ = tokio::task::spawn_blocking(move || heads.shutdown()).await;
-        info!("stopped");
+        info!(ms = started.elapsed().as_millis() as u64, "stopped");
     }
 }
+
+/// How long a shutdown waits for connections and tasks to finish.
+pub const SHUTDOWN_TASKS: Duration = Duration::from_secs(2);
+/// How long a shutdown then waits for the writer to commit what is queued and stop.
+pub const SHUTDOWN_WRITER: Duration = Duration::from_secs(2);
 
 /// Prepare the database: migrate, load the keys file and seal keys an older version stored in
 /// plaintext, load the demo data into an empty one if configured. Returns the account table
@@ -556,14 +578,18 @@ async fn reload_accounts(
         }
         let current = shared.accounts().generation;
         let (path, seal) = (path.clone(), seal.clone());
-        let loaded = tokio::task::spawn_blocking(move || -> Result<Option<accounts::AccountTable>, StoreError> {
+        let loading = tokio::task::spawn_blocking(move || -> Result<Option<accounts::AccountTable>, StoreError> {
             let conn = store::open_read(&path, busy)?;
             if accounts::generation(&conn)? == current {
                 return Ok(None);
             }
             accounts::load(&conn, &seal).map(Some)
-        })
-        .await;
+        });
+        // A million accounts take seconds to load: a shutdown does not wait for it.
+        let loaded = tokio::select! {
+            l = loading => l,
+            _ = cancel.cancelled() => return,
+        };
         match loaded {
             Ok(Ok(Some(t))) => {
                 info!(accounts = t.len(), generation = t.generation, "accounts reloaded");

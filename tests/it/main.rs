@@ -24,5 +24,6 @@ mod receiver_props;
 mod replay;
 mod scenarios;
 mod shift;
+mod shutdown;
 mod vectors;
 mod verify;
