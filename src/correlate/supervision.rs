@@ -392,6 +392,10 @@ fn duration_text(ms: i64) -> String {
     }
 }
 
+/// An outage this long gets the supervisor's item even if it moved no deadline; a shorter one
+/// that moved none (a quick restart) is only logged.
+pub const OUTAGE_ITEM_MS: i64 = 60_000;
+
 /// Silences logged one line each up to this many per check; more are one line.
 const LOG_EACH: usize = 20;
 /// Communication-lost alarms written per writer job.
@@ -493,7 +497,8 @@ impl Supervisor {
                     d.alarmed(id, at);
                 }
                 let moved = d.resume(b.down_since, now_ms, |_| true);
-                if b.down_since.is_some() || moved > 0 {
+                let down_ms = b.down_since.map(|s| now_ms.saturating_sub(s));
+                if moved > 0 || down_ms.is_some_and(|d| d >= OUTAGE_ITEM_MS) {
                     info!(
                         down_ms = b.down_since.map(|s| now_ms - s),
                         moved, "time not receiving: deadlines that passed meanwhile restart now"
@@ -506,6 +511,9 @@ impl Supervisor {
                         })
                         .await
                         .map_err(|_| StoreError::WriterGone)?;
+                }
+                if moved == 0 && down_ms.is_some_and(|d| d < OUTAGE_ITEM_MS) {
+                    info!(down_ms, "restarted; no reporting deadline passed meanwhile");
                 }
                 self.resumed = true;
             }
