@@ -158,7 +158,11 @@ impl Running {
         // Every connection is done: nothing more will be submitted. The writer commits what
         // is queued and stops.
         let writer = self.shared.writer.clone();
-        drop(self);
+        // Freeing a million accounts' table (and the rest) took seconds of the stop: it is done
+        // aside, and the process's exit does not wait for it.
+        let _ = std::thread::Builder::new()
+            .name("stop-free".into())
+            .spawn(move || drop(self));
         let drained = tokio::time::timeout(SHUTDOWN_WRITER, async move {
             writer.close().await;
             if let Some(j) = join {
@@ -174,7 +178,10 @@ impl Running {
             );
         } else {
             // The last audit row is committed: its head is the one to keep.
-            let _ = tokio::task::spawn_blocking(move || heads.shutdown()).await;
+            let published = tokio::task::spawn_blocking(move || heads.shutdown());
+            if tokio::time::timeout(SHUTDOWN_TASKS, published).await.is_err() {
+                warn!("the last audit head was not published within the shutdown's deadline");
+            }
         }
         info!(ms = started.elapsed().as_millis() as u64, "stopped");
     }

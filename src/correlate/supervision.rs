@@ -156,6 +156,21 @@ impl Deadlines {
         n
     }
 
+    /// The deadlines the previous run moved stay moved: every deadline that had passed by
+    /// `since` (the moment the previous run started receiving) counts from `since`, as it did in
+    /// that run (where the moves were only in memory), unless its silence is alarmed.
+    pub fn carry_over(&mut self, since: i64) {
+        for (id, w) in &mut self.watches {
+            if w.deadline_ms > since || w.alarmed_at_seen.is_some() {
+                continue;
+            }
+            self.order.remove(&(w.deadline_ms, *id));
+            w.from_ms = since;
+            w.deadline_ms = since.saturating_add(w.interval_ms);
+            self.order.insert((w.deadline_ms, *id));
+        }
+    }
+
     fn watches(&self, account_id: i64) -> bool {
         self.watches.contains_key(&account_id)
     }
@@ -305,14 +320,21 @@ pub fn load(conn: &rusqlite::Connection, last_seen: &LastSeen) -> Result<Deadlin
 /// `meta` key: the last moment the daemon was receiving, Unix ms (written with the supervision
 /// checks, about once a second).
 pub const RECEIVING_KEY: &str = "receiving_ms";
+/// `meta` key: the moment the running (or last) daemon started receiving, from which its moved
+/// deadlines count ([`Deadlines::carry_over`]).
+pub const RECEIVING_SINCE_KEY: &str = "receiving_since_ms";
 
 /// Note in the database that the daemon is receiving at `now_ms`.
 pub fn set_receiving(tx: &Transaction<'_>, now_ms: i64) -> Result<(), StoreError> {
+    set_meta(tx, RECEIVING_KEY, now_ms)
+}
+
+fn set_meta(tx: &Transaction<'_>, key: &str, ms: i64) -> Result<(), StoreError> {
     tx.prepare_cached(
         "INSERT INTO meta (key, value) VALUES (?1, CAST(?2 AS TEXT))
          ON CONFLICT (key) DO UPDATE SET value = excluded.value",
     )?
-    .execute(params![RECEIVING_KEY, now_ms])?;
+    .execute(params![key, ms])?;
     Ok(())
 }
 
@@ -323,19 +345,22 @@ pub fn set_receiving(tx: &Transaction<'_>, now_ms: i64) -> Result<(), StoreError
 pub struct BeforeStart {
     /// The last moment the daemon was receiving; `None` on a first start.
     pub down_since: Option<i64>,
+    /// When the previous run started receiving.
+    pub since: Option<i64>,
     /// (account, when its silence was last alarmed).
     pub alarmed: Vec<(i64, i64)>,
 }
 
 /// Read [`BeforeStart`] from the database.
 pub fn before_start(conn: &rusqlite::Connection) -> Result<BeforeStart, StoreError> {
-    let down_since = conn
-        .query_row(
-            "SELECT CAST(value AS INTEGER) FROM meta WHERE key = ?1",
-            [RECEIVING_KEY],
-            |r| r.get::<_, i64>(0),
-        )
-        .optional()?;
+    let meta = |key: &str| {
+        conn.query_row("SELECT CAST(value AS INTEGER) FROM meta WHERE key = ?1", [key], |r| {
+            r.get::<_, i64>(0)
+        })
+        .optional()
+    };
+    let down_since = meta(RECEIVING_KEY)?;
+    let since = meta(RECEIVING_SINCE_KEY)?;
     let mut stmt = conn.prepare(
         "SELECT account_id, max(opened_ms, ifnull(last_event_ms, 0)) FROM alarms
          WHERE category = 'communication' AND account_id IS NOT NULL AND join_key LIKE '%path:%'
@@ -345,7 +370,11 @@ pub fn before_start(conn: &rusqlite::Connection) -> Result<BeforeStart, StoreErr
     let alarmed = stmt
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
         .collect::<Result<_, _>>()?;
-    Ok(BeforeStart { down_since, alarmed })
+    Ok(BeforeStart {
+        down_since,
+        since,
+        alarmed,
+    })
 }
 
 /// The supervisor's one item for the time the daemon was not receiving.
@@ -496,22 +525,30 @@ impl Supervisor {
                 for &(id, at) in &b.alarmed {
                     d.alarmed(id, at);
                 }
+                if let Some(since) = b.since {
+                    d.carry_over(since);
+                }
                 let moved = d.resume(b.down_since, now_ms, |_| true);
                 let down_ms = b.down_since.map(|s| now_ms.saturating_sub(s));
-                if moved > 0 || down_ms.is_some_and(|d| d >= OUTAGE_ITEM_MS) {
+                let item = moved > 0 || down_ms.is_some_and(|d| d >= OUTAGE_ITEM_MS);
+                if item {
                     info!(
                         down_ms = b.down_since.map(|s| now_ms - s),
                         moved, "time not receiving: deadlines that passed meanwhile restart now"
                     );
-                    let (down, p) = (b.down_since, self.settings.supervisor_priority);
-                    self.writer
-                        .run(move |tx| {
-                            set_receiving(tx, now_ms)?;
-                            outage_item(tx, down, now_ms, moved, p)
-                        })
-                        .await
-                        .map_err(|_| StoreError::WriterGone)?;
                 }
+                let (down, p) = (b.down_since, self.settings.supervisor_priority);
+                self.writer
+                    .run(move |tx| {
+                        set_receiving(tx, now_ms)?;
+                        set_meta(tx, RECEIVING_SINCE_KEY, now_ms)?;
+                        if item {
+                            outage_item(tx, down, now_ms, moved, p)?;
+                        }
+                        Ok(())
+                    })
+                    .await
+                    .map_err(|_| StoreError::WriterGone)?;
                 if moved == 0 && down_ms.is_some_and(|d| d < OUTAGE_ITEM_MS) {
                     info!(down_ms, "restarted; no reporting deadline passed meanwhile");
                 }

@@ -162,6 +162,22 @@ async fn deadlines_restart_after_time_not_receiving() {
     assert_eq!(a.len(), 2, "{a:#?}");
 }
 
+/// The deadlines one start moved stay moved after the next (a start, a short run, ten minutes
+/// down, a start): nothing is alarmed for time the daemon was not receiving.
+#[tokio::test]
+async fn deadlines_moved_by_one_start_stay_moved_after_the_next() {
+    let o = run("restarted-twice").await;
+    let a = alarms(&o);
+    assert!(
+        a.iter().all(|x| x["category"] != "communication"),
+        "no communication-lost alarm: {a:#?}"
+    );
+    let titles: Vec<&str> = a.iter().map(|x| x["title"].as_str().expect("title")).collect();
+    assert_eq!(titles.len(), 2, "one item per outage: {titles:#?}");
+    assert!(titles[0].contains("for 1 min 40 s") && titles[0].contains(": 2 reporting deadlines"));
+    assert!(titles[1].contains("for 10 min 0 s") && titles[1].contains(": 3 reporting deadlines"));
+}
+
 /// A communication-lost alarm that is open when the daemon restarts is not raised again (no
 /// second alarm, no "repeated" or second "deadline missed" line on it); a deadline that passes
 /// after the restart still alarms.
