@@ -81,10 +81,8 @@ pub fn serve_recording(cfg: Config, record: Option<crate::receiver::record::Reco
     rt.block_on(async move {
         let running = daemon::start_recording(cfg, Arc::new(SystemClock), record).await?;
         // One line on stdout when ready, for scripts and tests that start the daemon.
-        let mut out = std::io::stdout().lock();
         let show = |a: Option<std::net::SocketAddr>| a.map_or("off".to_string(), |a| a.to_string());
-        let _ = writeln!(
-            out,
+        let ready = format!(
             "meldkamer ready tcp={} udp={} metrics={} cid_tcp={} cid_udp={} automation={} event_stream={} operator_tls={}",
             show(running.tcp_addr),
             show(running.udp_addr),
@@ -95,12 +93,18 @@ pub fn serve_recording(cfg: Config, record: Option<crate::receiver::record::Reco
             show(running.event_stream_addr),
             show(running.api_tls_addr)
         );
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{ready}");
         let _ = out.flush();
         drop(out);
+        // Listeners bound, store open: now the service manager may count us as started.
+        crate::service::ready(&ready);
         let cancel = running.cancel_token();
+        crate::service::spawn_watchdog(running.shared.writer.clone(), cancel.clone());
         tokio::spawn(async move {
             wait_for_signal().await;
             tracing::info!("shutdown requested");
+            crate::service::stopping();
             cancel.cancel();
         });
         running.wait().await;

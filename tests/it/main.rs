@@ -20,6 +20,7 @@ mod protocol_sweep;
 mod receiver;
 mod replay;
 mod scenarios;
+mod service;
 mod shift;
 mod vectors;
 mod verify;
