@@ -9,6 +9,8 @@
 //!   systemd starts units ordered after ours only then, and `systemctl start` waits for it.
 //! - `RELOADING=1` … `READY=1` bracket a `systemctl reload` (SIGHUP, [`crate::reload`]).
 //! - `STOPPING=1` when a stop was asked for.
+//! - Logs go to the journal as entries with fields (`journalctl -u meldkamer F_ACCOUNT=1234`)
+//!   when systemd connected stderr to it ([`journal`]), to stderr otherwise.
 //! - `WATCHDOG=1` every half of `$WATCHDOG_USEC` (systemd's `WatchdogSec=`), but only after the
 //!   store writer has answered a ping ([`crate::store::writer::WriterHandle::alive`]): a writer
 //!   stuck in a commit group (a lock never released, a disk that does not answer) stops the
@@ -92,6 +94,38 @@ pub fn spawn_watchdog(writer: WriterHandle, cancel: CancellationToken) {
     }));
 }
 
+/// The journal, when systemd connected stderr to it (`$JOURNAL_STREAM` names stderr's device
+/// and inode, systemd.exec(5)): `Some(Ok)` with a layer that writes entries with the event's
+/// fields (`F_` and the name in capitals), its level as `PRIORITY` and no colour codes;
+/// `Some(Err)` when the journal's socket cannot be reached (the caller logs to stderr, which
+/// systemd still collects); `None` when stderr is not the journal.
+#[cfg(unix)]
+pub fn journal() -> Option<std::io::Result<tracing_journald::Layer>> {
+    let var = std::env::var("JOURNAL_STREAM").ok()?;
+    let st = rustix::fs::fstat(std::io::stderr()).ok()?;
+    // syslog's levels: info is 6 (tracing-journald would make it 5, "notice").
+    let levels = tracing_journald::PriorityMappings {
+        info: tracing_journald::Priority::Informational,
+        debug: tracing_journald::Priority::Debug,
+        ..tracing_journald::PriorityMappings::new()
+    };
+    stream_is(&var, st.st_dev as u64, st.st_ino as u64).then(|| {
+        tracing_journald::layer().map(|l| {
+            l.with_syslog_identifier("meldkamer".into())
+                .with_priority_mappings(levels)
+        })
+    })
+}
+
+/// `$JOURNAL_STREAM` (`DEVICE:INODE`, decimal) names this device and inode.
+#[cfg_attr(not(unix), allow(dead_code))]
+fn stream_is(var: &str, dev: u64, ino: u64) -> bool {
+    let parsed = var
+        .split_once(':')
+        .and_then(|(d, i)| Some((d.parse::<u64>().ok()?, i.parse::<u64>().ok()?)));
+    parsed == Some((dev, ino))
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
@@ -100,6 +134,18 @@ mod tests {
     use super::*;
     use crate::metrics::Metrics;
     use crate::store::writer::{self, NoHook, WriterConfig};
+
+    /// stderr is the journal only when JOURNAL_STREAM names its device and inode: a pipe
+    /// or file systemd did not give us (stderr redirected by hand) is not.
+    #[test]
+    fn journal_stream_names_device_and_inode() {
+        assert!(stream_is("8:1234", 8, 1234));
+        assert!(!stream_is("8:1234", 8, 1235));
+        assert!(!stream_is("9:1234", 8, 1234));
+        assert!(!stream_is("8", 8, 1234));
+        assert!(!stream_is("", 0, 0));
+        assert!(!stream_is("x:y", 0, 0));
+    }
 
     /// Pings while the writer answers, none while a commit group hangs, again after it ends.
     /// The writer is held by a job that blocks inside its transaction until released, as the

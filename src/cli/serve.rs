@@ -47,10 +47,16 @@ pub fn load_config(path: Option<&Path>) -> Result<Config, ServeError> {
     })
 }
 
-/// Install the tracing subscriber (human or JSON lines on stderr).
+/// Install the tracing subscriber: the journal when systemd gave us one, else human or JSON
+/// lines on stderr.
 pub fn init_logging(cfg: &Config, force_json: bool) {
     let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(format!("meldkamer={}", cfg.log.level)));
+        || EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(format!("meldkamer={}", cfg.log.level)));
+    #[cfg(unix)]
+    if log_to_journal(filter()) {
+        return;
+    }
+    let filter = filter();
     let json = force_json || cfg.log.format == LogFormat::Json;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -60,6 +66,25 @@ pub fn init_logging(cfg: &Config, force_json: bool) {
     } else {
         builder.try_init()
     };
+}
+
+/// Under systemd with stderr connected to the journal, install a subscriber that writes
+/// journal entries ([`crate::service::journal`]) and say so (true). A journal that cannot be
+/// reached is said on stderr, which the caller then logs to.
+#[cfg(unix)]
+fn log_to_journal(filter: EnvFilter) -> bool {
+    use tracing_subscriber::layer::SubscriberExt;
+    match crate::service::journal() {
+        Some(Ok(journal)) => {
+            let _ = tracing::subscriber::set_global_default(tracing_subscriber::registry().with(filter).with(journal));
+            true
+        }
+        Some(Err(e)) => {
+            eprintln!("meldkamer: stderr is the journal but its socket cannot be reached ({e}); logging to stderr");
+            false
+        }
+        None => false,
+    }
 }
 
 /// Run the daemon until SIGTERM or SIGINT.

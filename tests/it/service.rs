@@ -271,3 +271,121 @@ fn the_watchdog_stops_while_the_writer_is_stuck_in_a_commit() {
     assert!(String::from_utf8_lossy(&answer).contains("\"ACK\""));
     manager.wait_for("WATCHDOG=1", Duration::from_secs(30));
 }
+
+/// Whether this test may make a private mount namespace (root, as in CI).
+fn can_unshare() -> bool {
+    Command::new("unshare")
+        .args(["-m", "true"])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Under systemd (JOURNAL_STREAM names stderr) the daemon writes journal entries, with the
+/// event's fields and its priority and no colour codes, and nothing to stderr. The journal is
+/// a socket of the test, mounted at /run/systemd/journal/socket in a private mount namespace
+/// of the daemon (`unshare -m`, root only; elsewhere the test says it is skipped).
+/// Mutation-checked: ignoring JOURNAL_STREAM fails it.
+#[test]
+fn logs_go_to_the_journal_under_systemd() {
+    if !can_unshare() {
+        eprintln!("SKIPPED logs_go_to_the_journal_under_systemd: `unshare -m` is not permitted here (needs root)");
+        return;
+    }
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().expect("dir");
+    let config = write_config(dir.path(), "127.0.0.1:0", "");
+    import_1234(dir.path(), &config);
+    let manager = Manager::new(dir.path());
+    let jdir = dir.path().join("journal");
+    std::fs::create_dir(&jdir).expect("journal dir");
+    let journal = UnixDatagram::bind(jdir.join("socket")).expect("journal socket");
+    journal
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .expect("timeout");
+    let stderr_path = dir.path().join("stderr");
+    let stderr = std::fs::File::create(&stderr_path).expect("stderr");
+    let meta = stderr.metadata().expect("stat");
+    let stream = format!("{}:{}", meta.dev(), meta.ino());
+    let mut daemon = Daemon(
+        Command::new("unshare")
+            .args(["-m", "sh", "-c"])
+            .arg(
+                "mount -t tmpfs tmpfs /run && mkdir -p /run/systemd/journal && \
+                 mount --bind \"$0\" /run/systemd/journal && exec \"$@\"",
+            )
+            .arg(&jdir)
+            .arg(BIN)
+            .arg("serve")
+            .arg("--config")
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(stderr))
+            .env("NOTIFY_SOCKET", &manager.path)
+            .env("JOURNAL_STREAM", &stream)
+            .env_remove("WATCHDOG_USEC")
+            .env_remove("RUST_LOG")
+            .spawn()
+            .expect("spawn"),
+    );
+    manager.wait_for("READY=1", Duration::from_secs(60));
+    let mut entries: Vec<Vec<(String, String)>> = Vec::new();
+    let started = |entries: &[Vec<(String, String)>]| {
+        entries.iter().position(|e| {
+            e.iter()
+                .any(|(k, v)| k == "MESSAGE" && v == "meldkamer receiver listening")
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut buf = vec![0u8; 65536];
+    while Instant::now() < deadline && started(&entries).is_none() {
+        if let Ok(n) = journal.recv(&mut buf) {
+            entries.push(journal_fields(&buf[..n]));
+        }
+    }
+    let _ = daemon.0.kill();
+    let _ = daemon.0.wait();
+    let listening =
+        &entries[started(&entries).unwrap_or_else(|| panic!("no journal entry for the start; got {entries:?}"))];
+    let has = |k: &str, v: &str| listening.iter().any(|(kk, vv)| kk == k && vv == v);
+    assert!(has("PRIORITY", "6"), "info is priority 6: {listening:?}");
+    assert!(has("SYSLOG_IDENTIFIER", "meldkamer"), "{listening:?}");
+    assert!(
+        has("F_DB", &dir.path().join("m.db").display().to_string()),
+        "the db field as its own journal field: {listening:?}"
+    );
+    assert!(
+        entries.iter().flatten().all(|(_, v)| !v.contains('\u{1b}')),
+        "no colour codes in the journal"
+    );
+    let on_stderr = std::fs::read_to_string(&stderr_path).expect("stderr");
+    assert!(
+        !on_stderr.contains("receiver listening"),
+        "logged to stderr as well: {on_stderr}"
+    );
+}
+
+/// The fields of one entry in the journal's native protocol: `KEY=value` lines, or `KEY`, a
+/// newline, the value's length (64-bit little endian), the value and a newline.
+fn journal_fields(mut b: &[u8]) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    while !b.is_empty() {
+        let nl = b.iter().position(|&c| c == b'\n').unwrap_or(b.len());
+        let line = &b[..nl];
+        if let Some(eq) = line.iter().position(|&c| c == b'=') {
+            out.push((
+                String::from_utf8_lossy(&line[..eq]).into_owned(),
+                String::from_utf8_lossy(&line[eq + 1..]).into_owned(),
+            ));
+            b = &b[(nl + 1).min(b.len())..];
+        } else {
+            let key = String::from_utf8_lossy(line).into_owned();
+            let rest = &b[nl + 1..];
+            let len = u64::from_le_bytes(rest[..8].try_into().expect("length")) as usize;
+            out.push((key, String::from_utf8_lossy(&rest[8..8 + len]).into_owned()));
+            b = &rest[(8 + len + 1).min(rest.len())..];
+        }
+    }
+    out
+}
