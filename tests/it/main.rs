@@ -3,6 +3,7 @@
 mod at_rest;
 mod audit;
 mod automation;
+mod backup;
 mod bench;
 mod cid_ip;
 mod common;
