@@ -13,7 +13,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, UdpSocket};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::admission::budget::{self, Budget, TooFew, Wanted};
 use crate::admission::{self, Admission, Caps, Listener};
@@ -121,6 +121,7 @@ pub struct Running {
     pub audit_key: Arc<crate::verify::audit::AuditKey>,
     /// Publishes the audit head; the last one at shutdown.
     pub audit_heads: Arc<crate::verify::published::Publisher>,
+    reloader: Reloader,
 }
 
 impl Running {
@@ -132,6 +133,11 @@ impl Running {
     /// The cancellation token (cancel to shut down).
     pub fn cancel_token(&self) -> CancellationToken {
         self.cancel.clone()
+    }
+
+    /// What a reload (`systemctl reload`, SIGHUP) acts through.
+    pub fn reloader(&self) -> Reloader {
+        self.reloader.clone()
     }
 
     /// Wait for the shutdown to finish: connections answered and closed, writer drained.
@@ -190,6 +196,19 @@ pub fn prepare_database(cfg: &Config) -> Result<(accounts::AccountTable, Arc<sto
             crate::records::parse_toml(crate::records::DEMO_RECORDS, "demo data").map_err(DaemonError::Demo)?;
         let report = crate::records::apply(&mut conn, &records, &seal).map_err(DaemonError::Demo)?;
         info!(accounts = report.accounts, "empty database: demo data loaded");
+    }
+    if !cfg.records.files.is_empty() {
+        // A records file that does not validate must not keep the receiver down: the records
+        // stay as they were, and the log says why.
+        match crate::reload::parse_records(&cfg.records.files)
+            .and_then(|records| crate::records::apply(&mut conn, &records, &seal))
+        {
+            Ok(report) => info!(files = cfg.records.files.len(), "records files imported: {report}"),
+            Err(e) => error!(
+                error = %crate::reload::chain(&e),
+                "records files not imported; the records stay as they were"
+            ),
+        }
     }
     let table = accounts::load(&conn, &seal).map_err(store_err)?;
     Ok((table, Arc::new(seal)))
@@ -485,13 +504,13 @@ async fn start_full(
     tracker.spawn(crate::operator::server::sweep(api.clone(), cancel.clone()));
     audit_heads.start();
     tracker.spawn(crate::verify::published::run(audit_heads.clone(), cancel.clone()));
-    tracker.spawn(reload_accounts(
-        shared.clone(),
-        cfg.store.path.clone(),
-        Duration::from_millis(cfg.store.busy_timeout_ms),
+    let reloader = Reloader {
+        shared: shared.clone(),
         seal,
-        cancel.clone(),
-    ));
+        path: cfg.store.path.clone(),
+        busy: Duration::from_millis(cfg.store.busy_timeout_ms),
+    };
+    tracker.spawn(reload_accounts(reloader.clone(), cancel.clone()));
     info!(
         tcp = ?tcp_addr, udp = ?udp_addr, metrics = ?metrics_addr, cid_tcp = ?cid_tcp_addr, cid_udp = ?cid_udp_addr,
         db = %cfg.store.path.display(),
@@ -515,6 +534,7 @@ async fn start_full(
         supervisor,
         audit_key,
         audit_heads,
+        reloader,
     })
 }
 
@@ -535,22 +555,21 @@ fn warn_unusable_passwords(cfg: &Config, hasher: &crate::verify::Hasher) {
     }
 }
 
-/// Reload the account table when an import bumps the generation.
-async fn reload_accounts(
+/// What a reload acts through: the account table, the writer, the key that seals account keys.
+#[derive(Clone)]
+pub struct Reloader {
     shared: Arc<Shared>,
+    seal: Arc<store::sealed::SealKey>,
     path: std::path::PathBuf,
     busy: Duration,
-    seal: Arc<store::sealed::SealKey>,
-    cancel: CancellationToken,
-) {
-    let mut tick = tokio::time::interval(Duration::from_secs(2));
-    loop {
-        tokio::select! {
-            _ = cancel.cancelled() => return,
-            _ = tick.tick() => {}
-        }
-        let current = shared.accounts().generation;
-        let (path, seal) = (path.clone(), seal.clone());
+}
+
+impl Reloader {
+    /// Load the account table again if an import changed it (its generation moved); returns
+    /// the new table's size and generation.
+    pub async fn reload_accounts(&self) -> Result<Option<(usize, i64)>, StoreError> {
+        let current = self.shared.accounts().generation;
+        let (path, seal, busy) = (self.path.clone(), self.seal.clone(), self.busy);
         let loaded = tokio::task::spawn_blocking(move || -> Result<Option<accounts::AccountTable>, StoreError> {
             let conn = store::open_read(&path, busy)?;
             if accounts::generation(&conn)? == current {
@@ -558,15 +577,66 @@ async fn reload_accounts(
             }
             accounts::load(&conn, &seal).map(Some)
         })
-        .await;
-        match loaded {
-            Ok(Ok(Some(t))) => {
-                info!(accounts = t.len(), generation = t.generation, "accounts reloaded");
-                shared.set_accounts(t);
-            }
-            Ok(Ok(None)) => {}
-            Ok(Err(e)) => warn!(error = %e, "account reload failed; keeping the current table"),
-            Err(_) => {}
+        .await
+        .map_err(|_| StoreError::WriterGone)??;
+        Ok(loaded.map(|t| {
+            let done = (t.len(), t.generation);
+            info!(accounts = t.len(), generation = t.generation, "accounts reloaded");
+            self.shared.set_accounts(t);
+            done
+        }))
+    }
+
+    /// Import records files through the writer, all or none (one savepoint in its
+    /// transaction), account keys sealed as `meldkamer import` seals them.
+    pub async fn import(
+        &self,
+        files: &[std::path::PathBuf],
+    ) -> Result<crate::records::ImportReport, crate::records::ImportError> {
+        let files = files.to_vec();
+        let records = tokio::task::spawn_blocking(move || crate::reload::parse_records(&files))
+            .await
+            .map_err(|_| crate::records::ImportError::Store(StoreError::WriterGone))??;
+        let seal = self.seal.clone();
+        let now = unix_ms(self.shared.clock.now());
+        // The job fails (its savepoint rolled back) with the import's own error kept here.
+        let refused = Arc::new(std::sync::Mutex::new(None));
+        let slot = refused.clone();
+        let r = self
+            .shared
+            .writer
+            .run(move |tx| match crate::records::apply_in(tx, &records, now, &seal) {
+                Ok(report) => Ok(report),
+                Err(crate::records::ImportError::Store(e)) => Err(e),
+                Err(e) => {
+                    *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+                    Err(StoreError::Pragma("records import refused"))
+                }
+            })
+            .await;
+        match r {
+            Ok(report) => Ok(report),
+            Err(e) => Err(refused
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take()
+                .unwrap_or_else(|| {
+                    crate::records::ImportError::Store(Arc::try_unwrap(e).unwrap_or(StoreError::WriterGone))
+                })),
+        }
+    }
+}
+
+/// Reload the account table when an import bumps the generation.
+async fn reload_accounts(reloader: Reloader, cancel: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(2));
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        if let Err(e) = reloader.reload_accounts().await {
+            warn!(error = %e, "account reload failed; keeping the current table");
         }
     }
 }

@@ -211,7 +211,7 @@ fn main() -> ExitCode {
             let cfg = cli::serve::load_config(config.as_deref())?;
             cli::serve::init_logging(&cfg, log_json);
             let record = record.map(|dir| meldkamer::receiver::record::RecordOptions { dir, anonymise });
-            cli::serve::serve_recording(cfg, record)?;
+            cli::serve::serve_with(cfg, config.as_deref(), record)?;
             Ok(())
         })(),
         Command::Operator { command, config } => (|| {

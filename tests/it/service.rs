@@ -389,3 +389,147 @@ fn journal_fields(mut b: &[u8]) -> Vec<(String, String)> {
     }
     out
 }
+
+/// The log without colour codes.
+fn plain_log(dir: &Path) -> String {
+    let log = log_of(dir);
+    let mut out = String::with_capacity(log.len());
+    let mut chars = log.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // CSI: ESC [ … final byte in @..~
+            for c in chars.by_ref() {
+                if ('@'..='~').contains(&c) && c != '[' {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn hup(daemon: &Daemon) {
+    let ok = Command::new("kill")
+        .arg("-HUP")
+        .arg(daemon.0.id().to_string())
+        .status()
+        .expect("kill");
+    assert!(ok.success());
+}
+
+/// One frame of `account` on a new connection; the answer's token.
+fn answer_of(addr: SocketAddr, account: &str, seq: u16) -> String {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
+    let data = format!("#{account}|Nri1/BA1");
+    let frame = plain(Token::SiaDcs, seq, account, &data, ts(time::OffsetDateTime::now_utc()));
+    s.write_all(&frame).expect("send");
+    let mut out = Vec::new();
+    let mut b = [0u8; 1];
+    while s.read(&mut b).expect("answer") == 1 {
+        out.push(b[0]);
+        if b[0] == b'\r' {
+            break;
+        }
+    }
+    crate::common::token_of(&out)
+}
+
+/// `systemctl reload` (SIGHUP) under the stand-in: RELOADING=1 then READY=1; the records file
+/// is imported again (a new account is answered ACK instead of DUH); the log level changes
+/// live; a listener setting is named as needing a restart; a records file that does not
+/// validate and a configuration that does not validate are each named and change nothing.
+/// Mutation-checked: a reload that skips the records, or that calls every change live, fails.
+#[test]
+fn reload_rereads_the_records_and_the_live_settings_and_names_the_rest() {
+    let dir = tempfile::tempdir().expect("dir");
+    let records = dir.path().join("records.toml");
+    std::fs::write(&records, "[[account]]\naccount = \"1234\"\n").expect("records");
+    let records_cfg = format!("[records]\nfiles = [{:?}]\n", records.display().to_string());
+    let config = write_config(
+        dir.path(),
+        "127.0.0.1:0",
+        &format!("{records_cfg}\n[log]\nlevel = \"warn\"\n"),
+    );
+    let manager = Manager::new(dir.path());
+    let daemon = spawn(
+        dir.path(),
+        &config,
+        &[("NOTIFY_SOCKET", manager.path.to_str().expect("path"))],
+    );
+    let ready = manager.wait_for("READY=1", Duration::from_secs(60));
+    let tcp = tcp_in(&ready);
+    assert_eq!(answer_of(tcp, "1234", 1), "ACK", "imported at start");
+    assert_eq!(answer_of(tcp, "9999", 2), "DUH", "not a known account yet");
+    assert!(
+        !plain_log(dir.path()).contains("reload requested"),
+        "info is off (level warn)"
+    );
+
+    std::fs::write(
+        &records,
+        "[[account]]\naccount = \"1234\"\n\n[[account]]\naccount = \"9999\"\n",
+    )
+    .expect("records");
+    write_config(
+        dir.path(),
+        "127.0.0.1:0",
+        &format!("{records_cfg}\n[log]\nlevel = \"info\"\n"),
+    );
+    // The same file, with the level and one listener setting changed.
+    let text = std::fs::read_to_string(&config)
+        .expect("config")
+        .replace("udp_listen = \"\"\n", "udp_listen = \"\"\nmax_frame_bytes = 4096\n");
+    std::fs::write(&config, text).expect("config");
+    hup(&daemon);
+    manager.wait_for("RELOADING=1", Duration::from_secs(30));
+    manager.wait_for("READY=1", Duration::from_secs(60));
+    let log = plain_log(dir.path());
+    let line = |needle: &str| -> String {
+        log.lines()
+            .find(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("no {needle:?} in the log:\n{log}"))
+            .to_string()
+    };
+    let applied = line("setting changed, applied");
+    assert!(
+        applied.contains("key=log.level") && applied.contains("to=\"info\""),
+        "{applied}"
+    );
+    let restart = line("setting changed, needs a restart");
+    assert!(
+        restart.contains("key=receiver.max_frame_bytes") && restart.contains("to=4096"),
+        "{restart}"
+    );
+    assert!(line("records re-read").contains("2 account(s)"), "{log}");
+    let done = line("reload done");
+    assert!(done.contains("applied=1") && done.contains("need_restart=1"), "{done}");
+    assert_eq!(answer_of(tcp, "9999", 3), "ACK", "the new account, without a restart");
+
+    // A records file that does not validate: named, and the records stay.
+    std::fs::write(&records, "[[account]]\naccount = \n").expect("records");
+    hup(&daemon);
+    manager.wait_for("RELOADING=1", Duration::from_secs(30));
+    manager.wait_for("READY=1", Duration::from_secs(60));
+    let log = plain_log(dir.path());
+    let refused = log
+        .lines()
+        .find(|l| l.contains("records not re-read"))
+        .unwrap_or_else(|| panic!("{log}"));
+    assert!(refused.contains("records.toml"), "names the file: {refused}");
+    assert_eq!(answer_of(tcp, "9999", 4), "ACK", "the records stay as they were");
+
+    // A configuration that does not validate: named, and nothing of it is taken.
+    std::fs::write(&config, "[receiver]\ntcp_lissen = \"x\"\n").expect("config");
+    hup(&daemon);
+    manager.wait_for("RELOADING=1", Duration::from_secs(30));
+    manager.wait_for("READY=1", Duration::from_secs(60));
+    let log = plain_log(dir.path());
+    let at = log
+        .find("configuration not reloaded")
+        .unwrap_or_else(|| panic!("{log}"));
+    assert!(log[at..].contains("tcp_lissen"), "names the key: {log}");
+    assert_eq!(answer_of(tcp, "1234", 5), "ACK", "still running");
+}
