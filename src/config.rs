@@ -845,7 +845,7 @@ mod tests {
 
     #[test]
     fn shipped_example_configs_parse() {
-        for dir in ["/config"] {
+        for dir in ["/config", "/dist"] {
             let dir = format!("{}{dir}", env!("CARGO_MANIFEST_DIR"));
             for entry in std::fs::read_dir(&dir).expect("config dir") {
                 let path = entry.expect("entry").path();
