@@ -79,9 +79,13 @@ for k in pepper keys audit-key; do
     grep -qxE '[0-9a-f]{64}' "$root/etc/meldkamer/$k" || fail "/etc/meldkamer/$k is not 32 bytes as hex"
 done
 check /var/lib/meldkamer 750 "$uid" "$gid"
+check /var/backups/meldkamer 700 "$uid" "$gid"
+check /usr/lib/systemd/system/meldkamer-backup.service 644 0 0
+check /usr/lib/systemd/system/meldkamer-backup.timer 644 0 0
+[ ! -e "$root/etc/systemd/system/timers.target.wants/meldkamer-backup.timer" ] || fail "the backup timer is enabled by the package"
 check /usr/share/doc/meldkamer/README.md 644 0 0
 [ -L "$root/etc/systemd/system/multi-user.target.wants/meldkamer.service" ] || fail "the unit is not enabled"
-ok "files, modes and owners as documented; key files made (0400 meldkamer); the unit enabled"
+ok "files, modes and owners as documented; key files made (0400 meldkamer); the service enabled, the backup timer not"
 dpkg-query --admindir="$root/var/lib/dpkg" -W -f='${Conffiles}\n' meldkamer | grep -q '^ /etc/meldkamer/meldkamer.toml ' \
     || fail "/etc/meldkamer/meldkamer.toml is not a conffile"
 ok "/etc/meldkamer/meldkamer.toml is a conffile"
@@ -129,20 +133,26 @@ dpkg_root -P meldkamer > /dev/null 2>&1 || fail "dpkg -P"
 [ ! -e "$root/var/lib/meldkamer" ] || fail "purge left /var/lib/meldkamer"
 [ ! -e "$root/etc/meldkamer" ] || fail "purge left /etc/meldkamer"
 grep -q '^meldkamer:' "$root/etc/passwd" || fail "purge removed the system user"
-ok "purge deletes the state, the configuration and the key files (the system user stays)"
+[ -d "$root/var/backups/meldkamer" ] || fail "purge deleted the backups"
+ok "purge deletes the state, the configuration and the key files (the system user and the backups stay)"
 
 # The unit: systemd's own checks, where systemd is installed.
 if command -v systemd-analyze >/dev/null 2>&1; then
     # verify resolves ExecStart on this machine, so point it at the package's binary.
     mkdir -p "$work/unit"
     dpkg-deb -x "$deb" "$work/pkg"
-    sed "s#/usr/bin/meldkamer#$work/pkg/usr/bin/meldkamer#" dist/meldkamer.service > "$work/unit/meldkamer.service"
-    systemd-analyze verify "$work/unit/meldkamer.service" || fail "systemd-analyze verify"
-    ok "systemd-analyze verify"
-    systemd-analyze security --offline=true --threshold=20 dist/meldkamer.service > "$work/security.txt" \
-        || { cat "$work/security.txt"; fail "systemd-analyze security: exposure above 2.0"; }
-    grep 'Overall exposure level' "$work/security.txt"
-    cp "$work/security.txt" "$out/systemd-analyze-security.txt"
+    for u in meldkamer.service meldkamer-backup.service meldkamer-backup.timer; do
+        sed "s#/usr/bin/meldkamer#$work/pkg/usr/bin/meldkamer#" "$work/pkg/usr/lib/systemd/system/$u" > "$work/unit/$u"
+    done
+    systemd-analyze verify "$work/unit/meldkamer.service" "$work/unit/meldkamer-backup.timer" "$work/unit/meldkamer-backup.service" \
+        || fail "systemd-analyze verify"
+    ok "systemd-analyze verify (the service, the backup service and its timer)"
+    for u in meldkamer.service meldkamer-backup.service; do
+        systemd-analyze security --offline=true --threshold=20 "$work/pkg/usr/lib/systemd/system/$u" > "$work/security-$u.txt" \
+            || { cat "$work/security-$u.txt"; fail "systemd-analyze security $u: exposure above 2.0"; }
+        grep 'Overall exposure level' "$work/security-$u.txt"
+        cp "$work/security-$u.txt" "$out/systemd-analyze-security-$u.txt"
+    done
 else
     echo "SKIPPED: systemd-analyze is not installed; the unit was not verified"
 fi
