@@ -477,12 +477,17 @@ async fn start_full(
         api_socket = Some(path);
     }
     let mut api_tls_addr = None;
+    let mut tls_cert = None;
     if let Some(addr) = cfg.operator_tcp_addr() {
-        let acceptor = listen::tls_acceptor(
-            std::path::Path::new(&cfg.operator.tls_cert),
-            std::path::Path::new(&cfg.operator.tls_key),
-        )
-        .map_err(DaemonError::Tls)?;
+        let cert = Arc::new(
+            listen::ServerCert::load(
+                std::path::Path::new(&cfg.operator.tls_cert),
+                std::path::Path::new(&cfg.operator.tls_key),
+            )
+            .map_err(DaemonError::Tls)?,
+        );
+        let acceptor = listen::tls_acceptor_with(cert.clone()).map_err(DaemonError::Tls)?;
+        tls_cert = Some(cert);
         let l = TcpListener::bind(addr).await.map_err(|source| DaemonError::Bind {
             what: "operator API",
             addr,
@@ -509,6 +514,7 @@ async fn start_full(
         seal,
         path: cfg.store.path.clone(),
         busy: Duration::from_millis(cfg.store.busy_timeout_ms),
+        tls_cert,
     };
     tracker.spawn(reload_accounts(reloader.clone(), cancel.clone()));
     info!(
@@ -562,9 +568,15 @@ pub struct Reloader {
     seal: Arc<store::sealed::SealKey>,
     path: std::path::PathBuf,
     busy: Duration,
+    tls_cert: Option<Arc<listen::ServerCert>>,
 }
 
 impl Reloader {
+    /// The operator API's certificate, when its TLS port is on.
+    pub fn tls_cert(&self) -> Option<&listen::ServerCert> {
+        self.tls_cert.as_deref()
+    }
+
     /// Load the account table again if an import changed it (its generation moved); returns
     /// the new table's size and generation.
     pub async fn reload_accounts(&self) -> Result<Option<(usize, i64)>, StoreError> {

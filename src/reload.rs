@@ -14,7 +14,11 @@
 //! - `records re-read` with what was imported, or `records not re-read` with the file and line;
 //! - `reload done` with how many settings were applied and which need a restart.
 //!
-//! Live today: [`LIVE`]. Everything else is wired into listeners, the writer or tasks at start.
+//! - `TLS certificate reloaded` (with its SHA-256 fingerprint), `unchanged`, or `not reloaded`
+//!   (the one in use stays) while the operator API's TLS port is on.
+//!
+//! Live today: [`LIVE`], and [`LIVE_WITH_TLS`] while the TLS port is on. Everything else is
+//! wired into listeners, the writer or tasks at start.
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -29,6 +33,10 @@ use crate::records::{ImportError, Records};
 /// The settings a reload applies; every other one needs a restart.
 pub const LIVE: &[&str] = &["log.level", "records.files"];
 
+/// Live too while the operator API's TLS port is on: the certificate files are read again at
+/// every reload (a renewal at the same paths needs no change here).
+pub const LIVE_WITH_TLS: &[&str] = &["operator.tls_cert", "operator.tls_key"];
+
 /// One setting whose value in the file differs from the one in effect.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Change {
@@ -41,9 +49,9 @@ pub struct Change {
 }
 
 impl Change {
-    /// Whether a reload applies it.
-    pub fn live(&self) -> bool {
-        LIVE.contains(&self.key.as_str())
+    /// Whether a reload applies it (`tls`: the operator API's TLS port is on).
+    pub fn live(&self, tls: bool) -> bool {
+        LIVE.contains(&self.key.as_str()) || (tls && LIVE_WITH_TLS.contains(&self.key.as_str()))
     }
 }
 
@@ -158,8 +166,9 @@ impl Reload {
                     if changes.is_empty() {
                         info!(file = %path.display(), "settings unchanged");
                     }
+                    let tls = self.daemon.tls_cert().is_some();
                     for c in changes {
-                        if !c.live() {
+                        if !c.live(tls) {
                             warn!(
                                 key = %c.key, from = %c.from, to = %c.to,
                                 "setting changed, needs a restart (systemctl restart meldkamer); the running value stays"
@@ -177,6 +186,18 @@ impl Reload {
                     }
                 }
             },
+        }
+        if let Some(cert) = self.daemon.tls_cert() {
+            let (c, k) = (&self.in_effect.operator.tls_cert, &self.in_effect.operator.tls_key);
+            match cert.reload(Path::new(c), Path::new(k)) {
+                Ok(true) => {
+                    info!(fingerprint = %cert.fingerprint(), cert = %c, "TLS certificate reloaded: new connections get it")
+                }
+                Ok(false) => info!(fingerprint = %cert.fingerprint(), cert = %c, "TLS certificate unchanged"),
+                Err(e) => {
+                    error!(error = %e, fingerprint = %cert.fingerprint(), "TLS certificate not reloaded; the one in use stays")
+                }
+            }
         }
         let files = self.in_effect.records.files.clone();
         if files.is_empty() {
@@ -209,6 +230,9 @@ impl Reload {
                 self.in_effect.log.level = file.log.level.clone();
             }
             "records.files" => self.in_effect.records.files = file.records.files.clone(),
+            // Read (and checked) below, with the certificate files.
+            "operator.tls_cert" => self.in_effect.operator.tls_cert = file.operator.tls_cert.clone(),
+            "operator.tls_key" => self.in_effect.operator.tls_key = file.operator.tls_key.clone(),
             _ => return Err("not a live setting".into()),
         }
         Ok(())
@@ -229,7 +253,7 @@ mod tests {
         file.receiver.max_frame_bytes = 4096;
         file.records.files = vec!["/etc/meldkamer/records.toml".into()];
         let changes = diff(&running, &file);
-        let keys: Vec<(&str, bool)> = changes.iter().map(|c| (c.key.as_str(), c.live())).collect();
+        let keys: Vec<(&str, bool)> = changes.iter().map(|c| (c.key.as_str(), c.live(false))).collect();
         assert_eq!(
             keys,
             [
@@ -241,6 +265,13 @@ mod tests {
         assert_eq!(changes[0].from, "\"info\"");
         assert_eq!(changes[0].to, "\"debug\"");
         assert_eq!(changes[1].from, "2048");
+        // The certificate's paths are live only while the TLS port is on.
+        file.operator.tls_cert = "/etc/meldkamer/tls/api.crt".into();
+        let tls = diff(&running, &file)
+            .into_iter()
+            .find(|c| c.key == "operator.tls_cert")
+            .expect("named");
+        assert!(tls.live(true) && !tls.live(false));
         assert_eq!(changes[1].to, "4096");
     }
 }
