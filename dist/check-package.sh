@@ -30,13 +30,14 @@ mkdir -p "$out"
 fail() { echo "FAIL: $*" >&2; exit 1; }
 ok() { echo "ok: $*"; }
 
+work=$(mktemp -d)
 # cargo-deb warns that a dev profile is meant for testing: that is what this is.
-cargo deb --locked --profile "$profile" --no-build -o "$out/" 2>&1 | grep -v -e 'dev profile is not supported' -e 'To enable debug symbols' || true
-deb=$(ls -t "$out"/meldkamer_*.deb | head -n 1)
+cargo deb --locked --profile "$profile" --no-build -o "$out/" > "$work/deb.log" 2>&1 || { cat "$work/deb.log"; fail "cargo deb"; }
+grep -v -e 'dev profile is not supported' -e 'To enable debug symbols' "$work/deb.log" || true
+deb=$(tail -n 1 "$work/deb.log")
 [ -f "$deb" ] || fail "no package built"
 ok "built $deb"
 
-work=$(mktemp -d)
 daemon_pid=
 cleanup() {
     if [ -n "$daemon_pid" ]; then kill "$daemon_pid" 2>/dev/null || true; fi
@@ -54,7 +55,15 @@ printf 'root:*:19000:0:99999:7:::\nnobody:*:19000:0:99999:7:::\n' > "$root/etc/s
 printf 'root:*::\nnogroup:*::\n' > "$root/etc/gshadow"
 chmod 0640 "$root/etc/shadow" "$root/etc/gshadow"
 
-dpkg_root() { dpkg --root="$root" --force-script-chrootless --force-depends --log=/dev/null "$@"; }
+# The maintainer scripts run on this machine (chrootless): whatever they would ask of a
+# running systemd goes to stubs, so a developer's own services are never touched. (They ask
+# only where /run/systemd/system exists; deb-systemd-helper, which honours DPKG_ROOT, is real.)
+mkdir -p "$work/stubs"
+for stub in systemctl deb-systemd-invoke; do
+    printf '#!/bin/sh\necho "%s $*" >> "%s"\n' "$stub" "$work/stubs.log" > "$work/stubs/$stub"
+    chmod 755 "$work/stubs/$stub"
+done
+dpkg_root() { PATH="$work/stubs:$PATH" dpkg --root="$root" --force-script-chrootless --force-depends --log=/dev/null "$@"; }
 dpkg_root -i "$deb" > "$work/install.log" 2>&1 || { cat "$work/install.log"; fail "dpkg -i"; }
 ok "installed into an empty root"
 
@@ -86,8 +95,8 @@ check /usr/lib/systemd/system/meldkamer-backup.timer 644 0 0
 check /usr/share/doc/meldkamer/README.md 644 0 0
 [ -L "$root/etc/systemd/system/multi-user.target.wants/meldkamer.service" ] || fail "the unit is not enabled"
 ok "files, modes and owners as documented; key files made (0400 meldkamer); the service enabled, the backup timer not"
-dpkg-query --admindir="$root/var/lib/dpkg" -W -f='${Conffiles}\n' meldkamer | grep -q '^ /etc/meldkamer/meldkamer.toml ' \
-    || fail "/etc/meldkamer/meldkamer.toml is not a conffile"
+conffiles=$(dpkg-query --admindir="$root/var/lib/dpkg" -W -f='${Conffiles}\n' meldkamer)
+grep -q '^ /etc/meldkamer/meldkamer.toml ' <<< "$conffiles" || fail "/etc/meldkamer/meldkamer.toml is not a conffile"
 ok "/etc/meldkamer/meldkamer.toml is a conffile"
 
 # The version the binary states is the package's.
@@ -110,8 +119,8 @@ printf '[[account]]\naccount = "1234"\n' > "$work/records.toml"
 daemon_pid=$!
 for _ in $(seq 1 300); do grep -q '^meldkamer ready' "$work/ready" && break; sleep 0.1; done
 tcp=$(grep -o 'tcp=[0-9.:]*' "$work/ready" | cut -d= -f2) || { cat "$work/serve.log"; fail "no ready line"; }
-"$root/usr/bin/meldkamer" send --target "$tcp" --account 1234 --sia BA,01 | grep -q '"acknowledged": true' \
-    || fail "no ACK from the installed daemon"
+answer=$("$root/usr/bin/meldkamer" send --target "$tcp" --account 1234 --sia BA,01) || true
+grep -q '"acknowledged": true' <<< "$answer" || fail "no ACK from the installed daemon: $answer"
 "$root/usr/bin/meldkamer" backup --config "$cfg" "$work/backup.db" >/dev/null || fail "backup"
 kill "$daemon_pid"; wait "$daemon_pid" || true; daemon_pid=
 ok "the installed binary, configuration and key files: import, serve, ACK, backup"

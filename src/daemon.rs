@@ -40,7 +40,7 @@ pub enum DaemonError {
         source: StoreError,
     },
     /// A listener could not be bound.
-    #[error("cannot listen on {what} {addr}")]
+    #[error("cannot listen on {what} {addr}{}", low_port_hint(addr, source))]
     Bind {
         /// Which listener.
         what: &'static str,
@@ -86,6 +86,17 @@ pub enum DaemonError {
     /// The descriptor limit is too low.
     #[error(transparent)]
     Descriptors(#[from] TooFew),
+}
+
+/// What to do when a port below 1024 is refused: the unit grants no capability by default.
+fn low_port_hint(addr: &SocketAddr, source: &std::io::Error) -> &'static str {
+    if source.kind() == std::io::ErrorKind::PermissionDenied && (1..1024).contains(&addr.port()) {
+        ": a port below 1024 needs the capability CAP_NET_BIND_SERVICE (under systemd: \
+         `systemctl edit meldkamer`, AmbientCapabilities=CAP_NET_BIND_SERVICE and \
+         CapabilityBoundingSet=CAP_NET_BIND_SERVICE; README.md, Running in production)"
+    } else {
+        ""
+    }
 }
 
 /// A running daemon.
@@ -762,4 +773,33 @@ async fn serve_metrics(
         }
     })
     .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A refused port below 1024 says which capability it needs; other failures do not.
+    #[test]
+    fn a_refused_low_port_names_the_capability() {
+        let bind = |port: u16, kind| {
+            DaemonError::Bind {
+                what: "TCP",
+                addr: SocketAddr::from(([0, 0, 0, 0], port)),
+                source: std::io::Error::from(kind),
+            }
+            .to_string()
+        };
+        let low = bind(443, std::io::ErrorKind::PermissionDenied);
+        assert!(low.starts_with("cannot listen on TCP 0.0.0.0:443: "), "{low}");
+        assert!(low.contains("CAP_NET_BIND_SERVICE"), "{low}");
+        assert_eq!(
+            bind(7000, std::io::ErrorKind::PermissionDenied),
+            "cannot listen on TCP 0.0.0.0:7000"
+        );
+        assert_eq!(
+            bind(443, std::io::ErrorKind::AddrInUse),
+            "cannot listen on TCP 0.0.0.0:443"
+        );
+    }
 }

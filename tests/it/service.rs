@@ -600,3 +600,42 @@ async fn reload_presents_a_renewed_tls_certificate() {
         .expect("the one in use stays");
     d.stop().await;
 }
+
+/// As an unprivileged user, a DC-09 port below 1024 is refused and the error names the
+/// capability the unit must be given. Needs root to start the daemon as nobody (skipped, and
+/// said, elsewhere).
+#[test]
+fn a_refused_low_port_names_the_capability() {
+    let unprivileged_from: u16 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(1024);
+    let root = Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout == b"0\n");
+    if !root || unprivileged_from < 1024 {
+        eprintln!("SKIPPED a_refused_low_port_names_the_capability: needs root, and ports below 1024 privileged");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("dir");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    }
+    let config = write_config(dir.path(), "127.0.0.1:1023", "");
+    let out = Command::new("setpriv")
+        .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups"])
+        .arg(BIN)
+        .arg("serve")
+        .arg("--config")
+        .arg(&config)
+        .env_remove("NOTIFY_SOCKET")
+        .output()
+        .expect("setpriv");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains(
+            "cannot listen on TCP 127.0.0.1:1023: a port below 1024 needs the capability CAP_NET_BIND_SERVICE"
+        ),
+        "{err}"
+    );
+}
