@@ -14,6 +14,8 @@
 //! | [`records`] | records files (`meldkamer import`): validation and atomic, idempotent import |
 //! | [`replay`] | fixture traces replayed in-process on a virtual clock; byte-exact diffs |
 //! | [`daemon`] | `serve`: wiring, account reload, metrics endpoint, graceful shutdown |
+//! | [`reload`] | `systemctl reload` (SIGHUP): settings compared and the live ones applied, records files imported again |
+//! | [`service`] | the service manager (systemd): readiness, reload and stop notices, the watchdog |
 //! | [`view`] | read-side views for people: the customer card |
 //! | [`operator`] | operator accounts and the authenticated operator API (Unix socket / TLS) |
 //! | [`console`] | the operators' terminal UI (ratatui), talking only to the operator API |
@@ -51,7 +53,9 @@ pub mod protocol;
 pub mod receiver;
 pub mod records;
 pub mod release;
+pub mod reload;
 pub mod replay;
+pub mod service;
 pub mod store;
 pub mod verify;
 pub mod view;
