@@ -666,8 +666,16 @@ impl Config {
         if self.store.path.as_os_str().is_empty() {
             return Err(invalid("store.path", "must not be empty"));
         }
-        if let Err(e) = crate::console::localtime::LocalTime::named(&self.console.time_zone) {
-            return Err(invalid("console.time_zone", &e.to_string()));
+        // The zone the console shows times in ("" is the system's): checked against the bundled
+        // zone database here, below the console that uses it.
+        let zone = &self.console.time_zone;
+        if !zone.trim().is_empty() && jiff::tz::TimeZone::get(zone).is_err() {
+            return Err(invalid(
+                "console.time_zone",
+                &format!(
+                    "unknown time zone {zone:?} (an IANA name such as \"Europe/Amsterdam\", or \"\" for the system's)"
+                ),
+            ));
         }
         let c = &self.codes;
         if c.argon2_memory_kib < 19456 || c.argon2_iterations < 2 || c.argon2_parallelism < 1 {

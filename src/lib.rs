@@ -6,6 +6,7 @@
 //! |---|---|
 //! | [`protocol`] | bytes in, typed messages out: DC-09 framing, CRC, AES, SIA-DCS, Contact ID, code tables. Pure. |
 //! | [`event`] | the protocol-independent event model |
+//! | [`trace`] | the fixture trace format (what a panel sent, what it was answered): read by [`replay`], written by the receiver's recorder (`serve --record`) |
 //! | [`correlate`] | events → alarms: customer records, priorities, alarm states, supervision |
 //! | [`admission`] | who may connect: the one accept path of every stream listener, connection caps, the descriptor budget |
 //! | [`receiver`] | TCP and UDP listeners, limits, the response policy applied per frame; the Contact ID input (Sur-Gard, Lupusec, DC-05 framings) |
@@ -57,5 +58,6 @@ pub mod reload;
 pub mod replay;
 pub mod service;
 pub mod store;
+pub mod trace;
 pub mod verify;
 pub mod view;
