@@ -2,8 +2,8 @@
 # Build the Debian package and install it into an empty folder with dpkg, then check what an
 # operations team relies on. Run by .ci/run after the tests, on their debug build:
 #
-#   dist/check-package.sh            # package the dev build (no second, LTO release build)
-#   dist/check-package.sh release    # package target/release (after `cargo build --release`)
+#   dist/check-package.sh              # package the dev build (no second, LTO build)
+#   dist/check-package.sh optimized    # package target/optimized (after `cargo build --profile optimized`)
 #
 # What it covers: the package's files, modes, owners and conffiles as dpkg installs them; the
 # maintainer scripts as dpkg runs them (DPKG_ROOT, `--force-script-chrootless`): the system
@@ -22,8 +22,8 @@ cd "$(dirname "$0")/.."
 profile=${1:-dev}
 case "$profile" in
     dev) bin=target/debug/meldkamer ;;
-    release) bin=target/release/meldkamer ;;
-    *) echo "usage: $0 [dev|release]" >&2; exit 2 ;;
+    optimized) bin=target/optimized/meldkamer ;;
+    *) echo "usage: $0 [dev|optimized]" >&2; exit 2 ;;
 esac
 out=target/ci-artifacts
 mkdir -p "$out"
