@@ -3,6 +3,7 @@
 mod at_rest;
 mod audit;
 mod automation;
+mod backup;
 mod bench;
 mod cid_ip;
 mod cli;
@@ -23,6 +24,7 @@ mod receiver;
 mod receiver_props;
 mod replay;
 mod scenarios;
+mod service;
 mod shift;
 mod shutdown;
 mod vectors;
