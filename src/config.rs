@@ -290,6 +290,24 @@ pub struct AlarmsConfig {
     /// Correlate events into alarms and supervise accounts (off only to measure the receiver
     /// alone).
     pub correlate: bool,
+    /// A mass loss: this many accounts losing communication within `mass_loss_window_secs` of
+    /// each other get one mass-loss alarm instead of one alarm each (0: never fold).
+    pub mass_loss_accounts: usize,
+    /// The window of a mass loss, seconds.
+    pub mass_loss_window_secs: u64,
+    /// Priority of the mass-loss alarm (1–9).
+    pub mass_loss_priority: u8,
+}
+
+impl AlarmsConfig {
+    /// The mass-loss thresholds.
+    pub fn mass_loss(&self) -> crate::correlate::mass_loss::MassLossConfig {
+        crate::correlate::mass_loss::MassLossConfig {
+            accounts: self.mass_loss_accounts,
+            window_ms: i64::try_from(self.mass_loss_window_secs.saturating_mul(1000)).unwrap_or(i64::MAX),
+            priority: self.mass_loss_priority,
+        }
+    }
 }
 
 impl Default for AlarmsConfig {
@@ -299,6 +317,9 @@ impl Default for AlarmsConfig {
             escalate_after_secs: 120,
             cancel_window_secs: 900,
             supervisor_priority: 4,
+            mass_loss_accounts: 50,
+            mass_loss_window_secs: 120,
+            mass_loss_priority: 3,
         }
     }
 }
@@ -650,6 +671,15 @@ impl Config {
             if v == 0 {
                 return Err(invalid(key, "must be greater than 0"));
             }
+        }
+        if !(1..=9).contains(&self.alarms.mass_loss_priority) {
+            return Err(invalid("alarms.mass_loss_priority", "must be between 1 and 9"));
+        }
+        if self.alarms.mass_loss_window_secs == 0 || self.alarms.mass_loss_window_secs > 86_400 {
+            return Err(invalid(
+                "alarms.mass_loss_window_secs",
+                "must be between 1 and 86400 seconds",
+            ));
         }
         if !(1..=9).contains(&self.alarms.supervisor_priority) {
             return Err(invalid("alarms.supervisor_priority", "must be between 1 and 9"));

@@ -151,15 +151,20 @@ impl Running {
         self.reloader.clone()
     }
 
-    /// Wait for the shutdown to finish: connections answered and closed, writer drained.
+    /// Wait for the shutdown to finish: connections answered and closed, writer drained. Each
+    /// part has a deadline ([`SHUTDOWN_TASKS`], [`SHUTDOWN_WRITER`]), so a SIGTERM stops the
+    /// daemon within seconds whatever it is doing: every task checks the cancellation between
+    /// small steps, and nothing is ACKed before its commit, so what the writer has not
+    /// committed by its deadline was never acknowledged (the panels send it again).
     pub async fn wait(mut self) {
         self.cancel.cancelled().await;
+        let started = std::time::Instant::now();
         self.tracker.close();
-        if tokio::time::timeout(Duration::from_secs(30), self.tracker.wait())
-            .await
-            .is_err()
-        {
-            warn!("connections did not finish within 30 s of shutdown");
+        if tokio::time::timeout(SHUTDOWN_TASKS, self.tracker.wait()).await.is_err() {
+            warn!(
+                "connections and tasks did not finish within {} s of shutdown; going on without them",
+                SHUTDOWN_TASKS.as_secs()
+            );
         }
         if let Some(r) = &self.shared.recorder {
             // Every listener task is done: the last UDP traces can be written.
@@ -169,16 +174,40 @@ impl Running {
         let heads = self.audit_heads.clone();
         // Every connection is done: nothing more will be submitted. The writer commits what
         // is queued and stops.
-        self.shared.writer.close().await;
-        drop(self);
-        if let Some(j) = join {
-            let _ = tokio::task::spawn_blocking(move || j.join()).await;
+        let writer = self.shared.writer.clone();
+        // Freeing a million accounts' table (and the rest) took seconds of the stop: it is done
+        // aside, and the process's exit does not wait for it.
+        let _ = std::thread::Builder::new()
+            .name("stop-free".into())
+            .spawn(move || drop(self));
+        let drained = tokio::time::timeout(SHUTDOWN_WRITER, async move {
+            writer.close().await;
+            if let Some(j) = join {
+                let _ = tokio::task::spawn_blocking(move || j.join()).await;
+            }
+        })
+        .await;
+        if drained.is_err() {
+            warn!(
+                "the writer did not finish within {} s of being asked to stop: stopping without it (everything \
+                 acknowledged is committed; the last-seen times not yet written are recovered at the next start)",
+                SHUTDOWN_WRITER.as_secs()
+            );
+        } else {
+            // The last audit row is committed: its head is the one to keep.
+            let published = tokio::task::spawn_blocking(move || heads.shutdown());
+            if tokio::time::timeout(SHUTDOWN_TASKS, published).await.is_err() {
+                warn!("the last audit head was not published within the shutdown's deadline");
+            }
         }
-        // The last audit row is committed: its head is the one to keep.
-        let _ = tokio::task::spawn_blocking(move || heads.shutdown()).await;
-        info!("stopped");
+        info!(ms = started.elapsed().as_millis() as u64, "stopped");
     }
 }
+
+/// How long a shutdown waits for connections and tasks to finish.
+pub const SHUTDOWN_TASKS: Duration = Duration::from_secs(2);
+/// How long a shutdown then waits for the writer to commit what is queued and stop.
+pub const SHUTDOWN_WRITER: Duration = Duration::from_secs(2);
 
 /// Prepare the database: migrate, load the keys file and seal keys an older version stored in
 /// plaintext, load the demo data into an empty one if configured. Returns the account table
@@ -434,7 +463,12 @@ async fn start_full(
         shared.writer.clone(),
         last_seen,
         cfg.alarms.escalate_after_secs as i64 * 1000,
-    );
+    )
+    .with_settings(supervision::Settings {
+        mass_loss: cfg.alarms.mass_loss(),
+        supervisor_priority: cfg.alarms.supervisor_priority,
+    })
+    .with_cancel(cancel.clone());
     let supervisor = if supervise {
         let s = shared.clone();
         tracker.spawn(supervision::run(
@@ -658,7 +692,12 @@ async fn reload_accounts(reloader: Reloader, cancel: CancellationToken) {
             _ = cancel.cancelled() => return,
             _ = tick.tick() => {}
         }
-        if let Err(e) = reloader.reload_accounts().await {
+        // A million accounts take seconds to load: a shutdown does not wait for it.
+        let loaded = tokio::select! {
+            r = reloader.reload_accounts() => r,
+            _ = cancel.cancelled() => return,
+        };
+        if let Err(e) = loaded {
             warn!(error = %e, "account reload failed; keeping the current table");
         }
     }

@@ -3,6 +3,7 @@
 use std::io::{IsTerminal, Write};
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tracing_subscriber::EnvFilter;
 
@@ -207,7 +208,7 @@ pub fn serve_with(
         .map_err(ServeError::Runtime)?;
     crate::release::log_status();
     let cfg_in_effect = cfg.clone();
-    rt.block_on(async move {
+    let r = rt.block_on(async move {
         let outputs = (cfg.automation.clone(), cfg.event_stream.clone());
         let running = daemon::start_recording(cfg, Arc::new(SystemClock), record).await?;
         // One line on stdout when ready, for scripts and tests that start the daemon.
@@ -229,7 +230,11 @@ pub fn serve_with(
         });
         running.wait().await;
         Ok(())
-    })
+    });
+    // Blocking work still under way (a load of the account table a shutdown did not wait for)
+    // only reads: the process does not wait for it either.
+    rt.shutdown_timeout(Duration::from_millis(500));
+    r
 }
 
 /// Raise the soft descriptor limit to the hard one, and log both: the connection caps are

@@ -22,6 +22,7 @@
 //! - any valid traffic restores an open "communication lost" alarm of that account path.
 
 pub mod alarms;
+pub mod mass_loss;
 pub mod sources;
 pub mod supervision;
 
@@ -431,7 +432,7 @@ impl RecordCache {
         if self.comm_clear.contains(&account_id) {
             return Ok(());
         }
-        if alarms::restore_communication(tx, account_id, now)? > 0 {
+        if alarms::restore_communication(tx, account_id, now)? + mass_loss::restore(tx, account_id, now)? > 0 {
             // A restored alarm is no longer one an event may join without a look.
             self.open.clear();
         }

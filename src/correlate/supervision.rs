@@ -5,22 +5,35 @@
 //! One deadline structure for all accounts (an ordered set keyed by deadline), driven by the
 //! injected clock: the task wakes at the next deadline, or every 250 ms at most, so a test
 //! that moves a manual clock sees the alarm promptly and a real deadline is noticed within a
-//! fraction of a second. Deadlines come from the last traffic stored in the database, so a
-//! panel that went silent while the daemon was down is noticed right after it starts.
+//! fraction of a second. Deadlines come from the last traffic stored in the database.
+//!
+//! Time the daemon was not receiving is not the panels' fault ([`Deadlines::resume`]): a
+//! deadline that passed while the daemon was down (from the last moment it was receiving,
+//! `meta.receiving_ms`, written about once a second, to its start), or before an account was
+//! ever supervised (an account imported while the daemon was down or running), restarts from
+//! the moment the daemon receives again: an account that reports within one interval after
+//! that raises nothing. The supervisor gets one item per outage saying how long the daemon was
+//! not receiving and how many deadlines were moved. A silence already alarmed before the
+//! restart (an open or closed communication-lost alarm, or a mass loss, raised after the
+//! account's last traffic) stays alarmed: the restart raises nothing again.
+//!
+//! Many silences at once are one mass-loss alarm ([`super::mass_loss`]). Silences are written
+//! in small groups, each its own writer job, checking for shutdown between them.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use rusqlite::{Transaction, params};
+use rusqlite::{OptionalExtension, Transaction, params};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::alarms::{self, AlarmSpec, Queue};
+use super::mass_loss::{self, Decision, Lost, MassLossConfig, Raised};
 use crate::clock::{Clock, unix_ms};
 use crate::protocol::codes::Category;
 use crate::store::StoreError;
-use crate::store::writer::{LastSeen, WriterHandle};
+use crate::store::writer::{LastSeen, Route, WriterHandle};
 use crate::store::writer::{SEEN_COLUMN, SEEN_PENDING};
 
 /// EN 50136-1 reporting time for a category and path, in seconds (a configured
@@ -52,6 +65,10 @@ struct Watch {
     deadline_ms: i64,
     /// Last traffic seen when the alarm was raised: no new alarm until traffic moves past it.
     alarmed_at_seen: Option<i64>,
+    /// Last traffic known when the account was watched.
+    seen_ms: i64,
+    /// The deadline counts from no earlier than this ([`Deadlines::resume`]).
+    from_ms: i64,
 }
 
 /// The deadlines of every supervised account.
@@ -69,6 +86,8 @@ impl Deadlines {
             interval_ms,
             deadline_ms: last_seen_ms.saturating_add(interval_ms),
             alarmed_at_seen: None,
+            seen_ms: last_seen_ms,
+            from_ms: i64::MIN,
         };
         self.order.insert((w.deadline_ms, account_id));
         self.watches.insert(account_id, w);
@@ -85,15 +104,75 @@ impl Deadlines {
     /// an account still silent since the traffic its communication-lost alarm was raised for
     /// is not alarmed again because an import reloaded the deadlines (also when an operator
     /// closed that alarm in the meantime: it is the same silence).
+    /// Deadlines moved by [`Self::resume`] stay moved.
     pub fn keep_alarmed(&mut self, old: &Deadlines) {
         for (id, w) in &mut self.watches {
-            let seen = w.deadline_ms - w.interval_ms;
-            if let Some(o) = old.watches.get(id)
-                && o.alarmed_at_seen == Some(seen)
-            {
-                w.alarmed_at_seen = Some(seen);
+            let Some(o) = old.watches.get(id) else {
+                continue;
+            };
+            if o.alarmed_at_seen == Some(w.seen_ms) {
+                w.alarmed_at_seen = Some(w.seen_ms);
+            }
+            if o.from_ms > w.from_ms {
+                w.from_ms = o.from_ms;
+                let d = w.seen_ms.max(w.from_ms).saturating_add(w.interval_ms);
+                if d != w.deadline_ms {
+                    self.order.remove(&(w.deadline_ms, *id));
+                    w.deadline_ms = d;
+                    self.order.insert((d, *id));
+                }
             }
         }
+    }
+
+    /// The silence of `account_id` was alarmed at `raised_ms` (a communication-lost alarm or a
+    /// mass loss, as stored): if that was after its last traffic, it is not alarmed again.
+    pub fn alarmed(&mut self, account_id: i64, raised_ms: i64) {
+        if let Some(w) = self.watches.get_mut(&account_id)
+            && raised_ms >= w.seen_ms
+        {
+            w.alarmed_at_seen = Some(w.seen_ms);
+        }
+    }
+
+    /// Time the daemon was not receiving is not the panels' fault: every deadline that passed
+    /// after `down_since` (the last moment the daemon was receiving; `None`: not known, the
+    /// first start) and by `now_ms`, of an account `moved` selects, restarts from `now_ms`
+    /// unless its silence is already alarmed. A deadline that passed while the daemon was still
+    /// receiving is left to be alarmed. Returns how many deadlines moved.
+    pub fn resume(&mut self, down_since: Option<i64>, now_ms: i64, moved: impl Fn(i64) -> bool) -> usize {
+        let mut n = 0;
+        for (id, w) in &mut self.watches {
+            let passed_while_down = w.deadline_ms <= now_ms && down_since.is_none_or(|d| w.deadline_ms > d);
+            if !passed_while_down || w.alarmed_at_seen.is_some() || !moved(*id) {
+                continue;
+            }
+            self.order.remove(&(w.deadline_ms, *id));
+            w.from_ms = now_ms;
+            w.deadline_ms = now_ms.saturating_add(w.interval_ms);
+            self.order.insert((w.deadline_ms, *id));
+            n += 1;
+        }
+        n
+    }
+
+    /// The deadlines the previous run moved stay moved: every deadline that had passed by
+    /// `since` (the moment the previous run started receiving) counts from `since`, as it did in
+    /// that run (where the moves were only in memory), unless its silence is alarmed.
+    pub fn carry_over(&mut self, since: i64) {
+        for (id, w) in &mut self.watches {
+            if w.deadline_ms > since || w.alarmed_at_seen.is_some() {
+                continue;
+            }
+            self.order.remove(&(w.deadline_ms, *id));
+            w.from_ms = since;
+            w.deadline_ms = since.saturating_add(w.interval_ms);
+            self.order.insert((w.deadline_ms, *id));
+        }
+    }
+
+    fn watches(&self, account_id: i64) -> bool {
+        self.watches.contains_key(&account_id)
     }
 
     /// Accounts watched.
@@ -123,14 +202,15 @@ impl Deadlines {
             let Some(w) = self.watches.get_mut(&id) else {
                 continue;
             };
-            let seen = last_seen(id).unwrap_or(deadline - w.interval_ms);
-            if seen + w.interval_ms > now_ms {
+            let seen = last_seen(id).unwrap_or(w.seen_ms);
+            let start = seen.max(w.from_ms);
+            if start + w.interval_ms > now_ms {
                 // Heard from in time: the new deadline counts from that traffic.
-                w.deadline_ms = seen + w.interval_ms;
+                w.deadline_ms = start + w.interval_ms;
                 w.alarmed_at_seen = None;
             } else {
                 if w.alarmed_at_seen != Some(seen) {
-                    out.push((id, seen + w.interval_ms));
+                    out.push((id, start + w.interval_ms));
                     w.alarmed_at_seen = Some(seen);
                 }
                 // Look again one interval later (or when traffic comes back).
@@ -237,6 +317,139 @@ pub fn load(conn: &rusqlite::Connection, last_seen: &LastSeen) -> Result<Deadlin
     Ok(d)
 }
 
+/// `meta` key: the last moment the daemon was receiving, Unix ms (written with the supervision
+/// checks, about once a second).
+pub const RECEIVING_KEY: &str = "receiving_ms";
+/// `meta` key: the moment the running (or last) daemon started receiving, from which its moved
+/// deadlines count ([`Deadlines::carry_over`]).
+pub const RECEIVING_SINCE_KEY: &str = "receiving_since_ms";
+
+/// Note in the database that the daemon is receiving at `now_ms`.
+pub fn set_receiving(tx: &Transaction<'_>, now_ms: i64) -> Result<(), StoreError> {
+    set_meta(tx, RECEIVING_KEY, now_ms)
+}
+
+fn set_meta(tx: &Transaction<'_>, key: &str, ms: i64) -> Result<(), StoreError> {
+    tx.prepare_cached(
+        "INSERT INTO meta (key, value) VALUES (?1, CAST(?2 AS TEXT))
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+    )?
+    .execute(params![key, ms])?;
+    Ok(())
+}
+
+/// What a start needs to know about the time before it: the last moment the daemon was
+/// receiving, and when each account's silence was last alarmed (a communication-lost alarm
+/// opened or repeated, a mass loss it was folded into).
+#[derive(Debug, Default)]
+pub struct BeforeStart {
+    /// The last moment the daemon was receiving; `None` on a first start.
+    pub down_since: Option<i64>,
+    /// When the previous run started receiving.
+    pub since: Option<i64>,
+    /// (account, when its silence was last alarmed).
+    pub alarmed: Vec<(i64, i64)>,
+}
+
+/// Read [`BeforeStart`] from the database.
+pub fn before_start(conn: &rusqlite::Connection) -> Result<BeforeStart, StoreError> {
+    let meta = |key: &str| {
+        conn.query_row("SELECT CAST(value AS INTEGER) FROM meta WHERE key = ?1", [key], |r| {
+            r.get::<_, i64>(0)
+        })
+        .optional()
+    };
+    let down_since = meta(RECEIVING_KEY)?;
+    let since = meta(RECEIVING_SINCE_KEY)?;
+    let mut stmt = conn.prepare(
+        "SELECT account_id, max(opened_ms, ifnull(last_event_ms, 0)) FROM alarms
+         WHERE category = 'communication' AND account_id IS NOT NULL AND join_key LIKE '%path:%'
+         UNION ALL
+         SELECT account_id, lost_ms FROM mass_loss_accounts",
+    )?;
+    let alarmed = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    Ok(BeforeStart {
+        down_since,
+        since,
+        alarmed,
+    })
+}
+
+/// The supervisor's one item for the time the daemon was not receiving.
+pub fn outage_item(
+    tx: &Transaction<'_>,
+    down_since: Option<i64>,
+    now_ms: i64,
+    moved: usize,
+    priority: u8,
+) -> Result<i64, StoreError> {
+    let rfc = crate::clock::rfc3339_ms;
+    let title = match down_since {
+        Some(d) => format!(
+            "Receiver not receiving for {} (from {} to {}): {moved} reporting deadlines that passed meanwhile \
+             restart from {}",
+            duration_text(now_ms.saturating_sub(d)),
+            rfc(d),
+            rfc(now_ms),
+            rfc(now_ms)
+        ),
+        None => format!(
+            "Supervision started: {moved} reporting deadlines that had passed before the receiver ran restart \
+             from {}",
+            rfc(now_ms)
+        ),
+    };
+    let id = alarms::open_or_join(
+        tx,
+        &AlarmSpec::supervisor("", format!("receiver/outage/{now_ms}"), title, priority),
+        false,
+        now_ms,
+    )?
+    .id;
+    Ok(id)
+}
+
+/// `1 h 2 min 3 s`, `10 min 0 s`, `4.2 s`.
+fn duration_text(ms: i64) -> String {
+    let s = ms.max(0) / 1000;
+    match s {
+        0..60 => format!("{:.1} s", ms.max(0) as f64 / 1000.0),
+        60..3600 => format!("{} min {} s", s / 60, s % 60),
+        _ => format!("{} h {} min {} s", s / 3600, s / 60 % 60, s % 60),
+    }
+}
+
+/// An outage this long gets the supervisor's item even if it moved no deadline; a shorter one
+/// that moved none (a quick restart) is only logged.
+pub const OUTAGE_ITEM_MS: i64 = 60_000;
+
+/// Silences logged one line each up to this many per check; more are one line.
+const LOG_EACH: usize = 20;
+/// Communication-lost alarms written per writer job.
+const RAISE_CHUNK: usize = 500;
+/// Accounts folded into a mass loss per writer job.
+const FOLD_CHUNK: usize = 2_000;
+
+/// Settings of the supervisor beyond its deadlines.
+#[derive(Debug, Clone, Copy)]
+pub struct Settings {
+    /// Mass loss thresholds.
+    pub mass_loss: MassLossConfig,
+    /// Priority of supervisor-queue items (the outage item).
+    pub supervisor_priority: u8,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            mass_loss: MassLossConfig::default(),
+            supervisor_priority: 4,
+        }
+    }
+}
+
 /// Supervision and escalation state, advanced by [`Supervisor::tick`]. The daemon ticks it from
 /// a background task; the replay runner ticks it after each step of its virtual clock.
 pub struct Supervisor {
@@ -247,6 +460,11 @@ pub struct Supervisor {
     loaded_generation: Option<i64>,
     escalate_after_ms: i64,
     last_escalation: i64,
+    /// The first load is done: the daemon receives again, the outage is accounted for.
+    resumed: bool,
+    settings: Settings,
+    mass: mass_loss::Watcher,
+    cancel: CancellationToken,
 }
 
 impl Supervisor {
@@ -260,7 +478,24 @@ impl Supervisor {
             loaded_generation: None,
             escalate_after_ms,
             last_escalation: i64::MIN,
+            resumed: false,
+            settings: Settings::default(),
+            mass: mass_loss::Watcher::new(MassLossConfig::default()),
+            cancel: CancellationToken::new(),
         }
+    }
+
+    /// With these settings.
+    pub fn with_settings(mut self, settings: Settings) -> Self {
+        self.settings = settings;
+        self.mass = mass_loss::Watcher::new(settings.mass_loss);
+        self
+    }
+
+    /// Stop long work (loading, writing many silences) between steps once `cancel` fires.
+    pub fn with_cancel(mut self, cancel: CancellationToken) -> Self {
+        self.cancel = cancel;
+        self
     }
 
     /// The earliest deadline.
@@ -268,17 +503,68 @@ impl Supervisor {
         self.deadlines.next_deadline()
     }
 
-    async fn reload(&mut self) -> Result<(), StoreError> {
+    async fn reload(&mut self, now_ms: i64) -> Result<(), StoreError> {
         let db = self.db.clone();
         let ls = self.last_seen.clone();
-        let mut d = tokio::task::spawn_blocking(move || -> Result<Deadlines, StoreError> {
+        let first = !self.resumed;
+        let loading = tokio::task::spawn_blocking(move || -> Result<(Deadlines, Option<BeforeStart>), StoreError> {
             let conn = crate::store::open_read(&db, Duration::from_secs(5))?;
-            load(&conn, &ls)
-        })
-        .await
-        .map_err(|_| StoreError::WriterGone)??;
+            let d = load(&conn, &ls)?;
+            let before = if first { Some(before_start(&conn)?) } else { None };
+            Ok((d, before))
+        });
+        // A million accounts take seconds to load: a shutdown does not wait for it.
+        let (mut d, before) = tokio::select! {
+            r = loading => r.map_err(|_| StoreError::WriterGone)??,
+            _ = self.cancel.cancelled() => return Err(StoreError::WriterGone),
+        };
         info!(accounts = d.len(), "supervision deadlines loaded");
         d.keep_alarmed(&self.deadlines);
+        match before {
+            Some(b) => {
+                for &(id, at) in &b.alarmed {
+                    d.alarmed(id, at);
+                }
+                if let Some(since) = b.since {
+                    d.carry_over(since);
+                }
+                let moved = d.resume(b.down_since, now_ms, |_| true);
+                let down_ms = b.down_since.map(|s| now_ms.saturating_sub(s));
+                let item = moved > 0 || down_ms.is_some_and(|d| d >= OUTAGE_ITEM_MS);
+                if item {
+                    info!(
+                        down_ms = b.down_since.map(|s| now_ms - s),
+                        moved, "time not receiving: deadlines that passed meanwhile restart now"
+                    );
+                }
+                let (down, p) = (b.down_since, self.settings.supervisor_priority);
+                self.writer
+                    .run(move |tx| {
+                        set_receiving(tx, now_ms)?;
+                        set_meta(tx, RECEIVING_SINCE_KEY, now_ms)?;
+                        if item {
+                            outage_item(tx, down, now_ms, moved, p)?;
+                        }
+                        Ok(())
+                    })
+                    .await
+                    .map_err(|_| StoreError::WriterGone)?;
+                if moved == 0 && down_ms.is_some_and(|d| d < OUTAGE_ITEM_MS) {
+                    info!(down_ms, "restarted; no reporting deadline passed meanwhile");
+                }
+                self.resumed = true;
+            }
+            None => {
+                let old = &self.deadlines;
+                let moved = d.resume(None, now_ms, |id| !old.watches(id));
+                if moved > 0 {
+                    info!(
+                        accounts = moved,
+                        "newly supervised accounts whose deadline had passed: their deadlines count from now"
+                    );
+                }
+            }
+        }
         self.deadlines = d;
         Ok(())
     }
@@ -287,8 +573,9 @@ impl Supervisor {
     /// (a change reloads the deadline set). Returns the accounts that lost communication.
     pub async fn tick(&mut self, now_ms: i64, generation: i64) -> Vec<i64> {
         if self.loaded_generation != Some(generation) {
-            match self.reload().await {
+            match self.reload(now_ms).await {
                 Ok(()) => self.loaded_generation = Some(generation),
+                Err(_) if self.cancel.is_cancelled() => return Vec::new(),
                 Err(e) => warn!(error = %e, "supervision could not load deadlines; retrying"),
             }
         }
@@ -296,32 +583,20 @@ impl Supervisor {
         let expired = self.deadlines.expired(now_ms, |id| ls.get(id));
         let lost: Vec<i64> = expired.iter().map(|(id, _)| *id).collect();
         if !expired.is_empty() {
-            for (id, deadline) in &expired {
-                warn!(
-                    account_id = id,
-                    late_ms = now_ms - deadline,
-                    "reporting deadline missed: communication lost"
-                );
-            }
-            let r = self
-                .writer
-                .run(move |tx| {
-                    for (id, deadline) in expired {
-                        communication_lost(tx, id, deadline, now_ms)?;
-                    }
-                    Ok(())
-                })
-                .await;
-            if let Err(e) = r {
-                warn!(error = %e, "could not store communication-lost alarms");
-            }
+            self.raise(expired, now_ms).await;
         }
-        if now_ms.saturating_sub(self.last_escalation) >= 1000 {
+        if now_ms.saturating_sub(self.last_escalation) >= 1000 && !self.cancel.is_cancelled() {
             self.last_escalation = now_ms;
             let after = self.escalate_after_ms;
+            let receiving = self.resumed;
             match self
                 .writer
-                .run(move |tx| alarms::escalate_unacknowledged(tx, now_ms, after))
+                .run(move |tx| {
+                    if receiving {
+                        set_receiving(tx, now_ms)?;
+                    }
+                    alarms::escalate_unacknowledged(tx, now_ms, after)
+                })
                 .await
             {
                 Ok(n) if n > 0 => warn!(alarms = n, "unacknowledged alarms escalated"),
@@ -330,6 +605,125 @@ impl Supervisor {
             }
         }
         lost
+    }
+
+    /// Alarm the silences noticed at `now_ms`: one by one, or folded into a mass loss; in
+    /// small writer jobs, stopping between them on shutdown (a silence not written is alarmed
+    /// at the next start: its deadline passed while the daemon was receiving).
+    async fn raise(&mut self, expired: Vec<(i64, i64)>, now_ms: i64) {
+        let n = expired.len();
+        if n <= LOG_EACH {
+            for (id, deadline) in &expired {
+                warn!(
+                    account_id = id,
+                    late_ms = now_ms - deadline,
+                    "reporting deadline missed: communication lost"
+                );
+            }
+        } else {
+            warn!(accounts = n, "reporting deadlines missed: communication lost");
+        }
+        let routes = &self.last_seen.1;
+        let lost: Vec<Lost> = expired
+            .into_iter()
+            .map(|(account_id, deadline_ms)| Lost {
+                account_id,
+                deadline_ms,
+                route: routes.of(account_id),
+            })
+            .collect();
+        match self.mass.decide(now_ms, n) {
+            Decision::Individual => {
+                for chunk in lost.chunks(RAISE_CHUNK) {
+                    if self.cancel.is_cancelled() {
+                        return;
+                    }
+                    let ids: Vec<(i64, i64)> = chunk.iter().map(|l| (l.account_id, l.deadline_ms)).collect();
+                    let r = self
+                        .writer
+                        .run(move |tx| {
+                            set_receiving(tx, now_ms)?;
+                            let mut out = Vec::with_capacity(ids.len());
+                            for (id, deadline) in ids {
+                                out.push((id, deadline, communication_lost(tx, id, deadline, now_ms)?));
+                            }
+                            Ok(out)
+                        })
+                        .await;
+                    match r {
+                        Ok(raised) => {
+                            for (account_id, deadline_ms, alarm_id) in raised {
+                                self.mass.raised(Raised {
+                                    at_ms: now_ms,
+                                    account_id,
+                                    alarm_id,
+                                    deadline_ms,
+                                });
+                            }
+                        }
+                        Err(e) => {
+                            warn!(error = %e, "could not store communication-lost alarms");
+                            return;
+                        }
+                    }
+                }
+            }
+            Decision::Open => {
+                let earlier = self.mass.take_raised();
+                let routes_earlier: Vec<Option<Route>> = earlier.iter().map(|r| routes.of(r.account_id)).collect();
+                let priority = self.settings.mass_loss.priority;
+                let r = self
+                    .writer
+                    .run(move |tx| {
+                        let id = mass_loss::open(tx, priority, now_ms)?;
+                        let mut folded = Vec::new();
+                        for (r, route) in earlier.iter().zip(routes_earlier) {
+                            if mass_loss::fold_raised(tx, id, r, route.as_ref(), now_ms)? {
+                                folded.push(route);
+                            }
+                        }
+                        Ok((id, folded))
+                    })
+                    .await;
+                match r {
+                    Ok((id, folded)) => {
+                        warn!(
+                            accounts = n + folded.len(),
+                            "mass communication loss: one alarm for the accounts silent at once"
+                        );
+                        self.mass.opened(id, now_ms);
+                        self.mass.folded(now_ms, folded.iter());
+                        self.fold_into(id, lost, now_ms).await;
+                    }
+                    Err(e) => warn!(error = %e, "could not store the mass-loss alarm"),
+                }
+            }
+            Decision::Join(id) => self.fold_into(id, lost, now_ms).await,
+        }
+    }
+
+    async fn fold_into(&mut self, alarm_id: i64, lost: Vec<Lost>, now_ms: i64) {
+        for chunk in lost.chunks(FOLD_CHUNK) {
+            if self.cancel.is_cancelled() {
+                return;
+            }
+            let Some(title) = self.mass.folded(now_ms, chunk.iter().map(|l| &l.route)) else {
+                return;
+            };
+            let chunk = chunk.to_vec();
+            let r = self
+                .writer
+                .run(move |tx| {
+                    set_receiving(tx, now_ms)?;
+                    mass_loss::fold(tx, alarm_id, &chunk, &title, now_ms)
+                })
+                .await;
+            if let Err(e) = r {
+                warn!(error = %e, "could not store the accounts of the mass loss");
+                return;
+            }
+        }
+        info!(routes = %self.mass.breakdown(), "mass communication loss: accounts silent per route");
     }
 }
 

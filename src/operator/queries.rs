@@ -377,6 +377,10 @@ pub struct AlarmDetail {
     /// The frame behind a supervisor item without events (newest, when it repeats).
     #[serde(default)]
     pub source: Option<SourceFrame>,
+    /// A mass-loss alarm's accounts: how many, how many reported again, the first of those
+    /// still silent.
+    #[serde(default)]
+    pub mass_loss: Option<crate::correlate::mass_loss::MassLossView>,
 }
 
 /// Most earlier alarms of the site shown with an alarm.
@@ -622,6 +626,7 @@ pub fn alarm_detail(conn: &Connection, id: i64) -> rusqlite::Result<Option<Alarm
         None => Vec::new(),
     };
     let source = source_frame(conn, id, &alarm.account)?;
+    let mass_loss = crate::correlate::mass_loss::view(conn, id)?;
     Ok(Some(AlarmDetail {
         alarm,
         zone,
@@ -637,6 +642,7 @@ pub fn alarm_detail(conn: &Connection, id: i64) -> rusqlite::Result<Option<Alarm
         calls,
         history,
         source,
+        mass_loss,
     }))
 }
 
@@ -909,6 +915,7 @@ mod tests {
             calls: vec![],
             history: vec![],
             source: None,
+            mass_loss: None,
         };
         let t = d.timeline();
         assert_eq!(t[0].detail, "Burglary alarm, zone 03, area 1");

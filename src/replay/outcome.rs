@@ -83,5 +83,27 @@ pub fn outcome(conn: &Connection) -> Result<Value, rusqlite::Error> {
     })? {
         sites.push(r?);
     }
-    Ok(json!({"frames": frames, "events": events, "alarms": alarms, "sites": sites}))
+    let mut out = json!({"frames": frames, "events": events, "alarms": alarms, "sites": sites});
+    // Mass losses: each folded account's own record (only where there is one).
+    let mut stmt = conn.prepare(
+        "SELECT m.alarm_id, count(*), count(m.restored_ms), min(m.deadline_ms), max(m.deadline_ms)
+         FROM mass_loss_accounts m GROUP BY m.alarm_id ORDER BY m.alarm_id",
+    )?;
+    let mut mass = Vec::new();
+    for r in stmt.query_map([], |r| {
+        Ok(json!({
+            "accounts": r.get::<_, i64>(1)?,
+            "restored": r.get::<_, i64>(2)?,
+            "first_deadline": rfc3339_ms(r.get::<_, i64>(3)?),
+            "last_deadline": rfc3339_ms(r.get::<_, i64>(4)?),
+        }))
+    })? {
+        mass.push(r?);
+    }
+    if !mass.is_empty()
+        && let Some(o) = out.as_object_mut()
+    {
+        o.insert("mass_loss".into(), Value::Array(mass));
+    }
+    Ok(out)
 }

@@ -508,6 +508,28 @@ const MIGRATIONS: &[Step] = &[
     ALTER TABLE operators ADD COLUMN pepper_id TEXT;
     "#,
     ),
+    // 18 (the next step on branch `scale`; 16 and 17 are taken by other branches, renumbered
+    // at their merge): restarts and mass loss (`correlate::supervision`, `correlate::mass_loss`).
+    // `meta.receiving_ms`: the last moment the daemon was receiving (written about once a
+    // second), so a start knows how long it was down. One row per account folded into a
+    // mass-loss alarm (the alarm is the operators' one item; the rows are each account's own
+    // record, restored one by one as the accounts report again). `route`: the transport,
+    // receiver line and network the account last reported over, where known.
+    Step::Sql(
+        r#"
+    CREATE TABLE mass_loss_accounts (
+        alarm_id     INTEGER NOT NULL REFERENCES alarms(id),
+        account_id   INTEGER NOT NULL,
+        deadline_ms  INTEGER NOT NULL,
+        lost_ms      INTEGER NOT NULL,
+        route        TEXT NOT NULL DEFAULT '',
+        restored_ms  INTEGER,
+        PRIMARY KEY (alarm_id, account_id)
+    ) WITHOUT ROWID;
+    CREATE INDEX mass_loss_open_by_account ON mass_loss_accounts (account_id) WHERE restored_ms IS NULL;
+    CREATE INDEX mass_loss_open_by_alarm ON mass_loss_accounts (alarm_id) WHERE restored_ms IS NULL;
+    "#,
+    ),
 ];
 
 /// CHECK constraints of the form `column IN (list)` on tables written per frame or event, and

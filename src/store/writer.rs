@@ -330,9 +330,111 @@ pub struct WriterConfig {
     pub status_flush: Duration,
 }
 
-/// Last valid traffic per account id, Unix ms, as committed.
+/// Last valid traffic per account id, Unix ms, as committed; and the route each account's
+/// valid traffic last came over ([`Routes`]).
 #[derive(Debug, Default)]
-pub struct LastSeen(pub std::sync::Mutex<HashMap<i64, i64>>);
+pub struct LastSeen(pub std::sync::Mutex<HashMap<i64, i64>>, pub Routes);
+
+/// The route of an account's valid traffic: transport, receiver and line from the frame's
+/// header, and the source network (IPv4 /24, IPv6 /48). What a mass loss names as its scope.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Route {
+    /// TCP or UDP.
+    pub transport: &'static str,
+    /// Receiver number from the header (`R…`), empty if none.
+    pub receiver: String,
+    /// Line number from the header (`L…`).
+    pub line: String,
+    /// The sender's network, empty if its address does not parse.
+    pub network: String,
+}
+
+impl Route {
+    fn of(r: &FrameRecord) -> Route {
+        let network = match r.peer.parse::<std::net::SocketAddr>().map(|a| a.ip()) {
+            Ok(std::net::IpAddr::V4(v4)) => {
+                let o = v4.octets();
+                format!("{}.{}.{}.0/24", o[0], o[1], o[2])
+            }
+            Ok(std::net::IpAddr::V6(v6)) => {
+                let s = v6.segments();
+                format!("{:x}:{:x}:{:x}::/48", s[0], s[1], s[2])
+            }
+            Err(_) => String::new(),
+        };
+        Route {
+            transport: r.transport.as_str(),
+            receiver: r.receiver.clone().unwrap_or_default(),
+            line: r.line.clone().unwrap_or_default(),
+            network,
+        }
+    }
+
+    /// The receiver line: receiver and line as a panel's header names them (`R1 L2`).
+    pub fn line_name(&self) -> String {
+        match (self.receiver.is_empty(), self.line.is_empty()) {
+            (true, true) => "no receiver or line".into(),
+            (true, false) => format!("L{}", self.line),
+            (false, true) => format!("R{}", self.receiver),
+            (false, false) => format!("R{} L{}", self.receiver, self.line),
+        }
+    }
+}
+
+impl std::fmt::Display for Route {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.transport.to_uppercase(), self.line_name())?;
+        if !self.network.is_empty() {
+            write!(f, " from {}", self.network)?;
+        }
+        Ok(())
+    }
+}
+
+/// Most distinct routes remembered; traffic over a route past it is remembered as unknown.
+pub const MAX_ROUTES: usize = 1 << 16;
+
+/// The route each account last reported over, in memory (lost on a restart until the account
+/// reports again). Routes are shared between accounts: one small number per account.
+#[derive(Debug, Default)]
+pub struct Routes(std::sync::Mutex<RoutesInner>);
+
+#[derive(Debug, Default)]
+struct RoutesInner {
+    ids: HashMap<Route, u32>,
+    list: Vec<Route>,
+    by_account: HashMap<i64, u32>,
+}
+
+impl Routes {
+    /// The route account `account_id` last reported over, if known.
+    pub fn of(&self, account_id: i64) -> Option<Route> {
+        let g = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let i = *g.by_account.get(&account_id)?;
+        g.list.get(i as usize).cloned()
+    }
+
+    fn record<'a>(&self, items: impl Iterator<Item = (i64, &'a FrameRecord)>) {
+        let mut g = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        for (account_id, r) in items {
+            let route = Route::of(r);
+            let id = match g.ids.get(&route) {
+                Some(&id) => id,
+                None if g.list.len() < MAX_ROUTES => {
+                    let id = g.list.len() as u32;
+                    g.list.push(route.clone());
+                    g.ids.insert(route, id);
+                    id
+                }
+                None => {
+                    g.by_account.remove(&account_id);
+                    continue;
+                }
+            };
+            g.by_account.insert(account_id, id);
+        }
+    }
+}
 
 impl LastSeen {
     /// The last time an account was heard.
@@ -1077,6 +1179,12 @@ pub fn start(
                         }
                         if let Some(ls) = &last_seen {
                             ls.record(heard.map(|(a, ms, _)| (a, ms)));
+                            ls.1.record(batch.iter().zip(&done).filter_map(|(i, d)| match (i, d) {
+                                (Item::Frame(r, _), Some(Ok(_))) if r.outcome == Outcome::Accepted => {
+                                    r.account_id.map(|a| (a, &**r))
+                                }
+                                _ => None,
+                            }));
                         }
                         for (item, c) in batch.drain(..).zip(done) {
                             match (item, c) {

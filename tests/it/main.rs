@@ -26,5 +26,6 @@ mod replay;
 mod scenarios;
 mod service;
 mod shift;
+mod shutdown;
 mod vectors;
 mod verify;

@@ -133,17 +133,137 @@ async fn missed_poll_opens_and_late_poll_restores() {
     assert_eq!(a[0]["opened"], "2026-01-15T12:01:31.000Z");
 }
 
+/// Time the daemon was not receiving is not the panels' fault: a deadline that passed while it
+/// was down restarts when it receives again. No alarm for an account that reports within one
+/// interval after the restart; an alarm for one that does not; one supervisor item for the
+/// outage.
 #[tokio::test]
-async fn deadlines_survive_a_restart() {
+async fn deadlines_restart_after_time_not_receiving() {
     let o = run("deadline-after-restart").await;
-    let a: Vec<&Value> = alarms(&o).iter().filter(|x| x["account"] == "2345").collect();
-    // Both paths polled at 0 s; down from 0 s to 100 s. The primary (90 s) is noticed at start;
-    // the secondary (3 min) is not due yet.
-    assert_eq!(a.len(), 1, "{a:#?}");
-    assert_eq!(a[0]["category"], "communication");
-    assert!(a[0]["title"].as_str().expect("t").contains("primary"));
-    assert_eq!(a[0]["opened"], "2026-01-15T12:01:40.000Z", "raised right at start-up");
-    assert_eq!(a[0]["restored"], true, "the primary path polled again after start");
+    let a = alarms(&o);
+    // 2345's primary path (90 s) polled at 0 s; down from 0 s to 100 s; it polled at 101 s.
+    assert!(
+        a.iter().all(|x| x["account"] != "2345"),
+        "reported within one interval after the restart: no alarm: {a:#?}"
+    );
+    // 3456 (60 s) never reported: its deadline restarts at 100 s and passes at 160 s.
+    let lost: Vec<&Value> = a.iter().filter(|x| x["account"] == "3456").collect();
+    assert_eq!(lost.len(), 1, "{a:#?}");
+    assert_eq!(lost[0]["category"], "communication");
+    assert_eq!(
+        lost[0]["opened"], "2026-01-15T12:02:40.000Z",
+        "one interval after the restart"
+    );
+    let outage: Vec<&Value> = a.iter().filter(|x| x["queue"] == "supervisor").collect();
+    assert_eq!(outage.len(), 1, "one item for the outage: {a:#?}");
+    let title = outage[0]["title"].as_str().expect("title");
+    assert!(title.contains("not receiving for 1 min 40 s"), "{title}");
+    assert!(title.contains("2 reporting deadlines"), "{title}");
+    assert_eq!(a.len(), 2, "{a:#?}");
+}
+
+/// The deadlines one start moved stay moved after the next (a start, a short run, ten minutes
+/// down, a start): nothing is alarmed for time the daemon was not receiving.
+#[tokio::test]
+async fn deadlines_moved_by_one_start_stay_moved_after_the_next() {
+    let o = run("restarted-twice").await;
+    let a = alarms(&o);
+    assert!(
+        a.iter().all(|x| x["category"] != "communication"),
+        "no communication-lost alarm: {a:#?}"
+    );
+    let titles: Vec<&str> = a.iter().map(|x| x["title"].as_str().expect("title")).collect();
+    assert_eq!(titles.len(), 2, "one item per outage: {titles:#?}");
+    assert!(titles[0].contains("for 1 min 40 s") && titles[0].contains(": 2 reporting deadlines"));
+    assert!(titles[1].contains("for 10 min 0 s") && titles[1].contains(": 3 reporting deadlines"));
+}
+
+/// A communication-lost alarm that is open when the daemon restarts is not raised again (no
+/// second alarm, no "repeated" or second "deadline missed" line on it); a deadline that passes
+/// after the restart still alarms.
+#[tokio::test]
+async fn an_open_communication_lost_alarm_is_not_raised_again_by_a_restart() {
+    let o = run("comm-lost-open-over-restart").await;
+    let a = alarms(&o);
+    let lost: Vec<&Value> = a.iter().filter(|x| x["account"] == "3456").collect();
+    assert_eq!(lost.len(), 1, "{a:#?}");
+    assert_eq!(lost[0]["opened"], "2026-01-15T12:01:01.000Z");
+    let primary: Vec<&Value> = a.iter().filter(|x| x["account"] == "2345").collect();
+    assert_eq!(primary.len(), 1, "a deadline passing after the restart alarms: {a:#?}");
+    assert_eq!(primary[0]["opened"], "2026-01-15T12:02:11.000Z");
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let conn = replayed("comm-lost-open-over-restart", dir.path()).await;
+    let actions: Vec<String> = conn
+        .prepare(
+            "SELECT l.action FROM alarm_log l JOIN alarms a ON a.id = l.alarm_id WHERE a.account = '3456'
+             ORDER BY l.id",
+        )
+        .expect("query")
+        .query_map([], |r| r.get(0))
+        .expect("rows")
+        .collect::<Result<_, _>>()
+        .expect("rows");
+    assert_eq!(actions, ["opened", "deadline_missed"], "raised once, never again");
+}
+
+/// A network failure silences 1,000 accounts: the operators get one mass-loss alarm naming the
+/// scope, each account has its own record (restored one by one), the one alarm raised before
+/// the threshold was reached is folded into it, and a fire alarm meanwhile is its own alarm.
+#[tokio::test]
+async fn a_mass_loss_is_one_alarm_not_a_thousand() {
+    let o = run("mass-loss").await;
+    let a = alarms(&o);
+    let open_comm: Vec<&Value> = a
+        .iter()
+        .filter(|x| x["category"] == "communication" && x["state"] != "closed")
+        .collect();
+    assert_eq!(open_comm.len(), 1, "one item, not a thousand: {a:#?}");
+    let m = open_comm[0];
+    assert_eq!(m["queue"], "operator");
+    assert_eq!(m["priority"], 3);
+    assert_eq!(m["opened"], "2026-01-15T12:01:30.000Z");
+    let title = m["title"].as_str().expect("title");
+    assert!(title.contains("1001 accounts silent"), "{title}");
+    assert!(
+        title.contains("over TCP, receiver line R1 L1, network 127.0.0.0/24"),
+        "the scope: {title}"
+    );
+    let folded: Vec<&Value> = a.iter().filter(|x| x["account"] == "69999").collect();
+    assert_eq!(folded.len(), 1);
+    assert_eq!(folded[0]["state"], "closed", "the alarm raised alone before is folded");
+    assert_eq!(folded[0]["disposition"], "duplicate");
+    let fire: Vec<&Value> = a.iter().filter(|x| x["category"] == "fire").collect();
+    assert_eq!(fire.len(), 1, "life safety is never folded: {a:#?}");
+    assert_eq!(fire[0]["account"], "79999");
+    assert_eq!(a.len(), 3, "{a:#?}");
+    let records = &o["mass_loss"][0];
+    assert_eq!(records["accounts"], 1001, "each account its own record");
+    assert_eq!(records["restored"], 10, "restored one by one as they report");
+
+    // What the operator sees with the alarm: the accounts still silent.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let conn = replayed("mass-loss", dir.path()).await;
+    let public: String = conn
+        .query_row(
+            "SELECT public_id FROM alarms WHERE category = 'communication' AND state <> 'closed'",
+            [],
+            |r| r.get(0),
+        )
+        .expect("mass-loss alarm");
+    let d = meldkamer::operator::queries::alarm_detail_public(&conn, &public)
+        .expect("detail")
+        .expect("alarm");
+    let v = d.mass_loss.expect("the mass loss's accounts");
+    assert_eq!((v.accounts, v.restored), (1001, 10));
+    assert_eq!(v.silent.len(), 200, "the first 200 of 991");
+    assert_eq!(v.silent[0].account, "69999", "the earliest missed deadline first");
+    assert!(
+        v.silent
+            .iter()
+            .all(|x| !(70000..=70009).contains(&x.account.parse::<u32>().expect("number")))
+    );
+    assert_eq!(v.silent[1].route, "TCP R1 L1 from 127.0.0.0/24");
 }
 
 /// Replay a scenario and return the database it left (in `dir`).
