@@ -508,8 +508,7 @@ const MIGRATIONS: &[Step] = &[
     ALTER TABLE operators ADD COLUMN pepper_id TEXT;
     "#,
     ),
-    // 18 (the next step on branch `scale`; 16 and 17 are taken by other branches, renumbered
-    // at their merge): restarts and mass loss (`correlate::supervision`, `correlate::mass_loss`).
+    // 16: restarts and mass loss (`correlate::supervision`, `correlate::mass_loss`).
     // `meta.receiving_ms`: the last moment the daemon was receiving (written about once a
     // second), so a start knows how long it was down. One row per account folded into a
     // mass-loss alarm (the alarm is the operators' one item; the rows are each account's own
