@@ -71,6 +71,8 @@ enum Command {
     Code(cli::code::CodeArgs),
     /// The audit log: verify its hash chain, list recent rows.
     Audit(cli::audit::AuditArgs),
+    /// The retention archive: verify it against its manifests, read it back.
+    Archive(cli::archive::ArchiveArgs),
     /// Operator accounts for the console.
     Operator {
         #[command(subcommand)]
@@ -286,6 +288,7 @@ fn main() -> ExitCode {
             cli::audit::run(&cfg, &args, &mut std::io::stdout().lock())?;
             Ok(())
         })(),
+        Command::Archive(args) => cli::archive::run(&args, &mut std::io::stdout().lock()).map_err(Into::into),
         Command::Bench(args) => meldkamer::loadgen::run(&args, &mut std::io::stdout().lock()).map_err(Into::into),
         Command::Replay(args) => cli::replay::run(&args, &mut std::io::stdout().lock())
             .map(|_| ())

@@ -7,9 +7,11 @@
 //! commit before they acknowledge.
 
 pub mod accounts;
+pub mod archive;
 mod bulk;
 pub mod checkpoint;
 pub mod heads;
+pub mod retention;
 pub mod schema;
 pub mod sealed;
 pub mod writer;

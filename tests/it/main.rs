@@ -22,6 +22,7 @@ mod protocol_sweep;
 mod receiver;
 mod receiver_props;
 mod replay;
+mod retention;
 mod scenarios;
 mod shift;
 mod vectors;
