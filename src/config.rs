@@ -50,13 +50,13 @@ pub struct RetentionConfig {
     /// Prune at all (the archive and the periods below). Poll compaction is separate.
     pub enabled: bool,
     /// Frames (the bytes received) older than this many days are archived and deleted; a
-    /// frame whose events are still kept stays with them.
-    pub frames_days: u64,
+    /// frame whose events are still kept stays with them. Fractions allowed (benchmarks).
+    pub frames_days: f64,
     /// Events older than this many days are archived and deleted.
-    pub events_days: u64,
+    pub events_days: f64,
     /// Closed alarms (with their log, calls, procedure steps and code attempts) closed more
     /// than this many days ago are archived and deleted.
-    pub alarms_days: u64,
+    pub alarms_days: f64,
     /// Where the archive goes. Empty: beside the database, `<store.path>.archive`.
     pub archive_dir: PathBuf,
     /// Rows archived and deleted per step (one short writer transaction each).
@@ -78,9 +78,9 @@ impl Default for RetentionConfig {
     fn default() -> Self {
         RetentionConfig {
             enabled: true,
-            frames_days: 90,
-            events_days: 400,
-            alarms_days: 400,
+            frames_days: 90.0,
+            events_days: 400.0,
+            alarms_days: 400.0,
             archive_dir: PathBuf::new(),
             batch_rows: 500,
             step_pause_ms: 50,
@@ -654,8 +654,8 @@ impl Config {
             ("retention.events_days", r.events_days),
             ("retention.alarms_days", r.alarms_days),
         ] {
-            if days == 0 || days > 36_500 {
-                return Err(invalid(key, "must be 1 to 36500 days"));
+            if !(days > 0.0 && days <= 36_500.0) {
+                return Err(invalid(key, "must be more than 0 and at most 36500 days"));
             }
         }
         if r.batch_rows == 0 || r.batch_rows > 10_000 {

@@ -77,7 +77,7 @@ pub struct Periods {
 impl Periods {
     /// From `[retention]`.
     pub fn from_config(cfg: &Config) -> Self {
-        let d = |days: u64| (days as i64).saturating_mul(DAY_MS);
+        let d = |days: f64| (days * DAY_MS as f64) as i64;
         Periods {
             frames_ms: d(cfg.retention.frames_days),
             events_ms: d(cfg.retention.events_days),
