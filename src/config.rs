@@ -5,13 +5,13 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// The embedded default configuration, comments included.
 pub const DEFAULT_CONFIG: &str = include_str!("../config/meldkamer.toml");
 
 /// The whole configuration.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// DC-09 listeners and their limits.
@@ -40,11 +40,21 @@ pub struct Config {
     pub console: ConsoleConfig,
     /// How long records are kept, the archive before pruning, and which polls are stored.
     pub retention: RetentionConfig,
+    /// Records files the daemon imports at start and at every reload.
+    pub records: RecordsConfig,
+}
+
+/// `[records]`: records files (`meldkamer import` format) the daemon imports itself.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RecordsConfig {
+    /// TOML or CSV records files, imported all or none at start and at every reload (SIGHUP).
+    pub files: Vec<PathBuf>,
 }
 
 /// `[retention]`: how long frames, events and alarm records are kept, the archive written
 /// before anything is pruned, and which supervision polls are stored (`store::retention`).
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct RetentionConfig {
     /// Prune at all (the archive and the periods below). Poll compaction is separate.
@@ -99,7 +109,7 @@ impl RetentionConfig {
 }
 
 /// `[console]`: the operators' terminal.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ConsoleConfig {
     /// The time zone the console shows times in (an IANA name); "" is the system's (`TZ`,
@@ -111,7 +121,7 @@ pub struct ConsoleConfig {
 }
 
 /// `[audit]`: the key of the audit chain and where its heads are published.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuditConfig {
     /// The audit key file (owner-only). Empty: beside the database, `<store.path>.audit-key`.
@@ -156,7 +166,7 @@ impl AuditConfig {
 }
 
 /// `[operator]`.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct OperatorConfig {
     /// Unix socket path ("" disables; relative to the database's directory).
@@ -221,7 +231,7 @@ impl Config {
 }
 
 /// `[codes]`: phone cancellation codes.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct CodesConfig {
     /// The pepper file (owner-only permissions). Empty: beside the database, `<store.path>.pepper`.
@@ -268,7 +278,7 @@ impl Default for CodesConfig {
 }
 
 /// `[receiver]`.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ReceiverConfig {
     /// TCP listen address, empty to disable.
@@ -300,7 +310,7 @@ pub struct ReceiverConfig {
 }
 
 /// `[store]`.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreConfig {
     /// Database file.
@@ -326,7 +336,7 @@ impl StoreConfig {
 }
 
 /// `[alarms]`.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct AlarmsConfig {
     /// Escalate unacknowledged alarms after this many seconds.
@@ -352,7 +362,7 @@ impl Default for AlarmsConfig {
 }
 
 /// `[metrics]`.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct MetricsConfig {
     /// Listen address, empty to disable.
@@ -362,7 +372,7 @@ pub struct MetricsConfig {
 }
 
 /// Log output format.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum LogFormat {
     /// Human-readable lines.
@@ -372,7 +382,7 @@ pub enum LogFormat {
 }
 
 /// `[log]`.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
     /// Format.
@@ -433,7 +443,7 @@ impl Default for LogConfig {
 }
 
 /// `[cid_input]`: Contact ID over IP without DC-09 (`src/receiver/cid_ip.rs`).
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct CidInputConfig {
     /// TCP listen address, empty to disable.
@@ -474,7 +484,7 @@ impl Default for CidInputConfig {
 }
 
 /// Who opens the automation connection.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum AutomationMode {
     /// No Sur-Gard output.
@@ -487,7 +497,7 @@ pub enum AutomationMode {
 
 /// `[automation]`: every stored event to automation software, as a Sur-Gard receiver sends it
 /// (`src/automation/`).
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct AutomationConfig {
     /// off, client or server.
@@ -532,7 +542,7 @@ impl Default for AutomationConfig {
 }
 
 /// Where the JSON Lines event stream goes.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum EventStreamMode {
     /// No stream.
@@ -544,7 +554,7 @@ pub enum EventStreamMode {
 }
 
 /// `[event_stream]`: every stored event as one JSON object per line.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct EventStreamConfig {
     /// off, file or tcp.
@@ -730,8 +740,16 @@ impl Config {
         if self.store.path.as_os_str().is_empty() {
             return Err(invalid("store.path", "must not be empty"));
         }
-        if let Err(e) = crate::console::localtime::LocalTime::named(&self.console.time_zone) {
-            return Err(invalid("console.time_zone", &e.to_string()));
+        // The zone the console shows times in ("" is the system's): checked against the bundled
+        // zone database here, below the console that uses it.
+        let zone = &self.console.time_zone;
+        if !zone.trim().is_empty() && jiff::tz::TimeZone::get(zone).is_err() {
+            return Err(invalid(
+                "console.time_zone",
+                &format!(
+                    "unknown time zone {zone:?} (an IANA name such as \"Europe/Amsterdam\", or \"\" for the system's)"
+                ),
+            ));
         }
         let c = &self.codes;
         if c.argon2_memory_kib < 19456 || c.argon2_iterations < 2 || c.argon2_parallelism < 1 {
@@ -910,10 +928,13 @@ mod tests {
 
     #[test]
     fn shipped_example_configs_parse() {
-        for entry in std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/config")).expect("config dir") {
-            let path = entry.expect("entry").path();
-            if path.extension().is_some_and(|e| e == "toml") {
-                Config::load(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        for dir in ["/config", "/dist"] {
+            let dir = format!("{}{dir}", env!("CARGO_MANIFEST_DIR"));
+            for entry in std::fs::read_dir(&dir).expect("config dir") {
+                let path = entry.expect("entry").path();
+                if path.extension().is_some_and(|e| e == "toml") {
+                    Config::load(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                }
             }
         }
     }

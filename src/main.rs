@@ -73,6 +73,15 @@ enum Command {
     Audit(cli::audit::AuditArgs),
     /// The retention archive: verify it against its manifests, read it back.
     Archive(cli::archive::ArchiveArgs),
+    /// Copy the database while the daemon runs: a consistent, checked copy at DEST and its audit
+    /// heads at DEST.audit-heads (the key files are not in it: back them up apart).
+    Backup {
+        /// Where to write the copy (must not exist).
+        dest: PathBuf,
+        /// Configuration file (for the database and key file paths).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
     /// Operator accounts for the console.
     Operator {
         #[command(subcommand)]
@@ -212,7 +221,7 @@ fn main() -> ExitCode {
             let cfg = cli::serve::load_config(config.as_deref())?;
             cli::serve::init_logging(&cfg, log_json);
             let record = record.map(|dir| meldkamer::receiver::record::RecordOptions { dir, anonymise });
-            cli::serve::serve_recording(cfg, record)?;
+            cli::serve::serve_with(cfg, config.as_deref(), record)?;
             Ok(())
         })(),
         Command::Operator { command, config } => (|| {
@@ -289,6 +298,11 @@ fn main() -> ExitCode {
             Ok(())
         })(),
         Command::Archive(args) => cli::archive::run(&args, &mut std::io::stdout().lock()).map_err(Into::into),
+        Command::Backup { dest, config } => (|| {
+            let cfg = cli::serve::load_config(config.as_deref())?;
+            cli::backup::run(&cfg, &dest, &mut std::io::stdout().lock())?;
+            Ok(())
+        })(),
         Command::Bench(args) => meldkamer::loadgen::run(&args, &mut std::io::stdout().lock()).map_err(Into::into),
         Command::Replay(args) => cli::replay::run(&args, &mut std::io::stdout().lock())
             .map(|_| ())

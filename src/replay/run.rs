@@ -12,7 +12,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 
 use super::diff::differing_fields;
-use super::trace::{Step, Trace, TraceTransport};
 use crate::clock::{Clock, ManualClock, unix_ms};
 use crate::config::Config;
 use crate::correlate::{CorrelateConfig, Correlator};
@@ -20,6 +19,7 @@ use crate::daemon::{self, Running};
 use crate::protocol::crypto::SeededPad;
 use crate::protocol::frame::{DecodeOptions, MAX_FRAME_LEN, Quirks, decode_frame};
 use crate::protocol::framer::{Chunk, Framer};
+use crate::trace::{Step, Trace, TraceTransport};
 
 /// The default virtual start time.
 pub const DEFAULT_CLOCK: time::OffsetDateTime = time::macros::datetime!(2026-01-15 12:00:00 UTC);

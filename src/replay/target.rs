@@ -23,12 +23,12 @@ use tokio::net::{TcpStream, UdpSocket};
 
 use super::diff::differing_fields;
 use super::run::{DEFAULT_CLOCK, Mismatch, RunError, read_tcp_response};
-use super::trace::{Step, Trace, TraceTransport};
 use crate::protocol::crypto::{Key, decrypt_body, encrypt_body_with_pad};
 use crate::protocol::escape::escape;
 use crate::protocol::frame::{Body, DecodeOptions, Frame, MAX_FRAME_LEN, Quirks, decode_frame};
 use crate::protocol::framer::{Chunk, Framer, split_all};
 use crate::protocol::timestamp::Timestamp;
+use crate::trace::{Step, Trace, TraceTransport};
 
 /// Where the daemon listens.
 #[derive(Debug, Clone, Copy)]

@@ -8,6 +8,7 @@
 
 pub mod accounts;
 pub mod archive;
+pub mod backup;
 mod bulk;
 pub mod checkpoint;
 pub mod heads;
