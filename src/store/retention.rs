@@ -119,6 +119,12 @@ const EVENT_HELD: &str = "(EXISTS (SELECT 1 FROM alarms a WHERE a.id = e.alarm_i
 const FRAME_HELD: &str = "(EXISTS (SELECT 1 FROM events e WHERE e.frame_id = f.id)
     OR EXISTS (SELECT 1 FROM alarms a WHERE a.source_frame_id = f.id AND a.state <> 'closed'))";
 
+/// A frame kept for as long as an open alarm (or an undelivered output row) needs it: the
+/// source of an open alarm, or holding an event that is held. A frame whose events are merely
+/// not pruned yet waits for them instead (the scan stops there).
+const FRAME_PINNED: &str = "(EXISTS (SELECT 1 FROM alarms a WHERE a.source_frame_id = f.id AND a.state <> 'closed')
+    OR EXISTS (SELECT 1 FROM events e WHERE e.frame_id = f.id AND {EVENT_HELD}))";
+
 /// Tables whose rows belong to one alarm and go with it.
 const ALARM_CHILDREN: &[&str] = &[
     "alarm_log",
@@ -137,7 +143,13 @@ pub struct Batch {
     pub ids: Vec<i64>,
     /// Archive lines per UTC day.
     pub lines: BTreeMap<String, Vec<String>>,
+    /// Nothing was chosen, but the step only passed over held rows and stopped before the
+    /// end of what is due: there may be more after them (the next step goes on).
+    pub passed_over: bool,
 }
+
+/// At most this many batches of held rows are passed over in one step.
+const HELD_ROUNDS: usize = 16;
 
 /// A row as a JSON object: integers, reals and text as they are, blobs as hex (a frame's
 /// bytes with any key offered in clear starred out once more), `_`-columns left out.
@@ -175,6 +187,9 @@ pub struct Pruner {
     periods: Periods,
     batch: usize,
     after: [i64; 2],
+    /// The table the next step looks at first: the tables take turns, so events that keep
+    /// coming due do not starve the frames they held on to.
+    turn: usize,
 }
 
 impl Pruner {
@@ -192,6 +207,7 @@ impl Pruner {
             periods,
             batch: batch.max(1),
             after: [0, 0],
+            turn: 0,
         })
     }
 
@@ -203,16 +219,29 @@ impl Pruner {
     /// Choose the next batch of rows due (none left: an empty batch) and write it to the
     /// archive. The rows are deleted by [`delete`], through the writer.
     pub fn prepare(&mut self, now_ms: i64) -> Result<Batch, RetentionError> {
-        for (slot, table) in [(0, Table::Events), (1, Table::Frames)] {
-            let b = self.scan(slot, table, now_ms)?;
+        const TABLES: [Table; 3] = [Table::Events, Table::Frames, Table::Alarms];
+        let mut more = None;
+        for k in 0..TABLES.len() {
+            let i = (self.turn + k) % TABLES.len();
+            let b = match TABLES[i] {
+                Table::Events => self.scan(0, Table::Events, now_ms)?,
+                Table::Frames => self.scan(1, Table::Frames, now_ms)?,
+                Table::Alarms => self.alarms(now_ms)?,
+            };
             if !b.ids.is_empty() {
                 self.archive.append(&b.lines)?;
+                self.turn = i + 1;
                 return Ok(b);
             }
+            if b.passed_over {
+                more = more.or(Some(TABLES[i]));
+            }
         }
-        let b = self.alarms(now_ms)?;
-        self.archive.append(&b.lines)?;
-        Ok(b)
+        Ok(Batch {
+            table: more,
+            passed_over: more.is_some(),
+            ..Batch::default()
+        })
     }
 
     /// The oldest rows of `events` or `frames`, from where the scan got, up to the first row
@@ -225,7 +254,12 @@ impl Pruner {
             ),
             _ => (
                 now_ms - self.periods.frames_ms,
-                format!("SELECT f.*, {FRAME_HELD} AS _held FROM frames f WHERE f.id > ?1 ORDER BY f.id LIMIT ?2"),
+                format!(
+                    "SELECT f.*, EXISTS (SELECT 1 FROM events e WHERE e.frame_id = f.id) AS _waits,
+                            {} AS _held
+                     FROM frames f WHERE f.id > ?1 ORDER BY f.id LIMIT ?2",
+                    FRAME_PINNED.replace("{EVENT_HELD}", EVENT_HELD)
+                ),
             ),
         };
         let mut stmt = self.conn.prepare_cached(&sql)?;
@@ -237,23 +271,43 @@ impl Pruner {
             table: Some(table),
             ..Batch::default()
         };
-        let mut rows = stmt.query(params![self.after[slot], self.batch as i64])?;
-        while let Some(r) = rows.next()? {
-            let id: i64 = r.get(id_col)?;
-            let t: i64 = r.get(time_col)?;
-            if t >= cutoff {
-                break;
+        // Held rows are passed over: look further (at most HELD_ROUNDS reads of a batch per
+        // step) until rows are found, the period or a waiting frame is reached, or the table
+        // ends. A step that only passed over held rows says so (`passed_over`).
+        for _ in 0..HELD_ROUNDS {
+            let mut rows = stmt.query(params![self.after[slot], self.batch as i64])?;
+            let mut read = 0;
+            let mut stop = false;
+            while let Some(r) = rows.next()? {
+                read += 1;
+                let id: i64 = r.get(id_col)?;
+                let t: i64 = r.get(time_col)?;
+                if t >= cutoff {
+                    stop = true;
+                    break;
+                }
+                let held = r.get::<_, bool>(held_col)?;
+                if !held && table == Table::Frames && r.get::<_, bool>(held_col - 1)? {
+                    // Its events are not pruned yet: the frame waits for them.
+                    stop = true;
+                    break;
+                }
+                self.after[slot] = id;
+                if held {
+                    batch.passed_over = true;
+                    continue;
+                }
+                batch.ids.push(id);
+                batch
+                    .lines
+                    .entry(day_of(t))
+                    .or_default()
+                    .push(line(table.as_str(), row_json(r, &names)?));
             }
-            self.after[slot] = id;
-            if r.get::<_, bool>(held_col)? {
-                continue;
+            if stop || read < self.batch || !batch.ids.is_empty() {
+                batch.passed_over &= !stop && read == self.batch && batch.ids.is_empty();
+                return Ok(batch);
             }
-            batch.ids.push(id);
-            batch
-                .lines
-                .entry(day_of(t))
-                .or_default()
-                .push(line(table.as_str(), row_json(r, &names)?));
         }
         Ok(batch)
     }
@@ -358,9 +412,13 @@ pub async fn step(
     let batch = tokio::task::spawn_blocking(move || p.lock().unwrap_or_else(|e| e.into_inner()).prepare(now_ms))
         .await
         .map_err(|_| RetentionError::Writer(Arc::new(StoreError::WriterGone)))??;
-    let Some(table) = batch.table.filter(|_| !batch.ids.is_empty()) else {
+    let Some(table) = batch.table else {
         return Ok(None);
     };
+    if batch.ids.is_empty() {
+        // Only held rows so far: nothing to delete, more to look at.
+        return Ok(Some((table, 0)));
+    }
     let ids = batch.ids;
     writer
         .run(move |tx| delete(tx, table, &ids))
@@ -386,7 +444,14 @@ pub async fn run(
     let pruner: SharedPruner = Arc::new(std::sync::Mutex::new(pruner));
     let restart = |p: &SharedPruner| p.lock().unwrap_or_else(|e| e.into_inner()).restart_pass();
     let mut total = 0usize;
+    let mut pass_started = tokio::time::Instant::now();
     loop {
+        if pass_started.elapsed() >= idle {
+            // Rows held until now (an alarm since closed) are looked at again, also while
+            // rows keep coming due.
+            restart(&pruner);
+            pass_started = tokio::time::Instant::now();
+        }
         let r = step(&pruner, &writer, unix_ms(clock.now())).await;
         let wait = match r {
             Ok(Some((table, n))) => {
@@ -400,6 +465,7 @@ pub async fn run(
                     total = 0;
                 }
                 restart(&pruner);
+                pass_started = tokio::time::Instant::now();
                 idle
             }
             Err(e) => {
@@ -475,6 +541,97 @@ mod tests {
             .expect("rows")
             .collect::<Result<_, _>>()
             .expect("rows")
+    }
+
+    /// Events that keep coming due do not starve the frames: the tables take turns, a frame
+    /// waits (the scan stops) while its events are only not pruned yet, and a frame pinned by
+    /// an event an open alarm holds is passed over.
+    #[test]
+    fn frames_get_their_turn_while_events_keep_coming_due() {
+        let dir = tempfile::tempdir().expect("dir");
+        let db = dir.path().join("r.db");
+        let conn = crate::store::open_write(&db, Duration::from_secs(5)).expect("db");
+        let open = alarm(&conn, "A-open", None, None);
+        let pinned = frame(&conn, OLD, "pinned");
+        event(&conn, pinned, OLD, Some(open));
+        let junk = frame(&conn, OLD + 1, "junk");
+        let with_event = frame(&conn, OLD + 2, "with event");
+        let due = event(&conn, with_event, OLD + 2, None);
+        let more: Vec<i64> = (3..6)
+            .map(|i| {
+                let f = frame(&conn, OLD + i, "later");
+                event(&conn, f, OLD + i, None)
+            })
+            .collect();
+        let periods = Periods {
+            frames_ms: 90 * DAY_MS,
+            events_ms: 400 * DAY_MS,
+            alarms_ms: 400 * DAY_MS,
+        };
+        let mut p = Pruner::open(&db, Duration::from_secs(5), dir.path().join("a"), periods, 1).expect("pruner");
+        let mut order = Vec::new();
+        for _ in 0..3 {
+            let b = p.prepare(NOW).expect("prepare");
+            let table = b.table.expect("due");
+            let tx = rusqlite::Transaction::new_unchecked(&conn, rusqlite::TransactionBehavior::Immediate).expect("tx");
+            assert_eq!(delete(&tx, table, &b.ids).expect("delete"), 1);
+            tx.commit().expect("commit");
+            order.push((table, b.ids[0]));
+        }
+        assert_eq!(
+            order,
+            vec![(Table::Events, due), (Table::Frames, junk), (Table::Events, more[0])],
+            "events, then a frame (the pinned one passed over), while events are still due"
+        );
+        let b = p.prepare(NOW).expect("prepare");
+        assert_eq!(
+            (b.table, b.ids),
+            (Some(Table::Frames), vec![with_event]),
+            "its event is gone now"
+        );
+        // The next frame's event went in the third step; the one after still has its (due)
+        // event: the frame scan waits there.
+        let b = p.scan(1, Table::Frames, NOW).expect("scan");
+        assert_eq!(b.ids.len(), 1);
+        let b = p.scan(1, Table::Frames, NOW).expect("scan");
+        assert!(b.ids.is_empty() && !b.passed_over, "{:?}", b.ids);
+        conn.execute("DELETE FROM events WHERE id = ?1", [more[1]])
+            .expect("pruned");
+        let b = p.scan(1, Table::Frames, NOW).expect("scan");
+        assert_eq!(b.ids.len(), 1, "then it goes");
+    }
+
+    /// An alarm that opens on a row between the archive write and the delete keeps it: the
+    /// delete checks again in the writer's transaction.
+    #[tokio::test]
+    async fn a_row_an_alarm_took_after_it_was_archived_is_not_deleted() {
+        let dir = tempfile::tempdir().expect("dir");
+        let db = dir.path().join("r.db");
+        let conn = crate::store::open_write(&db, Duration::from_secs(5)).expect("db");
+        let events: Vec<i64> = (0..3)
+            .map(|i| {
+                let f = frame(&conn, OLD + i, "old");
+                event(&conn, f, OLD + i, None)
+            })
+            .collect();
+        let periods = Periods {
+            frames_ms: 90 * DAY_MS,
+            events_ms: 400 * DAY_MS,
+            alarms_ms: 400 * DAY_MS,
+        };
+        let mut pruner = Pruner::open(&db, Duration::from_secs(5), dir.path().join("a"), periods, 10).expect("pruner");
+        let batch = pruner.prepare(NOW).expect("prepare");
+        assert_eq!((batch.table, batch.ids.clone()), (Some(Table::Events), events.clone()));
+        let open = alarm(&conn, "A-late", None, None);
+        conn.execute(
+            "UPDATE events SET alarm_id = ?1 WHERE id = ?2",
+            params![open, events[1]],
+        )
+        .expect("joined");
+        let tx = rusqlite::Transaction::new_unchecked(&conn, rusqlite::TransactionBehavior::Immediate).expect("tx");
+        assert_eq!(delete(&tx, Table::Events, &batch.ids).expect("delete"), 2);
+        tx.commit().expect("commit");
+        assert_eq!(ids(&conn, "events"), vec![events[1]]);
     }
 
     /// Old frames, events and a closed alarm go, in steps of at most the batch, to the archive
