@@ -38,6 +38,8 @@ pub struct Config {
     pub audit: AuditConfig,
     /// The operators' terminal (`meldkamer console`).
     pub console: ConsoleConfig,
+    /// How long records are kept, the archive before pruning, and which polls are stored.
+    pub retention: RetentionConfig,
     /// Records files the daemon imports at start and at every reload.
     pub records: RecordsConfig,
 }
@@ -48,6 +50,62 @@ pub struct Config {
 pub struct RecordsConfig {
     /// TOML or CSV records files, imported all or none at start and at every reload (SIGHUP).
     pub files: Vec<PathBuf>,
+}
+
+/// `[retention]`: how long frames, events and alarm records are kept, the archive written
+/// before anything is pruned, and which supervision polls are stored (`store::retention`).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionConfig {
+    /// Prune at all (the archive and the periods below). Poll compaction is separate.
+    pub enabled: bool,
+    /// Frames (the bytes received) older than this many days are archived and deleted; a
+    /// frame whose events are still kept stays with them. Fractions allowed (benchmarks).
+    pub frames_days: f64,
+    /// Events older than this many days are archived and deleted.
+    pub events_days: f64,
+    /// Closed alarms (with their log, calls, procedure steps and code attempts) closed more
+    /// than this many days ago are archived and deleted.
+    pub alarms_days: f64,
+    /// Where the archive goes. Empty: beside the database, `<store.path>.archive`.
+    pub archive_dir: PathBuf,
+    /// Rows archived and deleted per step (one short writer transaction each).
+    pub batch_rows: usize,
+    /// Pause between two steps while there is work, milliseconds.
+    pub step_pause_ms: u64,
+    /// Pause once nothing is due, seconds.
+    pub idle_secs: u64,
+    /// Of an account's clean polls, the first in each period of this many seconds (UTC) is
+    /// stored as a frame row, for audit; 0: none for sampling.
+    pub poll_sample_secs: u64,
+    /// A frame that carries nothing but periodic test reports (Contact ID 602, SIA RP) counts
+    /// as a poll and is compacted like one. Never while an automation output or the event
+    /// stream is on (they forward every stored event).
+    pub compact_periodic_tests: bool,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        RetentionConfig {
+            enabled: true,
+            frames_days: 90.0,
+            events_days: 400.0,
+            alarms_days: 400.0,
+            archive_dir: PathBuf::new(),
+            batch_rows: 500,
+            step_pause_ms: 50,
+            idle_secs: 60,
+            poll_sample_secs: 86_400,
+            compact_periodic_tests: true,
+        }
+    }
+}
+
+impl RetentionConfig {
+    /// The archive directory, resolved against the database path when not configured.
+    pub fn archive_path(&self, store: &StoreConfig) -> PathBuf {
+        beside_database(&self.archive_dir, store, ".archive")
+    }
 }
 
 /// `[console]`: the operators' terminal.
@@ -621,6 +679,22 @@ impl Config {
             key,
             problem: problem.to_string(),
         };
+        let r = &self.retention;
+        for (key, days) in [
+            ("retention.frames_days", r.frames_days),
+            ("retention.events_days", r.events_days),
+            ("retention.alarms_days", r.alarms_days),
+        ] {
+            if !(days > 0.0 && days <= 36_500.0) {
+                return Err(invalid(key, "must be more than 0 and at most 36500 days"));
+            }
+        }
+        if r.batch_rows == 0 || r.batch_rows > 10_000 {
+            return Err(invalid("retention.batch_rows", "must be 1 to 10000"));
+        }
+        if r.idle_secs == 0 {
+            return Err(invalid("retention.idle_secs", "must be greater than 0"));
+        }
         parse_addr(origin, "receiver.tcp_listen", &self.receiver.tcp_listen)?;
         parse_addr(origin, "receiver.udp_listen", &self.receiver.udp_listen)?;
         parse_addr(origin, "metrics.listen", &self.metrics.listen)?;

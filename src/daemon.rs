@@ -74,6 +74,9 @@ pub enum DaemonError {
     /// Phone code verification could not be set up (pepper file, parameters).
     #[error("phone cancellation codes: {0}")]
     Codes(String),
+    /// Retention could not start (the database for its reads).
+    #[error("retention: {0}")]
+    Retention(String),
     /// The keys file of the DC-09 account keys is unusable or gone (`store.keys_file`).
     #[error("DC-09 account keys")]
     Keys(#[source] crate::store::sealed::SealKeyError),
@@ -344,6 +347,7 @@ async fn start_full(
             changes: Some(changes_tx.clone()),
             wal: Default::default(),
             status_flush: writer::STATUS_FLUSH_EVERY,
+            polls: crate::store::retention::poll_policy(&cfg),
         },
         unix_ms(clock.now()),
         metrics.clone(),
@@ -447,6 +451,26 @@ async fn start_full(
     )
     .await
     .map_err(|(what, addr, source)| DaemonError::Bind { what, addr, source })?;
+    if cfg.retention.enabled {
+        let r = &cfg.retention;
+        let pruner = crate::store::retention::Pruner::open(
+            &cfg.store.path,
+            Duration::from_millis(cfg.store.busy_timeout_ms),
+            r.archive_path(&cfg.store),
+            crate::store::retention::Periods::from_config(&cfg),
+            r.batch_rows,
+        )
+        .map_err(|e| DaemonError::Retention(e.to_string()))?;
+        tracker.spawn(crate::store::retention::run(
+            pruner,
+            shared.writer.clone(),
+            shared.clock.clone(),
+            shared.metrics.clone(),
+            Duration::from_millis(r.step_pause_ms),
+            Duration::from_secs(r.idle_secs),
+            cancel.clone(),
+        ));
+    }
     let mut metrics_addr = None;
     if let Some(addr) = cfg.metrics_addr() {
         let l = TcpListener::bind(addr).await.map_err(|source| DaemonError::Bind {

@@ -159,6 +159,16 @@ impl Event {
     pub fn is_link_test(&self) -> bool {
         self.code == EventCode::LinkTest
     }
+
+    /// True for a periodic test report (SIA `RP`, Contact ID `E602`): the panel's "still
+    /// here", which supervision takes as a poll.
+    pub fn is_periodic_test(&self) -> bool {
+        match self.code {
+            EventCode::Sia(c) => c.0 == *b"RP",
+            EventCode::Cid(c) => c.0 == 602 && self.qualifier == Qualifier::New,
+            EventCode::LinkTest => false,
+        }
+    }
 }
 
 /// The data field of an accepted frame could not be understood. The frame is still stored and

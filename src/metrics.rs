@@ -26,12 +26,17 @@ impl LabeledCounter {
 
     /// Add one to the counter for `value` (the last label value, "other", if unknown).
     pub fn inc(&self, value: &str) {
+        self.add(value, 1);
+    }
+
+    /// Add `n` to a value's count (unknown values count as the last, "other").
+    pub fn add(&self, value: &str, n: u64) {
         let i = self
             .values
             .iter()
             .position(|v| *v == value)
             .unwrap_or(self.values.len() - 1);
-        self.counts[i].fetch_add(1, Ordering::Relaxed);
+        self.counts[i].fetch_add(n, Ordering::Relaxed);
     }
 
     /// Current count for `value`.
@@ -314,6 +319,11 @@ pub struct Metrics {
     pub stream_lines: LabeledCounter,
     /// JSON Lines event stream: connected TCP subscribers.
     pub stream_subscribers: Gauge,
+    /// Clean supervision polls: compacted (no row), kept (stored as a frame row), or a
+    /// retransmission of one.
+    pub polls: LabeledCounter,
+    /// Rows archived and deleted by retention, by table.
+    pub pruned: LabeledCounter,
 }
 
 impl Default for Metrics {
@@ -408,6 +418,18 @@ impl Default for Metrics {
                 "meldkamer_event_stream_subscribers",
                 "JSON Lines event stream: connected TCP subscribers",
             ),
+            polls: LabeledCounter::new(
+                "meldkamer_polls_total",
+                "Clean supervision polls: compacted (no row), kept (stored), retransmission",
+                "fate",
+                &["compacted", "kept", "retransmission", "other"],
+            ),
+            pruned: LabeledCounter::new(
+                "meldkamer_pruned_rows_total",
+                "Rows archived and deleted by retention, by table",
+                "table",
+                &["frames", "events", "alarms", "other"],
+            ),
         }
     }
 }
@@ -436,6 +458,8 @@ impl Metrics {
         self.automation_backlog.render(&mut s);
         self.stream_lines.render(&mut s);
         self.stream_subscribers.render(&mut s);
+        self.polls.render(&mut s);
+        self.pruned.render(&mut s);
         s
     }
 

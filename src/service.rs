@@ -166,6 +166,7 @@ mod tests {
                 changes: None,
                 wal: Default::default(),
                 status_flush: writer::STATUS_FLUSH_EVERY,
+                polls: Default::default(),
             },
             0,
             Arc::new(Metrics::default()),

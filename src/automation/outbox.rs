@@ -354,6 +354,7 @@ mod tests {
             frame_id: None,
             duplicate_of: None,
             event_ids: Vec::new(),
+            ..Committed::default()
         };
         assert_eq!(chain.link_before_insert(&tx, &r).expect("link"), None);
         chain.after_insert(&tx, &r, &c).expect("insert");

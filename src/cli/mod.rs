@@ -1,6 +1,7 @@
 //! Command implementations. `main.rs` parses arguments; these functions do the work and return
 //! errors that `main` prints with their cause chain.
 
+pub mod archive;
 pub mod audit;
 pub mod backup;
 pub mod code;

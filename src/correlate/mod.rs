@@ -1318,6 +1318,7 @@ mod tests {
             frame_id: Some(frame),
             duplicate_of: None,
             event_ids: vec![e],
+            ..Committed::default()
         };
         c.after_insert(tx, r, &committed).expect("correlate");
         (e, link)

@@ -463,10 +463,14 @@ pub fn prepare(cs: &CidShared, raw: &[u8], transport: Transport, peer: SocketAdd
                 Some(ACK),
             );
         }
-        Some(_) => {
+        Some(e) => {
             rec.outcome = Outcome::Accepted;
+            rec.supervision_ms = e.supervision_ms;
             match msg.events() {
-                Ok(events) => rec.events = events,
+                Ok(events) => {
+                    rec.periodic_test = !events.is_empty() && events.iter().all(crate::event::Event::is_periodic_test);
+                    rec.events = events;
+                }
                 Err(e) => {
                     warn!(%peer, account = %msg.account, error = %e, "data not understood; stored and acknowledged for the supervisor");
                     rec.reason = Some("payload");

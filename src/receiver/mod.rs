@@ -238,6 +238,7 @@ pub fn prepare_frame(
         .and_then(|a| accounts.lookup(a, frame.receiver.as_deref(), &frame.line))
         .cloned();
     rec.account_id = entry.as_ref().map(|e| e.id);
+    rec.supervision_ms = entry.as_ref().and_then(|e| e.supervision_ms);
     let policy = entry.as_ref().map(|e| &e.policy);
     let nul_ok = policy.is_some_and(|p| p.quirks.trailing_nul);
 
@@ -294,7 +295,11 @@ pub fn prepare_frame(
                 debug!(%peer, account, "link test");
             } else {
                 match events_from(&frame, &a.plain) {
-                    Ok(events) => rec.events = events,
+                    Ok(events) => {
+                        rec.periodic_test =
+                            !events.is_empty() && events.iter().all(crate::event::Event::is_periodic_test);
+                        rec.events = events;
+                    }
                     Err(e) => {
                         warn!(%peer, account, seq = frame.seq, error = %e, "data not understood; stored and acknowledged for the supervisor");
                         rec.detail = Some(match rec.reason {
@@ -304,21 +309,24 @@ pub fn prepare_frame(
                         rec.reason = Some("payload");
                     }
                 }
-                let mut payload = Vec::with_capacity(a.plain.data.len() + 16);
-                crate::protocol::frame::push_latin1(&a.plain.data, &mut payload);
-                for x in &a.plain.xdata {
-                    payload.push(b'[');
-                    crate::protocol::frame::push_latin1(&x.id.to_string(), &mut payload);
-                    crate::protocol::frame::push_latin1(&x.value, &mut payload);
-                    payload.push(b']');
-                }
-                rec.dedupe_key = Some(dedupe_key(
-                    account,
-                    frame.receiver.as_deref(),
-                    &frame.line,
-                    frame.seq,
-                    &payload,
-                ));
+            }
+            // The retransmission identity (a poll's too: its resend is not counted twice).
+            let mut payload = Vec::with_capacity(a.plain.data.len() + 16);
+            crate::protocol::frame::push_latin1(&a.plain.data, &mut payload);
+            for x in &a.plain.xdata {
+                payload.push(b'[');
+                crate::protocol::frame::push_latin1(&x.id.to_string(), &mut payload);
+                crate::protocol::frame::push_latin1(&x.value, &mut payload);
+                payload.push(b']');
+            }
+            rec.dedupe_key = Some(dedupe_key(
+                account,
+                frame.receiver.as_deref(),
+                &frame.line,
+                frame.seq,
+                &payload,
+            ));
+            if !rec.link_test_only {
                 debug!(%peer, account, seq = frame.seq, events = rec.events.len(),
                     bytes = %log_bytes(&rec.raw, matches!(frame.body, Body::Encrypted(_))), "frame accepted");
             }

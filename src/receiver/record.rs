@@ -656,6 +656,7 @@ mod tests {
                 require_encryption: true,
                 ..Default::default()
             },
+            supervision_ms: None,
         })
     }
 

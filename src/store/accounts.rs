@@ -26,6 +26,8 @@ pub struct AccountEntry {
     pub line: String,
     /// What the decision table needs.
     pub policy: AccountPolicy,
+    /// The supervision interval (configured, or from the EN 50136 category), if supervised.
+    pub supervision_ms: Option<i64>,
 }
 
 /// All enabled accounts, indexed by account number.
@@ -104,7 +106,8 @@ pub fn load(conn: &Connection, seal: &SealKey) -> Result<AccountTable, StoreErro
     let generation = generation(conn)?;
     let mut stmt = conn.prepare(
         "SELECT id, account, receiver, line, dc09_key, key_format, require_encryption, quirk_crc_binary,
-                quirk_cr_in_crc, quirk_trailing_nul, check_plain_timestamp, ack_separator, key_sealed
+                quirk_cr_in_crc, quirk_trailing_nul, check_plain_timestamp, ack_separator, key_sealed,
+                supervision_secs, ats_category, path
          FROM accounts WHERE enabled = 1",
     )?;
     let mut table = AccountTable {
@@ -118,6 +121,17 @@ pub fn load(conn: &Connection, seal: &SealKey) -> Result<AccountTable, StoreErro
         let key_bytes: Option<Vec<u8>> = r.get(4)?;
         let key_format: Option<String> = r.get(5)?;
         let sealed: bool = r.get(12)?;
+        let supervision_secs: Option<i64> = r.get(13)?;
+        let ats_category: Option<String> = r.get(14)?;
+        let path: String = r.get(15)?;
+        let supervision_ms = supervision_secs
+            .or_else(|| {
+                ats_category
+                    .as_deref()
+                    .and_then(|c| crate::correlate::supervision::ats_reporting_secs(c, path == "secondary"))
+                    .map(|s| s as i64)
+            })
+            .map(|s| s.saturating_mul(1000));
         let format = match key_format.as_deref() {
             Some("ascii") => KeyFormat::Ascii,
             _ => KeyFormat::Hex,
@@ -144,6 +158,7 @@ pub fn load(conn: &Connection, seal: &SealKey) -> Result<AccountTable, StoreErro
                 check_plain_timestamp: r.get(10)?,
                 ack_separator: r.get(11)?,
             },
+            supervision_ms,
             account,
             receiver,
             line,

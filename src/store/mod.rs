@@ -7,10 +7,12 @@
 //! commit before they acknowledge.
 
 pub mod accounts;
+pub mod archive;
 pub mod backup;
 mod bulk;
 pub mod checkpoint;
 pub mod heads;
+pub mod retention;
 pub mod schema;
 pub mod sealed;
 pub mod writer;

@@ -529,6 +529,23 @@ const MIGRATIONS: &[Step] = &[
     CREATE INDEX mass_loss_open_by_alarm ON mass_loss_accounts (alarm_id) WHERE restored_ms IS NULL;
     "#,
     ),
+    // 17: retention and poll compaction (`store::retention`). A clean poll stores no row; each account counts its
+    // polls (`polls`, folded in from `poll_log` with the last-seen times) and keeps the time
+    // of the newest (`last_poll_ms`). Pruning deletes rows in small steps; the indexes below
+    // let it (and SQLite's foreign-key checks on those deletes) find the rows that reference
+    // a pruned one without a scan: `events_by_frame` is appended at its end like the events
+    // themselves.
+    Step::Sql(
+        r#"
+    ALTER TABLE account_status ADD COLUMN polls INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE account_status ADD COLUMN last_poll_ms INTEGER;
+    CREATE INDEX events_by_frame ON events (frame_id);
+    CREATE INDEX alarm_events_by_event ON alarm_events (event_id);
+    CREATE INDEX code_attempts_by_alarm ON code_attempts (alarm_id);
+    CREATE INDEX alarms_by_source_frame ON alarms (source_frame_id) WHERE source_frame_id IS NOT NULL;
+    CREATE INDEX alarms_closed ON alarms (closed_ms) WHERE state = 'closed';
+    "#,
+    ),
 ];
 
 /// CHECK constraints of the form `column IN (list)` on tables written per frame or event, and

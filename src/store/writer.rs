@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rusqlite::{Connection, TransactionBehavior, params};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, oneshot};
 
@@ -106,6 +106,13 @@ pub struct FrameRecord {
     pub dedupe_key: Option<[u8; 16]>,
     /// An accepted link test: only the account's last-seen time is updated.
     pub link_test_only: bool,
+    /// Accepted, and its only events are periodic test reports (Contact ID 602, SIA RP): a
+    /// poll in another form, compacted like one when the writer is told to
+    /// ([`PollPolicy::compact_periodic_tests`]).
+    pub periodic_test: bool,
+    /// The account's supervision interval, if supervised: a poll after a longer silence is
+    /// the first after a loss, and kept.
+    pub supervision_ms: Option<i64>,
 }
 
 impl FrameRecord {
@@ -132,8 +139,76 @@ impl FrameRecord {
             events: Vec::new(),
             dedupe_key: None,
             link_test_only: false,
+            periodic_test: false,
+            supervision_ms: None,
         }
     }
+
+    /// A clean poll: accepted, of a known account, nothing unusual about it (no reason noted:
+    /// no key offered, no data not understood), and a link test without data, or (`tests`)
+    /// nothing but periodic test reports from a supervised account (where the test is what
+    /// supervision waits for; elsewhere it is an event like any other).
+    fn clean_poll(&self, tests: bool) -> bool {
+        self.outcome == Outcome::Accepted
+            && self.reason.is_none()
+            && self.account_id.is_some()
+            && (self.link_test_only || (tests && self.periodic_test && self.supervision_ms.is_some()))
+    }
+}
+
+/// Which clean supervision polls are stored. A poll that is not stored still updates the
+/// account's last-seen time and poll counter (`account_status.polls`, `last_poll_ms`) through
+/// its `poll_log` row, committed before its ACK like every frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PollPolicy {
+    /// Keep the first poll of each account in every period of this many ms (UTC); 0: no
+    /// sample.
+    pub sample_ms: i64,
+    /// Frames of nothing but periodic test reports count as polls.
+    pub compact_periodic_tests: bool,
+}
+
+impl Default for PollPolicy {
+    fn default() -> Self {
+        PollPolicy {
+            sample_ms: 86_400_000,
+            compact_periodic_tests: true,
+        }
+    }
+}
+
+/// What the writer did with a clean poll.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PollFate {
+    /// Not a clean poll (an event frame, a refusal, an anomaly): stored as always.
+    #[default]
+    NotPoll,
+    /// Counted, no row.
+    Compacted,
+    /// Counted and stored as a frame row, for this reason (`frames.reason`).
+    Kept(&'static str),
+    /// A retransmission of a poll already counted: ACKed again, neither counted nor stored.
+    Retransmission,
+}
+
+/// `frames.reason` of a poll kept as the first after a loss (silent longer than its
+/// supervision interval).
+pub const KEPT_AFTER_LOSS: &str = "poll_after_loss";
+/// `frames.reason` of a poll kept as the audit sample of its period.
+pub const KEPT_SAMPLE: &str = "poll_sample";
+
+/// Whether a clean poll received at `now` is stored, given the account's previous traffic
+/// (`prev`; none if it was never heard: nothing was lost and no sample period has begun) and
+/// its supervision interval.
+pub fn keep_poll(policy: &PollPolicy, now: i64, prev: Option<i64>, interval_ms: Option<i64>) -> Option<&'static str> {
+    let prev = prev?;
+    if interval_ms.is_some_and(|i| now - prev > i) {
+        return Some(KEPT_AFTER_LOSS);
+    }
+    if policy.sample_ms > 0 && now.div_euclid(policy.sample_ms) > prev.div_euclid(policy.sample_ms) {
+        return Some(KEPT_SAMPLE);
+    }
+    None
 }
 
 /// The retransmission identity: account, receiver, line, sequence number and the clear payload
@@ -153,14 +228,16 @@ pub fn dedupe_key(account: &str, receiver: Option<&str>, line: &str, seq: u16, p
 }
 
 /// What the store did with a frame.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Committed {
-    /// The stored frame row (none for a link test).
+    /// The stored frame row (none for a poll not kept).
     pub frame_id: Option<i64>,
     /// Set when the frame is a retransmission of this earlier frame.
     pub duplicate_of: Option<i64>,
     /// The stored event rows.
     pub event_ids: Vec<i64>,
+    /// What became of a clean poll.
+    pub poll: PollFate,
 }
 
 /// The writer's answer to a queued frame.
@@ -328,6 +405,8 @@ pub struct WriterConfig {
     /// How often the last-seen times of event frames go to `account_status` in bulk, and each
     /// account's newest event to `account_heads`.
     pub status_flush: Duration,
+    /// Which clean polls are stored.
+    pub polls: PollPolicy,
 }
 
 /// Last valid traffic per account id, Unix ms, as committed; and the route each account's
@@ -714,14 +793,61 @@ fn insert_event(
 
 /// Record traffic from an account (never moving its time back). An account deleted by an
 /// import meanwhile is skipped.
-fn touch_account(tx: &Connection, account_id: i64, ms: i64) -> Result<(), StoreError> {
+fn touch_account(tx: &Connection, account_id: i64, ms: i64, polls: Option<(i64, i64)>) -> Result<(), StoreError> {
+    let (n, last_poll) = match polls {
+        Some((n, t)) => (n, Some(t)),
+        None => (0, None),
+    };
     let mut stmt = tx.prepare_cached(
-        "INSERT INTO account_status (account_id, last_seen_ms)
-         SELECT ?1, ?2 WHERE EXISTS (SELECT 1 FROM accounts WHERE id = ?1)
-         ON CONFLICT (account_id) DO UPDATE SET last_seen_ms = max(last_seen_ms, excluded.last_seen_ms)",
+        "INSERT INTO account_status (account_id, last_seen_ms, polls, last_poll_ms)
+         SELECT ?1, ?2, ?3, ?4 WHERE EXISTS (SELECT 1 FROM accounts WHERE id = ?1)
+         ON CONFLICT (account_id) DO UPDATE SET last_seen_ms = max(last_seen_ms, excluded.last_seen_ms),
+             polls = polls + excluded.polls,
+             last_poll_ms = nullif(max(ifnull(last_poll_ms, 0), ifnull(excluded.last_poll_ms, 0)), 0)",
     )?;
-    stmt.execute(params![account_id, ms])?;
+    stmt.execute(params![account_id, ms, n, last_poll])?;
     Ok(())
+}
+
+/// A poll's identity for recognising its retransmission (the first bytes of its dedupe key;
+/// 0 without one, which matches nothing).
+fn poll_ident(r: &FrameRecord) -> u64 {
+    r.dedupe_key
+        .map(|k| u64::from_be_bytes([k[0], k[1], k[2], k[3], k[4], k[5], k[6], k[7]]))
+        .unwrap_or(0)
+}
+
+/// What [`apply`] reads to decide about a clean poll: the policy, the committed last-seen
+/// times and each account's last counted poll, and what this group did so far.
+struct PollCtx<'a> {
+    policy: PollPolicy,
+    last_seen: &'a LastSeen,
+    idents: &'a HashMap<i64, (u64, i64)>,
+    group: &'a PollGroup,
+}
+
+/// Per account, what the frames of one commit group attempt did (merged into the writer's
+/// state only once the group committed).
+#[derive(Debug, Default)]
+struct PollGroup {
+    /// Newest accepted traffic.
+    seen: HashMap<i64, i64>,
+    /// Last counted poll: identity and receive time.
+    idents: HashMap<i64, (u64, i64)>,
+}
+
+impl PollGroup {
+    /// A frame of the group was applied (and its savepoint released).
+    fn note(&mut self, r: &FrameRecord, c: &Committed) {
+        let Some(a) = r.account_id.filter(|_| r.outcome == Outcome::Accepted) else {
+            return;
+        };
+        let e = self.seen.entry(a).or_insert(r.received_ms);
+        *e = (*e).max(r.received_ms);
+        if matches!(c.poll, PollFate::Compacted | PollFate::Kept(_)) {
+            self.idents.insert(a, (poll_ident(r), r.received_ms));
+        }
+    }
 }
 
 fn apply(
@@ -731,32 +857,70 @@ fn apply(
     pending: &mut HashMap<[u8; 16], (i64, i64)>,
     heads: &mut AccountHeads,
     hook: &mut dyn AfterInsert,
+    polls: &PollCtx<'_>,
 ) -> Result<Committed, StoreError> {
     if r.outcome != Outcome::Accepted {
         let id = insert_frame(tx, r, r.outcome.as_str(), None)?;
         let c = Committed {
             frame_id: Some(id),
-            duplicate_of: None,
-            event_ids: Vec::new(),
+            ..Committed::default()
         };
         hook.after_insert(tx, r, &c)?;
         return Ok(c);
     }
-    if r.link_test_only {
-        // A poll leaves no frame row: its entry in the poll log is its durable trace, folded
-        // into `account_status` in bulk like an event frame's time (whose frame row covers a
-        // crash).
-        if let Some(aid) = r.account_id {
-            tx.prepare_cached("INSERT INTO poll_log (account_id, at_ms) VALUES (?1, ?2)")?
-                .execute(params![aid, r.received_ms])?;
+    let mut kept = None;
+    if let Some(aid) = r
+        .account_id
+        .filter(|_| r.clean_poll(polls.policy.compact_periodic_tests))
+    {
+        // A clean poll: its entry in the poll log is its durable trace (counted, and folded
+        // into `account_status` in bulk like an event frame's time); a frame row only for the
+        // polls that matter.
+        let stored_before = r.dedupe_key.as_ref().and_then(|k| {
+            pending
+                .get(k)
+                .filter(|(_, t)| r.received_ms - *t <= dedupe.window_ms)
+                .map(|(id, _)| *id)
+                .or_else(|| dedupe.get(k, r.received_ms))
+        });
+        let ident = poll_ident(r);
+        let counted_before = polls
+            .group
+            .idents
+            .get(&aid)
+            .or_else(|| polls.idents.get(&aid))
+            .is_some_and(|&(i, t)| ident != 0 && i == ident && r.received_ms - t <= dedupe.window_ms);
+        if stored_before.is_some() || counted_before {
+            let c = Committed {
+                duplicate_of: stored_before,
+                poll: PollFate::Retransmission,
+                ..Committed::default()
+            };
+            hook.after_insert(tx, r, &c)?;
+            return Ok(c);
         }
-        let c = Committed {
-            frame_id: None,
-            duplicate_of: None,
-            event_ids: Vec::new(),
+        tx.prepare_cached("INSERT INTO poll_log (account_id, at_ms) VALUES (?1, ?2)")?
+            .execute(params![aid, r.received_ms])?;
+        let prev = match (polls.last_seen.get(aid), polls.group.seen.get(&aid)) {
+            (Some(a), Some(&b)) => Some(a.max(b)),
+            (None, None) => {
+                // Not heard since the start (and not supervised, or supervision has not loaded
+                // it yet): its last time in the database, if it was ever heard.
+                tx.prepare_cached("SELECT last_seen_ms FROM account_status WHERE account_id = ?1")?
+                    .query_row([aid], |r| r.get(0))
+                    .optional()?
+            }
+            (a, b) => a.or(b.copied()),
         };
-        hook.after_insert(tx, r, &c)?;
-        return Ok(c);
+        kept = keep_poll(&polls.policy, r.received_ms, prev, r.supervision_ms);
+        if kept.is_none() {
+            let c = Committed {
+                poll: PollFate::Compacted,
+                ..Committed::default()
+            };
+            hook.after_insert(tx, r, &c)?;
+            return Ok(c);
+        }
     }
     if let Some(k) = &r.dedupe_key {
         let earlier = pending
@@ -769,11 +933,22 @@ fn apply(
             return Ok(Committed {
                 frame_id: Some(id),
                 duplicate_of: Some(orig),
-                event_ids: Vec::new(),
+                ..Committed::default()
             });
         }
     }
-    let id = insert_frame(tx, r, "accepted", None)?;
+    let id = match kept {
+        Some(why) => insert_frame(
+            tx,
+            &FrameRecord {
+                reason: Some(why),
+                ..r.clone()
+            },
+            "accepted",
+            None,
+        )?,
+        None => insert_frame(tx, r, "accepted", None)?,
+    };
     let alarm = match r.events.len() {
         1 => hook.link_before_insert(tx, r)?,
         _ => None,
@@ -795,6 +970,7 @@ fn apply(
         frame_id: Some(id),
         duplicate_of: None,
         event_ids,
+        poll: kept.map_or(PollFate::NotPoll, PollFate::Kept),
     };
     hook.after_insert(tx, r, &c)?;
     // Remembered only once everything for this frame succeeded.
@@ -838,6 +1014,10 @@ pub const STATUS_FLUSH_EVERY: Duration = Duration::from_secs(10);
 const STATUS_MAX_PENDING: usize = 1 << 16;
 /// `meta` key: every committed frame up to this id has its last-seen in `account_status`.
 const STATUS_WATERMARK: &str = "status_frame_id";
+/// `meta` key while a bulk write is under way: `ROWID:ACCOUNT`, the polls in `poll_log` up to
+/// `ROWID` of the accounts up to `ACCOUNT` are counted in `account_status` already (the parts
+/// go in account order), so a recovery does not count them twice.
+const STATUS_POLLS_DONE: &str = "status_polls_done";
 
 /// Last-seen times of committed frames and polls not yet in `account_status`. Their frame rows
 /// and `poll_log` rows (account id, receive time) are committed, so after a crash
@@ -852,6 +1032,11 @@ struct StatusBacklog {
     /// transaction (every row there was committed and noted before it started; none was
     /// committed since).
     polls_upto: Option<i64>,
+    /// Per account: polls counted (each a `poll_log` row) and the newest, since the last bulk
+    /// write started.
+    counts: HashMap<i64, (i64, i64)>,
+    /// The counts of the bulk write under way.
+    flushing_counts: HashMap<i64, (i64, i64)>,
 }
 
 impl Default for StatusBacklog {
@@ -859,6 +1044,8 @@ impl Default for StatusBacklog {
         StatusBacklog {
             bulk: Bulk::new(STATUS_FLUSH_EVERY, STATUS_MAX_PENDING),
             polls_upto: None,
+            counts: HashMap::new(),
+            flushing_counts: HashMap::new(),
         }
     }
 }
@@ -876,13 +1063,24 @@ impl StatusBacklog {
         self.bulk.note(account_id, ms, frame_id);
     }
 
+    /// A committed poll counted (its `poll_log` row); the account is noted too.
+    fn count_poll(&mut self, account_id: i64, ms: i64) {
+        let e = self.counts.entry(account_id).or_insert((0, ms));
+        e.0 += 1;
+        e.1 = e.1.max(ms);
+    }
+
     /// Start a bulk write of the backlog so far, if one is due (or `now`) and none is under
     /// way; later traffic waits for the next.
     fn start(&mut self, now: bool) {
-        if self.bulk.flushing.is_none() {
+        let idle = self.bulk.flushing.is_none();
+        if idle {
             self.polls_upto = None;
         }
         self.bulk.start(now);
+        if idle && self.bulk.flushing.is_some() {
+            self.flushing_counts = std::mem::take(&mut self.counts);
+        }
     }
 
     /// Write the next part of the bulk write under way (`all`: the rest), in the caller's
@@ -899,12 +1097,19 @@ impl StatusBacklog {
                 .query_row([], |r| r.get(0))?,
         };
         for &(account_id, ms) in part.rows {
-            touch_account(tx, account_id, ms)?;
+            touch_account(tx, account_id, ms, self.flushing_counts.get(&account_id).copied())?;
         }
         if part.last {
             tx.prepare_cached("DELETE FROM poll_log WHERE rowid <= ?1")?
                 .execute([polls_upto])?;
+            tx.prepare_cached("DELETE FROM meta WHERE key = ?1")?
+                .execute([STATUS_POLLS_DONE])?;
             set_watermark(tx, STATUS_WATERMARK, part.upto)?;
+        } else if let Some(&(last_account, _)) = part.rows.last() {
+            tx.prepare_cached(
+                "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            )?
+            .execute(params![STATUS_POLLS_DONE, format!("{polls_upto}:{last_account}")])?;
         }
         Ok(Some(StatusStep {
             end: part.end,
@@ -916,6 +1121,9 @@ impl StatusBacklog {
     fn written(&mut self, step: StatusStep) {
         self.bulk.written(step.end);
         self.polls_upto = self.bulk.flushing.is_some().then_some(step.polls_upto);
+        if self.bulk.flushing.is_none() {
+            self.flushing_counts = HashMap::new();
+        }
     }
 }
 
@@ -935,10 +1143,30 @@ pub fn recover_status(conn: &mut Connection) -> Result<usize, StoreError> {
         stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
             .collect::<Result<_, _>>()?
     };
+    // The polls to count: all in the log but those a bulk write under way counted already.
+    let done: Option<String> = tx
+        .query_row("SELECT value FROM meta WHERE key = ?1", [STATUS_POLLS_DONE], |r| {
+            r.get(0)
+        })
+        .optional()?;
+    let (done_upto, done_account) = done
+        .as_deref()
+        .and_then(|v| v.split_once(':'))
+        .and_then(|(a, b)| Some((a.parse::<i64>().ok()?, b.parse::<i64>().ok()?)))
+        .unwrap_or((0, 0));
+    let counts: HashMap<i64, (i64, i64)> = {
+        let mut stmt = tx.prepare(
+            "SELECT account_id, count(*), max(at_ms) FROM poll_log
+             WHERE NOT (rowid <= ?1 AND account_id <= ?2) GROUP BY account_id",
+        )?;
+        stmt.query_map([done_upto, done_account], |r| Ok((r.get(0)?, (r.get(1)?, r.get(2)?))))?
+            .collect::<Result<_, _>>()?
+    };
     for &(account_id, ms) in &rows {
-        touch_account(&tx, account_id, ms)?;
+        touch_account(&tx, account_id, ms, counts.get(&account_id).copied())?;
     }
     tx.execute("DELETE FROM poll_log", [])?;
+    tx.execute("DELETE FROM meta WHERE key = ?1", [STATUS_POLLS_DONE])?;
     set_watermark(&tx, STATUS_WATERMARK, newest)?;
     tx.commit()?;
     Ok(rows.len())
@@ -975,8 +1203,10 @@ fn run_group(
     heads: &mut AccountHeads,
     hook: &mut dyn AfterInsert,
     status: &StatusBacklog,
+    polls: &PollState,
     careful: bool,
-) -> Result<(Outcomes, BulkSteps), GroupFailure> {
+) -> Result<(Outcomes, BulkSteps, PollGroup), GroupFailure> {
+    let mut group = PollGroup::default();
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     hook.begin(&tx)?;
     let steps = BulkSteps {
@@ -986,18 +1216,24 @@ fn run_group(
     let mut out = Vec::with_capacity(batch.len());
     for item in batch.iter_mut() {
         match item {
-            Item::Frame(rec, _) if !careful => match apply(&tx, rec, dedupe, pending, heads, hook) {
-                Ok(c) => out.push(Some(Ok(c))),
-                Err(_) => return Err(GroupFailure::Retry),
-            },
+            Item::Frame(rec, _) if !careful => {
+                match apply(&tx, rec, dedupe, pending, heads, hook, &polls.ctx(&group)) {
+                    Ok(c) => {
+                        group.note(rec, &c);
+                        out.push(Some(Ok(c)));
+                    }
+                    Err(_) => return Err(GroupFailure::Retry),
+                }
+            }
             Item::Frame(rec, _) => {
                 // Each frame in its own savepoint: one frame that cannot be stored is refused
                 // alone (no ACK; the panel retries) instead of taking the whole group down with
                 // it, again at every resend.
                 tx.prepare_cached("SAVEPOINT frame")?.execute([])?;
-                match apply(&tx, rec, dedupe, pending, heads, hook) {
+                match apply(&tx, rec, dedupe, pending, heads, hook, &polls.ctx(&group)) {
                     Ok(c) => {
                         tx.prepare_cached("RELEASE frame")?.execute([])?;
+                        group.note(rec, &c);
                         out.push(Some(Ok(c)));
                     }
                     Err(e) => {
@@ -1025,7 +1261,27 @@ fn run_group(
         }
     }
     tx.commit()?;
-    Ok((out, steps))
+    Ok((out, steps, group))
+}
+
+/// The writer's view of the polls: the policy, the committed last-seen times (shared with
+/// supervision) and each account's last counted poll (one entry per account that polled since
+/// the start: bounded by the accounts).
+struct PollState {
+    policy: PollPolicy,
+    last_seen: Arc<LastSeen>,
+    idents: HashMap<i64, (u64, i64)>,
+}
+
+impl PollState {
+    fn ctx<'a>(&'a self, group: &'a PollGroup) -> PollCtx<'a> {
+        PollCtx {
+            policy: self.policy,
+            last_seen: &self.last_seen,
+            idents: &self.idents,
+            group,
+        }
+    }
 }
 
 /// The parts of the bulk writes a commit group carried.
@@ -1057,7 +1313,12 @@ pub fn start(
     let (tx, mut rx) = mpsc::channel::<Msg>(cfg.queue_depth.max(1));
     let m = metrics.clone();
     let max_batch = cfg.max_batch.max(1);
-    let last_seen = cfg.last_seen.clone();
+    let last_seen = cfg.last_seen.clone().unwrap_or_default();
+    let mut polls = PollState {
+        policy: cfg.polls,
+        last_seen: last_seen.clone(),
+        idents: HashMap::new(),
+    };
     let changes = cfg.changes.clone();
     let status_flush = cfg.status_flush;
     let join = std::thread::Builder::new()
@@ -1122,6 +1383,7 @@ pub fn start(
                         &mut heads,
                         hook.as_mut(),
                         &status,
+                        &polls,
                         careful,
                     ) {
                         Err(GroupFailure::Retry) if !careful => {
@@ -1141,8 +1403,9 @@ pub fn start(
                 });
                 m.commit_latency.observe(started.elapsed());
                 match result {
-                    Ok((done, steps)) => {
+                    Ok((done, steps, group)) => {
                         m.observe_batch(batch.len());
+                        polls.idents.extend(group.idents);
                         if let Some(step) = steps.status {
                             status.written(step);
                         }
@@ -1177,14 +1440,29 @@ pub fn start(
                         for (a, ms, frame) in heard.clone() {
                             status.note(a, ms, frame);
                         }
-                        if let Some(ls) = &last_seen {
-                            ls.record(heard.map(|(a, ms, _)| (a, ms)));
-                            ls.1.record(batch.iter().zip(&done).filter_map(|(i, d)| match (i, d) {
+                        last_seen.record(heard.map(|(a, ms, _)| (a, ms)));
+                        last_seen
+                            .1
+                            .record(batch.iter().zip(&done).filter_map(|(i, d)| match (i, d) {
                                 (Item::Frame(r, _), Some(Ok(_))) if r.outcome == Outcome::Accepted => {
                                     r.account_id.map(|a| (a, &**r))
                                 }
                                 _ => None,
                             }));
+                        // Every poll counted wrote a `poll_log` row in this group.
+                        for (i, d) in batch.iter().zip(&done) {
+                            if let (Item::Frame(r, _), Some(Ok(c))) = (i, d) {
+                                let fate = match c.poll {
+                                    PollFate::NotPoll => continue,
+                                    PollFate::Compacted => "compacted",
+                                    PollFate::Kept(_) => "kept",
+                                    PollFate::Retransmission => "retransmission",
+                                };
+                                m.polls.inc(fate);
+                                if let (Some(a), PollFate::Compacted | PollFate::Kept(_)) = (r.account_id, c.poll) {
+                                    status.count_poll(a, r.received_ms);
+                                }
+                            }
                         }
                         for (item, c) in batch.drain(..).zip(done) {
                             match (item, c) {
@@ -1193,7 +1471,7 @@ pub fn start(
                                     let _ = reply.send(Answer { result: Err(e), record });
                                 }
                                 (Item::Frame(record, reply), Some(Ok(c))) => {
-                                    if c.duplicate_of.is_some() {
+                                    if c.duplicate_of.is_some() || c.poll == PollFate::Retransmission {
                                         m.retransmissions.add(1);
                                     }
                                     for _ in &c.event_ids {
@@ -1327,6 +1605,7 @@ mod tests {
             changes: None,
             wal: Default::default(),
             status_flush: STATUS_FLUSH_EVERY,
+            polls: PollPolicy::default(),
         }
     }
 
@@ -1736,6 +2015,173 @@ mod tests {
         assert_eq!(status(&conn).len() as i64, n);
         assert_eq!(watermark(&conn).as_deref(), Some("77"));
         assert_eq!(poll_log_len(&conn), 1, "the poll logged during the write stays");
+    }
+
+    /// A clean poll of account `A{account_id}` (supervised every 90 s).
+    fn poll(account_id: i64, seq: u16, at_ms: i64) -> FrameRecord {
+        let mut r = event_frame(account_id, seq, at_ms);
+        r.link_test_only = true;
+        r.dedupe_key = Some(dedupe_key(&format!("A{account_id}"), None, "0", seq, b""));
+        r.supervision_ms = Some(90_000);
+        r
+    }
+
+    fn frame_reasons(conn: &Connection) -> Vec<(i64, Option<String>)> {
+        let mut stmt = conn
+            .prepare("SELECT account_id, reason FROM frames ORDER BY id")
+            .expect("query");
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .expect("rows")
+            .collect::<Result<_, _>>()
+            .expect("rows")
+    }
+
+    /// Polls of an account counted in committed rows: folded into `account_status`, or
+    /// waiting in `poll_log`.
+    fn counted(conn: &Connection, account_id: i64) -> i64 {
+        conn.query_row(
+            "SELECT ifnull((SELECT polls FROM account_status WHERE account_id = ?1), 0)
+                  + (SELECT count(*) FROM poll_log WHERE account_id = ?1)",
+            [account_id],
+            |r| r.get(0),
+        )
+        .expect("counted")
+    }
+
+    fn seen_pending(conn: &Connection, account_id: i64) -> Option<i64> {
+        conn.query_row(
+            &format!("WITH {SEEN_PENDING} SELECT last_ms FROM seen_pending WHERE account_id = ?1"),
+            [account_id],
+            |r| r.get(0),
+        )
+        .optional()
+        .expect("seen")
+    }
+
+    /// A clean poll stores no frame row: when its answer (and so its ACK) comes, its
+    /// `poll_log` row is committed, so readers see the account's time and it is counted; the
+    /// polls that matter are stored (the first after a silence
+    /// longer than the interval, also one known only from the database, the first of a sample
+    /// period, one that is not clean); a
+    /// retransmission is answered and neither counted nor stored again.
+    #[tokio::test]
+    async fn clean_polls_are_counted_without_a_row_and_the_ones_that_matter_are_kept() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("w.db");
+        let (w, join) = writer_with(&path, 2, Default::default());
+        let conn = Connection::open(&path).expect("db");
+        // A UTC day ends 200 s after the first poll (the default sample period is a day).
+        let t = 20_000 * 86_400_000 - 200_000;
+        let c = w.submit(poll(1, 1, t)).await.expect("stored");
+        assert_eq!(c.poll, PollFate::Compacted, "never heard: nothing lost");
+        assert_eq!(frame_reasons(&conn), vec![]);
+        assert_eq!(counted(&conn, 1), 1);
+        for (seq, at, logged) in [(2, t + 30_000, 2), (3, t + 60_000, 3)] {
+            let c = w.submit(poll(1, seq, at)).await.expect("stored");
+            assert_eq!(c.poll, PollFate::Compacted);
+            assert_eq!(c.frame_id, None);
+            assert_eq!(counted(&conn, 1), logged, "committed before the answer");
+            assert_eq!(seen_pending(&conn, 1), Some(at), "readers see the poll's time");
+        }
+        let c = w.submit(poll(1, 3, t + 62_000)).await.expect("answered");
+        assert_eq!(c.poll, PollFate::Retransmission);
+        assert_eq!(counted(&conn, 1), 3, "a retransmission is not counted");
+        let c = w.submit(poll(1, 4, t + 160_000)).await.expect("stored");
+        assert_eq!(
+            c.poll,
+            PollFate::Kept(KEPT_AFTER_LOSS),
+            "100 s of silence at a 90 s interval"
+        );
+        let c = w.submit(poll(1, 5, t + 210_000)).await.expect("stored");
+        assert_eq!(c.poll, PollFate::Kept(KEPT_SAMPLE), "the first poll of the new day");
+        let c = w.submit(poll(1, 6, t + 240_000)).await.expect("stored");
+        assert_eq!(c.poll, PollFate::Compacted);
+        let mut odd = poll(1, 7, t + 250_000);
+        odd.reason = Some("key_change_refused");
+        let c = w.submit(odd).await.expect("stored");
+        assert_eq!(c.poll, PollFate::NotPoll);
+        assert!(c.frame_id.is_some(), "a poll that is not clean is stored");
+        // Account 2 was last heard before this writer started (its time only in the database).
+        w.run(move |tx| {
+            tx.execute(
+                "INSERT INTO account_status (account_id, last_seen_ms) VALUES (2, ?1)",
+                [t - 1_000_000],
+            )?;
+            Ok(())
+        })
+        .await
+        .expect("status");
+        let c = w.submit(poll(2, 1, t + 260_000)).await.expect("stored");
+        assert_eq!(c.poll, PollFate::Kept(KEPT_AFTER_LOSS), "silent since before the start");
+        assert_eq!(
+            frame_reasons(&conn),
+            vec![
+                (1, Some(KEPT_AFTER_LOSS.to_string())),
+                (1, Some(KEPT_SAMPLE.to_string())),
+                (1, Some("key_change_refused".to_string())),
+                (2, Some(KEPT_AFTER_LOSS.to_string())),
+            ]
+        );
+        w.close().await;
+        drop(w);
+        join.join().expect("writer ends");
+        let counted: Vec<(i64, i64, i64, Option<i64>)> = conn
+            .prepare("SELECT account_id, last_seen_ms, polls, last_poll_ms FROM account_status ORDER BY account_id")
+            .expect("query")
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .expect("rows")
+            .collect::<Result<_, _>>()
+            .expect("rows");
+        assert_eq!(
+            counted,
+            vec![
+                (1, t + 250_000, 6, Some(t + 240_000)),
+                (2, t + 260_000, 1, Some(t + 260_000))
+            ]
+        );
+    }
+
+    /// A crash in the middle of a bulk write (some parts committed) counts no poll twice: the
+    /// next start counts only the polls the committed parts did not.
+    #[test]
+    fn a_crash_during_a_bulk_write_counts_each_poll_once() {
+        let dir = tempfile::tempdir().expect("dir");
+        let mut conn = super::super::open_write(&dir.path().join("w.db"), Duration::from_secs(5)).expect("db");
+        let n = crate::store::bulk::CHUNK as i64 + 50;
+        let mut backlog = StatusBacklog::default();
+        for a in 1..=n {
+            conn.execute(
+                "INSERT INTO accounts (id, account) VALUES (?1, ?2)",
+                params![a, format!("A{a}")],
+            )
+            .expect("account");
+            for k in 0..2 {
+                conn.execute(
+                    "INSERT INTO poll_log (account_id, at_ms) VALUES (?1, ?2)",
+                    params![a, 1_000 + a + k],
+                )
+                .expect("poll");
+                backlog.note(a, 1_000 + a + k, None);
+                backlog.count_poll(a, 1_000 + a + k);
+            }
+        }
+        backlog.start(false);
+        let tx = conn.transaction().expect("tx");
+        let step = backlog.write(&tx, false).expect("write").expect("a step");
+        tx.commit().expect("commit");
+        backlog.written(step);
+        assert!(backlog.bulk.flushing.is_some(), "one part of two written");
+        // "Crash": the second part never comes; the next start recovers.
+        recover_status(&mut conn).expect("recover");
+        let wrong: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM accounts a LEFT JOIN account_status s ON s.account_id = a.id
+                 WHERE ifnull(s.polls, 0) <> 2 OR s.last_poll_ms <> 1_001 + a.id",
+                [],
+                |r| r.get(0),
+            )
+            .expect("count");
+        assert_eq!(wrong, 0, "every account has its two polls, once");
     }
 
     /// A clean stop writes the backlog and leaves nothing to recover.

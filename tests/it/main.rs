@@ -23,6 +23,7 @@ mod protocol_sweep;
 mod receiver;
 mod receiver_props;
 mod replay;
+mod retention;
 mod scenarios;
 mod service;
 mod shift;
