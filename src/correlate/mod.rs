@@ -5,6 +5,7 @@
 //! |---|---|
 //! | [`alarms`] | open / join / restore alarms, the panel-side factor, operator transitions |
 //! | [`supervision`] | reporting deadlines per account and path; "communication lost" alarms |
+//! | [`timers`] | the timer structure: due times by key, earliest first |
 //!
 //! Rules, per event of an accepted frame:
 //! - an alarm or trouble opens an alarm, or joins the open alarm of the same site and zone
@@ -20,6 +21,7 @@
 
 pub mod alarms;
 pub mod supervision;
+pub mod timers;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};

@@ -2,13 +2,13 @@
 //! (NULL poll, periodic test, event) resets it; a missed deadline opens a "communication lost"
 //! alarm, and traffic restores it (see [`super::alarms::restore_communication`]).
 //!
-//! One deadline structure for all accounts (an ordered set keyed by deadline), driven by the
-//! injected clock: the task wakes at the next deadline, or every 250 ms at most, so a test
+//! One deadline structure for all accounts ([`super::timers::Timers`], keyed by account),
+//! driven by the injected clock: the task wakes at the next deadline, or every 250 ms at most, so a test
 //! that moves a manual clock sees the alarm promptly and a real deadline is noticed within a
 //! fraction of a second. Deadlines come from the last traffic stored in the database, so a
 //! panel that went silent while the daemon was down is noticed right after it starts.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::alarms::{self, AlarmSpec, Queue};
+use super::timers::Timers;
 use crate::clock::{Clock, unix_ms};
 use crate::protocol::codes::Category;
 use crate::store::StoreError;
@@ -57,7 +58,7 @@ struct Watch {
 /// The deadlines of every supervised account.
 #[derive(Debug, Default)]
 pub struct Deadlines {
-    order: BTreeSet<(i64, i64)>,
+    order: Timers<i64>,
     watches: HashMap<i64, Watch>,
 }
 
@@ -70,14 +71,14 @@ impl Deadlines {
             deadline_ms: last_seen_ms.saturating_add(interval_ms),
             alarmed_at_seen: None,
         };
-        self.order.insert((w.deadline_ms, account_id));
+        self.order.set(account_id, w.deadline_ms);
         self.watches.insert(account_id, w);
     }
 
     /// Stop watching an account.
     pub fn unwatch(&mut self, account_id: i64) {
-        if let Some(w) = self.watches.remove(&account_id) {
-            self.order.remove(&(w.deadline_ms, account_id));
+        if self.watches.remove(&account_id).is_some() {
+            self.order.remove(account_id);
         }
     }
 
@@ -108,18 +109,14 @@ impl Deadlines {
 
     /// The earliest deadline.
     pub fn next_deadline(&self) -> Option<i64> {
-        self.order.first().map(|(d, _)| *d)
+        self.order.next()
     }
 
     /// Accounts whose deadline passed without traffic, each reported once per silence, with the
     /// deadline they missed. Accounts heard from since are re-armed from their last traffic.
     pub fn expired(&mut self, now_ms: i64, last_seen: impl Fn(i64) -> Option<i64>) -> Vec<(i64, i64)> {
         let mut out = Vec::new();
-        while let Some(&(deadline, id)) = self.order.first() {
-            if deadline > now_ms {
-                break;
-            }
-            self.order.pop_first();
+        while let Some((deadline, id)) = self.order.pop_due(now_ms) {
             let Some(w) = self.watches.get_mut(&id) else {
                 continue;
             };
@@ -136,7 +133,7 @@ impl Deadlines {
                 // Look again one interval later (or when traffic comes back).
                 w.deadline_ms = now_ms + w.interval_ms.clamp(1_000, 60_000);
             }
-            self.order.insert((w.deadline_ms, id));
+            self.order.set(id, w.deadline_ms);
         }
         out
     }
