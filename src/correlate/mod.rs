@@ -5,7 +5,8 @@
 //! |---|---|
 //! | [`alarms`] | open / join / restore alarms, the panel-side factor, operator transitions |
 //! | [`supervision`] | reporting deadlines per account and path; "communication lost" alarms |
-//! | [`timers`] | the timer structure: due times by key, earliest first |
+//! | [`schedule`] | open/close windows per site: late to close, unexpected opening, late to open, early close |
+//! | [`timers`] | the timer structure of supervision and schedules |
 //!
 //! Rules, per event of an accepted frame:
 //! - an alarm or trouble opens an alarm, or joins the open alarm of the same site and zone
@@ -20,6 +21,7 @@
 //! - any valid traffic restores an open "communication lost" alarm of that account path.
 
 pub mod alarms;
+pub mod schedule;
 pub mod supervision;
 pub mod timers;
 
@@ -738,12 +740,14 @@ pub fn on_frame(
                     let user = ev.user.as_deref().map(norm_number);
                     alarms::set_armed(tx, site, false, user.as_deref(), now)?;
                     alarms::record_keypad_factor(tx, site, user.as_deref(), meaning.kind, *event_id, now)?;
+                    schedule::store::on_report(tx, site, *event_id, now, false)?;
                 }
             }
             Kind::Arm => {
                 if let Some(site) = owner.site_id {
                     let user = ev.user.as_deref().map(norm_number);
                     alarms::set_armed(tx, site, true, user.as_deref(), now)?;
+                    schedule::store::on_report(tx, site, *event_id, now, false)?;
                 }
             }
             Kind::Bypass | Kind::Unbypass | Kind::Test | Kind::Status | Kind::Info => {}

@@ -2,8 +2,8 @@
 //! (NULL poll, periodic test, event) resets it; a missed deadline opens a "communication lost"
 //! alarm, and traffic restores it (see [`super::alarms::restore_communication`]).
 //!
-//! One deadline structure for all accounts ([`super::timers::Timers`], keyed by account),
-//! driven by the injected clock: the task wakes at the next deadline, or every 250 ms at most, so a test
+//! One deadline structure for all accounts ([`super::timers::Timers`], keyed by account, the
+//! same structure the schedules use), driven by the injected clock: the task wakes at the next deadline, or every 250 ms at most, so a test
 //! that moves a manual clock sees the alarm promptly and a real deadline is noticed within a
 //! fraction of a second. Deadlines come from the last traffic stored in the database, so a
 //! panel that went silent while the daemon was down is noticed right after it starts.
@@ -234,7 +234,7 @@ pub fn load(conn: &rusqlite::Connection, last_seen: &LastSeen) -> Result<Deadlin
     Ok(d)
 }
 
-/// Supervision and escalation state, advanced by [`Supervisor::tick`]. The daemon ticks it from
+/// Supervision, schedule and escalation state, advanced by [`Supervisor::tick`]. The daemon ticks it from
 /// a background task; the replay runner ticks it after each step of its virtual clock.
 pub struct Supervisor {
     db: std::path::PathBuf,
@@ -244,6 +244,7 @@ pub struct Supervisor {
     loaded_generation: Option<i64>,
     escalate_after_ms: i64,
     last_escalation: i64,
+    schedules: super::schedule::timer::ScheduleTimers,
 }
 
 impl Supervisor {
@@ -257,12 +258,21 @@ impl Supervisor {
             loaded_generation: None,
             escalate_after_ms,
             last_escalation: i64::MIN,
+            schedules: Default::default(),
         }
     }
 
-    /// The earliest deadline.
+    /// The earliest deadline: a reporting deadline or a site's schedule edge.
     pub fn next_deadline(&self) -> Option<i64> {
-        self.deadlines.next_deadline()
+        match (self.deadlines.next_deadline(), self.schedules.next_due()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// The schedules and when each site is due (the replay runner steps its clock to each).
+    pub fn schedules(&self) -> &super::schedule::timer::ScheduleTimers {
+        &self.schedules
     }
 
     async fn reload(&mut self) -> Result<(), StoreError> {
@@ -326,6 +336,7 @@ impl Supervisor {
                 Err(e) => warn!(error = %e, "escalation check failed"),
             }
         }
+        self.schedules.tick(&self.db, &self.writer, now_ms).await;
         lost
     }
 }

@@ -2,9 +2,11 @@
 //! time, so the next thing to do is the first entry and everything due by `now` comes off the
 //! front. Setting a key again moves it; a key is in the order at most once.
 //!
-//! [`super::supervision::Deadlines`] keys it by account (reporting deadlines); it is driven by
-//! the supervision task on the injected clock ([`super::supervision::run`]), which wakes at the
-//! earliest due time.
+//! [`super::supervision::Deadlines`] keys it by account (reporting deadlines) and
+//! [`super::schedule::timer::ScheduleTimers`] by site and service period (the next edge of a
+//! site's schedule, the end of a test or out-of-service period). Both are driven by the same
+//! supervision task on the injected clock ([`super::supervision::run`]), which wakes at the
+//! earliest due time of either.
 //!
 //! Cost: setting, moving and popping are O(log n) in the number of keys (a `BTreeSet` and a
 //! `HashMap`); finding the next due time is O(log n).

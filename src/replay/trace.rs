@@ -15,6 +15,7 @@
 //! @stop / @start                   stop the daemon (time may pass), start it again
 //! @in-process                      only meaningful in-process (`replay --target` skips it)
 //! @outcome none                    no outcome file: only the responses are compared
+//! @extend SITE UNTIL REASON        an operator's extension of a site's schedule (in-process)
 //! > \n…\r                          bytes a panel sends (escapes \n \r \t \\ \xNN)
 //! < \n…\r                          the response expected
 //! < (none)                         no response expected
@@ -72,6 +73,22 @@ pub enum Step {
     Send(Vec<u8>),
     /// Receiver → panel bytes expected (`None`: no response).
     Expect(Option<Vec<u8>>),
+    /// What an operator does through the API (in-process only).
+    Operator(OperatorStep),
+}
+
+/// An operator's action in a trace, done as the API does it (in-process only).
+#[derive(Debug, Clone, PartialEq)]
+pub enum OperatorStep {
+    /// A one-off extension of a site's schedule (`@extend SITE UNTIL REASON`).
+    Extend {
+        /// Site reference.
+        site: String,
+        /// Until.
+        until: OffsetDateTime,
+        /// What the caller said.
+        reason: String,
+    },
 }
 
 /// A parsed trace, with its source lines (for rewriting expectations in place).
@@ -166,6 +183,20 @@ impl Trace {
                 "@stop" => Step::Stop,
                 "@start" => Step::Start,
                 "@in-process" => Step::InProcessOnly,
+                "@extend" => {
+                    let mut parts = rest.trim().splitn(3, ' ');
+                    let (site, until, reason) = (parts.next(), parts.next(), parts.next());
+                    let (Some(site), Some(until), Some(reason)) = (site, until, reason) else {
+                        return Err(err(n, "@extend needs a site, an RFC 3339 end and a reason".into()));
+                    };
+                    let until = OffsetDateTime::parse(until, &time::format_description::well_known::Rfc3339)
+                        .map_err(|e| err(n, format!("@extend needs an RFC 3339 end: {e}")))?;
+                    Step::Operator(OperatorStep::Extend {
+                        site: site.to_string(),
+                        until,
+                        reason: reason.trim().to_string(),
+                    })
+                }
                 "@outcome" => match rest.trim() {
                     "none" => Step::NoOutcome,
                     other => return Err(err(n, format!("@outcome {other:?}: only `@outcome none` is known"))),
@@ -263,6 +294,20 @@ mod tests {
         assert!(!t.compares_outcome());
         assert_eq!(t.outcome_path(), PathBuf::from("dir/x.outcome.json"));
         assert!(Trace::parse("@outcome maybe\n", Path::new("x")).is_err());
+    }
+
+    #[test]
+    fn operator_directives() {
+        let t = Trace::parse("@extend S-1 2026-01-15T22:30:00Z we stay late\n", Path::new("x")).expect("parses");
+        assert_eq!(
+            t.steps[0].1,
+            Step::Operator(OperatorStep::Extend {
+                site: "S-1".into(),
+                until: time::macros::datetime!(2026-01-15 22:30:00 UTC),
+                reason: "we stay late".into()
+            })
+        );
+        assert!(Trace::parse("@extend S-1 tonight\n", Path::new("x")).is_err());
     }
 
     #[test]

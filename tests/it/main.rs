@@ -22,6 +22,7 @@ mod protocol_sweep;
 mod receiver;
 mod replay;
 mod scenarios;
+mod schedules;
 mod shift;
 mod vectors;
 mod verify;
