@@ -6,6 +6,7 @@
 //! | [`alarms`] | open / join / restore alarms, the panel-side factor, operator transitions |
 //! | [`supervision`] | reporting deadlines per account and path; "communication lost" alarms |
 //! | [`schedule`] | open/close windows per site: late to close, unexpected opening, late to open, early close |
+//! | [`service`] | sites and accounts on test or out of service |
 //! | [`timers`] | the timer structure of supervision and schedules |
 //!
 //! Rules, per event of an accepted frame:
@@ -18,10 +19,12 @@
 //!   (duress 1; hold-up, panic, fire, medical 2; burglary 3; … information 9);
 //! - unknown codes, unknown accounts and accounts without a customer record go to the
 //!   supervisor queue;
-//! - any valid traffic restores an open "communication lost" alarm of that account path.
+//! - any valid traffic restores an open "communication lost" alarm of that account path;
+//! - an account or site on test or out of service raises no operator alarm ([`service`]).
 
 pub mod alarms;
 pub mod schedule;
+pub mod service;
 pub mod supervision;
 pub mod timers;
 
@@ -164,6 +167,8 @@ pub struct RecordCache {
     /// them, and nothing since could have opened one (only jobs do, and [`Self::forget_open`]
     /// runs after every job that changed an alarm, [`Self::forget`] after every rollback).
     comm_clear: HashSet<i64>,
+    /// Sites and accounts on test or out of service.
+    periods: service::PeriodCache,
 }
 
 impl Default for RecordCache {
@@ -184,6 +189,7 @@ impl Default for RecordCache {
             fold_slice: FOLD_SLICE,
             fold_within: FOLD_WITHIN,
             comm_clear: HashSet::new(),
+            periods: service::PeriodCache::default(),
         }
     }
 }
@@ -212,6 +218,7 @@ impl RecordCache {
     /// Forget everything if an import happened since the last call; count linked events into
     /// their alarms when that is due.
     pub fn refresh(&mut self, tx: &Transaction<'_>) -> Result<(), StoreError> {
+        self.periods.refresh(tx)?;
         let g = crate::store::accounts::generation(tx)?;
         if self.generation != Some(g) {
             self.owners.clear();
@@ -283,6 +290,7 @@ impl RecordCache {
     /// Drop everything a rollback could have made wrong.
     pub fn forget(&mut self) {
         self.forget_open();
+        self.periods.forget();
         self.heads.clear();
         self.uncounted.clear();
         self.folding = None;
@@ -535,6 +543,15 @@ impl AfterInsert for Correlator {
             return Ok(None);
         };
         let owner = self.cache.owner(tx, account_id)?;
+        let account = r.account.as_deref().unwrap_or_default();
+        if self
+            .cache
+            .periods
+            .period_for(account, owner.site_id, r.received_ms)
+            .is_some()
+        {
+            return Ok(None);
+        }
         let priority = self
             .cache
             .priority(tx, owner.customer_id, meaning.category, meaning.priority)?;
@@ -629,6 +646,16 @@ pub fn on_frame(
     }
     let owner = cache.owner(tx, account_id)?;
     let account = r.account.clone().unwrap_or_default();
+    // On test or out of service: stored, no operator alarm (`service`).
+    let period = cache.periods.period_for(&account, owner.site_id, now).cloned();
+    let on_test = period.as_ref().is_some_and(|p| p.mode == service::Mode::Test);
+    if let Some(p) = period.as_ref().filter(|_| on_test) {
+        let ids: Vec<i64> = (r.events.iter().zip(&c.event_ids))
+            .filter(|(e, _)| e.code != EventCode::LinkTest)
+            .map(|(_, id)| *id)
+            .collect();
+        service::record_test_events(tx, p.id, &ids)?;
+    }
     let scope = |key: String| match owner.site_id {
         Some(_) => key,
         None => format!("acct:{account}/{key}"),
@@ -659,6 +686,9 @@ pub fn on_frame(
         let zone = ev.zone.as_deref().map(norm_number);
         let area = ev.area.as_deref().map(norm_number);
         let Some(meaning) = ev.meaning else {
+            if on_test {
+                continue;
+            }
             let code = match ev.code {
                 EventCode::Sia(c) => format!("SIA {c}"),
                 EventCode::Cid(c) => format!("Contact ID {c}"),
@@ -685,6 +715,10 @@ pub fn on_frame(
         };
         match meaning.kind {
             Kind::Alarm | Kind::Trouble => {
+                if let Some(p) = &period {
+                    service::divert(tx, cache, p, owner, account_id, &account, ev, meaning, *event_id, now)?;
+                    continue;
+                }
                 if let Some(alarm_id) = prelinked {
                     // Linked as it was inserted (the frame's only event).
                     cache.linked(alarm_id, *event_id, now);
@@ -740,14 +774,14 @@ pub fn on_frame(
                     let user = ev.user.as_deref().map(norm_number);
                     alarms::set_armed(tx, site, false, user.as_deref(), now)?;
                     alarms::record_keypad_factor(tx, site, user.as_deref(), meaning.kind, *event_id, now)?;
-                    schedule::store::on_report(tx, site, *event_id, now, false)?;
+                    schedule::store::on_report(tx, site, *event_id, now, period.is_some())?;
                 }
             }
             Kind::Arm => {
                 if let Some(site) = owner.site_id {
                     let user = ev.user.as_deref().map(norm_number);
                     alarms::set_armed(tx, site, true, user.as_deref(), now)?;
-                    schedule::store::on_report(tx, site, *event_id, now, false)?;
+                    schedule::store::on_report(tx, site, *event_id, now, period.is_some())?;
                 }
             }
             Kind::Bypass | Kind::Unbypass | Kind::Test | Kind::Status | Kind::Info => {}

@@ -153,11 +153,21 @@ pub fn communication_lost(
         |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
     )?;
     let priority = super::priority_for(tx, customer_id, Category::Communication, 5)?;
-    let join = format!("path:{account_id}");
+    // On test or out of service: the supervisor's, under a key of its own (so that a silence
+    // after the period opens an operator alarm again).
+    let period = super::service::account_period(tx, account_id, now)?;
+    let join = match &period {
+        Some(p) => format!("path:{account_id}/{}", p.mode.as_str()),
+        None => format!("path:{account_id}"),
+    };
+    let marked = period
+        .as_ref()
+        .map(|p| format!(" ({})", p.mode.label()))
+        .unwrap_or_default();
     let id = alarms::open_or_join(
         tx,
         &AlarmSpec {
-            queue: if site_id.is_some() {
+            queue: if site_id.is_some() && period.is_none() {
                 Queue::Operator
             } else {
                 Queue::Supervisor
@@ -172,7 +182,7 @@ pub fn communication_lost(
             },
             category: Some(Category::Communication),
             priority,
-            title: format!("Communication lost: account {account} ({path} path)"),
+            title: format!("Communication lost: account {account} ({path} path){marked}"),
             zone: None,
             area: None,
             duress: false,
@@ -273,6 +283,11 @@ impl Supervisor {
     /// The schedules and when each site is due (the replay runner steps its clock to each).
     pub fn schedules(&self) -> &super::schedule::timer::ScheduleTimers {
         &self.schedules
+    }
+
+    /// [`Self::schedules`], to make it read its changes at the next tick.
+    pub fn schedules_mut(&mut self) -> &mut super::schedule::timer::ScheduleTimers {
+        &mut self.schedules
     }
 
     async fn reload(&mut self) -> Result<(), StoreError> {

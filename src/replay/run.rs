@@ -213,32 +213,74 @@ impl Session<'_> {
         self.tick().await;
     }
 
-    /// An operator's action, through the writer as the API does it.
+    /// An operator's action, through the writer as the API does it; supervision reads the
+    /// change at once (the daemon does within a second).
     async fn operator(&mut self, line: usize, op: &super::trace::OperatorStep) -> Result<(), RunError> {
+        use super::trace::OperatorStep;
         let now = unix_ms(self.clock.now());
         let writer = match self.running.as_ref() {
             Some(r) => r.shared.writer.clone(),
             None => return Err(self.io(line, "the daemon is stopped")),
         };
-        let super::trace::OperatorStep::Extend { site, until, reason } = op.clone();
-        let until = unix_ms(until);
+        let op = op.clone();
         let r = writer
             .run(move |tx| {
-                let id: Option<i64> = rusqlite::OptionalExtension::optional(tx.query_row(
-                    "SELECT id FROM sites WHERE ref = ?1",
-                    [&site],
-                    |r| r.get(0),
-                ))?;
-                Ok(match id {
-                    Some(id) => crate::correlate::schedule::store::extend(tx, id, until, "replay", &reason, now)
-                        .map(|_| ())
-                        .map_err(|e| e.to_string()),
-                    None => Err(format!("no site {site}")),
+                use crate::correlate::service;
+                Ok(match op {
+                    OperatorStep::Extend { site, until, reason } => {
+                        let id: Option<i64> = rusqlite::OptionalExtension::optional(tx.query_row(
+                            "SELECT id FROM sites WHERE ref = ?1",
+                            [&site],
+                            |r| r.get(0),
+                        ))?;
+                        match id {
+                            Some(id) => crate::correlate::schedule::store::extend(
+                                tx,
+                                id,
+                                unix_ms(until),
+                                "replay",
+                                &reason,
+                                now,
+                            )
+                            .map(|_| ())
+                            .map_err(|e| format!("@extend: {e}")),
+                            None => Err(format!("@extend: no site {site}")),
+                        }
+                    }
+                    OperatorStep::Service {
+                        mode,
+                        target,
+                        until,
+                        reason,
+                    } => {
+                        let (site, account) = match target.strip_prefix("account:") {
+                            Some(a) => (None, Some(a)),
+                            None => (Some(target.as_str()), None),
+                        };
+                        match service::resolve(tx, site, account)? {
+                            None => Err(format!("@service: no {target}")),
+                            Some((t, site_id, _)) => match (service::Mode::parse(&mode), until) {
+                                (Some(m), Some(until)) => {
+                                    service::start(tx, &t, site_id, m, unix_ms(until), "replay", &reason, now)
+                                        .map(|_| ())
+                                        .map_err(|e| format!("@service: {e}"))
+                                }
+                                _ => service::end_target(tx, &t, "replay", now)
+                                    .map(|_| ())
+                                    .map_err(|e| format!("@service: {e}")),
+                            },
+                        }
+                    }
                 })
             })
             .await
             .map_err(|e| self.io(line, format!("writer: {e}")))?;
-        r.map_err(|e| self.io(line, format!("@extend: {e}")))
+        r.map_err(|e| self.io(line, e))?;
+        if let Some(s) = self.running.as_mut().and_then(|r| r.supervisor.as_mut()) {
+            s.schedules_mut().check_now();
+        }
+        self.tick().await;
+        Ok(())
     }
 
     async fn send(&mut self, line: usize, bytes: &[u8]) -> Result<(), RunError> {

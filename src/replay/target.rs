@@ -256,6 +256,7 @@ pub fn in_process_only(trace: &Trace) -> Option<String> {
             Step::Start => "@start",
             Step::InProcessOnly => "@in-process",
             Step::Operator(super::trace::OperatorStep::Extend { .. }) => "@extend",
+            Step::Operator(super::trace::OperatorStep::Service { .. }) => "@service",
             Step::Transport(t) if super::side::is_side(*t) => {
                 return Some(format!("@transport {} at line {line}", super::side::name(*t)));
             }

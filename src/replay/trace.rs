@@ -16,6 +16,8 @@
 //! @in-process                      only meaningful in-process (`replay --target` skips it)
 //! @outcome none                    no outcome file: only the responses are compared
 //! @extend SITE UNTIL REASON        an operator's extension of a site's schedule (in-process)
+//! @service MODE TARGET UNTIL REASON  a supervisor puts SITE or account:NUMBER on test or
+//!                                  out_of_service (in-process); `@service end TARGET` ends it
 //! > \n…\r                          bytes a panel sends (escapes \n \r \t \\ \xNN)
 //! < \n…\r                          the response expected
 //! < (none)                         no response expected
@@ -87,6 +89,18 @@ pub enum OperatorStep {
         /// Until.
         until: OffsetDateTime,
         /// What the caller said.
+        reason: String,
+    },
+    /// A site or account on test or out of service (`@service test|out_of_service TARGET UNTIL
+    /// REASON`), or its period ended (`@service end TARGET`).
+    Service {
+        /// `test`, `out_of_service` or `end`.
+        mode: String,
+        /// A site reference, or `account:NUMBER`.
+        target: String,
+        /// Until (not for `end`).
+        until: Option<OffsetDateTime>,
+        /// Why.
         reason: String,
     },
 }
@@ -196,6 +210,31 @@ impl Trace {
                         until,
                         reason: reason.trim().to_string(),
                     })
+                }
+                "@service" => {
+                    let mut parts = rest.trim().splitn(4, ' ');
+                    let (mode, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+                    let usage = "@service test|out_of_service TARGET UNTIL REASON, or @service end TARGET";
+                    let step = match (mode, parts.next(), parts.next()) {
+                        ("end", None, None) if !target.is_empty() => OperatorStep::Service {
+                            mode: mode.into(),
+                            target: target.into(),
+                            until: None,
+                            reason: String::new(),
+                        },
+                        ("test" | "out_of_service", Some(until), Some(reason)) if !target.is_empty() => {
+                            let until = OffsetDateTime::parse(until, &time::format_description::well_known::Rfc3339)
+                                .map_err(|e| err(n, format!("{usage}: {e}")))?;
+                            OperatorStep::Service {
+                                mode: mode.into(),
+                                target: target.into(),
+                                until: Some(until),
+                                reason: reason.trim().into(),
+                            }
+                        }
+                        _ => return Err(err(n, usage.into())),
+                    };
+                    Step::Operator(step)
                 }
                 "@outcome" => match rest.trim() {
                     "none" => Step::NoOutcome,
@@ -308,6 +347,18 @@ mod tests {
             })
         );
         assert!(Trace::parse("@extend S-1 tonight\n", Path::new("x")).is_err());
+        let t = Trace::parse(
+            "@service test account:8001 2026-01-15T11:00:00Z new detector\n@service end S-1\n",
+            Path::new("x"),
+        )
+        .expect("parses");
+        assert!(
+            matches!(&t.steps[0].1, Step::Operator(OperatorStep::Service { mode, until: Some(_), .. }) if mode == "test")
+        );
+        assert!(
+            matches!(&t.steps[1].1, Step::Operator(OperatorStep::Service { mode, until: None, .. }) if mode == "end")
+        );
+        assert!(Trace::parse("@service maybe S-1\n", Path::new("x")).is_err());
     }
 
     #[test]

@@ -584,6 +584,36 @@ const MIGRATIONS: &[Step] = &[
         (NULL, 'early_close', 2, 'Call the first contact to confirm the early closing', 0);
     "#,
     ),
+    // 17: service periods (`correlate::service`): a site or an account number on test (events
+    // stored and listed, no alarm; a summary when it ends) or out of service (events to the
+    // supervisor, no operator alarm), from a time until a time, with who and why; ended by
+    // itself at `until_ms` or by hand. The events of a test, for its summary.
+    Step::Sql(
+        r#"
+    CREATE TABLE service_periods (
+        id                INTEGER PRIMARY KEY,
+        mode              TEXT NOT NULL CHECK (mode = 'test' OR mode = 'out_of_service'),
+        site_id           INTEGER REFERENCES sites(id),
+        account           TEXT,
+        from_ms           INTEGER NOT NULL,
+        until_ms          INTEGER NOT NULL CHECK (until_ms > from_ms),
+        set_by            TEXT NOT NULL,
+        reason            TEXT NOT NULL,
+        ended_ms          INTEGER,
+        ended_by          TEXT,
+        summary_alarm_id  INTEGER REFERENCES alarms(id),
+        CHECK ((site_id IS NULL) <> (account IS NULL))
+    );
+    CREATE INDEX service_periods_open_by_site ON service_periods (site_id) WHERE ended_ms IS NULL;
+    CREATE INDEX service_periods_open_by_account ON service_periods (account) WHERE ended_ms IS NULL;
+    CREATE INDEX service_periods_by_end ON service_periods (ended_ms);
+    CREATE TABLE service_period_events (
+        period_id  INTEGER NOT NULL REFERENCES service_periods(id),
+        event_id   INTEGER NOT NULL REFERENCES events(id),
+        PRIMARY KEY (period_id, event_id)
+    ) WITHOUT ROWID;
+    "#,
+    ),
 ];
 
 /// CHECK constraints of the form `column IN (list)` on tables written per frame or event, and

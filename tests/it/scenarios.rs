@@ -435,3 +435,75 @@ async fn schedule_lateness_survives_a_restart() {
         "raised once, at start-up"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// On test and out of service.
+
+#[tokio::test]
+async fn service_a_test_period_raises_nothing_and_ends_with_a_summary() {
+    let o = run("service-test-period").await;
+    let a = alarms(&o);
+    let summary: Vec<&Value> = a.iter().filter(|x| x["category"] == "test").collect();
+    assert_eq!(summary.len(), 1, "{a:#?}");
+    assert_eq!(summary[0]["queue"], "supervisor");
+    assert_eq!(
+        summary[0]["opened"], "2026-01-15T10:00:00.000Z",
+        "at the test's end, by itself"
+    );
+    assert_eq!(
+        summary[0]["title"],
+        "Test of site S-3001 ended: 5 event(s): 1x Burglary alarm, 1x Burglary alarm restore, 2x Closing, 1x Opening"
+    );
+    // What the test held back: the closing at 10:50 that lasts is an early close at 11:00.
+    assert_eq!(
+        schedule_alarms(&o, "early_close"),
+        [(
+            "Early close at 10:50 CET by user 5: the window is open until 22:00 CET".to_string(),
+            "2026-01-15T10:00:00.000Z".to_string(),
+            true
+        )]
+    );
+    let burglary: Vec<&Value> = a.iter().filter(|x| x["category"] == "burglary").collect();
+    assert_eq!(burglary.len(), 1, "only the one after the test: {a:#?}");
+    assert_eq!(burglary[0]["opened"], "2026-01-15T10:06:00.000Z");
+    assert_eq!(burglary[0]["queue"], "operator");
+    assert_eq!(a.len(), 3, "{a:#?}");
+}
+
+#[tokio::test]
+async fn service_out_of_service_goes_to_the_supervisor_only() {
+    let o = run("service-out-of-service").await;
+    let a = alarms(&o);
+    let supervisor: Vec<(&str, &str, i64)> = a
+        .iter()
+        .filter(|x| x["queue"] == "supervisor")
+        .map(|x| {
+            (
+                x["category"].as_str().expect("c"),
+                x["title"].as_str().expect("t"),
+                x["events"].as_i64().expect("n"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        supervisor,
+        [
+            ("burglary", "Out of service: Burglary alarm, zone 3", 2),
+            ("fire", "Out of service: Fire alarm, zone 9", 1)
+        ],
+        "one item per category, never a fire joined to a burglary"
+    );
+    let operator: Vec<(&str, &str)> = a
+        .iter()
+        .filter(|x| x["queue"] == "operator")
+        .map(|x| (x["category"].as_str().expect("c"), x["opened"].as_str().expect("o")))
+        .collect();
+    assert_eq!(
+        operator,
+        [
+            ("unexpected_opening", "2026-01-15T13:30:00.000Z"),
+            ("burglary", "2026-01-15T13:40:00.000Z")
+        ],
+        "nothing for the operators while out of service; after it the site is open outside its hours"
+    );
+}

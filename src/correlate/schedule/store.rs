@@ -280,6 +280,9 @@ pub fn reconcile(
         return Ok(Reconciled::default());
     };
     let plan = &plan;
+    // A site on test or out of service raises nothing until the period ends (it is looked at
+    // again then); what stops holding is restored all the same.
+    let suppress = suppress || crate::correlate::service::site_period(tx, site_id, now)?.is_some();
     let before = raised(tx, site_id)?;
     let armed = armed_state(tx, site_id)?;
     let holds = plan.conditions(armed, now);

@@ -12,6 +12,10 @@
 //! daemon was down is raised or restored now), and again for what `schedule_changes` names
 //! (an import: every site; an extension or a service period: one site), at most once a
 //! second of the clock.
+//!
+//! The open test and out-of-service periods ([`crate::correlate::service`]) are in the same
+//! timer structure at their end: a period ends by itself there (a test with its summary), and
+//! its site is looked at again at once (what the period held back is raised now).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -36,11 +40,22 @@ const PER_JOB: usize = 256;
 /// Sites read per statement.
 const PER_READ: usize = 500;
 
+/// What is due: a site's next edge, or the end of a service period.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Due {
+    /// A site (row id).
+    Site(i64),
+    /// A service period (row id).
+    Period(i64),
+}
+
 /// The schedules of every site and when to look at each again.
 #[derive(Default)]
 pub struct ScheduleTimers {
     plans: HashMap<i64, Arc<Plan>>,
-    timers: Timers<i64>,
+    timers: Timers<Due>,
+    /// The open service periods in `timers`.
+    periods: Vec<i64>,
     /// The newest `schedule_changes` row read; `None` before the first load.
     cursor: Option<i64>,
     last_check_ms: Option<i64>,
@@ -60,6 +75,8 @@ enum Loaded {
 pub struct TickReport {
     /// Sites looked at.
     pub due: usize,
+    /// Service periods ended.
+    pub periods_ended: usize,
     /// Sites whose conditions differed from what was raised (reconciled by the writer).
     pub reconciled: usize,
 }
@@ -116,6 +133,12 @@ impl ScheduleTimers {
         self.timers.next()
     }
 
+    /// Read `schedule_changes` at the next tick, whenever it comes (after a change made outside
+    /// the writer's frames: an operator's extension, a service period).
+    pub fn check_now(&mut self) {
+        self.last_check_ms = None;
+    }
+
     /// Sites with a schedule.
     pub fn len(&self) -> usize {
         self.plans.len()
@@ -159,34 +182,47 @@ impl ScheduleTimers {
     /// Load what `schedule_changes` names since the last look (everything at the first).
     async fn reload(&mut self, db: &Path, now: i64) -> Result<(), StoreError> {
         let cursor = self.cursor;
-        let (newest, loaded) = self
-            .with_conn(db, move |c| -> Result<(i64, Loaded), StoreError> {
-                let newest: i64 = c.query_row("SELECT ifnull(max(id), 0) FROM schedule_changes", [], |r| r.get(0))?;
-                let sites: Vec<Option<i64>> = match cursor {
-                    None => vec![None],
-                    Some(from) if from == newest => return Ok((newest, Loaded::Nothing)),
-                    Some(from) => c
-                        .prepare_cached("SELECT DISTINCT site_id FROM schedule_changes WHERE id > ?1 AND id <= ?2")?
-                        .query_map(params![from, newest], |r| r.get(0))?
-                        .collect::<Result<_, _>>()?,
-                };
-                if sites.iter().any(Option::is_none) {
-                    return Ok((newest, Loaded::All(store::load_all(c, now)?)));
-                }
-                let mut out = HashMap::new();
-                for s in sites.into_iter().flatten() {
-                    out.insert(s, store::load_plan(c, s, now)?.map(Arc::new));
-                }
-                Ok((newest, Loaded::Sites(out)))
-            })
+        let (newest, loaded, periods) = self
+            .with_conn(
+                db,
+                move |c| -> Result<(i64, Loaded, Option<Vec<(i64, i64)>>), StoreError> {
+                    let newest: i64 =
+                        c.query_row("SELECT ifnull(max(id), 0) FROM schedule_changes", [], |r| r.get(0))?;
+                    if cursor == Some(newest) {
+                        return Ok((newest, Loaded::Nothing, None));
+                    }
+                    let periods = crate::correlate::service::open(c)?
+                        .into_iter()
+                        .map(|(p, _, _)| (p.id, p.until_ms))
+                        .collect();
+                    let (n, l) = load_changed(c, cursor, newest, now)?;
+                    Ok((n, l, Some(periods)))
+                },
+            )
             .await?;
         self.cursor = Some(newest);
+        if let Some(periods) = periods {
+            for id in self.periods.drain(..) {
+                self.timers.remove(Due::Period(id));
+            }
+            for (id, until) in periods {
+                self.timers.set(Due::Period(id), until);
+                self.periods.push(id);
+            }
+        }
+        self.apply(loaded, now);
+        Ok(())
+    }
+
+    fn apply(&mut self, loaded: Loaded, now: i64) {
         match loaded {
             Loaded::Nothing => {}
             Loaded::All(plans) => {
-                self.timers.clear();
+                for site in self.plans.keys() {
+                    self.timers.remove(Due::Site(*site));
+                }
                 for site in plans.keys() {
-                    self.timers.set(*site, now);
+                    self.timers.set(Due::Site(*site), now);
                 }
                 self.plans = plans;
                 info!(sites = self.plans.len(), "schedules loaded");
@@ -196,21 +232,46 @@ impl ScheduleTimers {
                     match plan {
                         Some(p) => {
                             self.plans.insert(site, p);
-                            self.timers.set(site, now);
+                            self.timers.set(Due::Site(site), now);
                         }
                         None => {
                             self.plans.remove(&site);
-                            self.timers.remove(site);
+                            self.timers.remove(Due::Site(site));
                         }
                     }
                 }
             }
         }
-        Ok(())
+    }
+
+    /// End the service periods due by `now` (in one writer job); their sites are loaded again
+    /// and looked at in the same tick.
+    async fn end_periods(&mut self, db: &Path, writer: &WriterHandle, ids: Vec<i64>, now: i64) -> usize {
+        let n = ids.len();
+        let retry = ids.clone();
+        let r = writer
+            .run(move |tx| {
+                for id in ids {
+                    crate::correlate::service::end(tx, id, "system", now, "ended by itself at its end time")?;
+                }
+                Ok(())
+            })
+            .await;
+        if let Err(e) = r {
+            warn!(error = %e, "could not end service periods; trying again in a second");
+            for id in retry {
+                self.timers.set(Due::Period(id), now + CHECK_EVERY_MS);
+            }
+            return 0;
+        }
+        if let Err(e) = self.reload(db, now).await {
+            warn!(error = %e, "schedules could not be loaded; retrying");
+        }
+        n
     }
 
     /// Look at every site due by `now`: reconcile those whose conditions changed, and set each
-    /// at its next edge.
+    /// at its next edge. End the service periods due.
     pub async fn tick(&mut self, db: &Path, writer: &WriterHandle, now: i64) -> TickReport {
         if self.last_check_ms.is_none_or(|t| now - t >= CHECK_EVERY_MS || now < t) {
             match self.reload(db, now).await {
@@ -218,19 +279,31 @@ impl ScheduleTimers {
                 Err(e) => warn!(error = %e, "schedules could not be loaded; retrying"),
             }
         }
-        let due: Vec<(i64, Arc<Plan>)> = self
-            .timers
-            .drain_due(now)
+        let mut report = TickReport::default();
+        let mut due = self.timers.drain_due(now);
+        let ended: Vec<i64> = due
+            .iter()
+            .filter_map(|(_, d)| match d {
+                Due::Period(id) => Some(*id),
+                Due::Site(_) => None,
+            })
+            .collect();
+        if !ended.is_empty() {
+            self.periods.retain(|p| !ended.contains(p));
+            report.periods_ended = self.end_periods(db, writer, ended, now).await;
+            due.extend(self.timers.drain_due(now));
+        }
+        let due: Vec<(i64, Arc<Plan>)> = due
             .into_iter()
-            .filter_map(|(_, site)| self.plans.get(&site).map(|p| (site, p.clone())))
+            .filter_map(|(_, d)| match d {
+                Due::Site(site) => self.plans.get(&site).map(|p| (site, p.clone())),
+                Due::Period(_) => None,
+            })
             .collect();
         if due.is_empty() {
-            return TickReport::default();
+            return report;
         }
-        let mut report = TickReport {
-            due: due.len(),
-            reconciled: 0,
-        };
+        report.due = due.len();
         let sites: Vec<i64> = due.iter().map(|(s, _)| *s).collect();
         let looked = self.with_conn(db, move |c| mismatched(c, &due, now)).await;
         let (differ, next) = match looked {
@@ -238,13 +311,13 @@ impl ScheduleTimers {
             Err(e) => {
                 warn!(error = %e, "schedules: reading the due sites failed; looking again in a second");
                 for s in sites {
-                    self.timers.set(s, now + CHECK_EVERY_MS);
+                    self.timers.set(Due::Site(s), now + CHECK_EVERY_MS);
                 }
                 return report;
             }
         };
         for (site, at) in next {
-            self.timers.set(site, at);
+            self.timers.set(Due::Site(site), at);
         }
         for chunk in differ.chunks(PER_JOB) {
             let retry = chunk.to_vec();
@@ -263,11 +336,31 @@ impl ScheduleTimers {
                 Err(e) => {
                     warn!(error = %e, "schedules: could not store schedule alarms; looking again in a second");
                     for s in retry {
-                        self.timers.set(s, now + CHECK_EVERY_MS);
+                        self.timers.set(Due::Site(s), now + CHECK_EVERY_MS);
                     }
                 }
             }
         }
         report
     }
+}
+
+/// The plans `schedule_changes` names after `cursor` (all of them at the first load, or when a
+/// change names no site: an import).
+fn load_changed(c: &Connection, cursor: Option<i64>, newest: i64, now: i64) -> Result<(i64, Loaded), StoreError> {
+    let sites: Vec<Option<i64>> = match cursor {
+        None => vec![None],
+        Some(from) => c
+            .prepare_cached("SELECT DISTINCT site_id FROM schedule_changes WHERE id > ?1 AND id <= ?2")?
+            .query_map(params![from, newest], |r| r.get(0))?
+            .collect::<Result<_, _>>()?,
+    };
+    if sites.iter().any(Option::is_none) {
+        return Ok((newest, Loaded::All(store::load_all(c, now)?)));
+    }
+    let mut out = HashMap::new();
+    for s in sites.into_iter().flatten() {
+        out.insert(s, store::load_plan(c, s, now)?.map(Arc::new));
+    }
+    Ok((newest, Loaded::Sites(out)))
 }
