@@ -160,6 +160,7 @@ fn detail(keypad: bool, phone: bool) -> AlarmDetail {
         calls: vec![],
         history: vec![],
         source: None,
+        schedule: None,
     }
 }
 

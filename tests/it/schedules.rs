@@ -345,3 +345,207 @@ fn the_reference_model_sees_a_site_left_open() {
     assert_eq!(r[0], (c.t0() + (1080 + 15) * MIN, Lateness::LateToClose, true));
     assert_eq!(sorted(engine(&c)), sorted(r));
 }
+
+// ---------------------------------------------------------------------------------------------
+// Over the operator API, against a running daemon on a manual clock.
+
+mod api {
+    use std::time::Duration;
+
+    use meldkamer::protocol::frame::Token;
+    use serde_json::{Value, json};
+
+    use crate::common::*;
+    use crate::operator::{Api, PASSWORD, daemon_with_operators, socket};
+
+    /// Shop S-1001 (account 1234): Monday to Saturday 08:00-18:00 CET, 15 minutes grace.
+    const SCHEDULE: &str = "[[schedule]]\nsite = \"S-1001\"\ntime_zone = \"Europe/Amsterdam\"\n\
+        [[schedule_window]]\nsite = \"S-1001\"\ndays = \"mon-sat\"\nopen = \"08:00\"\nclose = \"18:00\"\ngrace = 15\n";
+
+    async fn send_cid(d: &TestDaemon, seq: u16, data: &str) {
+        let f = plain(Token::AdmCid, seq, "1234", &format!("#1234|{data}"), None);
+        assert_eq!(
+            tcp_exchange(d.tcp(), &f).await.as_deref().map(token_of).as_deref(),
+            Some("ACK"),
+            "{data}"
+        );
+    }
+
+    async fn logged_in(d: &TestDaemon, name: &str) -> Api {
+        let mut api = Api::connect(&socket(d)).await;
+        assert_eq!(api.login(name, PASSWORD).await["ok"], true);
+        api
+    }
+
+    /// Wait (real time, bounded) until `f` finds what it looks for in the queue.
+    async fn queue_until(api: &mut Api, what: &str, f: impl Fn(&Value) -> bool) -> Value {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let q = api.call(json!({"op": "queue"})).await;
+            if let Some(a) = q["result"]["alarms"].as_array().and_then(|v| v.iter().find(|a| f(a))) {
+                return a.clone();
+            }
+            assert!(std::time::Instant::now() < deadline, "no {what} in time: {q}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    fn audit_rows(d: &TestDaemon, action: &str) -> Vec<(String, String, String)> {
+        let conn = rusqlite::Connection::open(d.db_path()).expect("db");
+        conn.prepare("SELECT actor, subject, result FROM audit_log WHERE action = ?1 ORDER BY id")
+            .expect("query")
+            .query_map([action], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .expect("rows")
+            .collect::<Result<_, _>>()
+            .expect("rows")
+    }
+
+    /// The keyholder phones at 18:20: "we stay until 20:30 tonight". The operator sees the site
+    /// late in the schedule tab and on the alarm (its schedule state), extends it over the
+    /// API, and the alarm is restored at once; the extension is audited with who and why.
+    #[tokio::test]
+    async fn an_operator_extends_a_late_site_and_the_extension_is_audited() {
+        let mut d = daemon_with_operators().await;
+        import(&d.cfg, SCHEDULE);
+        // 13:00 CET: opened by user 5.
+        send_cid(&d, 1, "1401 01 005").await;
+        d.clock.set(time::macros::datetime!(2026-01-15 17:20 UTC));
+        let mut olga = logged_in(&d, "olga").await;
+        let late = queue_until(&mut olga, "late-to-close alarm", |a| a["category"] == "late_to_close").await;
+        assert_eq!(late["title"], "Late to close: not armed by 18:15 CET");
+        let id = late["id"].as_str().expect("id").to_string();
+
+        let tab = olga.call(json!({"op": "schedules"})).await;
+        assert_eq!(tab["result"]["late"][0]["site_ref"], "S-1001", "{tab}");
+        assert_eq!(tab["result"]["late"][0]["kind"], "late_to_close");
+        assert_eq!(tab["result"]["late"][0]["alarm"], id.as_str());
+
+        let detail = olga.call(json!({"op": "alarm", "alarm": id})).await;
+        let s = &detail["result"]["schedule"];
+        assert_eq!(s["open"], false, "{s}");
+        assert_eq!(s["today"], "08:00-18:00 (grace 15)");
+        assert_eq!(s["late"], json!(["late to close"]));
+
+        // Refused first: no reason, and an end in the past.
+        let r = olga
+            .call(json!({"op": "extend", "site": "S-1001", "until_ms": 1_768_505_400_000i64, "reason": " "}))
+            .await;
+        assert_eq!(r["error"]["kind"], "invalid", "{r}");
+        let r = olga
+            .call(json!({"op": "extend", "site": "S-1001", "until_ms": 1_768_490_000_000i64, "reason": "x"}))
+            .await;
+        assert_eq!(r["error"]["kind"], "invalid", "{r}");
+        let r = olga
+            .call(json!({"op": "extend", "site": "S-9999", "until_ms": 1_768_505_400_000i64, "reason": "x"}))
+            .await;
+        assert_eq!(r["error"]["kind"], "not_found", "{r}");
+        // 20:30 CET.
+        let r = olga
+            .call(
+                json!({"op": "extend", "site": "S-1001", "until_ms": 1_768_505_400_000i64,
+                         "reason": "keyholder: we stay until 20:30 tonight"}),
+            )
+            .await;
+        assert_eq!(r["ok"], true, "{r}");
+        let restored = queue_until(&mut olga, "restored alarm", |a| {
+            a["id"] == id.as_str() && a["restored"] == true
+        })
+        .await;
+        assert_eq!(restored["category"], "late_to_close");
+        let detail = olga.call(json!({"op": "alarm", "alarm": id})).await;
+        let s = &detail["result"]["schedule"];
+        assert_eq!(s["open"], true, "{s}");
+        assert_eq!(
+            s["extension"], "until 20:30 CET by olga: keyholder: we stay until 20:30 tonight",
+            "{s}"
+        );
+        let log: Vec<String> = detail["result"]["log"]
+            .as_array()
+            .expect("log")
+            .iter()
+            .map(|l| {
+                format!(
+                    "{} {}",
+                    l["actor"].as_str().unwrap_or(""),
+                    l["action"].as_str().unwrap_or("")
+                )
+            })
+            .collect();
+        assert!(log.contains(&"olga extended".to_string()), "{log:?}");
+        let audit = audit_rows(&d, "extend");
+        assert_eq!(audit.len(), 4, "{audit:?}");
+        assert_eq!(
+            audit[0].2,
+            "refused: invalid: an extension needs a reason (what the caller said), at most 4000 characters"
+        );
+        assert_eq!(
+            audit[2],
+            (
+                "olga".into(),
+                "site S-9999 (unknown)".into(),
+                "refused: not_found: no such site or account".into()
+            )
+        );
+        assert_eq!(
+            audit[3],
+            (
+                "olga".into(),
+                "site S-1001".into(),
+                "ok: until 2026-01-15T19:30:00.000Z: keyholder: we stay until 20:30 tonight".into()
+            )
+        );
+        d.stop().await;
+    }
+
+    /// A supervisor puts account 1234 on test over the API (an operator may not); its burglary
+    /// raises no operator alarm; ending the test by hand gives the summary in the supervisor
+    /// queue with the burglary in it. Both audited.
+    #[tokio::test]
+    async fn a_supervisor_puts_an_account_on_test_and_ends_it() {
+        let mut d = daemon_with_operators().await;
+        let mut olga = logged_in(&d, "olga").await;
+        let mut sam = logged_in(&d, "sam").await;
+        let until = 1_768_485_600_000i64; // 14:00 UTC, two hours on
+        let set = json!({"op": "service", "account": "1234", "mode": "test", "until_ms": until,
+                         "reason": "installer replaces the back door detector"});
+        assert_eq!(olga.call(set.clone()).await["error"]["kind"], "forbidden");
+        assert_eq!(sam.call(set).await["ok"], true);
+        let tab = olga.call(json!({"op": "schedules"})).await;
+        let p = &tab["result"]["periods"][0];
+        assert_eq!(
+            (p["mode"].as_str(), p["account"].as_str(), p["site_ref"].as_str()),
+            (Some("test"), Some("1234"), Some("S-1001"))
+        );
+        assert_eq!(p["set_by"], "sam");
+        // Give the writer a moment to see the period (it reads it at its next transaction).
+        send_cid(&d, 1, "1130 01 003").await;
+        let tab = olga.call(json!({"op": "schedules"})).await;
+        assert_eq!(tab["result"]["periods"][0]["events"], 1, "{tab}");
+        let q = olga.call(json!({"op": "queue"})).await;
+        assert_eq!(q["result"]["alarms"], json!([]), "no operator alarm on test: {q}");
+        assert_eq!(
+            sam.call(json!({"op": "service_end", "account": "1234"})).await["ok"],
+            true
+        );
+        let summary = queue_until(&mut sam, "test summary", |a| a["category"] == "test").await;
+        assert_eq!(summary["queue"], "supervisor");
+        assert_eq!(
+            summary["title"],
+            "Test of account 1234 ended: 1 event(s): 1x Burglary alarm"
+        );
+        let again = sam.call(json!({"op": "service_end", "account": "1234"})).await;
+        assert_eq!(again["error"]["kind"], "conflict", "{again}");
+        let audit = audit_rows(&d, "service");
+        assert_eq!(audit[0].2, "refused: forbidden: service requires the supervisor role");
+        assert_eq!(
+            audit[1],
+            (
+                "sam".into(),
+                "account 1234".into(),
+                "ok: on test until 2026-01-15T14:00:00.000Z: installer replaces the back door detector".into()
+            )
+        );
+        assert_eq!(audit_rows(&d, "service_end")[0].2, "ok: period ended");
+        d.stop().await;
+    }
+}
