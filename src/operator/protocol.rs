@@ -342,8 +342,12 @@ pub enum Request {
     Extend {
         /// Site reference.
         site: String,
-        /// Until, Unix ms (after now, within 24 hours).
-        until_ms: i64,
+        /// Until, Unix ms (after now, within 24 hours); or `until_local`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        until_ms: Option<i64>,
+        /// Until `HH:MM` in the site's time zone, the next such time; or `until_ms`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        until_local: Option<String>,
         /// What the caller said (audited).
         reason: String,
     },
@@ -357,8 +361,12 @@ pub enum Request {
         account: Option<String>,
         /// `test` or `out_of_service`.
         mode: crate::correlate::service::Mode,
-        /// Until, Unix ms.
-        until_ms: i64,
+        /// Until, Unix ms; or `minutes`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        until_ms: Option<i64>,
+        /// For this many minutes from now; or `until_ms`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        minutes: Option<u32>,
         /// Why (audited).
         reason: String,
     },

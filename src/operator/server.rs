@@ -751,24 +751,50 @@ async fn target_request(state: &ApiState, caller: &Caller, req: Request) -> Resu
                     match (&req, found.clone()) {
                         (_, None) => Err(denied(Denied::NoSuchTarget)),
                         (req, Some((target, site_id, _))) => match req {
-                            Request::Extend { until_ms, reason, .. } => {
+                            Request::Extend {
+                                until_ms,
+                                until_local,
+                                reason,
+                                ..
+                            } => {
                                 let site = site_id.unwrap_or_default();
-                                schedule::store::extend(tx, site, *until_ms, &c.name, reason, now)
-                                    .map(|u| format!("until {}: {}", crate::clock::rfc3339_ms(u), reason.trim()))
-                                    .map_err(|e| invalid(e.to_string()))
+                                let until = match (until_ms, until_local) {
+                                    (Some(u), None) => Some(*u),
+                                    (None, Some(l)) => schedule::store::next_local(tx, site, l, now)?,
+                                    _ => None,
+                                };
+                                match until {
+                                    None => Err(invalid(
+                                        "give until_ms, or until_local as HH:MM in the site's time zone".into(),
+                                    )),
+                                    Some(until) => schedule::store::extend(tx, site, until, &c.name, reason, now)
+                                        .map(|u| format!("until {}: {}", crate::clock::rfc3339_ms(u), reason.trim()))
+                                        .map_err(|e| invalid(e.to_string())),
+                                }
                             }
                             Request::Service {
-                                mode, until_ms, reason, ..
-                            } => service::start(tx, &target, site_id, *mode, *until_ms, &c.name, reason, now)
-                                .map(|_| {
-                                    format!(
-                                        "{} until {}: {}",
-                                        mode.label(),
-                                        crate::clock::rfc3339_ms(*until_ms),
-                                        reason.trim()
-                                    )
-                                })
-                                .map_err(|e| invalid(e.to_string())),
+                                mode,
+                                until_ms,
+                                minutes,
+                                reason,
+                                ..
+                            } => match (until_ms, minutes) {
+                                (Some(u), None) => Ok(*u),
+                                (None, Some(m)) => Ok(now + i64::from(*m) * 60_000),
+                                _ => Err(invalid("give until_ms or minutes".into())),
+                            }
+                            .and_then(|until| {
+                                service::start(tx, &target, site_id, *mode, until, &c.name, reason, now)
+                                    .map(|_| {
+                                        format!(
+                                            "{} until {}: {}",
+                                            mode.label(),
+                                            crate::clock::rfc3339_ms(until),
+                                            reason.trim()
+                                        )
+                                    })
+                                    .map_err(|e| invalid(e.to_string()))
+                            }),
                             Request::ServiceEnd { .. } => service::end_target(tx, &target, &c.name, now)
                                 .map(|_| "period ended".to_string())
                                 .map_err(|e| ApiError::new(ErrorKind::Conflict, e.to_string())),

@@ -439,12 +439,10 @@ mod api {
             .call(json!({"op": "extend", "site": "S-9999", "until_ms": 1_768_505_400_000i64, "reason": "x"}))
             .await;
         assert_eq!(r["error"]["kind"], "not_found", "{r}");
-        // 20:30 CET.
+        // 20:30 CET, as the console gives it: in the site's local time.
         let r = olga
-            .call(
-                json!({"op": "extend", "site": "S-1001", "until_ms": 1_768_505_400_000i64,
-                         "reason": "keyholder: we stay until 20:30 tonight"}),
-            )
+            .call(json!({"op": "extend", "site": "S-1001", "until_local": "20:30",
+                         "reason": "keyholder: we stay until 20:30 tonight"}))
             .await;
         assert_eq!(r["ok"], true, "{r}");
         let restored = queue_until(&mut olga, "restored alarm", |a| {

@@ -472,6 +472,29 @@ fn restore(
     Ok(())
 }
 
+/// The next time after `now` that reads `hh_mm` (`HH:MM`) in the site's time zone: today's,
+/// or tomorrow's when today's has passed. `None`: no schedule, or not a time of day.
+pub fn next_local(conn: &Connection, site_id: i64, hh_mm: &str, now: i64) -> Result<Option<i64>, StoreError> {
+    let zone: Option<String> = conn
+        .prepare_cached("SELECT time_zone FROM schedules WHERE site_id = ?1")?
+        .query_row(params![site_id], |r| r.get(0))
+        .optional()?;
+    let (Some(tz), Some(min)) = (
+        zone.and_then(|z| TimeZone::get(&z).ok()),
+        plan::parse_clock(hh_mm, false),
+    ) else {
+        return Ok(None);
+    };
+    let Some(today) = plan::local_date(&tz, now) else {
+        return Ok(None);
+    };
+    let at = |d: Date| plan::first_instant(&tz, d.at((min / 60) as i8, (min % 60) as i8, 0, 0));
+    Ok(match at(today) {
+        Some(t) if t > now => Some(t),
+        _ => today.tomorrow().ok().and_then(at),
+    })
+}
+
 /// Why an extension cannot be given.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ExtendError {
