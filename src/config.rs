@@ -446,7 +446,8 @@ pub struct AutomationConfig {
     pub heartbeat_secs: u64,
     /// Wait this long for ACK/NAK before sending the message again.
     pub ack_timeout_ms: u64,
-    /// NAKs in a row for one message before it is skipped (logged, counted).
+    /// Resends of a message after a NAK: it is sent at most `nak_retries + 1` times, and the NAK
+    /// after the last resend skips it (logged, counted).
     pub nak_retries: u32,
     /// Delivered outbox rows are kept this long (TCP subscribers of the event stream can resume
     /// within it), then deleted.

@@ -193,7 +193,7 @@ fn sia_time(da: Option<&str>, ti: Option<&str>, sent: Option<Timestamp>) -> Opti
 
 /// The events of an accepted frame with its clear content.
 pub fn events_from(frame: &Frame, plain: &Plain) -> Result<Vec<Event>, PayloadError> {
-    let account = frame.account.number().unwrap_or_default();
+    let account = frame.account_number().unwrap_or_default();
     // A key-change field (K) carries key material: it never leaves the protocol layer.
     let xdata: std::sync::Arc<Vec<XData>> = plain
         .xdata
@@ -232,10 +232,10 @@ pub fn events_from(frame: &Frame, plain: &Plain) -> Result<Vec<Event>, PayloadEr
         xdata: xdata.clone(),
     };
     match frame.token {
-        Token::Null if plain.data.trim().is_empty() => Ok(vec![base(EventCode::LinkTest, Qualifier::New)]),
-        Token::Null => {
+        Token::Null | Token::Xnm if plain.data.trim().is_empty() => Ok(vec![base(EventCode::LinkTest, Qualifier::New)]),
+        Token::Null | Token::Xnm => {
             // Some hubs (Hikvision, field report eavanvalkenburg/sia #17) tag events NULL: a
-            // NULL that carries data is read as SIA-DCS, else as ADM-CID, never dropped.
+            // NULL (or XNM) that carries data is read as SIA-DCS, else as ADM-CID, never dropped.
             let mut as_sia = frame.clone();
             as_sia.token = Token::SiaDcs;
             let sia = events_from(&as_sia, plain).map_err(|e| e.0);
@@ -247,7 +247,8 @@ pub fn events_from(frame: &Frame, plain: &Plain) -> Result<Vec<Event>, PayloadEr
                     events_from(&as_cid, plain).map_err(|_| {
                         let why = other.err().unwrap_or_else(|| "no event in it".into());
                         PayloadError(format!(
-                            "NULL frame carrying data that is neither SIA-DCS nor ADM-CID ({why})"
+                            "{} frame carrying data that is neither SIA-DCS nor ADM-CID ({why})",
+                            frame.token.as_str()
                         ))
                     })
                 }

@@ -239,11 +239,12 @@ impl Gauge {
 }
 
 /// Token label values for frames.
-pub const TOKENS: &[&str] = &["SIA-DCS", "ADM-CID", "NULL", "other"];
+pub const TOKENS: &[&str] = &["SIA-DCS", "ADM-CID", "NULL", "XNM", "other"];
 /// Response label values.
 pub const RESPONSES: &[&str] = &["ACK", "NAK", "DUH", "none"];
 /// Refusal and silence reasons.
 pub const REASONS: &[&str] = &[
+    "unreadable",
     "unsupported_token",
     "unknown_account",
     "no_key",

@@ -3,9 +3,10 @@
 //! automation's one-byte answer.
 //!
 //! - ACK (0x06): the cursor moves past the line (committed before the next line is sent).
-//! - NAK (0x15): the line is sent again; after `nak_retries` NAKs in a row it is skipped, marked
-//!   `skipped = 'nak'` in the outbox and counted, so that one line the automation cannot read
-//!   does not hold back every later alarm (Sur-Gard receivers also give up after a few NAKs).
+//! - NAK (0x15): the line is sent again, up to `nak_retries` times; the NAK after the last
+//!   resend (NAK number `nak_retries + 1` in a row: the fourth with the default 3) skips it,
+//!   marked `skipped = 'nak'` in the outbox and counted, so that one line the automation cannot
+//!   read does not hold back every later alarm (Sur-Gard receivers also give up after a few NAKs).
 //! - No answer within `ack_timeout_ms`: sent again; three timeouts in a row close the
 //!   connection (client mode reconnects; in server mode the automation must).
 //! - Other bytes are ignored. After a line that needed a retransmission got its ACK, a late
@@ -60,7 +61,7 @@ pub struct SurgardOutput {
     pub heartbeat: Option<Duration>,
     /// Wait for ACK/NAK.
     pub ack_timeout: Duration,
-    /// NAKs in a row before a line is skipped.
+    /// Resends of a line after a NAK; the next NAK in a row skips it.
     pub nak_retries: u32,
 }
 

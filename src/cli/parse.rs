@@ -217,6 +217,13 @@ pub fn run(args: &ParseArgs, out: &mut dyn std::io::Write) -> Result<(), ParseCm
                 DecodeError::Incomplete if frames.is_empty() => "incomplete: no LF … CR frame in the input".to_string(),
                 e => e.to_string(),
             };
+            // CRC and length right, a field unreadable: the receiver answers DUH.
+            if frames.len() == 1
+                && let Verdict::Refused(_) = crate::protocol::policy::evaluate_undecoded(e)
+            {
+                report.response = Some(escape(&crate::protocol::response::duh_unreadable(candidate)));
+                report.response_kind = Some("DUH");
+            }
             failure = Some(report.verdict.clone());
         }
         Ok(f) => {
@@ -277,5 +284,24 @@ mod tests {
         assert_eq!(unescape(&escape(raw)).expect("valid"), raw.to_vec());
         assert_eq!(unescape("\\q"), Err(0));
         assert_eq!(unescape("ab\\x4"), Err(2));
+    }
+
+    /// An unreadable frame with a right CRC and length is reported with the DUH the receiver
+    /// answers (FOCUS FC-7688, pysiaalarm #36).
+    #[test]
+    fn an_unreadable_frame_shows_its_duh() {
+        let args = ParseArgs {
+            frame: r#"\n7A28002F"ADM-CID"6616R0L0#foc7688[#foc7688|1351 01 000]\r"#.into(),
+            key: None,
+            now: time::macros::datetime!(2026-01-15 12:00:00 UTC),
+            require_encryption: false,
+            quirks: Quirks::NONE,
+            pad_seed: 0,
+        };
+        let mut out = Vec::new();
+        assert!(run(&args, &mut out).is_err(), "still not a valid frame");
+        let report: serde_json::Value = serde_json::from_slice(&out).expect("json");
+        assert_eq!(report["response_kind"], "DUH");
+        assert_eq!(report["response"], r#"\n274C0017"DUH"6616R0L0#foc7688[]\r"#);
     }
 }

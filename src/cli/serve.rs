@@ -64,6 +64,84 @@ pub fn init_logging(cfg: &Config, force_json: bool) {
     };
 }
 
+/// The bound addresses the ready line names.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Ready {
+    /// DC-09 TCP.
+    pub tcp: Option<std::net::SocketAddr>,
+    /// DC-09 UDP.
+    pub udp: Option<std::net::SocketAddr>,
+    /// Metrics.
+    pub metrics: Option<std::net::SocketAddr>,
+    /// Contact ID input, TCP.
+    pub cid_tcp: Option<std::net::SocketAddr>,
+    /// Contact ID input, UDP.
+    pub cid_udp: Option<std::net::SocketAddr>,
+    /// Sur-Gard output (server mode).
+    pub automation: Option<std::net::SocketAddr>,
+    /// JSON Lines event stream (TCP mode).
+    pub event_stream: Option<std::net::SocketAddr>,
+    /// Operator API, TLS.
+    pub operator_tls: Option<std::net::SocketAddr>,
+}
+
+impl Ready {
+    /// The addresses a running daemon bound.
+    pub fn of(r: &daemon::Running) -> Ready {
+        Ready {
+            tcp: r.tcp_addr,
+            udp: r.udp_addr,
+            metrics: r.metrics_addr,
+            cid_tcp: r.cid_tcp_addr,
+            cid_udp: r.cid_udp_addr,
+            automation: r.automation_addr,
+            event_stream: r.event_stream_addr,
+            operator_tls: r.api_tls_addr,
+        }
+    }
+}
+
+/// The line `serve` prints on stdout once it is ready: `key=value` words, each value a bound
+/// address or `off`; an output that is on without a listener says what it does instead
+/// (`automation=client:HOST:PORT`, `event_stream=file:PATH`, whitespace in the path escaped
+/// as `\xNN` so the line still splits on spaces).
+pub fn ready_line(
+    ready: &Ready,
+    automation: &crate::config::AutomationConfig,
+    stream: &crate::config::EventStreamConfig,
+) -> String {
+    use crate::config::{AutomationMode, EventStreamMode};
+    let show = |a: Option<std::net::SocketAddr>| a.map_or("off".to_string(), |a| a.to_string());
+    let word = |s: &str| -> String {
+        s.chars()
+            .map(|c| {
+                if c.is_whitespace() || c.is_control() {
+                    format!("\\x{:02X}", u32::from(c))
+                } else {
+                    c.to_string()
+                }
+            })
+            .collect()
+    };
+    let automation = match (automation.mode, ready.automation) {
+        (AutomationMode::Client, _) => format!("client:{}", word(&automation.connect)),
+        (_, a) => show(a),
+    };
+    let event_stream = match (stream.mode, ready.event_stream) {
+        (EventStreamMode::File, _) => format!("file:{}", word(&stream.file.display().to_string())),
+        (_, a) => show(a),
+    };
+    format!(
+        "meldkamer ready tcp={} udp={} metrics={} cid_tcp={} cid_udp={} automation={automation} event_stream={event_stream} operator_tls={}",
+        show(ready.tcp),
+        show(ready.udp),
+        show(ready.metrics),
+        show(ready.cid_tcp),
+        show(ready.cid_udp),
+        show(ready.operator_tls)
+    )
+}
+
 /// Run the daemon until SIGTERM or SIGINT.
 pub fn serve(cfg: Config) -> Result<(), ServeError> {
     serve_recording(cfg, None)
@@ -81,22 +159,11 @@ pub fn serve_recording(cfg: Config, record: Option<crate::receiver::record::Reco
         .map_err(ServeError::Runtime)?;
     crate::release::log_status();
     rt.block_on(async move {
+        let outputs = (cfg.automation.clone(), cfg.event_stream.clone());
         let running = daemon::start_recording(cfg, Arc::new(SystemClock), record).await?;
         // One line on stdout when ready, for scripts and tests that start the daemon.
         let mut out = std::io::stdout().lock();
-        let show = |a: Option<std::net::SocketAddr>| a.map_or("off".to_string(), |a| a.to_string());
-        let _ = writeln!(
-            out,
-            "meldkamer ready tcp={} udp={} metrics={} cid_tcp={} cid_udp={} automation={} event_stream={} operator_tls={}",
-            show(running.tcp_addr),
-            show(running.udp_addr),
-            show(running.metrics_addr),
-            show(running.cid_tcp_addr),
-            show(running.cid_udp_addr),
-            show(running.automation_addr),
-            show(running.event_stream_addr),
-            show(running.api_tls_addr)
-        );
+        let _ = writeln!(out, "{}", ready_line(&Ready::of(&running), &outputs.0, &outputs.1));
         let _ = out.flush();
         drop(out);
         let cancel = running.cancel_token();
@@ -231,4 +298,52 @@ pub fn import(
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{AutomationMode, EventStreamMode};
+
+    /// An output that is on without a listener of its own is not reported `off`: the JSON
+    /// stream to a file, the Sur-Gard output connecting out.
+    #[test]
+    fn the_ready_line_names_outputs_without_a_listener() {
+        let addr = |s: &str| Some(s.parse().expect("addr"));
+        let ready = Ready {
+            tcp: addr("127.0.0.1:7000"),
+            udp: addr("127.0.0.1:7000"),
+            ..Ready::default()
+        };
+        let mut cfg = Config::default();
+        let off = ready_line(&ready, &cfg.automation, &cfg.event_stream);
+        assert_eq!(
+            off,
+            "meldkamer ready tcp=127.0.0.1:7000 udp=127.0.0.1:7000 metrics=off cid_tcp=off cid_udp=off automation=off event_stream=off operator_tls=off"
+        );
+        cfg.event_stream.mode = EventStreamMode::File;
+        cfg.event_stream.file = "/var/lib/meldkamer/events log.jsonl".into();
+        cfg.automation.mode = AutomationMode::Client;
+        cfg.automation.connect = "automation.example:1025".into();
+        let on = ready_line(&ready, &cfg.automation, &cfg.event_stream);
+        assert!(on.contains(" automation=client:automation.example:1025 "), "{on}");
+        assert!(
+            on.contains(r" event_stream=file:/var/lib/meldkamer/events\x20log.jsonl "),
+            "{on}"
+        );
+        assert_eq!(on.split(' ').count(), off.split(' ').count(), "one word per key");
+        // A TCP stream and a server-mode output show their addresses.
+        cfg.event_stream.mode = EventStreamMode::Tcp;
+        cfg.automation.mode = AutomationMode::Server;
+        let bound = Ready {
+            automation: addr("127.0.0.1:1025"),
+            event_stream: addr("127.0.0.1:7100"),
+            ..ready
+        };
+        let tcp = ready_line(&bound, &cfg.automation, &cfg.event_stream);
+        assert!(
+            tcp.contains(" automation=127.0.0.1:1025 event_stream=127.0.0.1:7100 "),
+            "{tcp}"
+        );
+    }
 }

@@ -8,6 +8,7 @@
 //! | [`schedule`] | open/close windows per site: late to close, unexpected opening, late to open, early close |
 //! | [`service`] | sites and accounts on test or out of service |
 //! | [`timers`] | the timer structure of supervision and schedules |
+//! | [`sources`] | supervisor items about a source address: unreadable frames, repeated CRC/length failures |
 //!
 //! Rules, per event of an accepted frame:
 //! - an alarm or trouble opens an alarm, or joins the open alarm of the same site and zone
@@ -18,13 +19,16 @@
 //! - priority comes from a customer rule, else a global rule, else the code table
 //!   (duress 1; hold-up, panic, fire, medical 2; burglary 3; … information 9);
 //! - unknown codes, unknown accounts and accounts without a customer record go to the
-//!   supervisor queue;
+//!   supervisor queue; so do frames whose header cannot be read, a source that keeps sending
+//!   frames failing their CRC or length (both per source address, rate-limited: [`sources`]),
+//!   and a key change sent over the air, which is never adopted;
 //! - any valid traffic restores an open "communication lost" alarm of that account path;
 //! - an account or site on test or out of service raises no operator alarm ([`service`]).
 
 pub mod alarms;
 pub mod schedule;
 pub mod service;
+pub mod sources;
 pub mod supervision;
 pub mod timers;
 
@@ -169,6 +173,9 @@ pub struct RecordCache {
     comm_clear: HashSet<i64>,
     /// Sites and accounts on test or out of service.
     periods: service::PeriodCache,
+    /// Per source address: unreadable frames and integrity failures, for rate-limited
+    /// supervisor items. Not derived from the database, so a rollback leaves it alone.
+    sources: sources::SourceWatch,
 }
 
 impl Default for RecordCache {
@@ -190,6 +197,7 @@ impl Default for RecordCache {
             fold_within: FOLD_WITHIN,
             comm_clear: HashSet::new(),
             periods: service::PeriodCache::default(),
+            sources: sources::SourceWatch::default(),
         }
     }
 }
@@ -630,6 +638,61 @@ pub fn on_frame(
             )?;
             return Ok(());
         }
+        Outcome::Refused if r.reason == Some("unreadable") => {
+            // CRC and length right, header unreadable (a non-hex account…): answered DUH; the
+            // supervisor sees the frame, its address and what could not be read.
+            let source = sources::source_of(&r.peer);
+            if cache
+                .sources
+                .observe(&source, sources::Issue::Unreadable, now)
+                .is_some()
+            {
+                cache.open_or_join(
+                    tx,
+                    &AlarmSpec {
+                        source_frame: c.frame_id,
+                        ..AlarmSpec::supervisor(
+                            "",
+                            format!("source:{source}/unreadable"),
+                            format!(
+                                "Unreadable DC-09 frame from {source}, answered DUH: {}",
+                                r.detail.as_deref().unwrap_or("header not understood")
+                            ),
+                            cfg.supervisor_priority,
+                        )
+                    },
+                    None,
+                    now,
+                )?;
+            }
+            return Ok(());
+        }
+        Outcome::Silent if matches!(r.reason, Some("crc" | "length")) => {
+            // Never answered; one failure is a line glitch, a source that keeps failing is a
+            // misconfigured panel (or someone probing) the ARC should know of.
+            let source = sources::source_of(&r.peer);
+            if let Some(n) = cache.sources.observe(&source, sources::Issue::Integrity, now) {
+                cache.open_or_join(
+                    tx,
+                    &AlarmSpec {
+                        source_frame: c.frame_id,
+                        ..AlarmSpec::supervisor(
+                            "",
+                            format!("source:{source}/integrity"),
+                            format!(
+                                "Frames from {source} keep failing their CRC or length ({n} within {} min), not answered: {}",
+                                sources::INTEGRITY_WINDOW_MS / 60_000,
+                                r.detail.as_deref().unwrap_or("integrity check failed")
+                            ),
+                            cfg.supervisor_priority,
+                        )
+                    },
+                    None,
+                    now,
+                )?;
+            }
+            return Ok(());
+        }
         Outcome::Accepted => {}
         _ => return Ok(()),
     }
@@ -640,6 +703,28 @@ pub fn on_frame(
     cache.restore_communication(tx, account_id, now)?;
     if c.duplicate_of.is_some() {
         return Ok(());
+    }
+    if r.reason == Some("key_change_refused") {
+        // A `K` field: a new key offered over the air. It is never stored or used (keys come
+        // from an import, sealed and audited); the supervisor re-keys the panel by hand.
+        let owner = cache.owner(tx, account_id)?;
+        let account = r.account.clone().unwrap_or_default();
+        cache.open_or_join(
+            tx,
+            &AlarmSpec {
+                site_id: owner.site_id,
+                account_id: Some(account_id),
+                source_frame: c.frame_id,
+                ..AlarmSpec::supervisor(
+                    account.as_str(),
+                    format!("acct:{account}/key-change"),
+                    format!("Key change over the air from account {account} refused: the panel's key was not changed"),
+                    cfg.supervisor_priority,
+                )
+            },
+            None,
+            now,
+        )?;
     }
     if r.link_test_only {
         return Ok(());
@@ -661,7 +746,7 @@ pub fn on_frame(
         None => format!("acct:{account}/{key}"),
     };
     if r.events.is_empty() {
-        if let Some(detail) = &r.detail {
+        if let Some(detail) = r.detail.as_ref().filter(|_| r.reason == Some("payload")) {
             // Accepted but not understood: the supervisor looks at it.
             cache.open_or_join(
                 tx,

@@ -2,14 +2,16 @@
 //!
 //! ```text
 //! LF crc(4 hex) len(4 hex) body CR
-//! body = DQUOTE ["*"] token DQUOTE seq(4 digits) ["R" 1*6HEX] "L" 1*6HEX account "[" rest
-//! account   = "#" 3*16HEX | "A" 1*16HEX          ; "A0" only in NAK frames
+//! body = DQUOTE ["*"] token DQUOTE seq(4 digits) ["R" 1*6HEX] "L" *6HEX account "[" rest
+//! account   = "#" 3*16HEX | "A" 1*16HEX | ""     ; "A0" only in NAK frames; "" = in the data
 //! plain     = data "]" *( "[" ALPHA value "]" ) [ "_" HH:MM:SS,MM-DD-YYYY ]
 //! encrypted = 1*(32HEX)                           ; AES-CBC ciphertext as hex, either case
 //! ```
 //!
 //! `decode_frame` takes exactly one frame as the [`Framer`](super::framer::Framer) found it
-//! (LF … CR) and checks length, CRC and grammar. Two field quirks are accepted only when the
+//! (LF … CR) and checks length, CRC and grammar, in that order. A frame whose CRC and length
+//! are right but whose fields do not follow the grammar is [`DecodeError::Unreadable`]: the
+//! panel sent it as it meant to, so it is answered (DUH) rather than dropped. Two field quirks are accepted only when the
 //! caller allows them: the CRC sent as two raw bytes, and the CR counted inside CRC and length.
 //! A frame records which framing it used so that responses echo it.
 
@@ -149,13 +151,15 @@ pub enum Token {
     AdmCid,
     /// `NULL`: link test (supervision poll).
     Null,
+    /// `XNM`: extended null (DC-09-2026): a link test that may carry extended data.
+    Xnm,
     /// `ACK`: receiver acknowledgement.
     Ack,
     /// `NAK`: receiver refusal (timestamp).
     Nak,
     /// `DUH`: receiver cannot process.
     Duh,
-    /// Any other well-formed token (legacy formats, `XNM`, `RSP`…): unsupported by meldkamer.
+    /// Any other well-formed token (legacy formats, `RSP`…): unsupported by meldkamer.
     Other(String),
 }
 
@@ -166,6 +170,7 @@ impl Token {
             "SIA-DCS" => Token::SiaDcs,
             "ADM-CID" => Token::AdmCid,
             "NULL" => Token::Null,
+            "XNM" => Token::Xnm,
             "ACK" => Token::Ack,
             "NAK" => Token::Nak,
             "DUH" => Token::Duh,
@@ -180,6 +185,7 @@ impl Token {
             b"SIA-DCS" => Token::SiaDcs,
             b"ADM-CID" => Token::AdmCid,
             b"NULL" => Token::Null,
+            b"XNM" => Token::Xnm,
             b"ACK" => Token::Ack,
             b"NAK" => Token::Nak,
             b"DUH" => Token::Duh,
@@ -193,6 +199,7 @@ impl Token {
             Token::SiaDcs => "SIA-DCS",
             Token::AdmCid => "ADM-CID",
             Token::Null => "NULL",
+            Token::Xnm => "XNM",
             Token::Ack => "ACK",
             Token::Nak => "NAK",
             Token::Duh => "DUH",
@@ -202,7 +209,12 @@ impl Token {
 
     /// True for the tokens a panel may send us and we process.
     pub fn is_supported_message(&self) -> bool {
-        matches!(self, Token::SiaDcs | Token::AdmCid | Token::Null)
+        matches!(self, Token::SiaDcs | Token::AdmCid | Token::Null | Token::Xnm)
+    }
+
+    /// True for the link tests (supervision polls): `NULL` and `XNM`.
+    pub fn is_link_test(&self) -> bool {
+        matches!(self, Token::Null | Token::Xnm)
     }
 }
 
@@ -220,6 +232,10 @@ pub enum AccountField {
     Number(String),
     /// `A` + hex digits: the anonymous account of a NAK (`A0`).
     Anonymous(String),
+    /// No account in the header: `[` follows the line directly and the account is only in the
+    /// data (pysiaalarm test `case_op`: `"SIA-DCS"4738R0001L0001[#006969|…`). See
+    /// [`Frame::account_number`].
+    Absent,
 }
 
 impl AccountField {
@@ -227,7 +243,7 @@ impl AccountField {
     pub fn number(&self) -> Option<&str> {
         match self {
             AccountField::Number(n) => Some(n),
-            AccountField::Anonymous(_) => None,
+            AccountField::Anonymous(_) | AccountField::Absent => None,
         }
     }
 }
@@ -367,12 +383,23 @@ pub enum DecodeError {
         /// What the body gives.
         computed: u16,
     },
-    /// A field does not follow the grammar.
+    /// A field does not follow the grammar (and the CRC and length could not be checked, or
+    /// were not reached).
     Syntax {
         /// Which field.
         field: Field,
         /// Byte offset from the LF.
         offset: usize,
+    },
+    /// The CRC and length are right, but a field inside does not follow the grammar: a frame the
+    /// panel sent as it meant to (a non-hex account, a missing `L`…). It is answered DUH.
+    Unreadable {
+        /// Which field.
+        field: Field,
+        /// Byte offset from the LF.
+        offset: usize,
+        /// The framing whose CRC and length checked out.
+        framing: Framing,
     },
 }
 
@@ -385,6 +412,7 @@ impl DecodeError {
             DecodeError::Length { .. } => "length",
             DecodeError::Crc { .. } => "crc",
             DecodeError::Syntax { .. } => "syntax",
+            DecodeError::Unreadable { .. } => "unreadable",
         }
     }
 }
@@ -406,6 +434,13 @@ impl std::fmt::Display for DecodeError {
             ),
             DecodeError::Syntax { field, offset } => {
                 write!(f, "malformed {} at byte {offset}", field.name())
+            }
+            DecodeError::Unreadable { field, offset, .. } => {
+                write!(
+                    f,
+                    "malformed {} at byte {offset} (CRC and length correct)",
+                    field.name()
+                )
             }
         }
     }
@@ -517,6 +552,18 @@ pub fn decode_frame(buf: &[u8], opts: &DecodeOptions) -> Result<Frame, DecodeErr
         return Err(DecodeError::Incomplete);
     }
     let Some(format) = detect_crc_format(buf, opts.quirks.crc_binary) else {
+        // Eight hex digits but no token quote after them: if CRC and length are right over the
+        // rest, the panel sent exactly this, and it can be answered.
+        if buf.len() >= 10
+            && buf[1..9].iter().all(|b| hex_value(*b).is_some())
+            && check_integrity(buf, CrcFormat::Hex, false).is_ok()
+        {
+            return Err(DecodeError::Unreadable {
+                field: Field::Token,
+                offset: 9,
+                framing: Framing::default(),
+            });
+        }
         // Say which field is at fault: the CRC digits, the length digits, or the quote.
         let field = if buf.len() >= 5 && buf[1..5].iter().all(|b| hex_value(*b).is_some()) {
             if buf.len() >= 9 && buf[5..9].iter().all(|b| hex_value(*b).is_some()) {
@@ -573,7 +620,11 @@ pub fn decode_frame(buf: &[u8], opts: &DecodeOptions) -> Result<Frame, DecodeErr
         lowercase_crc,
         lowercase_ciphertext,
     };
-    body::parse_body(body, body_at).map(|parts| Frame {
+    let parts = body::parse_body(body, body_at).map_err(|e| match e {
+        DecodeError::Syntax { field, offset } => DecodeError::Unreadable { field, offset, framing },
+        other => other,
+    })?;
+    Ok(Frame {
         framing,
         token: parts.token,
         encrypted: parts.encrypted,
@@ -586,6 +637,31 @@ pub fn decode_frame(buf: &[u8], opts: &DecodeOptions) -> Result<Frame, DecodeErr
 }
 
 impl Frame {
+    /// The account this frame is for: the header's `#` account, or, when the header carries
+    /// none ([`AccountField::Absent`]), the `#acct` block that opens the clear data (SIA-DCS
+    /// `#006969|Nri1/BA01`, ADM-CID `#006969|1130 01 003`). An encrypted frame without a header
+    /// account has none: its key is chosen by account, before anything can be decrypted.
+    pub fn account_number(&self) -> Option<&str> {
+        match (&self.account, &self.body) {
+            (AccountField::Number(n), _) => Some(n),
+            (AccountField::Absent, Body::Plain(p)) => data_account(&p.data),
+            _ => None,
+        }
+    }
+
+    /// This frame with the value of every `K` (key change) extended-data field of a plain body
+    /// replaced by `*`s of the same length: what may be stored or shown of a frame that offered
+    /// a key. The CRC and length of [`Frame::encode`] then fit the redacted bytes.
+    pub fn with_keys_redacted(&self) -> Frame {
+        let mut f = self.clone();
+        if let Body::Plain(p) = &mut f.body {
+            for x in p.xdata.iter_mut().filter(|x| x.id == 'K') {
+                x.value = "*".repeat(x.value.chars().count());
+            }
+        }
+        f
+    }
+
     /// Append the body bytes (the CRC/length span) to `out`.
     pub fn write_body(&self, out: &mut Vec<u8>) {
         out.push(b'"');
@@ -613,6 +689,7 @@ impl Frame {
                 out.push(b'A');
                 out.extend_from_slice(a.as_bytes());
             }
+            AccountField::Absent => {}
         }
         out.push(b'[');
         match &self.body {
@@ -645,6 +722,15 @@ impl Frame {
         }
         out
     }
+}
+
+/// The account of a data field that opens with an account block: `#` + 3–16 hex digits, then
+/// `|` or the end of the data.
+fn data_account(data: &str) -> Option<&str> {
+    let digits = data.strip_prefix('#')?;
+    let end = digits.find('|').unwrap_or(digits.len());
+    let acct = &digits[..end];
+    ((3..=16).contains(&acct.len()) && acct.bytes().all(|b| b.is_ascii_hexdigit())).then_some(acct)
 }
 
 /// `data ] xdata* [_ts]`: what follows the `[` in a plain frame and, after the pad, inside an
@@ -843,11 +929,14 @@ mod body {
             (rest, None)
         };
 
-        // "L" line, then "#" account, or (NAK only) "A" account. "A" is also a hex digit, so
-        // "L0A0[" is split at the first "A" after at least one line digit.
+        // "L" line, then "#" account, or (NAK only) "A" account, or no account at all. "A" is
+        // also a hex digit, so "L0A0[" is split at the first "A" after at least one line digit;
+        // a run without such an "A" is all line, and the account is only in the data. The line
+        // may be empty ("L#", Chinese IP hosts, ioBroker.sia #11 and #19): an "L" followed at
+        // once by "#" has no other reading, and the ACK echoes it as sent.
         let r: IResult<&[u8], (&[u8], &[u8])> = (tag(&b"L"[..]), take_while(is_hex)).parse(rest);
         let (after_line, (_, digits)) = r.map_err(|_| err(Field::Line, rest))?;
-        let line_ok = |d: &[u8]| (1..=6).contains(&d.len());
+        let line_ok = |d: &[u8]| d.len() <= 6;
         let (rest, line, account) = match after_line.first() {
             Some(b'#') => {
                 if !line_ok(digits) {
@@ -862,18 +951,21 @@ mod body {
                 (rest2, digits, AccountField::Number(ascii(acct)))
             }
             Some(b'[') => {
-                let split = digits.iter().skip(1).position(|b| *b == b'A').map(|k| k + 1);
-                let Some(k) = split else {
-                    return Err(err(Field::Account, after_line));
-                };
-                let (line, acct) = (&digits[..k], &digits[k + 1..]);
-                if !line_ok(line) {
-                    return Err(err(Field::Line, &rest[1..]));
+                match digits.iter().skip(1).position(|b| *b == b'A').map(|k| k + 1) {
+                    Some(k) => {
+                        let (line, acct) = (&digits[..k], &digits[k + 1..]);
+                        if !line_ok(line) {
+                            return Err(err(Field::Line, &rest[1..]));
+                        }
+                        if !(1..=16).contains(&acct.len()) {
+                            return Err(err(Field::Account, after_line));
+                        }
+                        (after_line, line, AccountField::Anonymous(ascii(acct)))
+                    }
+                    // No account in the header: the whole run is the line.
+                    None if line_ok(digits) => (after_line, digits, AccountField::Absent),
+                    None => return Err(err(Field::Line, &rest[1..])),
                 }
-                if !(1..=16).contains(&acct.len()) {
-                    return Err(err(Field::Account, after_line));
-                }
-                (after_line, line, AccountField::Anonymous(ascii(acct)))
             }
             _ if !line_ok(digits) => return Err(err(Field::Line, &rest[1..])),
             _ => return Err(err(Field::Account, after_line)),
@@ -951,6 +1043,31 @@ mod body {
 }
 
 pub(crate) use body::parse_plain_tail;
+
+/// `raw` with the value of every `[K…]` block (a key offered over the air, in clear) starred
+/// out, byte for byte, for bytes that could not be decoded as a frame and are still stored,
+/// logged or recorded. The length stays; the CRC no longer fits (the frame did not decode
+/// anyway). Borrowed as is when there is no `[K`.
+pub fn redact_key_bytes(raw: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    if !raw.windows(2).any(|w| w == b"[K") {
+        return std::borrow::Cow::Borrowed(raw);
+    }
+    let mut out = raw.to_vec();
+    let mut i = 0;
+    while i + 1 < out.len() {
+        if out[i] == b'[' && out[i + 1] == b'K' {
+            let mut j = i + 2;
+            while j < out.len() && out[j] != b']' {
+                out[j] = b'*';
+                j += 1;
+            }
+            i = j;
+        } else {
+            i += 1;
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
 
 #[cfg(test)]
 mod tests {
@@ -1039,8 +1156,12 @@ mod tests {
         };
         assert!(matches!(
             decode_frame(&raw, &q),
-            Err(DecodeError::Syntax {
+            Err(DecodeError::Unreadable {
                 field: Field::Token,
+                framing: Framing {
+                    crc: CrcFormat::Binary,
+                    ..
+                },
                 ..
             })
         ));
@@ -1072,11 +1193,15 @@ mod tests {
         assert!(!f.token.is_supported_message());
     }
 
+    /// Bodies with a right CRC and length whose fields do not parse are `Unreadable`, naming
+    /// the field; the frame then gets a DUH (`policy::evaluate_undecoded`).
     #[test]
     fn syntax_errors_name_the_field() {
         let cases: &[(&[u8], Field)] = &[
             (b"\"SIA-DCS\"001L0#1234[]", Field::Sequence),
-            (b"\"SIA-DCS\"0001L#1234[]", Field::Line),
+            (b"\"SIA-DCS\"0001L1234567#1234[]", Field::Line),
+            (b"\"SIA-DCS\"0001#1234[]", Field::Line),
+            (b"\"ADM-CID\"6616R0L0#foc7688[#foc7688|1351 01 000]", Field::Account),
             (b"\"SIA-DCS\"0001L0#12[]", Field::Account),
             (b"\"SIA-DCS\"0001L0#1234[x", Field::Data),
             (b"\"SIA-DCS\"0001L0#1234[x][", Field::ExtendedData),
@@ -1090,12 +1215,75 @@ mod tests {
         for (body, field) in cases {
             let raw = wrap(body, Framing::default());
             match decode_frame(&raw, &opts()) {
-                Err(DecodeError::Syntax { field: got, .. }) => {
-                    assert_eq!(got, *field, "{}", String::from_utf8_lossy(body))
+                Err(DecodeError::Unreadable {
+                    field: got, framing, ..
+                }) => {
+                    assert_eq!(got, *field, "{}", String::from_utf8_lossy(body));
+                    assert_eq!(framing, Framing::default());
                 }
                 other => panic!("{}: {other:?}", String::from_utf8_lossy(body)),
             }
         }
+        // Without a token quote there is still a CRC and length to check.
+        let raw = wrap(b"HID=1234#LFQ=600", Framing::default());
+        assert!(matches!(
+            decode_frame(&raw, &opts()),
+            Err(DecodeError::Unreadable {
+                field: Field::Token,
+                offset: 9,
+                ..
+            })
+        ));
+        let mut bad = raw.clone();
+        bad[1] = if bad[1] == b'0' { b'1' } else { b'0' };
+        assert!(matches!(
+            decode_frame(&bad, &opts()),
+            Err(DecodeError::Syntax {
+                field: Field::Token,
+                ..
+            })
+        ));
+    }
+
+    /// An `L` with no digits (Chinese IP hosts, ioBroker.sia #11 and #19) is an empty line
+    /// prefix, echoed as sent; without it the frame was unreadable.
+    #[test]
+    fn empty_line_prefix_is_line_absent() {
+        let raw = wrap(b"\"NULL\"0001L#7303658550[]", Framing::default());
+        let f = decode_frame(&raw, &opts()).expect("empty line prefix");
+        assert_eq!(f.line, "");
+        assert_eq!(f.account_number(), Some("7303658550"));
+        assert_eq!(f.encode(), raw);
+        let ack = crate::protocol::response::ack_plain(&f).encode();
+        assert!(ack.ends_with(b"\"ACK\"0001L#7303658550[]\r"), "{}", ack.escape_ascii());
+    }
+
+    /// No account in the header (pysiaalarm `case_op`): the account is the data's `#` block
+    /// for a plain frame, none for an encrypted one; the header is echoed without it.
+    #[test]
+    fn account_only_in_the_data() {
+        let raw = wrap(b"\"SIA-DCS\"4738R0001L0001[#006969|Nri1/BA01]", Framing::default());
+        let f = decode_frame(&raw, &opts()).expect("header without account");
+        assert_eq!((f.line.as_str(), &f.account), ("0001", &AccountField::Absent));
+        assert_eq!(f.account_number(), Some("006969"));
+        assert_eq!(f.encode(), raw);
+        let ack = crate::protocol::response::ack_plain(&f).encode();
+        assert!(ack.ends_with(b"\"ACK\"4738R0001L0001[]\r"), "{}", ack.escape_ascii());
+        for data in [&b"Nri1/BA01"[..], b"#12|Nri1/BA01", b"#12G4|Nri1/BA01", b""] {
+            let mut body = b"\"SIA-DCS\"4738R0001L0001[".to_vec();
+            body.extend_from_slice(data);
+            body.push(b']');
+            let f = decode_frame(&wrap(&body, Framing::default()), &opts()).expect("decodes");
+            assert_eq!(f.account_number(), None, "{}", body.escape_ascii());
+        }
+        let enc = wrap(
+            b"\"*SIA-DCS\"0001L0001[00112233445566778899AABBCCDDEEFF",
+            Framing::default(),
+        );
+        assert_eq!(decode_frame(&enc, &opts()).expect("decodes").account_number(), None);
+        // The NAK shape keeps its anonymous account.
+        let nak = decode_frame(b"\nE4410025\"NAK\"0000R0L0A0[]_16:20:01,09-24-2025\r", &opts()).expect("NAK");
+        assert_eq!(nak.account, AccountField::Anonymous("0".into()));
     }
 
     #[test]
@@ -1108,5 +1296,18 @@ mod tests {
                 "cut {cut}"
             );
         }
+    }
+
+    #[test]
+    fn key_blocks_are_starred_out_of_undecodable_bytes() {
+        let raw = b"\nBAD0003E\"SIA-DCS\"0001L0#1234[#1234|Nri1/BA01][K0123456789abcdef]_12:00:00,01-15-2026\r";
+        let red = redact_key_bytes(raw);
+        assert_eq!(red.len(), raw.len());
+        assert!(!String::from_utf8_lossy(&red).contains("0123456789abcdef"));
+        assert!(String::from_utf8_lossy(&red).contains("[K****************]"));
+        assert!(matches!(
+            redact_key_bytes(b"\n[#1234|Nri1/BA01]\r"),
+            std::borrow::Cow::Borrowed(_)
+        ));
     }
 }

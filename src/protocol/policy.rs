@@ -4,7 +4,8 @@
 //!
 //! | situation                                             | answer |
 //! |-------------------------------------------------------|--------|
-//! | not a frame / CRC / length / grammar                  | none   |
+//! | not a frame / CRC / length wrong                       | none   |
+//! | CRC and length right, a field unreadable               | DUH    |
 //! | framing quirk the account has not enabled             | none   |
 //! | well-formed, unsupported token                         | DUH    |
 //! | unknown account                                        | DUH    |
@@ -18,7 +19,7 @@ use serde::Serialize;
 use time::OffsetDateTime;
 
 use super::crypto::{DecryptError, Key, PadSource, decrypt_body};
-use super::frame::{Body, DecodeError, Frame, Plain, Quirks};
+use super::frame::{Body, DecodeError, Field, Frame, Plain, Quirks};
 use super::response::{self, ResponseKind};
 
 /// What the receiver knows of an account, as far as the decision table needs it.
@@ -61,10 +62,18 @@ impl Window {
     }
 }
 
-/// Why a well-formed frame is refused.
+/// Why a frame is refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(tag = "reason", rename_all = "snake_case")]
 pub enum Refusal {
+    /// CRC and length are right (in the standard framing) but a field cannot be read
+    /// ([`DecodeError::Unreadable`]): the panel sent exactly this, so it is answered, DUH.
+    Unreadable {
+        /// The field.
+        field: Field,
+        /// Byte offset from the LF.
+        offset: usize,
+    },
     /// A token we do not process.
     UnsupportedToken,
     /// The account is not in the database (or the frame has no account number).
@@ -89,6 +98,7 @@ impl Refusal {
     /// Stable key for metrics and storage.
     pub fn reason(&self) -> &'static str {
         match self {
+            Refusal::Unreadable { .. } => "unreadable",
             Refusal::UnsupportedToken => "unsupported_token",
             Refusal::UnknownAccount => "unknown_account",
             Refusal::NoKey => "no_key",
@@ -110,6 +120,13 @@ impl Refusal {
 impl std::fmt::Display for Refusal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
+            Refusal::Unreadable { field, offset } => {
+                write!(
+                    f,
+                    "malformed {} at byte {offset} (CRC and length correct)",
+                    field.name()
+                )
+            }
             Refusal::UnsupportedToken => f.write_str("unsupported ID token"),
             Refusal::UnknownAccount => f.write_str("unknown account"),
             Refusal::NoKey => f.write_str("encrypted frame for an account without a key"),
@@ -205,7 +222,7 @@ pub fn evaluate(frame: &Frame, account: Option<&AccountPolicy>, now: OffsetDateT
     if !frame.token.is_supported_message() {
         return Verdict::Refused(Refusal::UnsupportedToken);
     }
-    let Some(account) = account.filter(|_| frame.account.number().is_some()) else {
+    let Some(account) = account.filter(|_| frame.account_number().is_some()) else {
         return Verdict::Refused(Refusal::UnknownAccount);
     };
     let (plain, encrypted) = match &frame.body {
@@ -233,6 +250,19 @@ pub fn evaluate(frame: &Frame, account: Option<&AccountPolicy>, now: OffsetDateT
         return Verdict::Refused(Refusal::Timestamp { skew_s: skew });
     }
     Verdict::Accepted(Accepted { plain, skew_s })
+}
+
+/// The verdict for a frame that did not decode: [`Refusal::Unreadable`] (DUH) when its CRC and
+/// length are right in the standard framing, else silence. A quirky framing (binary CRC, CR
+/// counted) is answered only for an account that enabled it, and an unreadable frame names no
+/// account, so it stays silent. The response bytes are [`response::duh_unreadable`].
+pub fn evaluate_undecoded(error: DecodeError) -> Verdict {
+    match error {
+        DecodeError::Unreadable { field, offset, framing } if framing.quirks().is_empty() => {
+            Verdict::Refused(Refusal::Unreadable { field, offset })
+        }
+        error => Verdict::Silent(Silence::Decode { error }),
+    }
 }
 
 /// The response frame for a verdict (`None` for silence). For an accepted encrypted frame the

@@ -5,9 +5,13 @@
 //! *ACK = "*ACK" seq [R rcvr] L line #acct "[" hex(AES(pad "]_" ts))   ; receiver time
 //! NAK  = "NAK" "0000" "R0" "L0" "A0" "[]_" ts                  ; never encrypted, receiver time
 //! DUH  = "DUH" seq [R rcvr] L line #acct "[]"                  ; never encrypted
+//! DUH  = "DUH" header-as-sent "[]"  |  "DUH" "0000" "R0" "L0" "A0" "[]"   ; unreadable frame
 //! ```
 //!
-//! Responses use the framing (CRC format, CR in CRC) of the frame they answer.
+//! Responses use the framing (CRC format, CR in CRC) of the frame they answer. A frame whose CRC
+//! and length are right but whose header does not parse ([`duh_unreadable`]) gets a DUH that
+//! echoes the header bytes as they came, so that the panel recognises its sequence number and
+//! account, or the anonymous header of a NAK when there is nothing safe to echo.
 
 use serde::Serialize;
 use time::OffsetDateTime;
@@ -92,6 +96,41 @@ pub fn duh(frame: &Frame) -> Frame {
     echo(frame, Token::Duh, false, Body::Plain(Plain::default()))
 }
 
+/// The longest header echoed in the DUH for an unreadable frame: a full valid header
+/// (`9999R123456L123456#` + 16 digits) is 35 bytes.
+const MAX_ECHO: usize = 48;
+
+/// The header of a frame, as sent: the bytes after the token's closing quote up to the first
+/// `[` (or the end), if they are few and printable (no quote, no bracket), else `None`. `body`
+/// is the span CRC and length cover.
+pub fn header_as_sent(body: &[u8]) -> Option<&[u8]> {
+    let rest = body.strip_prefix(b"\"")?;
+    let close = rest.iter().take(18).position(|b| *b == b'"')?;
+    let after = &rest[close + 1..];
+    let header = &after[..after.iter().position(|b| *b == b'[').unwrap_or(after.len())];
+    (!header.is_empty()
+        && header.len() <= MAX_ECHO
+        && header
+            .iter()
+            .all(|b| b.is_ascii_graphic() && !matches!(b, b'"' | b'[' | b']')))
+    .then_some(header)
+}
+
+/// The DUH for a frame in the standard framing (`LF` CRC length body `CR`) whose CRC and length
+/// are right but whose fields cannot be read ([`super::frame::DecodeError::Unreadable`]): the
+/// header echoed as sent ([`header_as_sent`]), else the anonymous `0000R0L0A0` header. Never
+/// encrypted, no timestamp.
+pub fn duh_unreadable(frame: &[u8]) -> Vec<u8> {
+    let body = frame.get(9..frame.len().saturating_sub(1)).unwrap_or_default();
+    let mut out = b"\"DUH\"".to_vec();
+    match header_as_sent(body) {
+        Some(h) => out.extend_from_slice(h),
+        None => out.extend_from_slice(b"0000R0L0A0"),
+    }
+    out.extend_from_slice(b"[]");
+    super::frame::wrap(&out, Framing::default())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -122,6 +161,26 @@ mod tests {
     fn duh_bytes() {
         let f = frame(b"\n1CF10039\"SIA-DCS\"0042L0#9999[#9999|Nri1/BA01]_12:00:00,01-15-2026\r");
         assert_eq!(duh(&f).encode(), b"\n88CC0012\"DUH\"0042L0#9999[]\r".to_vec());
+    }
+
+    #[test]
+    fn duh_for_unreadable_frames_echoes_the_header_as_sent() {
+        // FOCUS FC-7688 (pysiaalarm #36): a non-hex account.
+        let focus =
+            crate::protocol::frame::wrap(b"\"ADM-CID\"6616R0L0#foc7688[#foc7688|1351 01 000]", Framing::default());
+        let want = crate::protocol::frame::wrap(b"\"DUH\"6616R0L0#foc7688[]", Framing::default());
+        assert_eq!(duh_unreadable(&focus), want);
+        // Nothing to echo safely: the anonymous header.
+        let junk = crate::protocol::frame::wrap(b"garbage", Framing::default());
+        let duh = duh_unreadable(&junk);
+        assert!(duh.ends_with(b"\"DUH\"0000R0L0A0[]\r"), "{}", duh.escape_ascii());
+        let controls = crate::protocol::frame::wrap(b"\"SIA-DCS\"0001L0#12\x0134[]", Framing::default());
+        assert!(duh_unreadable(&controls).ends_with(b"\"DUH\"0000R0L0A0[]\r"));
+        // The anonymous ones decode as DUH; CRC and length are right in every one.
+        for raw in [junk, controls] {
+            let d = decode_frame(&duh_unreadable(&raw), &DecodeOptions::default());
+            assert_eq!(d.map(|f| f.token), Ok(Token::Duh), "{}", raw.escape_ascii());
+        }
     }
 
     #[test]

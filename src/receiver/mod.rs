@@ -24,7 +24,8 @@ use crate::config::ReceiverConfig;
 use crate::event::events_from;
 use crate::metrics::Metrics;
 use crate::protocol::frame::{Body, DecodeOptions, Quirks, Token, decode_frame};
-use crate::protocol::policy::{Silence, Verdict, Window, evaluate, response_frame};
+use crate::protocol::policy::{Silence, Verdict, Window, evaluate, evaluate_undecoded, response_frame};
+use crate::protocol::response::{self, ResponseKind};
 use crate::store::accounts::AccountTable;
 use crate::store::writer::{FrameRecord, Outcome, Transport, WriterHandle, dedupe_key};
 
@@ -144,9 +145,14 @@ fn log_bytes(raw: &[u8], encrypted: bool) -> String {
     if encrypted {
         format!("<{} bytes encrypted>", raw.len())
     } else {
-        hex::encode_upper(raw)
+        // A key offered in clear (`[K…]`) never reaches a log, not even as hex.
+        hex::encode_upper(crate::protocol::frame::redact_key_bytes(raw))
     }
 }
+
+/// The stored detail of a frame that offered a new key (`K` extended data).
+const KEY_CHANGE_REFUSED: &str =
+    "key change over the air refused: the key (K) is neither stored nor used; keys change only by import";
 
 /// Decide what to do with one frame and build its storage record (with the response bytes to
 /// send after commit). `trailing_nuls`: the datagram carried NUL bytes after the CR.
@@ -170,7 +176,10 @@ pub fn prepare_frame(
     trailing_nuls: bool,
 ) -> (FrameRecord, bool) {
     let now = shared.clock.now();
-    let mut rec = FrameRecord::new(unix_ms(now), transport, peer.to_string(), raw.to_vec(), Outcome::Silent);
+    // Stored as received, but for the value of a key offered in clear (`[K…]`): a frame that
+    // decodes has it starred out below (with a fitting CRC); one that does not, here.
+    let stored = crate::protocol::frame::redact_key_bytes(raw).into_owned();
+    let mut rec = FrameRecord::new(unix_ms(now), transport, peer.to_string(), stored, Outcome::Silent);
     let m = &shared.metrics;
     let opts = DecodeOptions {
         quirks: Quirks::ALL,
@@ -180,11 +189,32 @@ pub fn prepare_frame(
         Ok(f) => f,
         Err(e) => {
             m.frames.inc("other");
-            m.refusals.inc(e.reason());
-            m.responses.inc("none");
-            warn!(%peer, reason = e.reason(), error = %e, bytes = %log_bytes(raw, false), "frame dropped, no response");
-            rec.reason = Some(e.reason());
-            rec.detail = Some(e.to_string());
+            match evaluate_undecoded(e) {
+                Verdict::Refused(r) => {
+                    // CRC and length right, a field unreadable: DUH, and the supervisor sees
+                    // the frame (correlate::on_frame), so the ARC can call the installer.
+                    m.refusals.inc(r.reason());
+                    let header = response::header_as_sent(raw.get(9..raw.len() - 1).unwrap_or_default());
+                    let detail = match header {
+                        Some(h) => format!("{r} in header {}", String::from_utf8_lossy(h)),
+                        None => r.to_string(),
+                    };
+                    warn!(%peer, reason = r.reason(), detail = %detail, bytes = %log_bytes(raw, false),
+                        response = "DUH", "frame refused");
+                    rec.outcome = Outcome::Refused;
+                    rec.reason = Some(r.reason());
+                    rec.detail = Some(detail);
+                    rec.response = Some(response::duh_unreadable(raw));
+                    rec.response_kind = Some(ResponseKind::Duh);
+                }
+                _ => {
+                    m.refusals.inc(e.reason());
+                    m.responses.inc("none");
+                    warn!(%peer, reason = e.reason(), error = %e, bytes = %log_bytes(raw, false), "frame dropped, no response");
+                    rec.reason = Some(e.reason());
+                    rec.detail = Some(e.to_string());
+                }
+            }
             return (rec, false);
         }
     };
@@ -192,19 +222,19 @@ pub fn prepare_frame(
         Token::SiaDcs => "SIA-DCS",
         Token::AdmCid => "ADM-CID",
         Token::Null => "NULL",
+        Token::Xnm => "XNM",
         _ => "other",
     });
     rec.token = Some(frame.token.as_str().to_string());
     rec.encrypted = frame.encrypted;
-    rec.account = frame.account.number().map(str::to_string);
+    rec.account = frame.account_number().map(str::to_string);
     rec.receiver = frame.receiver.clone();
     rec.line = Some(frame.line.clone());
     rec.seq = Some(frame.seq);
 
     let accounts = shared.accounts();
     let entry = frame
-        .account
-        .number()
+        .account_number()
         .and_then(|a| accounts.lookup(a, frame.receiver.as_deref(), &frame.line))
         .cloned();
     rec.account_id = entry.as_ref().map(|e| e.id);
@@ -249,7 +279,17 @@ pub fn prepare_frame(
         Verdict::Accepted(a) => {
             rec.outcome = Outcome::Accepted;
             rec.skew_s = a.skew_s;
-            if frame.token == Token::Null && a.plain.data.trim().is_empty() {
+            if a.plain.xdata.iter().any(|x| x.id == 'K') {
+                // A new key offered over the air (`[K…]`): never stored, never used, and its
+                // value kept out of the stored frame and the logs (protocols/dc09.md §15.4).
+                warn!(%peer, account, seq = frame.seq, "key change over the air refused; the frame's events are kept");
+                rec.reason = Some("key_change_refused");
+                rec.detail = Some(KEY_CHANGE_REFUSED.to_string());
+                if !frame.encrypted {
+                    rec.raw = frame.with_keys_redacted().encode();
+                }
+            }
+            if frame.token.is_link_test() && a.plain.data.trim().is_empty() {
                 rec.link_test_only = true;
                 debug!(%peer, account, "link test");
             } else {
@@ -257,8 +297,11 @@ pub fn prepare_frame(
                     Ok(events) => rec.events = events,
                     Err(e) => {
                         warn!(%peer, account, seq = frame.seq, error = %e, "data not understood; stored and acknowledged for the supervisor");
+                        rec.detail = Some(match rec.reason {
+                            Some("key_change_refused") => format!("{}; {KEY_CHANGE_REFUSED}", e.0),
+                            _ => e.0,
+                        });
                         rec.reason = Some("payload");
-                        rec.detail = Some(e.0);
                     }
                 }
                 let mut payload = Vec::with_capacity(a.plain.data.len() + 16);
@@ -277,7 +320,7 @@ pub fn prepare_frame(
                     &payload,
                 ));
                 debug!(%peer, account, seq = frame.seq, events = rec.events.len(),
-                    bytes = %log_bytes(raw, matches!(frame.body, Body::Encrypted(_))), "frame accepted");
+                    bytes = %log_bytes(&rec.raw, matches!(frame.body, Body::Encrypted(_))), "frame accepted");
             }
         }
     }

@@ -222,13 +222,26 @@ impl Recorder {
     /// Note the account a frame used, and return the frame as it is to be written (anonymised
     /// when asked).
     fn panel_frame(&self, st: &mut State, raw: &[u8], table: &AccountTable) -> Vec<u8> {
+        // A key offered in clear (`[K…]`) is never recorded: starred out as the store does, in
+        // a frame that decodes with its CRC made to fit (so a replay still gets the answer the
+        // panel got), in bytes that do not decode as they are.
         let Ok(f) = decode_frame(raw, &opts()) else {
+            let raw = crate::protocol::frame::redact_key_bytes(raw);
             return if self.opts.anonymise {
-                st.anon.text(raw)
+                st.anon.text(&raw)
             } else {
-                raw.to_vec()
+                raw.into_owned()
             };
         };
+        let offers_key = matches!(&f.body, crate::protocol::Body::Plain(p) if p.xdata.iter().any(|x| x.id == 'K'));
+        let (f, redacted) = if offers_key {
+            let g = f.with_keys_redacted();
+            let bytes = g.encode();
+            (g, Some(bytes))
+        } else {
+            (f, None)
+        };
+        let raw = redacted.as_deref().unwrap_or(raw);
         let entry = f
             .account
             .number()

@@ -201,6 +201,37 @@ async fn heartbeat_when_idle_and_skip_after_repeated_naks() {
     d.stop().await;
 }
 
+/// `nak_retries` counts the resends after a NAK (protocols/surgard.md §4.2): with the default 3
+/// a refused line goes out four times, and the fourth NAK in a row skips it.
+#[tokio::test]
+async fn the_default_three_nak_retries_send_a_refused_line_four_times() {
+    let (mut d, auto) = client_daemon(|c| assert_eq!(c.automation.nak_retries, 3, "the default")).await;
+    cid_line(&d, b"5011 181234E13001001\x14").await;
+    cid_line(&d, b"5011 181234E13001002\x14").await;
+    let (mut s, _) = tokio::time::timeout(Duration::from_secs(5), auto.accept())
+        .await
+        .expect("meldkamer connects")
+        .expect("accept");
+    let mut buf = Vec::new();
+    let wait = Duration::from_secs(3);
+    let first = line(&mut s, &mut buf, wait).await.expect("line");
+    assert_eq!(text(&first), "5011 181234E13001001\x14");
+    for resend in 1..=3 {
+        s.write_all(&[NAK]).await.expect("nak");
+        let again = line(&mut s, &mut buf, wait).await;
+        assert_eq!(again.as_deref(), Some(&first[..]), "resend {resend} after NAK {resend}");
+    }
+    s.write_all(&[NAK]).await.expect("nak");
+    let next = line(&mut s, &mut buf, wait).await.expect("line 2");
+    assert_eq!(text(&next), "5011 181234E13001002\x14", "skipped after the fourth NAK");
+    s.write_all(&[ACK]).await.expect("ack");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(d.query_i64("SELECT count(*) FROM outbox WHERE skipped = 'nak'"), 1);
+    let m = &d.running.as_ref().expect("running").shared.metrics;
+    assert_eq!(m.automation.get("nak"), 4);
+    d.stop().await;
+}
+
 #[tokio::test]
 async fn server_mode_resends_the_unacknowledged_line_to_a_new_connection() {
     let mut d = TestDaemon::start_with(ACCOUNTS, |c| {

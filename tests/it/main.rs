@@ -20,6 +20,7 @@ mod operator_props;
 mod protocol_props;
 mod protocol_sweep;
 mod receiver;
+mod receiver_props;
 mod replay;
 mod scenarios;
 mod schedules;

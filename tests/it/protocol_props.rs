@@ -65,7 +65,7 @@ fn field_chars() -> Vec<char> {
         .collect()
 }
 
-fn field_text(max: usize) -> impl Strategy<Value = String> {
+pub(crate) fn field_text(max: usize) -> impl Strategy<Value = String> {
     prop::collection::vec(select(field_chars()), 0..=max).prop_map(String::from_iter)
 }
 
@@ -128,6 +128,7 @@ fn token() -> impl Strategy<Value = Token> {
         Just(Token::SiaDcs),
         Just(Token::AdmCid),
         Just(Token::Null),
+        Just(Token::Xnm),
         Just(Token::Ack),
         Just(Token::Nak),
         Just(Token::Duh),
@@ -137,8 +138,10 @@ fn token() -> impl Strategy<Value = Token> {
 
 fn line_and_account() -> impl Strategy<Value = (String, AccountField)> {
     prop_oneof![
-        4 => (string_of(HEX, 1..=6), string_of(HEX, 3..=16)).prop_map(|(l, a)| (l, AccountField::Number(a))),
+        4 => (string_of(HEX, 0..=6), string_of(HEX, 3..=16)).prop_map(|(l, a)| (l, AccountField::Number(a))),
         1 => (string_of(HEX_NO_A, 1..=6), string_of(HEX, 1..=16)).prop_map(|(l, a)| (l, AccountField::Anonymous(a))),
+        // No account in the header (the account only in the data); the line may be empty.
+        1 => string_of(HEX_NO_A, 0..=6).prop_map(|l| (l, AccountField::Absent)),
     ]
 }
 
@@ -476,7 +479,7 @@ fn wire_bytes(max: usize) -> impl Strategy<Value = Vec<u8>> {
 }
 
 /// A frame body for `wrap`: random bytes, grammar soup, or a valid body with damage.
-fn hostile_body() -> impl Strategy<Value = Vec<u8>> {
+pub(crate) fn hostile_body() -> impl Strategy<Value = Vec<u8>> {
     prop_oneof![
         wire_bytes(120),
         soup(24).prop_map(|s| latin1_bytes(&s)),
@@ -572,7 +575,9 @@ proptest! {
             Err(e @ (DecodeError::Crc { .. } | DecodeError::Length { .. })) if starts_like_a_body => {
                 return Err(TestCaseError::fail(format!("{e:?} for a wrapped body: {}", show(&raw))));
             }
-            Err(DecodeError::Syntax { offset, .. }) => prop_assert!(offset < raw.len()),
+            Err(DecodeError::Syntax { offset, .. } | DecodeError::Unreadable { offset, .. }) => {
+                prop_assert!(offset < raw.len())
+            }
             Err(_) => {}
             Ok(f) => {
                 check_round_trip_content(&f)?;

@@ -509,3 +509,148 @@ priority = 7
     assert_ne!(site, 0);
     assert_eq!(priority, 7, "the customer's new priority rule is used");
 }
+
+/// A frame with a `K` field offers a new key over the air (protocols/dc09.md §15.4): its events
+/// are stored and ACKed, the key is neither stored (not in the frame row, not in the events)
+/// nor used (the next frame under the old key is accepted, one under the offered key is not),
+/// and the supervisor gets one item per account.
+#[tokio::test]
+async fn a_key_offered_over_the_air_is_neither_stored_nor_used() {
+    use meldkamer::protocol::crypto::{SeededPad, encrypt_body};
+    use meldkamer::protocol::frame::{AccountField, Frame, Framing, Plain, XData};
+    let mut d = TestDaemon::start().await;
+    const OFFERED: &str = "00112233445566778899AABBCCDDEEFF";
+    let with_k = |account: &str, seq: u16, key: Option<&meldkamer::protocol::crypto::Key>| {
+        let plain = Plain {
+            data: format!("#{account}|Nri1/RP"),
+            xdata: vec![XData {
+                id: 'K',
+                value: OFFERED.into(),
+            }],
+            timestamp: ts(T0),
+        };
+        Frame {
+            framing: Framing::default(),
+            token: Token::SiaDcs,
+            encrypted: key.is_some(),
+            seq,
+            receiver: Some("1".into()),
+            line: "1".into(),
+            account: AccountField::Number(account.into()),
+            body: match key {
+                Some(k) => Body::Encrypted(encrypt_body(k, &plain, false, &mut SeededPad::new(7))),
+                None => Body::Plain(plain),
+            },
+        }
+        .encode()
+    };
+    let resp = tcp_exchange(d.tcp(), &with_k("1234", 70, None)).await;
+    assert_eq!(resp.as_deref().map(token_of).as_deref(), Some("ACK"));
+    let resp = tcp_exchange(d.tcp(), &with_k("5678", 71, Some(&key_5678()))).await;
+    assert_eq!(resp.as_deref().map(token_of).as_deref(), Some("*ACK"));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let conn = rusqlite::Connection::open(d.db_path()).expect("db");
+    let stored: Vec<Vec<u8>> = conn
+        .prepare("SELECT raw FROM frames WHERE seq IN (70, 71)")
+        .expect("query")
+        .query_map([], |r| r.get(0))
+        .expect("rows")
+        .collect::<Result<_, _>>()
+        .expect("raw");
+    assert_eq!(stored.len(), 2);
+    let plain_row = stored
+        .iter()
+        .find(|r| r.windows(5).any(|w| w == b"[K***"))
+        .expect("redacted K");
+    assert!(
+        decode_frame(plain_row, &Default::default()).is_ok(),
+        "the stored frame still decodes"
+    );
+    for raw in &stored {
+        assert!(
+            !raw.windows(OFFERED.len()).any(|w| w == OFFERED.as_bytes()),
+            "key in a frame row"
+        );
+    }
+    let in_events: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM events WHERE xdata LIKE ?1",
+            [format!("%{OFFERED}%")],
+            |r| r.get(0),
+        )
+        .expect("events");
+    assert_eq!(in_events, 0, "key in an event row");
+    assert_eq!(
+        d.query_i64("SELECT count(*) FROM events WHERE seq IN (70, 71)"),
+        2,
+        "the events are kept"
+    );
+    assert_eq!(
+        d.query_i64("SELECT count(*) FROM alarms WHERE queue = 'supervisor' AND join_key LIKE '%/key-change'"),
+        2
+    );
+
+    // The old key still decides.
+    let offered = meldkamer::protocol::crypto::Key::from_hex(OFFERED).expect("key");
+    let old = encrypted(Token::SiaDcs, 72, "5678", "#5678|Nri1/BA01", &key_5678(), T0, 8);
+    assert_eq!(
+        tcp_exchange(d.tcp(), &old).await.as_deref().map(token_of).as_deref(),
+        Some("*ACK")
+    );
+    let new = encrypted(Token::SiaDcs, 73, "5678", "#5678|Nri1/BA01", &offered, T0, 9);
+    assert_eq!(
+        tcp_exchange(d.tcp(), &new).await.as_deref().map(token_of).as_deref(),
+        Some("NAK")
+    );
+    d.stop().await;
+}
+
+/// A frame whose CRC and length are right but whose account is not hex (FOCUS FC-7688,
+/// pysiaalarm #36) gets a DUH echoing its header, over TCP and UDP, and the supervisor one item
+/// for the source that points at the stored frame; the connection goes on.
+#[tokio::test]
+async fn an_unreadable_header_is_answered_duh_and_shown_to_the_supervisor() {
+    use meldkamer::protocol::frame::{Framing, wrap};
+    let mut d = TestDaemon::start().await;
+    let focus = wrap(b"\"ADM-CID\"6616R0L0#foc7688[#foc7688|1351 01 000]", Framing::default());
+    let duh = wrap(b"\"DUH\"6616R0L0#foc7688[]", Framing::default());
+    let mut s = TcpStream::connect(d.tcp()).await.expect("connect");
+    s.write_all(&focus).await.expect("write");
+    assert_eq!(
+        read_frame(&mut s, Duration::from_secs(2)).await.as_deref(),
+        Some(&duh[..])
+    );
+    s.write_all(&plain(Token::SiaDcs, 74, "1234", "#1234|Nri1/BA01", None))
+        .await
+        .expect("write");
+    let next = read_frame(&mut s, Duration::from_secs(2)).await;
+    assert_eq!(
+        next.as_deref().map(token_of).as_deref(),
+        Some("ACK"),
+        "the connection goes on"
+    );
+    assert_eq!(udp_exchange(d.udp(), &focus).await.as_deref(), Some(&duh[..]));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        d.query_i64("SELECT count(*) FROM frames WHERE outcome = 'refused' AND reason = 'unreadable'"),
+        2
+    );
+    assert_eq!(
+        d.query_i64(
+            "SELECT count(*) FROM alarms a JOIN frames f ON f.id = a.source_frame_id
+             WHERE a.queue = 'supervisor' AND a.join_key = 'source:127.0.0.1/unreadable' AND f.reason = 'unreadable'"
+        ),
+        1,
+        "one item for the source, with its frame"
+    );
+    assert_eq!(
+        d.query_i64(
+            "SELECT count(*) FROM alarm_log l JOIN alarms a ON a.id = l.alarm_id
+             WHERE a.join_key = 'source:127.0.0.1/unreadable' AND l.action = 'repeated'"
+        ),
+        0,
+        "the second frame within 10 minutes adds nothing (rate-limited per source)"
+    );
+    d.stop().await;
+}

@@ -156,7 +156,57 @@ fn library_outcomes_show_what_the_traces_are_for() {
     }
     assert_eq!(
         frame_count(&outcome_of("iobroker-empty-line-prefix"), "silent", "syntax"),
-        1
+        0,
+        "L# is an empty line prefix"
+    );
+    assert_eq!(events(&outcome_of("g90b-empty-line-prefix")).len(), 1);
+    let o = outcome_of("focus-unreadable-account");
+    assert_eq!(frame_count(&o, "refused", "unreadable"), 2);
+    let items = o["alarms"].as_array().expect("alarms");
+    assert_eq!(
+        items.len(),
+        1,
+        "one supervisor item for two frames from one source: {o}"
+    );
+    assert_eq!(items[0]["queue"], "supervisor");
+    assert!(
+        items[0]["title"].as_str().is_some_and(|t| t.contains("#foc7688")),
+        "{o}"
+    );
+    let o = outcome_of("integrity-failures-repeated");
+    assert_eq!(
+        frame_count(&o, "silent", "crc") + frame_count(&o, "silent", "length"),
+        4
+    );
+    let supervisor: Vec<&Value> = o["alarms"]
+        .as_array()
+        .expect("alarms")
+        .iter()
+        .filter(|a| a["queue"] == "supervisor")
+        .collect();
+    assert_eq!(supervisor.len(), 1, "{o}");
+    assert_eq!(
+        supervisor[0]["opened"], "2026-01-15T12:00:10.000Z",
+        "at the third failure"
+    );
+    let o = outcome_of("account-in-data-only");
+    assert_eq!(events(&o).len(), 2);
+    assert_eq!(
+        frame_count(&o, "refused", "unknown_account"),
+        1,
+        "encrypted: no key to choose"
+    );
+    let o = outcome_of("key-change-refused");
+    assert_eq!(frame_count(&o, "accepted", "key_change_refused"), 1);
+    assert_eq!(events(&o).len(), 2, "the events of the frames are kept");
+    assert_eq!(
+        o["alarms"]
+            .as_array()
+            .expect("alarms")
+            .iter()
+            .filter(|a| a["title"].as_str().is_some_and(|t| t.starts_with("Key change")))
+            .count(),
+        2
     );
     assert_eq!(frame_count(&outcome_of("garbage-between-frames"), "accepted", ""), 3);
     let o = outcome_of("local-time-plain");
@@ -427,6 +477,22 @@ async fn panel_traffic(d: &Daemon, encrypted: bool) {
         .await
         .expect("write");
     assert!(read1(&mut s).await.is_some(), "DUH");
+    if !encrypted {
+        // A panel offering a new key in clear: its events are ACKed, the key is refused; and
+        // the same offer in a frame whose CRC is wrong (no answer). Neither key is recorded.
+        let offer = frame("SIA-DCS", 8, "6001", "#6001|Nri1/BA05")
+            .xdata('K', OFFERED_KEY)
+            .at(now)
+            .bytes();
+        s.write_all(&offer).await.expect("write");
+        assert!(read1(&mut s).await.is_some(), "ACK");
+        let mut broken = frame("SIA-DCS", 9, "6001", "#6001|Nri1/BA06")
+            .xdata('K', OFFERED_KEY_2)
+            .at(now)
+            .bytes();
+        broken[1] ^= 0x01;
+        s.write_all(&broken).await.expect("write");
+    }
     drop(s);
     if encrypted {
         // A panel 2 minutes behind: NAK, then the corrected resend; an ASCII-keyed panel.
@@ -539,10 +605,29 @@ async fn record_and_replay(encrypted: bool, extra: &[&str]) -> (tempfile::TempDi
     (dir, rec)
 }
 
+/// Keys a panel offers in clear (`[K…]`): never in a recording, a log or the database.
+const OFFERED_KEY: &str = "00112233445566778899AABBCCDDEEFF";
+const OFFERED_KEY_2: &str = "FFEEDDCCBBAA99887766554433221100";
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_record_output_replays_cleanly() {
-    let (_dir, rec) = record_and_replay(false, &[]).await;
+    let (dir, rec) = record_and_replay(false, &[]).await;
     let text = all_text(&rec);
+    // The live daemon's database, WAL and log, as bytes (the log shows bad frames as hex).
+    let mut live = Vec::new();
+    for f in files_in(&dir.path().join("live")) {
+        live.extend(std::fs::read(&f).unwrap_or_default());
+    }
+    let live = String::from_utf8_lossy(&live).to_uppercase();
+    for key in [OFFERED_KEY, OFFERED_KEY_2] {
+        assert!(!text.contains(key), "a key offered over the air was recorded:\n{text}");
+        assert!(
+            !live.contains(key),
+            "a key offered over the air reached the database or the log"
+        );
+        assert!(!live.contains(&hex::encode_upper(key)), "as hex in the log");
+    }
+    assert!(text.contains("[K********************************]"), "{text}");
     assert!(text.contains("#6001|Nri1/BA03"), "bytes as received");
     assert!(text.contains("\"SIA-DCS\"0001R1L1#6001[#6001|Nri1/BA03]_"), "{text}");
     assert!(text.contains("F#123456"), "garbage kept with the next frame");

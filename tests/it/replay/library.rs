@@ -48,6 +48,8 @@ pub struct F {
     ts: Option<OffsetDateTime>,
     key: Option<(Key, u64)>,
     framing: Framing,
+    /// No `#acct` in the header (the account only in the data).
+    no_account: bool,
 }
 
 /// A frame with receiver 1, line 1, a timestamp at `T0`.
@@ -63,6 +65,7 @@ pub fn frame(token: &str, seq: u16, account: &str, data: &str) -> F {
         ts: Some(T0),
         key: None,
         framing: Framing::default(),
+        no_account: false,
     }
 }
 
@@ -99,6 +102,23 @@ impl F {
         self.framing.cr_in_crc = true;
         self
     }
+    pub fn no_account(mut self) -> F {
+        self.no_account = true;
+        self
+    }
+    /// The frame with a CRC digit changed: its CRC no longer checks out.
+    pub fn bad_crc(&self) -> Vec<u8> {
+        let mut b = self.bytes();
+        b[1] = if b[1] == b'0' { b'1' } else { b'0' };
+        b
+    }
+    /// The frame with its length field one too high.
+    pub fn bad_length(&self) -> Vec<u8> {
+        let mut b = self.bytes();
+        let len = u16::from_str_radix(std::str::from_utf8(&b[5..9]).expect("ascii"), 16).expect("hex");
+        b[5..9].copy_from_slice(format!("{:04X}", len + 1).as_bytes());
+        b
+    }
     pub fn bytes(&self) -> Vec<u8> {
         let plain = Plain {
             data: self.data.clone(),
@@ -119,7 +139,11 @@ impl F {
             seq: self.seq,
             receiver: self.receiver.clone(),
             line: self.line.clone(),
-            account: AccountField::Number(self.account.clone()),
+            account: if self.no_account {
+                AccountField::Absent
+            } else {
+                AccountField::Number(self.account.clone())
+            },
             body,
         }
         .encode()
@@ -352,10 +376,13 @@ pub fn library() -> Vec<Fixture> {
         Fixture::new(
             "duh-unsupported-token",
             "Well-formed frames with tokens meldkamer does not process: DUH",
-            &["SIA-PUL is a legacy format; XNM is the DC-09-2026 extended null."],
+            &[
+                "SIA-PUL is a legacy format; RSP is a receiver's response, which a panel has no reason",
+                "to send (protocols/dc09.md section 4).",
+            ],
         )
         .f(&frame("SIA-PUL", 23, "7001", "#7001|Nri1/BA01"), "DUH")
-        .f(&frame("XNM", 24, "7001", ""), "DUH"),
+        .f(&frame("RSP", 24, "7001", ""), "DUH"),
         Fixture::new(
             "duh-plain-refused",
             "A plain frame from an account that requires encryption: DUH (no downgrade)",
@@ -489,8 +516,11 @@ pub fn library() -> Vec<Fixture> {
         .f(&ba(48, "7001"), "ACK"),
         Fixture::new(
             "iobroker-empty-line-prefix",
-            "L without digits (ioBroker.sia #11) is a syntax error: no answer, even with trailing_nul",
-            &[],
+            "L without digits (ioBroker.sia #11) is an empty line prefix: ACKed, L# echoed",
+            &[
+                "The account has trailing_nul, for the NUL after the CR in the UDP datagram; the empty",
+                "line prefix needs no switch (protocols/dc09.md section 6.1).",
+            ],
         )
         .d("@transport udp")
         .send(
@@ -498,8 +528,111 @@ pub fn library() -> Vec<Fixture> {
                 .into_iter()
                 .chain([0u8])
                 .collect(),
-            &["none"],
+            &["ACK"],
         ),
+        Fixture::new(
+            "g90b-empty-line-prefix",
+            "Chinese IP hosts (G90B-style, ioBroker.sia #19): \"SIA-DCS\"0001L#… with a NUL after the CR",
+            &[
+                "An event over TCP and a link test over UDP, each followed by one NUL: both ACKed, the",
+                "ACK echoes L#. On TCP the NUL is noise after the frame; on UDP the account's trailing_nul",
+                "switch accepts it.",
+            ],
+        )
+        .send(
+            [frame("SIA-DCS", 1, "7030", "#7030|NBA4").header(None, "").bytes(), vec![0]].concat(),
+            &["ACK"],
+        )
+        .d("@transport udp")
+        .send(
+            [frame("NULL", 0, "7030", "").header(None, "").no_ts().bytes(), vec![0]].concat(),
+            &["ACK"],
+        ),
+        // ---- answers for frames whose header cannot be read --------------------------------
+        Fixture::new(
+            "focus-unreadable-account",
+            "FOCUS FC-7688 (pysiaalarm #36): a non-hex account with a right CRC and length gets DUH",
+            &[
+                "The DUH echoes the header as sent; the supervisor gets one item for the source with the",
+                "raw frame (the retry a minute later is answered the same, and joins nothing new).",
+            ],
+        )
+        .f(
+            &frame("ADM-CID", 6616, "foc7688", "#foc7688|1351 01 000").header(Some("0"), "0").no_ts(),
+            "DUH",
+        )
+        .d("@advance 60s")
+        .f(
+            &frame("ADM-CID", 6616, "foc7688", "#foc7688|1351 01 000").header(Some("0"), "0").no_ts(),
+            "DUH",
+        ),
+        Fixture::new(
+            "tellmon-missing-line",
+            "Tellmon IP bridge (pysiaalarm #60): a header without L is unreadable, answered DUH with the header echoed",
+            &["DC-09 makes L mandatory; without it the account cannot be told from the line (dc09.md 6.1)."],
+        )
+        .send(
+            meldkamer::protocol::frame::wrap(b"\"NULL\"0001#7001[]_12:00:00,01-15-2026", Framing::default()),
+            &["DUH"],
+        ),
+        Fixture::new(
+            "integrity-failures-repeated",
+            "Frames failing CRC or length are never answered; a source that keeps sending them gets one supervisor item",
+            &[
+                "Three failures within 10 minutes from one address raise the item (a line glitch and",
+                "its retry do not); more within the next 10 minutes raise nothing new. A good frame in",
+                "between is answered as usual.",
+            ],
+        )
+        .send(ba(59, "7001").bad_crc(), &["none"])
+        .d("@advance 5s")
+        .send(ba(59, "7001").at(T0 + secs(5)).bad_length(), &["none"])
+        .f(&ba(60, "7001").at(T0 + secs(5)), "ACK")
+        .d("@advance 5s")
+        .send(ba(59, "7001").at(T0 + secs(10)).bad_crc(), &["none"])
+        .d("@advance 5s")
+        .send(ba(59, "7001").at(T0 + secs(15)).bad_crc(), &["none"]),
+        Fixture::new(
+            "account-in-data-only",
+            "A header without an account (pysiaalarm case_op): the account is read from the data",
+            &[
+                "Plain SIA-DCS and ADM-CID frames are ACKed with the header echoed as sent (no account);",
+                "an encrypted frame without a header account cannot be given a key: DUH.",
+            ],
+        )
+        .f(&frame("SIA-DCS", 61, "7001", "#7001|Nri1/BA03").no_account(), "ACK")
+        .f(&frame("ADM-CID", 62, "7001", "#7001|3130 01 003").no_account(), "ACK")
+        .f(&ba(63, "7002").key(k128.clone(), 20).no_account(), "DUH"),
+        // ---- DC-09 completeness: XNM, key change ----------------------------------------
+        Fixture::new(
+            "xnm-extended-null",
+            "XNM (extended null, DC-09-2026) is a link test: ACK, *ACK when encrypted",
+            &[
+                "Its extended data (here a path number and a supervision category) is read but not used:",
+                "an XNM counts as a poll of the account, like NULL (protocols/dc09.md section 4).",
+            ],
+        )
+        .f(&frame("XNM", 0, "7001", "").xdata('G', "2").xdata('C', "DP").no_ts(), "ACK")
+        .f(&frame("XNM", 0, "7002", "").xdata('G', "1").key(k128.clone(), 21), "*ACK"),
+        Fixture::new(
+            "key-change-refused",
+            "A key offered over the air (K extended data) is never adopted: the event is ACKed, the supervisor told",
+            &[
+                "meldkamer never answers RSP and never stores a key from the wire (protocols/dc09.md",
+                "section 15.4): the next frame under the old key is still accepted.",
+            ],
+        )
+        .f(
+            &frame("SIA-DCS", 64, "7001", "#7001|Nri1/RP").xdata('K', "00112233445566778899AABBCCDDEEFF"),
+            "ACK",
+        )
+        .f(
+            &frame("NULL", 65, "7002", "")
+                .xdata('K', "FFEEDDCCBBAA99887766554433221100")
+                .key(k128.clone(), 22),
+            "*ACK",
+        )
+        .f(&ba(66, "7002").key(k128.clone(), 23), "*ACK"),
         // ---- panels from the field reports ------------------------------------------------
         Fixture::new(
             "satel-nri2-id1-op",
@@ -566,6 +699,10 @@ pub fn kind(response: Option<&[u8]>) -> String {
     };
     match meldkamer::protocol::frame::decode_frame(r, &opts) {
         Ok(f) => format!("{}{}", if f.encrypted { "*" } else { "" }, f.token.as_str()),
+        // The DUH to an unreadable frame echoes its header, which need not parse either.
+        Err(meldkamer::protocol::frame::DecodeError::Unreadable { .. }) if r.get(9..14) == Some(b"\"DUH\"") => {
+            "DUH".into()
+        }
         Err(_) => "garbage".into(),
     }
 }
