@@ -1076,12 +1076,13 @@ fn draw_search(f: &mut Frame<'_>, area: Rect, app: &App, now_ms: i64) {
     for e in &s.events {
         lines.push(Line::from(fit(
             &format!(
-                "  {} {} {} {} {}",
+                "  {} {} {} {} {}{}",
                 app.time.stamp(e.received_ms, now_ms),
                 e.account,
                 e.code,
                 e.qualifier,
-                e.description
+                e.description,
+                if e.on_test { " (on test)" } else { "" }
             ),
             w,
         )));

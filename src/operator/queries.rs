@@ -232,10 +232,17 @@ pub struct EventRow {
     pub user: Option<String>,
     /// Area.
     pub area: Option<String>,
+    /// Received while its account or site was on test (listed with the test, no alarm).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub on_test: bool,
 }
 
-/// An event row from `received_ms, account, code_format, code, qualifier, description, zone,
-/// user_no, area` (in that order).
+/// The columns [`event_row`] reads, of `events e`.
+const EVENT_COLUMNS: &str = "e.received_ms, e.account, e.code_format, e.code, e.qualifier, e.description, e.zone, \
+     e.user_no, e.area, EXISTS (SELECT 1 FROM service_period_events t WHERE t.event_id = e.id)";
+
+/// An event row from [`EVENT_COLUMNS`]: `received_ms, account, code_format, code, qualifier,
+/// description, zone, user_no, area, on test` (in that order).
 fn event_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<EventRow> {
     let fmt: String = r.get(2)?;
     let received_ms: i64 = r.get(0)?;
@@ -253,6 +260,7 @@ fn event_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<EventRow> {
         zone: r.get(6)?,
         user: r.get(7)?,
         area: r.get(8)?,
+        on_test: r.get(9)?,
     })
 }
 
@@ -527,6 +535,9 @@ impl AlarmDetail {
                     }
                 }
             }
+            if e.on_test {
+                detail.push_str(" (on test)");
+            }
             out.push((
                 e.received_ms,
                 0,
@@ -695,7 +706,7 @@ pub fn alarm_detail(conn: &Connection, id: i64) -> rusqlite::Result<Option<Alarm
              SELECT e.alarm_prev, c.n + 1 FROM chain c JOIN events e ON e.id = c.id AND e.alarm_id = ?1
              WHERE e.alarm_prev IS NOT NULL AND c.n < 200
          )
-         SELECT e.received_ms, e.account, e.code_format, e.code, e.qualifier, e.description, e.zone, e.user_no, e.area
+         SELECT {EVENT_COLUMNS}
          FROM events e
          WHERE e.id IN (SELECT id FROM chain UNION SELECT event_id FROM alarm_events WHERE alarm_id = ?1)
          ORDER BY e.id DESC LIMIT 200"
@@ -932,9 +943,7 @@ pub fn overdue(conn: &Connection, now_ms: i64) -> rusqlite::Result<Vec<OverdueAc
 
 /// Past events of an account, newest first.
 pub fn events_of_account(conn: &Connection, account: &str, limit: u32) -> rusqlite::Result<Vec<EventRow>> {
-    let mut stmt = conn.prepare_cached(&crate::store::heads::search_sql(
-        "e.received_ms, e.account, e.code_format, e.code, e.qualifier, e.description, e.zone, e.user_no, e.area",
-    ))?;
+    let mut stmt = conn.prepare_cached(&crate::store::heads::search_sql(EVENT_COLUMNS))?;
     stmt.query_map(params![account, limit.clamp(1, 1000)], event_row)?
         .collect()
 }
@@ -1030,6 +1039,7 @@ mod tests {
             zone: Some("03".into()),
             user: None,
             area: Some("1".into()),
+            on_test: false,
         };
         let summary: AlarmSummary = serde_json::from_value(serde_json::json!({
             "id": "a", "queue": "operator", "priority": 3, "category": "burglary", "title": "t",
@@ -1058,5 +1068,9 @@ mod tests {
         let t = d.timeline();
         assert_eq!(t[0].detail, "Burglary alarm, zone 03, area 1");
         assert_eq!(t[1].detail, "Burglary alarm, zone 03, area 1");
+        // An event received on test says so (issue "Schedules": events shown as test).
+        let mut d = d;
+        d.events[1].on_test = true;
+        assert_eq!(d.timeline()[1].detail, "Burglary alarm, zone 03, area 1 (on test)");
     }
 }

@@ -149,6 +149,7 @@ fn detail(keypad: bool, phone: bool) -> AlarmDetail {
             zone: Some("03".into()),
             user: None,
             area: Some("1".into()),
+            on_test: false,
         }],
         log: vec![log(
             0,
@@ -180,6 +181,7 @@ fn recorded() -> AlarmDetail {
         zone: Some("05".into()),
         user: None,
         area: Some("1".into()),
+        on_test: false,
     });
     d.log = vec![
         log(0, "system", "opened", "Burglary alarm, zone 3: Back door, ground floor"),
@@ -1652,17 +1654,32 @@ fn search_takes_free_text_and_enter_opens_an_alarm() {
             accounts: vec!["1234".into()],
         }],
         alarms: vec![open_one.clone(), closed.clone()],
-        events: vec![EventRow {
-            received: String::new(),
-            received_ms: T0,
-            account: "1234".into(),
-            code: "SIA BA".into(),
-            qualifier: "new".into(),
-            description: "Burglary alarm".into(),
-            zone: None,
-            user: None,
-            area: None,
-        }],
+        events: vec![
+            EventRow {
+                received: String::new(),
+                received_ms: T0 + 60_000,
+                account: "1234".into(),
+                code: "SIA BA".into(),
+                qualifier: "new".into(),
+                description: "Burglary alarm".into(),
+                zone: None,
+                user: None,
+                area: None,
+                on_test: true,
+            },
+            EventRow {
+                received: String::new(),
+                received_ms: T0,
+                account: "1234".into(),
+                code: "SIA BA".into(),
+                qualifier: "new".into(),
+                description: "Burglary alarm".into(),
+                zone: None,
+                user: None,
+                area: None,
+                on_test: false,
+            },
+        ],
     };
     app.on_message(answer(&sent[0], json(&r)));
     assert_eq!(app.search_focus, SearchFocus::Results);
@@ -1672,11 +1689,14 @@ fn search_takes_free_text_and_enter_opens_an_alarm() {
         "S-1001 Shop, Proefstraat 1",
         "Alarms (2)",
         "DONE",
-        "Events (1)",
-        "13:00:00 1234 SIA BA",
+        "Events (2)",
+        "13:01:00 1234 SIA BA new Burglary alarm (on test)",
+        "13:00:00 1234 SIA BA new Burglary alarm",
     ] {
         assert!(s.contains(want), "{want}:\n{s}");
     }
+    let after = s.lines().find(|l| l.contains("13:00:00 1234")).unwrap_or_default();
+    assert!(!after.contains("on test"), "{s}");
     app.on_key(Key::Down);
     match one(app.on_key(Key::Enter)) {
         Request::Alarm { alarm } => assert_eq!(alarm, closed.id, "a closed alarm opens too"),

@@ -533,6 +533,23 @@ mod api {
         );
         let again = sam.call(json!({"op": "service_end", "account": "1234"})).await;
         assert_eq!(again["error"]["kind"], "conflict", "{again}");
+        // The test's event is shown as test: in the summary's timeline and in a search of the
+        // account; an event after the test is not.
+        let detail = sam.call(json!({"op": "alarm", "alarm": summary["id"].clone()})).await;
+        let events = &detail["result"]["events"];
+        assert_eq!(events.as_array().map(Vec::len), Some(1), "{detail}");
+        assert_eq!(events[0]["on_test"], true, "{detail}");
+        send_cid(&d, 2, "1130 01 003").await;
+        queue_until(&mut olga, "the burglary after the test", |a| {
+            a["category"] == "burglary"
+        })
+        .await;
+        let found = olga.call(json!({"op": "search", "query": "1234"})).await;
+        let flags: Vec<bool> = found["result"]["events"]
+            .as_array()
+            .map(|e| e.iter().map(|e| e["on_test"] == true).collect())
+            .unwrap_or_default();
+        assert_eq!(flags, [false, true], "newest first: {found}");
         let audit = audit_rows(&d, "service");
         assert_eq!(audit[0].2, "refused: forbidden: service requires the supervisor role");
         assert_eq!(
