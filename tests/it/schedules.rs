@@ -425,6 +425,18 @@ mod api {
         assert_eq!(s["open"], false, "{s}");
         assert_eq!(s["today"], "08:00-18:00 (grace 15)");
         assert_eq!(s["late"], json!(["late to close"]));
+        // Its category's priority and default procedure (the customer has none of its own).
+        assert_eq!(late["priority"], 5);
+        let steps: Vec<&str> = detail["result"]["procedure"]
+            .as_array()
+            .map(|p| p.iter().filter_map(|s| s["instruction"].as_str()).collect())
+            .unwrap_or_default();
+        assert_eq!(
+            steps.first().copied(),
+            Some("Check the site's schedule, extensions and who opened it last"),
+            "{detail}"
+        );
+        assert_eq!(steps.len(), 3, "{steps:?}");
 
         // Refused first: no reason, and an end in the past.
         let r = olga
