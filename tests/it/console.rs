@@ -1401,6 +1401,10 @@ fn with_schedule() -> AlarmDetail {
     d.alarm.title = "Late to close: not armed by 12:15 CET".into();
     d.alarm.priority = 5;
     d.alarm.site_ref = "S-1001".into();
+    if let Some(c) = d.customer.as_mut() {
+        // Left open: disarmed in the morning, not armed by close + grace.
+        c.armed = "disarmed by user 5 at 2026-01-15T07:58:00.000Z".into();
+    }
     d.schedule = Some(ScheduleView {
         time_zone: "Europe/Amsterdam".into(),
         open: false,
