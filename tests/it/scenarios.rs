@@ -507,3 +507,38 @@ async fn service_out_of_service_goes_to_the_supervisor_only() {
         "nothing for the operators while out of service; after it the site is open outside its hours"
     );
 }
+
+/// An out-of-service period ends by itself at its time (nobody ends it): what came in before
+/// went to the supervisor, what comes after is the operators' again, and the opening outside
+/// the hours it held back is raised at its end (the timer structure's end of the period).
+#[tokio::test]
+async fn service_out_of_service_ends_by_itself() {
+    let o = run("service-out-of-service-expires").await;
+    let a = alarms(&o);
+    let queue_of = |q: &str| -> Vec<(String, String)> {
+        a.iter()
+            .filter(|x| x["queue"] == q)
+            .map(|x| {
+                (
+                    x["category"].as_str().unwrap_or("").to_string(),
+                    x["opened"].as_str().unwrap_or("").to_string(),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(
+        queue_of("supervisor"),
+        [
+            ("burglary".to_string(), "2026-01-15T11:30:00.000Z".to_string()),
+            ("fire".to_string(), "2026-01-15T11:31:00.000Z".to_string())
+        ]
+    );
+    assert_eq!(
+        queue_of("operator"),
+        [
+            ("unexpected_opening".to_string(), "2026-01-15T12:00:00.000Z".to_string()),
+            ("burglary".to_string(), "2026-01-15T12:40:00.000Z".to_string())
+        ],
+        "held back until 12:00Z, nothing held back after"
+    );
+}
