@@ -5,13 +5,13 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// The embedded default configuration, comments included.
 pub const DEFAULT_CONFIG: &str = include_str!("../config/meldkamer.toml");
 
 /// The whole configuration.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// DC-09 listeners and their limits.
@@ -38,10 +38,20 @@ pub struct Config {
     pub audit: AuditConfig,
     /// The operators' terminal (`meldkamer console`).
     pub console: ConsoleConfig,
+    /// Records files the daemon imports at start and at every reload.
+    pub records: RecordsConfig,
+}
+
+/// `[records]`: records files (`meldkamer import` format) the daemon imports itself.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RecordsConfig {
+    /// TOML or CSV records files, imported all or none at start and at every reload (SIGHUP).
+    pub files: Vec<PathBuf>,
 }
 
 /// `[console]`: the operators' terminal.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ConsoleConfig {
     /// The time zone the console shows times in (an IANA name); "" is the system's (`TZ`,
@@ -53,7 +63,7 @@ pub struct ConsoleConfig {
 }
 
 /// `[audit]`: the key of the audit chain and where its heads are published.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuditConfig {
     /// The audit key file (owner-only). Empty: beside the database, `<store.path>.audit-key`.
@@ -98,7 +108,7 @@ impl AuditConfig {
 }
 
 /// `[operator]`.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct OperatorConfig {
     /// Unix socket path ("" disables; relative to the database's directory).
@@ -163,7 +173,7 @@ impl Config {
 }
 
 /// `[codes]`: phone cancellation codes.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct CodesConfig {
     /// The pepper file (owner-only permissions). Empty: beside the database, `<store.path>.pepper`.
@@ -210,7 +220,7 @@ impl Default for CodesConfig {
 }
 
 /// `[receiver]`.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ReceiverConfig {
     /// TCP listen address, empty to disable.
@@ -242,7 +252,7 @@ pub struct ReceiverConfig {
 }
 
 /// `[store]`.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreConfig {
     /// Database file.
@@ -268,7 +278,7 @@ impl StoreConfig {
 }
 
 /// `[alarms]`.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct AlarmsConfig {
     /// Escalate unacknowledged alarms after this many seconds.
@@ -294,7 +304,7 @@ impl Default for AlarmsConfig {
 }
 
 /// `[metrics]`.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct MetricsConfig {
     /// Listen address, empty to disable.
@@ -304,7 +314,7 @@ pub struct MetricsConfig {
 }
 
 /// Log output format.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum LogFormat {
     /// Human-readable lines.
@@ -314,7 +324,7 @@ pub enum LogFormat {
 }
 
 /// `[log]`.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
     /// Format.
@@ -375,7 +385,7 @@ impl Default for LogConfig {
 }
 
 /// `[cid_input]`: Contact ID over IP without DC-09 (`src/receiver/cid_ip.rs`).
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct CidInputConfig {
     /// TCP listen address, empty to disable.
@@ -416,7 +426,7 @@ impl Default for CidInputConfig {
 }
 
 /// Who opens the automation connection.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum AutomationMode {
     /// No Sur-Gard output.
@@ -429,7 +439,7 @@ pub enum AutomationMode {
 
 /// `[automation]`: every stored event to automation software, as a Sur-Gard receiver sends it
 /// (`src/automation/`).
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct AutomationConfig {
     /// off, client or server.
@@ -474,7 +484,7 @@ impl Default for AutomationConfig {
 }
 
 /// Where the JSON Lines event stream goes.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum EventStreamMode {
     /// No stream.
@@ -486,7 +496,7 @@ pub enum EventStreamMode {
 }
 
 /// `[event_stream]`: every stored event as one JSON object per line.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct EventStreamConfig {
     /// off, file or tcp.
@@ -656,8 +666,16 @@ impl Config {
         if self.store.path.as_os_str().is_empty() {
             return Err(invalid("store.path", "must not be empty"));
         }
-        if let Err(e) = crate::console::localtime::LocalTime::named(&self.console.time_zone) {
-            return Err(invalid("console.time_zone", &e.to_string()));
+        // The zone the console shows times in ("" is the system's): checked against the bundled
+        // zone database here, below the console that uses it.
+        let zone = &self.console.time_zone;
+        if !zone.trim().is_empty() && jiff::tz::TimeZone::get(zone).is_err() {
+            return Err(invalid(
+                "console.time_zone",
+                &format!(
+                    "unknown time zone {zone:?} (an IANA name such as \"Europe/Amsterdam\", or \"\" for the system's)"
+                ),
+            ));
         }
         let c = &self.codes;
         if c.argon2_memory_kib < 19456 || c.argon2_iterations < 2 || c.argon2_parallelism < 1 {
@@ -836,10 +854,13 @@ mod tests {
 
     #[test]
     fn shipped_example_configs_parse() {
-        for entry in std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/config")).expect("config dir") {
-            let path = entry.expect("entry").path();
-            if path.extension().is_some_and(|e| e == "toml") {
-                Config::load(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        for dir in ["/config", "/dist"] {
+            let dir = format!("{}{dir}", env!("CARGO_MANIFEST_DIR"));
+            for entry in std::fs::read_dir(&dir).expect("config dir") {
+                let path = entry.expect("entry").path();
+                if path.extension().is_some_and(|e| e == "toml") {
+                    Config::load(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                }
             }
         }
     }

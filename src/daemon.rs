@@ -13,7 +13,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, UdpSocket};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::admission::budget::{self, Budget, TooFew, Wanted};
 use crate::admission::{self, Admission, Caps, Listener};
@@ -40,7 +40,7 @@ pub enum DaemonError {
         source: StoreError,
     },
     /// A listener could not be bound.
-    #[error("cannot listen on {what} {addr}")]
+    #[error("cannot listen on {what} {addr}{}", low_port_hint(addr, source))]
     Bind {
         /// Which listener.
         what: &'static str,
@@ -88,6 +88,17 @@ pub enum DaemonError {
     Descriptors(#[from] TooFew),
 }
 
+/// What to do when a port below 1024 is refused: the unit grants no capability by default.
+fn low_port_hint(addr: &SocketAddr, source: &std::io::Error) -> &'static str {
+    if source.kind() == std::io::ErrorKind::PermissionDenied && (1..1024).contains(&addr.port()) {
+        ": a port below 1024 needs the capability CAP_NET_BIND_SERVICE (under systemd: \
+         `systemctl edit meldkamer`, AmbientCapabilities=CAP_NET_BIND_SERVICE and \
+         CapabilityBoundingSet=CAP_NET_BIND_SERVICE; README.md, Running in production)"
+    } else {
+        ""
+    }
+}
+
 /// A running daemon.
 pub struct Running {
     /// Bound TCP address.
@@ -121,6 +132,7 @@ pub struct Running {
     pub audit_key: Arc<crate::verify::audit::AuditKey>,
     /// Publishes the audit head; the last one at shutdown.
     pub audit_heads: Arc<crate::verify::published::Publisher>,
+    reloader: Reloader,
 }
 
 impl Running {
@@ -132,6 +144,11 @@ impl Running {
     /// The cancellation token (cancel to shut down).
     pub fn cancel_token(&self) -> CancellationToken {
         self.cancel.clone()
+    }
+
+    /// What a reload (`systemctl reload`, SIGHUP) acts through.
+    pub fn reloader(&self) -> Reloader {
+        self.reloader.clone()
     }
 
     /// Wait for the shutdown to finish: connections answered and closed, writer drained.
@@ -190,6 +207,19 @@ pub fn prepare_database(cfg: &Config) -> Result<(accounts::AccountTable, Arc<sto
             crate::records::parse_toml(crate::records::DEMO_RECORDS, "demo data").map_err(DaemonError::Demo)?;
         let report = crate::records::apply(&mut conn, &records, &seal).map_err(DaemonError::Demo)?;
         info!(accounts = report.accounts, "empty database: demo data loaded");
+    }
+    if !cfg.records.files.is_empty() {
+        // A records file that does not validate must not keep the receiver down: the records
+        // stay as they were, and the log says why.
+        match crate::reload::parse_records(&cfg.records.files)
+            .and_then(|records| crate::records::apply(&mut conn, &records, &seal))
+        {
+            Ok(report) => info!(files = cfg.records.files.len(), "records files imported: {report}"),
+            Err(e) => error!(
+                error = %crate::reload::chain(&e),
+                "records files not imported; the records stay as they were"
+            ),
+        }
     }
     let table = accounts::load(&conn, &seal).map_err(store_err)?;
     Ok((table, Arc::new(seal)))
@@ -458,12 +488,17 @@ async fn start_full(
         api_socket = Some(path);
     }
     let mut api_tls_addr = None;
+    let mut tls_cert = None;
     if let Some(addr) = cfg.operator_tcp_addr() {
-        let acceptor = listen::tls_acceptor(
-            std::path::Path::new(&cfg.operator.tls_cert),
-            std::path::Path::new(&cfg.operator.tls_key),
-        )
-        .map_err(DaemonError::Tls)?;
+        let cert = Arc::new(
+            listen::ServerCert::load(
+                std::path::Path::new(&cfg.operator.tls_cert),
+                std::path::Path::new(&cfg.operator.tls_key),
+            )
+            .map_err(DaemonError::Tls)?,
+        );
+        let acceptor = listen::tls_acceptor_with(cert.clone()).map_err(DaemonError::Tls)?;
+        tls_cert = Some(cert);
         let l = TcpListener::bind(addr).await.map_err(|source| DaemonError::Bind {
             what: "operator API",
             addr,
@@ -485,13 +520,14 @@ async fn start_full(
     tracker.spawn(crate::operator::server::sweep(api.clone(), cancel.clone()));
     audit_heads.start();
     tracker.spawn(crate::verify::published::run(audit_heads.clone(), cancel.clone()));
-    tracker.spawn(reload_accounts(
-        shared.clone(),
-        cfg.store.path.clone(),
-        Duration::from_millis(cfg.store.busy_timeout_ms),
+    let reloader = Reloader {
+        shared: shared.clone(),
         seal,
-        cancel.clone(),
-    ));
+        path: cfg.store.path.clone(),
+        busy: Duration::from_millis(cfg.store.busy_timeout_ms),
+        tls_cert,
+    };
+    tracker.spawn(reload_accounts(reloader.clone(), cancel.clone()));
     info!(
         tcp = ?tcp_addr, udp = ?udp_addr, metrics = ?metrics_addr, cid_tcp = ?cid_tcp_addr, cid_udp = ?cid_udp_addr,
         db = %cfg.store.path.display(),
@@ -515,6 +551,7 @@ async fn start_full(
         supervisor,
         audit_key,
         audit_heads,
+        reloader,
     })
 }
 
@@ -535,22 +572,27 @@ fn warn_unusable_passwords(cfg: &Config, hasher: &crate::verify::Hasher) {
     }
 }
 
-/// Reload the account table when an import bumps the generation.
-async fn reload_accounts(
+/// What a reload acts through: the account table, the writer, the key that seals account keys.
+#[derive(Clone)]
+pub struct Reloader {
     shared: Arc<Shared>,
+    seal: Arc<store::sealed::SealKey>,
     path: std::path::PathBuf,
     busy: Duration,
-    seal: Arc<store::sealed::SealKey>,
-    cancel: CancellationToken,
-) {
-    let mut tick = tokio::time::interval(Duration::from_secs(2));
-    loop {
-        tokio::select! {
-            _ = cancel.cancelled() => return,
-            _ = tick.tick() => {}
-        }
-        let current = shared.accounts().generation;
-        let (path, seal) = (path.clone(), seal.clone());
+    tls_cert: Option<Arc<listen::ServerCert>>,
+}
+
+impl Reloader {
+    /// The operator API's certificate, when its TLS port is on.
+    pub fn tls_cert(&self) -> Option<&listen::ServerCert> {
+        self.tls_cert.as_deref()
+    }
+
+    /// Load the account table again if an import changed it (its generation moved); returns
+    /// the new table's size and generation.
+    pub async fn reload_accounts(&self) -> Result<Option<(usize, i64)>, StoreError> {
+        let current = self.shared.accounts().generation;
+        let (path, seal, busy) = (self.path.clone(), self.seal.clone(), self.busy);
         let loaded = tokio::task::spawn_blocking(move || -> Result<Option<accounts::AccountTable>, StoreError> {
             let conn = store::open_read(&path, busy)?;
             if accounts::generation(&conn)? == current {
@@ -558,15 +600,66 @@ async fn reload_accounts(
             }
             accounts::load(&conn, &seal).map(Some)
         })
-        .await;
-        match loaded {
-            Ok(Ok(Some(t))) => {
-                info!(accounts = t.len(), generation = t.generation, "accounts reloaded");
-                shared.set_accounts(t);
-            }
-            Ok(Ok(None)) => {}
-            Ok(Err(e)) => warn!(error = %e, "account reload failed; keeping the current table"),
-            Err(_) => {}
+        .await
+        .map_err(|_| StoreError::WriterGone)??;
+        Ok(loaded.map(|t| {
+            let done = (t.len(), t.generation);
+            info!(accounts = t.len(), generation = t.generation, "accounts reloaded");
+            self.shared.set_accounts(t);
+            done
+        }))
+    }
+
+    /// Import records files through the writer, all or none (one savepoint in its
+    /// transaction), account keys sealed as `meldkamer import` seals them.
+    pub async fn import(
+        &self,
+        files: &[std::path::PathBuf],
+    ) -> Result<crate::records::ImportReport, crate::records::ImportError> {
+        let files = files.to_vec();
+        let records = tokio::task::spawn_blocking(move || crate::reload::parse_records(&files))
+            .await
+            .map_err(|_| crate::records::ImportError::Store(StoreError::WriterGone))??;
+        let seal = self.seal.clone();
+        let now = unix_ms(self.shared.clock.now());
+        // The job fails (its savepoint rolled back) with the import's own error kept here.
+        let refused = Arc::new(std::sync::Mutex::new(None));
+        let slot = refused.clone();
+        let r = self
+            .shared
+            .writer
+            .run(move |tx| match crate::records::apply_in(tx, &records, now, &seal) {
+                Ok(report) => Ok(report),
+                Err(crate::records::ImportError::Store(e)) => Err(e),
+                Err(e) => {
+                    *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+                    Err(StoreError::Pragma("records import refused"))
+                }
+            })
+            .await;
+        match r {
+            Ok(report) => Ok(report),
+            Err(e) => Err(refused
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take()
+                .unwrap_or_else(|| {
+                    crate::records::ImportError::Store(Arc::try_unwrap(e).unwrap_or(StoreError::WriterGone))
+                })),
+        }
+    }
+}
+
+/// Reload the account table when an import bumps the generation.
+async fn reload_accounts(reloader: Reloader, cancel: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(2));
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        if let Err(e) = reloader.reload_accounts().await {
+            warn!(error = %e, "account reload failed; keeping the current table");
         }
     }
 }
@@ -680,4 +773,33 @@ async fn serve_metrics(
         }
     })
     .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A refused port below 1024 says which capability it needs; other failures do not.
+    #[test]
+    fn a_refused_low_port_names_the_capability() {
+        let bind = |port: u16, kind| {
+            DaemonError::Bind {
+                what: "TCP",
+                addr: SocketAddr::from(([0, 0, 0, 0], port)),
+                source: std::io::Error::from(kind),
+            }
+            .to_string()
+        };
+        let low = bind(443, std::io::ErrorKind::PermissionDenied);
+        assert!(low.starts_with("cannot listen on TCP 0.0.0.0:443: "), "{low}");
+        assert!(low.contains("CAP_NET_BIND_SERVICE"), "{low}");
+        assert_eq!(
+            bind(7000, std::io::ErrorKind::PermissionDenied),
+            "cannot listen on TCP 0.0.0.0:7000"
+        );
+        assert_eq!(
+            bind(443, std::io::ErrorKind::AddrInUse),
+            "cannot listen on TCP 0.0.0.0:443"
+        );
+    }
 }

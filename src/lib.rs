@@ -6,6 +6,7 @@
 //! |---|---|
 //! | [`protocol`] | bytes in, typed messages out: DC-09 framing, CRC, AES, SIA-DCS, Contact ID, code tables. Pure. |
 //! | [`event`] | the protocol-independent event model |
+//! | [`trace`] | the fixture trace format (what a panel sent, what it was answered): read by [`replay`], written by the receiver's recorder (`serve --record`) |
 //! | [`correlate`] | events → alarms: customer records, priorities, alarm states, supervision |
 //! | [`admission`] | who may connect: the one accept path of every stream listener, connection caps, the descriptor budget |
 //! | [`receiver`] | TCP and UDP listeners, limits, the response policy applied per frame; the Contact ID input (Sur-Gard, Lupusec, DC-05 framings) |
@@ -14,6 +15,8 @@
 //! | [`records`] | records files (`meldkamer import`): validation and atomic, idempotent import |
 //! | [`replay`] | fixture traces replayed in-process on a virtual clock; byte-exact diffs |
 //! | [`daemon`] | `serve`: wiring, account reload, metrics endpoint, graceful shutdown |
+//! | [`reload`] | `systemctl reload` (SIGHUP): settings compared and the live ones applied, records files imported again |
+//! | [`service`] | the service manager (systemd): readiness, reload and stop notices, the watchdog |
 //! | [`view`] | read-side views for people: the customer card |
 //! | [`operator`] | operator accounts and the authenticated operator API (Unix socket / TLS) |
 //! | [`console`] | the operators' terminal UI (ratatui), talking only to the operator API |
@@ -51,7 +54,10 @@ pub mod protocol;
 pub mod receiver;
 pub mod records;
 pub mod release;
+pub mod reload;
 pub mod replay;
+pub mod service;
 pub mod store;
+pub mod trace;
 pub mod verify;
 pub mod view;

@@ -71,6 +71,15 @@ enum Command {
     Code(cli::code::CodeArgs),
     /// The audit log: verify its hash chain, list recent rows.
     Audit(cli::audit::AuditArgs),
+    /// Copy the database while the daemon runs: a consistent, checked copy at DEST and its audit
+    /// heads at DEST.audit-heads (the key files are not in it: back them up apart).
+    Backup {
+        /// Where to write the copy (must not exist).
+        dest: PathBuf,
+        /// Configuration file (for the database and key file paths).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
     /// Operator accounts for the console.
     Operator {
         #[command(subcommand)]
@@ -212,7 +221,7 @@ fn main() -> ExitCode {
             let cfg = cli::serve::load_config(config.as_deref())?;
             cli::serve::init_logging(&cfg, log_json);
             let record = record.map(|dir| meldkamer::receiver::record::RecordOptions { dir, anonymise });
-            cli::serve::serve_recording(cfg, record)?;
+            cli::serve::serve_with(cfg, config.as_deref(), record)?;
             Ok(())
         })(),
         Command::Operator { command, config } => (|| {
@@ -291,6 +300,11 @@ fn main() -> ExitCode {
         Command::Audit(args) => (|| {
             let cfg = cli::serve::load_config(args.config.as_deref())?;
             cli::audit::run(&cfg, &args, &mut std::io::stdout().lock())?;
+            Ok(())
+        })(),
+        Command::Backup { dest, config } => (|| {
+            let cfg = cli::serve::load_config(config.as_deref())?;
+            cli::backup::run(&cfg, &dest, &mut std::io::stdout().lock())?;
             Ok(())
         })(),
         Command::Bench(args) => meldkamer::loadgen::run(&args, &mut std::io::stdout().lock()).map_err(Into::into),

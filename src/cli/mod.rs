@@ -2,6 +2,7 @@
 //! errors that `main` prints with their cause chain.
 
 pub mod audit;
+pub mod backup;
 pub mod code;
 pub mod customer;
 pub mod operator;

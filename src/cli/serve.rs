@@ -47,20 +47,37 @@ pub fn load_config(path: Option<&Path>) -> Result<Config, ServeError> {
     })
 }
 
-/// Install the tracing subscriber (human or JSON lines on stderr). Colours only when stderr is
-/// a terminal: in a file, a pipe or the journal the escape codes are noise.
+/// Install the tracing subscriber: the journal when systemd gave us one, else human or JSON
+/// lines on stderr, with colours only when stderr is a terminal (in a file, a pipe or the
+/// journal the escape codes are noise).
 pub fn init_logging(cfg: &Config, force_json: bool) {
     let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(format!("meldkamer={}", cfg.log.level)));
+        || EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(format!("meldkamer={}", cfg.log.level)));
+    #[cfg(unix)]
+    if log_to_journal(filter()) {
+        return;
+    }
+    let filter = filter();
     let json = force_json || cfg.log.format == LogFormat::Json;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal());
+    // `systemctl reload` may change the level ([`crate::reload`]).
     let _ = if json {
-        builder.json().flatten_event(true).with_current_span(true).try_init()
+        let b = builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_filter_reloading();
+        let h = b.reload_handle();
+        crate::reload::on_log_level(move |f| h.reload(f).map_err(|e| e.to_string()));
+        b.try_init()
     } else {
-        builder.try_init()
+        let b = builder.with_filter_reloading();
+        let h = b.reload_handle();
+        crate::reload::on_log_level(move |f| h.reload(f).map_err(|e| e.to_string()));
+        b.try_init()
     };
 }
 
@@ -142,6 +159,27 @@ pub fn ready_line(
     )
 }
 
+/// Under systemd with stderr connected to the journal, install a subscriber that writes
+/// journal entries ([`crate::service::journal`]) and say so (true). A journal that cannot be
+/// reached is said on stderr, which the caller then logs to.
+#[cfg(unix)]
+fn log_to_journal(filter: EnvFilter) -> bool {
+    use tracing_subscriber::layer::SubscriberExt;
+    match crate::service::journal() {
+        Some(Ok(journal)) => {
+            let (filter, h) = tracing_subscriber::reload::Layer::new(filter);
+            crate::reload::on_log_level(move |f| h.reload(f).map_err(|e| e.to_string()));
+            let _ = tracing::subscriber::set_global_default(tracing_subscriber::registry().with(filter).with(journal));
+            true
+        }
+        Some(Err(e)) => {
+            eprintln!("meldkamer: stderr is the journal but its socket cannot be reached ({e}); logging to stderr");
+            false
+        }
+        None => false,
+    }
+}
+
 /// Run the daemon until SIGTERM or SIGINT.
 pub fn serve(cfg: Config) -> Result<(), ServeError> {
     serve_recording(cfg, None)
@@ -149,6 +187,16 @@ pub fn serve(cfg: Config) -> Result<(), ServeError> {
 
 /// [`serve`], writing the traffic as fixture traces when `record` is given (`--record DIR`).
 pub fn serve_recording(cfg: Config, record: Option<crate::receiver::record::RecordOptions>) -> Result<(), ServeError> {
+    serve_with(cfg, None, record)
+}
+
+/// [`serve_recording`] with the configuration read from `config_path` (`--config`), which a
+/// reload (SIGHUP) reads again.
+pub fn serve_with(
+    cfg: Config,
+    config_path: Option<&Path>,
+    record: Option<crate::receiver::record::RecordOptions>,
+) -> Result<(), ServeError> {
     // Before any pepper, key or password is loaded: no core file, nobody attaches.
     crate::hardening::no_core_dumps().map_err(ServeError::Hardening)?;
     raise_descriptor_limit();
@@ -158,18 +206,25 @@ pub fn serve_recording(cfg: Config, record: Option<crate::receiver::record::Reco
         .build()
         .map_err(ServeError::Runtime)?;
     crate::release::log_status();
+    let cfg_in_effect = cfg.clone();
     rt.block_on(async move {
         let outputs = (cfg.automation.clone(), cfg.event_stream.clone());
         let running = daemon::start_recording(cfg, Arc::new(SystemClock), record).await?;
         // One line on stdout when ready, for scripts and tests that start the daemon.
+        let ready = ready_line(&Ready::of(&running), &outputs.0, &outputs.1);
         let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "{}", ready_line(&Ready::of(&running), &outputs.0, &outputs.1));
+        let _ = writeln!(out, "{ready}");
         let _ = out.flush();
         drop(out);
+        // Listeners bound, store open: now the service manager may count us as started.
+        crate::service::ready(&ready);
         let cancel = running.cancel_token();
+        crate::service::spawn_watchdog(running.shared.writer.clone(), cancel.clone());
+        let reload = crate::reload::Reload::new(config_path, cfg_in_effect, running.reloader());
         tokio::spawn(async move {
-            wait_for_signal().await;
+            wait_for_signal(reload, &ready).await;
             tracing::info!("shutdown requested");
+            crate::service::stopping();
             cancel.cancel();
         });
         running.wait().await;
@@ -195,24 +250,39 @@ fn raise_descriptor_limit() {
     }
 }
 
-async fn wait_for_signal() {
+/// Until SIGTERM or SIGINT; each SIGHUP (`systemctl reload`) runs `reload`, announced to the
+/// service manager (RELOADING=1, then READY=1 with `status`). A stop asked for during a
+/// reload is not kept waiting for it.
+async fn wait_for_signal(mut reload: crate::reload::Reload, status: &str) {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        let mut term = match signal(SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
+        let (mut term, mut hup) = match (signal(SignalKind::terminate()), signal(SignalKind::hangup())) {
+            (Ok(t), Ok(h)) => (t, h),
+            _ => {
                 let _ = tokio::signal::ctrl_c().await;
                 return;
             }
         };
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = tokio::signal::ctrl_c() => {}
+        loop {
+            tokio::select! {
+                _ = term.recv() => return,
+                _ = tokio::signal::ctrl_c() => return,
+                _ = hup.recv() => {
+                    crate::service::reloading();
+                    tokio::select! {
+                        _ = reload.run() => {}
+                        _ = term.recv() => return,
+                        _ = tokio::signal::ctrl_c() => return,
+                    }
+                    crate::service::ready(status);
+                }
+            }
         }
     }
     #[cfg(not(unix))]
     {
+        let _ = (&mut reload, status);
         let _ = tokio::signal::ctrl_c().await;
     }
 }

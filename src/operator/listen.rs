@@ -62,23 +62,82 @@ fn peer_name(transport: &str, peer: admission::Peer) -> String {
     format!("{transport}:{peer}")
 }
 
-/// Load a TLS server configuration from PEM files.
+/// A TLS acceptor for the operator API with the certificate chain and key in these PEM files.
 pub fn tls_acceptor(cert: &Path, key: &Path) -> Result<tokio_rustls::TlsAcceptor, String> {
+    tls_acceptor_with(Arc::new(ServerCert::load(cert, key)?))
+}
+
+/// A TLS acceptor that presents whatever `cert` holds at each handshake.
+pub fn tls_acceptor_with(cert: Arc<ServerCert>) -> Result<tokio_rustls::TlsAcceptor, String> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_no_client_auth()
+        .with_cert_resolver(cert);
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(cfg)))
+}
+
+/// The operator API's certificate chain and key, read from their PEM files, and read again on
+/// `systemctl reload` (a renewed certificate without a restart): each handshake presents the
+/// one held when it starts; connections already open keep theirs.
+#[derive(Debug)]
+pub struct ServerCert {
+    current: std::sync::RwLock<Arc<rustls::sign::CertifiedKey>>,
+}
+
+impl ServerCert {
+    /// Read the chain and key; the key must match the first certificate.
+    pub fn load(cert: &Path, key: &Path) -> Result<ServerCert, String> {
+        Ok(ServerCert {
+            current: std::sync::RwLock::new(Arc::new(certified_key(cert, key)?)),
+        })
+    }
+
+    /// Read the files again. A pair that does not load leaves the one in use; returns whether
+    /// another certificate is now presented.
+    pub fn reload(&self, cert: &Path, key: &Path) -> Result<bool, String> {
+        let next = certified_key(cert, key)?;
+        let mut current = self.current.write().unwrap_or_else(|p| p.into_inner());
+        if current.cert == next.cert {
+            return Ok(false);
+        }
+        *current = Arc::new(next);
+        Ok(true)
+    }
+
+    /// SHA-256 of the presented end-entity certificate, hex (what `openssl x509 -fingerprint
+    /// -sha256` shows, without the colons).
+    pub fn fingerprint(&self) -> String {
+        use sha2::Digest;
+        let current = self.current.read().unwrap_or_else(|p| p.into_inner());
+        current
+            .cert
+            .first()
+            .map(|c| hex::encode(sha2::Sha256::digest(c.as_ref())))
+            .unwrap_or_default()
+    }
+}
+
+impl rustls::server::ResolvesServerCert for ServerCert {
+    fn resolve(&self, _: rustls::server::ClientHello<'_>) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        Some(self.current.read().unwrap_or_else(|p| p.into_inner()).clone())
+    }
+}
+
+fn certified_key(cert: &Path, key: &Path) -> Result<rustls::sign::CertifiedKey, String> {
     use rustls_pki_types::pem::PemObject;
     use rustls_pki_types::{CertificateDer, PrivateKeyDer};
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
         .map_err(|e| format!("{}: {e}", cert.display()))?
         .collect::<Result<_, _>>()
         .map_err(|e| format!("{}: {e}", cert.display()))?;
-    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| format!("{}: {e}", key.display()))?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let cfg = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .map_err(|e| e.to_string())?;
-    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(cfg)))
+    if certs.is_empty() {
+        return Err(format!("{}: no certificate", cert.display()));
+    }
+    let der = PrivateKeyDer::from_pem_file(key).map_err(|e| format!("{}: {e}", key.display()))?;
+    rustls::sign::CertifiedKey::from_der(certs, der, &rustls::crypto::ring::default_provider())
+        .map_err(|e| format!("{} with {}: {e}", cert.display(), key.display()))
 }
 
 /// Serve TLS over TCP until cancelled, under `admission`'s caps (per peer: per IP address). A

@@ -33,8 +33,8 @@ use crate::clock::rfc3339_ms;
 use crate::protocol::crypto::{Key, KeyFormat, decrypt_body, encrypt_body_with_pad};
 use crate::protocol::frame::{AccountField, Body, DecodeOptions, Frame, MAX_FRAME_LEN, Quirks, decode_frame};
 use crate::protocol::framer::{Chunk, Framer, split_all};
-use crate::replay::trace::{expect_line, send_line};
 use crate::store::accounts::{AccountEntry, AccountTable};
+use crate::trace::{expect_line, send_line};
 
 /// What to record where.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,10 +1,10 @@
 //! Integrator tooling: fixture traces (what a panel sent and what we answered), replayed
 //! against the receiver in-process on a virtual clock (fully deterministic) and compared byte
-//! for byte, with the differing fields named; and the expected outcome (events, alarms).
+//! for byte, with the differing fields named; and the expected outcome (events, alarms). The
+//! trace format itself is [`crate::trace`], below both this and the receiver's recorder.
 //!
 //! | module | what |
 //! |---|---|
-//! | [`trace`] | the trace format: parse, and rewrite expectations for `--bless` |
 //! | [`run`] | the in-process runner: temporary database, manual clock, seeded pads |
 //! | [`diff`] | response comparison: encrypted responses on their decrypted content |
 //! | [`outcome`] | the expected-outcome document: frames, events, alarms, sites |
@@ -18,4 +18,3 @@ pub mod run;
 pub mod side;
 pub mod suite;
 pub mod target;
-pub mod trace;

@@ -12,7 +12,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 
 use super::diff::differing_fields;
-use super::trace::{Step, Trace, TraceTransport};
 use crate::clock::{Clock, ManualClock, unix_ms};
 use crate::config::Config;
 use crate::correlate::{CorrelateConfig, Correlator};
@@ -20,6 +19,7 @@ use crate::daemon::{self, Running};
 use crate::protocol::crypto::SeededPad;
 use crate::protocol::frame::{DecodeOptions, MAX_FRAME_LEN, Quirks, decode_frame};
 use crate::protocol::framer::{Chunk, Framer};
+use crate::trace::{Step, Trace, TraceTransport};
 
 /// The default virtual start time.
 pub const DEFAULT_CLOCK: time::OffsetDateTime = time::macros::datetime!(2026-01-15 12:00:00 UTC);
@@ -215,8 +215,8 @@ impl Session<'_> {
 
     /// An operator's action, through the writer as the API does it; supervision reads the
     /// change at once (the daemon does within a second).
-    async fn operator(&mut self, line: usize, op: &super::trace::OperatorStep) -> Result<(), RunError> {
-        use super::trace::OperatorStep;
+    async fn operator(&mut self, line: usize, op: &crate::trace::OperatorStep) -> Result<(), RunError> {
+        use crate::trace::OperatorStep;
         let now = unix_ms(self.clock.now());
         let writer = match self.running.as_ref() {
             Some(r) => r.shared.writer.clone(),

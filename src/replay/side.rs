@@ -16,9 +16,9 @@ use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 
-use super::trace::{Step, Trace, TraceTransport};
 use crate::config::{AutomationMode, Config};
 use crate::daemon::Running;
+use crate::trace::{Step, Trace, TraceTransport};
 
 /// True for the transports this module handles.
 pub fn is_side(t: TraceTransport) -> bool {

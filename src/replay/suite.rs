@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use super::run::{Mismatch, run_in_process};
 use super::target::{Target, run_against};
-use super::trace::Trace;
+use crate::trace::Trace;
 
 /// Every `*.trace` file in `paths`: files as given, directories searched recursively, each
 /// directory's traces in name order.

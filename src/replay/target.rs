@@ -23,12 +23,12 @@ use tokio::net::{TcpStream, UdpSocket};
 
 use super::diff::differing_fields;
 use super::run::{DEFAULT_CLOCK, Mismatch, RunError, read_tcp_response};
-use super::trace::{Step, Trace, TraceTransport};
 use crate::protocol::crypto::{Key, decrypt_body, encrypt_body_with_pad};
 use crate::protocol::escape::escape;
 use crate::protocol::frame::{Body, DecodeOptions, Frame, MAX_FRAME_LEN, Quirks, decode_frame};
 use crate::protocol::framer::{Chunk, Framer, split_all};
 use crate::protocol::timestamp::Timestamp;
+use crate::trace::{Step, Trace, TraceTransport};
 
 /// Where the daemon listens.
 #[derive(Debug, Clone, Copy)]
@@ -255,8 +255,8 @@ pub fn in_process_only(trace: &Trace) -> Option<String> {
             Step::Stop => "@stop",
             Step::Start => "@start",
             Step::InProcessOnly => "@in-process",
-            Step::Operator(super::trace::OperatorStep::Extend { .. }) => "@extend",
-            Step::Operator(super::trace::OperatorStep::Service { .. }) => "@service",
+            Step::Operator(crate::trace::OperatorStep::Extend { .. }) => "@extend",
+            Step::Operator(crate::trace::OperatorStep::Service { .. }) => "@service",
             Step::Transport(t) if super::side::is_side(*t) => {
                 return Some(format!("@transport {} at line {line}", super::side::name(*t)));
             }

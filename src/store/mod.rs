@@ -7,6 +7,7 @@
 //! commit before they acknowledge.
 
 pub mod accounts;
+pub mod backup;
 mod bulk;
 pub mod checkpoint;
 pub mod heads;

@@ -182,6 +182,8 @@ type Reply = oneshot::Sender<Answer>;
 enum Msg {
     Frame(Box<FrameRecord>, Reply),
     Job(Box<dyn Job>),
+    /// Answered once the commit group this lands in is done (at once when there is none).
+    Ping(oneshot::Sender<()>),
     /// Everything queued before this is committed; then the writer stops.
     Stop,
 }
@@ -390,6 +392,20 @@ impl WriterHandle {
             return Err(Arc::new(StoreError::WriterGone));
         }
         rx.await.unwrap_or_else(|_| Err(Arc::new(StoreError::WriterGone)))
+    }
+
+    /// Resolves when the writer has taken this from its queue and finished the commit group it
+    /// was taken with (committed or failed), at once when there was nothing to commit: proof
+    /// that the writer's loop still turns. It does not resolve while a group hangs (a lock
+    /// never released, a disk that does not answer), which is what the service watchdog
+    /// ([`crate::service::watchdog`]) needs to see. Waits its turn in a full queue like a frame.
+    pub async fn alive(&self) -> Result<(), StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Msg::Ping(reply))
+            .await
+            .map_err(|_| StoreError::WriterGone)?;
+        rx.await.map_err(|_| StoreError::WriterGone)
     }
 
     /// Ask the writer to stop once everything queued so far is committed.
@@ -949,10 +965,13 @@ pub fn start(
             let mut status = StatusBacklog::default();
             status.bulk.every = status_flush;
             let mut stopping = false;
-            let take = |m: Msg, batch: &mut Vec<Item>| -> bool {
+            // Liveness pings taken with this group, answered when it is done.
+            let mut pings: Vec<oneshot::Sender<()>> = Vec::new();
+            let take = |m: Msg, batch: &mut Vec<Item>, pings: &mut Vec<oneshot::Sender<()>>| -> bool {
                 match m {
                     Msg::Frame(r, reply) => batch.push(Item::Frame(r, reply)),
                     Msg::Job(j) => batch.push(Item::Job(j)),
+                    Msg::Ping(p) => pings.push(p),
                     Msg::Stop => return false,
                 }
                 true
@@ -960,7 +979,7 @@ pub fn start(
             while !stopping {
                 match rx.blocking_recv() {
                     Some(m) => {
-                        if !take(m, &mut batch) {
+                        if !take(m, &mut batch, &mut pings) {
                             break;
                         }
                     }
@@ -969,13 +988,20 @@ pub fn start(
                 while batch.len() < max_batch {
                     match rx.try_recv() {
                         Ok(m) => {
-                            if !take(m, &mut batch) {
+                            if !take(m, &mut batch, &mut pings) {
                                 stopping = true;
                                 break;
                             }
                         }
                         Err(_) => break,
                     }
+                }
+                if batch.is_empty() {
+                    // Only pings: nothing to commit.
+                    for p in pings.drain(..) {
+                        let _ = p.send(());
+                    }
+                    continue;
                 }
                 m.queue_depth.add(-(batch.len() as i64));
                 let started = Instant::now();
@@ -1098,6 +1124,9 @@ pub fn start(
                         // persistent fault does not spin.
                         std::thread::sleep(Duration::from_millis(50));
                     }
+                }
+                for p in pings.drain(..) {
+                    let _ = p.send(());
                 }
             }
             // A clean stop leaves no backlog (a crash leaves one that the next start recovers).

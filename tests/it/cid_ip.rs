@@ -426,7 +426,7 @@ async fn fixtures_replay_in_process() {
         let r = suite::check_in_process(&f, false).await;
         assert_eq!(r.status, Status::Passed, "{}", suite::text(&r));
         // Against a running daemon these traces are skipped: they need the in-process listeners.
-        let t = meldkamer::replay::trace::Trace::load(&f).expect("trace");
+        let t = meldkamer::trace::Trace::load(&f).expect("trace");
         assert!(
             meldkamer::replay::target::in_process_only(&t).is_some(),
             "{}",
@@ -437,7 +437,7 @@ async fn fixtures_replay_in_process() {
 
 #[test]
 fn trace_transports_parse() {
-    use meldkamer::replay::trace::{Step, Trace, TraceTransport};
+    use meldkamer::trace::{Step, Trace, TraceTransport};
     let t = Trace::parse(
         "@transport cid-tcp\n@transport cid-udp\n@transport automation\n",
         std::path::Path::new("x"),

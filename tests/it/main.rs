@@ -3,6 +3,7 @@
 mod at_rest;
 mod audit;
 mod automation;
+mod backup;
 mod bench;
 mod cid_ip;
 mod cli;
@@ -24,6 +25,7 @@ mod receiver_props;
 mod replay;
 mod scenarios;
 mod schedules;
+mod service;
 mod shift;
 mod vectors;
 mod verify;

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use meldkamer::cli::replay::run_all;
 use meldkamer::replay::suite::{self, Status};
-use meldkamer::replay::trace::{Step, Trace};
+use meldkamer::trace::{Step, Trace};
 use serde_json::Value;
 use time::OffsetDateTime;
 
@@ -768,7 +768,7 @@ fn replay_reports_mismatches_with_fields_json_and_junit() {
     // Expect the wrong sequence number in the first answer (a valid frame, CRC and all).
     let wrong = meldkamer::protocol::frame::wrap(b"\"ACK\"0009R1L1#7001[]", Default::default());
     let first = text.lines().find(|l| l.starts_with("< ")).expect("an expectation");
-    let broken = text.replacen(first, &meldkamer::replay::trace::expect_line(Some(&wrong)), 1);
+    let broken = text.replacen(first, &meldkamer::trace::expect_line(Some(&wrong)), 1);
     assert_ne!(broken, text);
     let trace = dir.path().join("broken.trace");
     std::fs::write(

@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use meldkamer::replay::run::run_in_process;
-use meldkamer::replay::trace::Trace;
+use meldkamer::trace::Trace;
 use serde_json::Value;
 
 fn scenario_dir() -> PathBuf {

@@ -201,7 +201,7 @@ impl Fixture {
             match l {
                 Line::Text(t) => s.push_str(t),
                 Line::Send(b, expect) => {
-                    s.push_str(&meldkamer::replay::trace::send_line(b));
+                    s.push_str(&meldkamer::trace::send_line(b));
                     for _ in expect {
                         s.push_str("\n< (none)");
                     }
