@@ -561,7 +561,7 @@ impl Plan {
 
     /// The next instant after `t` at which a kind may start or stop holding without a report:
     /// the next edge of an instance, or a day later when nothing is scheduled in the next
-    /// [`LOOK_AHEAD_DAYS`].
+    /// eight days (`LOOK_AHEAD_DAYS`).
     pub fn next_edge(&self, t: i64) -> i64 {
         self.instances_around(t, 2, LOOK_AHEAD_DAYS)
             .iter()

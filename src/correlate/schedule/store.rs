@@ -51,6 +51,42 @@ fn date(text: &str) -> Option<Date> {
     text.parse().ok()
 }
 
+/// The statements that read plans, each in two forms: for one site (`?1`, by the tables'
+/// indexes) and for every site (`?1` NULL). One statement with `?1 IS NULL OR site_id = ?1`
+/// cannot use an index, so every opening or closing report read all 100,000 schedules and their
+/// windows (6 ms per report; BENCHMARKS.md, schedules).
+const PLAN_SQL: [(&str, &str); 5] = [
+    (
+        "SELECT calendar, date FROM holidays WHERE calendar = ?1 ORDER BY calendar",
+        "SELECT calendar, date FROM holidays WHERE ?1 IS NULL ORDER BY calendar",
+    ),
+    (
+        "SELECT site_id, time_zone, holidays, late_to_close, unexpected_opening, late_to_open, early_close
+         FROM schedules WHERE site_id = ?1",
+        "SELECT site_id, time_zone, holidays, late_to_close, unexpected_opening, late_to_open, early_close
+         FROM schedules WHERE ?1 IS NULL",
+    ),
+    (
+        "SELECT site_id, days, open_min, close_min, grace_min FROM schedule_windows WHERE site_id = ?1",
+        "SELECT site_id, days, open_min, close_min, grace_min FROM schedule_windows WHERE ?1 IS NULL",
+    ),
+    (
+        "SELECT site_id, from_date, to_date, hours, grace_min FROM schedule_exceptions WHERE site_id = ?1",
+        "SELECT site_id, from_date, to_date, hours, grace_min FROM schedule_exceptions WHERE ?1 IS NULL",
+    ),
+    (
+        "SELECT site_id, from_ms, until_ms, grace_min FROM schedule_extensions
+         WHERE site_id = ?1 AND until_ms > ?2 ORDER BY id",
+        "SELECT site_id, from_ms, until_ms, grace_min FROM schedule_extensions
+         WHERE ?1 IS NULL AND until_ms > ?2 ORDER BY id",
+    ),
+];
+
+/// [`PLAN_SQL`] number `i` for one site (`one`) or every site.
+fn plan_sql(i: usize, one: bool) -> &'static str {
+    if one { PLAN_SQL[i].0 } else { PLAN_SQL[i].1 }
+}
+
 /// Builds plans from rows, sharing time zones and holiday calendars.
 #[derive(Default)]
 struct Builder {
@@ -61,9 +97,7 @@ struct Builder {
 
 impl Builder {
     fn calendars(&mut self, conn: &Connection, only: Option<&str>) -> Result<(), StoreError> {
-        let mut stmt = conn.prepare_cached(
-            "SELECT calendar, date FROM holidays WHERE ?1 IS NULL OR calendar = ?1 ORDER BY calendar",
-        )?;
+        let mut stmt = conn.prepare_cached(plan_sql(0, only.is_some()))?;
         let mut sets: HashMap<String, BTreeSet<Date>> = HashMap::new();
         let rows = stmt.query_map(params![only], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
         for row in rows {
@@ -103,10 +137,8 @@ impl Builder {
             return Ok(());
         }
         self.calendars(conn, calendar.as_deref())?;
-        let mut stmt = conn.prepare_cached(
-            "SELECT site_id, time_zone, holidays, late_to_close, unexpected_opening, late_to_open, early_close
-             FROM schedules WHERE ?1 IS NULL OR site_id = ?1",
-        )?;
+        let one = site.is_some();
+        let mut stmt = conn.prepare_cached(plan_sql(1, one))?;
         let rows = stmt.query_map(params![site], |r| {
             Ok((
                 r.get::<_, i64>(0)?,
@@ -124,10 +156,7 @@ impl Builder {
             let (s, zone, calendar, checks) = row?;
             self.schedule(s, zone, calendar, checks);
         }
-        let mut stmt = conn.prepare_cached(
-            "SELECT site_id, days, open_min, close_min, grace_min FROM schedule_windows
-             WHERE ?1 IS NULL OR site_id = ?1",
-        )?;
+        let mut stmt = conn.prepare_cached(plan_sql(2, one))?;
         let rows = stmt.query_map(params![site], |r| {
             Ok((
                 r.get::<_, i64>(0)?,
@@ -147,10 +176,7 @@ impl Builder {
                 p.windows.push(w);
             }
         }
-        let mut stmt = conn.prepare_cached(
-            "SELECT site_id, from_date, to_date, hours, grace_min FROM schedule_exceptions
-             WHERE ?1 IS NULL OR site_id = ?1",
-        )?;
+        let mut stmt = conn.prepare_cached(plan_sql(3, one))?;
         let rows = stmt.query_map(params![site], |r| {
             Ok((
                 r.get::<_, i64>(0)?,
@@ -171,10 +197,7 @@ impl Builder {
                 });
             }
         }
-        let mut stmt = conn.prepare_cached(
-            "SELECT site_id, from_ms, until_ms, grace_min FROM schedule_extensions
-             WHERE (?1 IS NULL OR site_id = ?1) AND until_ms > ?2 ORDER BY id",
-        )?;
+        let mut stmt = conn.prepare_cached(plan_sql(4, one))?;
         let rows = stmt.query_map(params![site, now - EXTENSION_KEPT_MS], |r| {
             Ok((
                 r.get::<_, i64>(0)?,
@@ -564,4 +587,32 @@ pub fn extend(
     changed(tx, Some(site_id), now)?;
     reconcile(tx, site_id, now, None, false)?;
     Ok(until_ms)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A report reconciles one site: each statement that reads its plan searches an index
+    /// (a scan reads every site's schedule: 6 ms per report at 100,000 sites).
+    #[test]
+    fn one_sites_plan_is_read_by_index() {
+        let conn = Connection::open_in_memory().expect("db");
+        crate::store::schema::migrate(&conn).expect("schema");
+        for (one, _) in PLAN_SQL {
+            let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {one}")).expect("explain");
+            let n = stmt.parameter_count();
+            let plan: Vec<String> = stmt
+                .query_map(rusqlite::params_from_iter((0..n).map(|_| 1i64)), |r| {
+                    r.get::<_, String>(3)
+                })
+                .expect("rows")
+                .collect::<Result<_, _>>()
+                .expect("plan");
+            assert!(
+                plan.iter().any(|d| d.starts_with("SEARCH")) && !plan.iter().any(|d| d.starts_with("SCAN")),
+                "{one}: {plan:?}"
+            );
+        }
+    }
 }
