@@ -120,6 +120,8 @@ enum Command {
         #[command(subcommand)]
         command: CustomerCommand,
     },
+    /// A site or an account on test or out of service until a time (audited; ends by itself).
+    Service(cli::service::ServiceArgs),
     /// Decode one DC-09 frame: print it as JSON with the verdict and the response bytes.
     Parse {
         /// The frame, with \n \r \xNN escapes, or - to read it from stdin.
@@ -271,6 +273,11 @@ fn main() -> ExitCode {
         } => (|| {
             let cfg = cli::serve::load_config(config.as_deref())?;
             cli::customer::show(&cfg, &account, json, &mut std::io::stdout().lock())?;
+            Ok(())
+        })(),
+        Command::Service(args) => (|| {
+            let cfg = cli::serve::load_config(args.config.as_deref())?;
+            cli::service::run(&cfg, &args, &mut std::io::stdout().lock())?;
             Ok(())
         })(),
         Command::PrintConfig => cli::serve::print_config(&mut std::io::stdout().lock()).map_err(Into::into),

@@ -15,6 +15,9 @@
 //! @stop / @start                   stop the daemon (time may pass), start it again
 //! @in-process                      only meaningful in-process (`replay --target` skips it)
 //! @outcome none                    no outcome file: only the responses are compared
+//! @extend SITE UNTIL REASON        an operator's extension of a site's schedule (in-process)
+//! @service MODE TARGET UNTIL REASON  a supervisor puts SITE or account:NUMBER on test or
+//!                                  out_of_service (in-process); `@service end TARGET` ends it
 //! > \n…\r                          bytes a panel sends (escapes \n \r \t \\ \xNN)
 //! < \n…\r                          the response expected
 //! < (none)                         no response expected
@@ -72,6 +75,34 @@ pub enum Step {
     Send(Vec<u8>),
     /// Receiver → panel bytes expected (`None`: no response).
     Expect(Option<Vec<u8>>),
+    /// What an operator does through the API (in-process only).
+    Operator(OperatorStep),
+}
+
+/// An operator's action in a trace, done as the API does it (in-process only).
+#[derive(Debug, Clone, PartialEq)]
+pub enum OperatorStep {
+    /// A one-off extension of a site's schedule (`@extend SITE UNTIL REASON`).
+    Extend {
+        /// Site reference.
+        site: String,
+        /// Until.
+        until: OffsetDateTime,
+        /// What the caller said.
+        reason: String,
+    },
+    /// A site or account on test or out of service (`@service test|out_of_service TARGET UNTIL
+    /// REASON`), or its period ended (`@service end TARGET`).
+    Service {
+        /// `test`, `out_of_service` or `end`.
+        mode: String,
+        /// A site reference, or `account:NUMBER`.
+        target: String,
+        /// Until (not for `end`).
+        until: Option<OffsetDateTime>,
+        /// Why.
+        reason: String,
+    },
 }
 
 /// A parsed trace, with its source lines (for rewriting expectations in place).
@@ -166,6 +197,45 @@ impl Trace {
                 "@stop" => Step::Stop,
                 "@start" => Step::Start,
                 "@in-process" => Step::InProcessOnly,
+                "@extend" => {
+                    let mut parts = rest.trim().splitn(3, ' ');
+                    let (site, until, reason) = (parts.next(), parts.next(), parts.next());
+                    let (Some(site), Some(until), Some(reason)) = (site, until, reason) else {
+                        return Err(err(n, "@extend needs a site, an RFC 3339 end and a reason".into()));
+                    };
+                    let until = OffsetDateTime::parse(until, &time::format_description::well_known::Rfc3339)
+                        .map_err(|e| err(n, format!("@extend needs an RFC 3339 end: {e}")))?;
+                    Step::Operator(OperatorStep::Extend {
+                        site: site.to_string(),
+                        until,
+                        reason: reason.trim().to_string(),
+                    })
+                }
+                "@service" => {
+                    let mut parts = rest.trim().splitn(4, ' ');
+                    let (mode, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+                    let usage = "@service test|out_of_service TARGET UNTIL REASON, or @service end TARGET";
+                    let step = match (mode, parts.next(), parts.next()) {
+                        ("end", None, None) if !target.is_empty() => OperatorStep::Service {
+                            mode: mode.into(),
+                            target: target.into(),
+                            until: None,
+                            reason: String::new(),
+                        },
+                        ("test" | "out_of_service", Some(until), Some(reason)) if !target.is_empty() => {
+                            let until = OffsetDateTime::parse(until, &time::format_description::well_known::Rfc3339)
+                                .map_err(|e| err(n, format!("{usage}: {e}")))?;
+                            OperatorStep::Service {
+                                mode: mode.into(),
+                                target: target.into(),
+                                until: Some(until),
+                                reason: reason.trim().into(),
+                            }
+                        }
+                        _ => return Err(err(n, usage.into())),
+                    };
+                    Step::Operator(step)
+                }
                 "@outcome" => match rest.trim() {
                     "none" => Step::NoOutcome,
                     other => return Err(err(n, format!("@outcome {other:?}: only `@outcome none` is known"))),
@@ -263,6 +333,32 @@ mod tests {
         assert!(!t.compares_outcome());
         assert_eq!(t.outcome_path(), PathBuf::from("dir/x.outcome.json"));
         assert!(Trace::parse("@outcome maybe\n", Path::new("x")).is_err());
+    }
+
+    #[test]
+    fn operator_directives() {
+        let t = Trace::parse("@extend S-1 2026-01-15T22:30:00Z we stay late\n", Path::new("x")).expect("parses");
+        assert_eq!(
+            t.steps[0].1,
+            Step::Operator(OperatorStep::Extend {
+                site: "S-1".into(),
+                until: time::macros::datetime!(2026-01-15 22:30:00 UTC),
+                reason: "we stay late".into()
+            })
+        );
+        assert!(Trace::parse("@extend S-1 tonight\n", Path::new("x")).is_err());
+        let t = Trace::parse(
+            "@service test account:8001 2026-01-15T11:00:00Z new detector\n@service end S-1\n",
+            Path::new("x"),
+        )
+        .expect("parses");
+        assert!(
+            matches!(&t.steps[0].1, Step::Operator(OperatorStep::Service { mode, until: Some(_), .. }) if mode == "test")
+        );
+        assert!(
+            matches!(&t.steps[1].1, Step::Operator(OperatorStep::Service { mode, until: None, .. }) if mode == "end")
+        );
+        assert!(Trace::parse("@service maybe S-1\n", Path::new("x")).is_err());
     }
 
     #[test]

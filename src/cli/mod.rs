@@ -11,3 +11,4 @@ pub mod parse;
 pub mod replay;
 pub mod send;
 pub mod serve;
+pub mod service;

@@ -19,8 +19,8 @@ use super::localtime::LocalTime;
 use crate::correlate::alarms::Disposition;
 use crate::operator::Role;
 use crate::operator::protocol::{
-    ApiError, Envelope, ErrorKind, HandoverNote, Op, Push, Reply, Request, SearchResult, ServerMessage, Typed,
-    VerifyOutcome,
+    ApiError, Envelope, ErrorKind, HandoverNote, Op, Push, Reply, Request, SchedulesResult, SearchResult,
+    ServerMessage, Typed, VerifyOutcome,
 };
 use crate::operator::queries::{AlarmDetail, AlarmSummary, OverdueAccount};
 
@@ -37,6 +37,17 @@ pub enum Screen {
     Supervision,
     /// Sites, alarms and events by free text.
     Search,
+    /// Sites late now, and the sites and accounts on test or out of service.
+    Schedules,
+}
+
+/// A selectable line of the schedule tab.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScheduleRow {
+    /// A late site ([`SchedulesResult::late`], by index).
+    Late(usize),
+    /// A period ([`SchedulesResult::periods`], by index).
+    Period(usize),
 }
 
 /// Connection state, shown in the header.
@@ -222,6 +233,10 @@ pub enum Pending {
     Handover,
     /// A bulk action.
     Bulk,
+    /// The schedule tab.
+    Schedules,
+    /// An action from the schedule tab (a period set or ended): read the tab again after.
+    ScheduleAction,
 }
 
 /// Ring the bell this often while a life-safety alarm waits.
@@ -294,6 +309,10 @@ pub struct App {
     pub search_focus: SearchFocus,
     /// Search: selected alarm among the results.
     pub search_selected: usize,
+    /// The schedule tab's contents.
+    pub schedules: Option<SchedulesResult>,
+    /// The schedule tab: selected row ([`App::schedule_rows`]).
+    pub schedules_selected: usize,
     /// Requests in flight by id, with what they asked.
     pub pending: Vec<(u64, Pending, Op)>,
     next_id: u64,
@@ -358,6 +377,8 @@ impl App {
             search: None,
             search_focus: SearchFocus::Input,
             search_selected: 0,
+            schedules: None,
+            schedules_selected: 0,
             pending: Vec::new(),
             next_id: 1,
             quit: false,
@@ -763,6 +784,7 @@ impl App {
             Screen::Alarm => self.alarm_key(key),
             Screen::Supervision => self.supervision_key(key),
             Screen::Search => self.search_key(key),
+            Screen::Schedules => self.schedules_key(key),
         }
     }
 
@@ -812,6 +834,7 @@ impl App {
             Key::Char('1') => Screen::Queue,
             Key::Char('2') => Screen::Supervision,
             Key::Char('3') => Screen::Search,
+            Key::Char('4') => Screen::Schedules,
             _ => match self.screen {
                 Screen::Queue => Screen::Supervision,
                 Screen::Supervision => Screen::Search,
@@ -821,6 +844,7 @@ impl App {
         self.screen = to;
         match to {
             Screen::Supervision => vec![self.request(Pending::Supervision, Request::Supervision)],
+            Screen::Schedules => vec![self.request(Pending::Schedules, Request::Schedules)],
             Screen::Search => {
                 self.search_focus = SearchFocus::Input;
                 Vec::new()
@@ -873,7 +897,7 @@ impl App {
                 ));
             }
             Key::Char('R') => return vec![self.request(Pending::Queue, Request::Queue)],
-            Key::Tab | Key::Char('2' | '3') => return self.switch_view(key),
+            Key::Tab | Key::Char('2' | '3' | '4') => return self.switch_view(key),
             Key::Char('q') => self.confirm_quit = true,
             // Escape goes back, and the queue is where everything goes back to.
             _ => {}
@@ -903,7 +927,112 @@ impl App {
             Key::Home => self.overdue_scroll = 0,
             Key::End => self.overdue_scroll = last,
             Key::Char('R' | 'r') => return vec![self.request(Pending::Supervision, Request::Supervision)],
-            Key::Tab | Key::Char('1' | '3') => return self.switch_view(key),
+            Key::Tab | Key::Char('1' | '3' | '4') => return self.switch_view(key),
+            Key::Esc => self.screen = Screen::Queue,
+            Key::Char('q') => self.confirm_quit = true,
+            _ => {}
+        }
+        Vec::new()
+    }
+
+    /// The selectable lines of the schedule tab: late sites, then periods.
+    pub fn schedule_rows(&self) -> Vec<ScheduleRow> {
+        let Some(s) = &self.schedules else {
+            return Vec::new();
+        };
+        (0..s.late.len())
+            .map(ScheduleRow::Late)
+            .chain((0..s.periods.len()).map(ScheduleRow::Period))
+            .collect()
+    }
+
+    /// The selected line of the schedule tab.
+    pub fn selected_schedule_row(&self) -> Option<ScheduleRow> {
+        self.schedule_rows().get(self.schedules_selected).copied()
+    }
+
+    /// The alarm of the selected line of the schedule tab (a late site's, a test's summary).
+    fn selected_schedule_alarm(&self) -> Option<String> {
+        let s = self.schedules.as_ref()?;
+        match self.selected_schedule_row()? {
+            ScheduleRow::Late(i) => s.late.get(i)?.alarm.clone(),
+            ScheduleRow::Period(i) => s.periods.get(i)?.summary.clone(),
+        }
+    }
+
+    /// The site or account of the selected line, as the service dialog takes it (a site's
+    /// reference, or `#` and an account number).
+    pub fn selected_schedule_target(&self) -> Option<String> {
+        let s = self.schedules.as_ref()?;
+        match self.selected_schedule_row()? {
+            ScheduleRow::Late(i) => Some(s.late.get(i)?.site_ref.clone()),
+            ScheduleRow::Period(i) => {
+                let p = s.periods.get(i)?;
+                Some(if p.account.is_empty() {
+                    p.site_ref.clone()
+                } else {
+                    format!("#{}", p.account)
+                })
+            }
+        }
+    }
+
+    fn schedules_key(&mut self, key: Key) -> Vec<Envelope> {
+        let last = self.schedule_rows().len().saturating_sub(1);
+        match key {
+            Key::Up => self.schedules_selected = self.schedules_selected.saturating_sub(1),
+            Key::Down => self.schedules_selected = (self.schedules_selected + 1).min(last),
+            Key::PageUp => self.schedules_selected = self.schedules_selected.saturating_sub(PAGE),
+            Key::PageDown => self.schedules_selected = (self.schedules_selected + PAGE).min(last),
+            Key::Home => self.schedules_selected = 0,
+            Key::End => self.schedules_selected = last,
+            Key::Enter => {
+                if let Some(id) = self.selected_schedule_alarm() {
+                    return vec![self.open(id)];
+                }
+                self.status = Some(("no open alarm on this line".into(), true));
+            }
+            Key::Char(c @ ('t' | 'o')) => {
+                if !self.is_supervisor() {
+                    self.status = Some(("test and out of service need the supervisor role".into(), true));
+                    return Vec::new();
+                }
+                let mode = if c == 't' {
+                    crate::correlate::service::Mode::Test
+                } else {
+                    crate::correlate::service::Mode::OutOfService
+                };
+                self.dialog = Some(Dialog::Service(super::dialog::ServiceFlow::new(
+                    mode,
+                    self.selected_schedule_target().unwrap_or_default(),
+                )));
+            }
+            Key::Char('e') => {
+                let period = match (self.selected_schedule_row(), &self.schedules) {
+                    (Some(ScheduleRow::Period(i)), Some(s)) => s.periods.get(i).filter(|p| p.ended_ms.is_none()),
+                    _ => None,
+                };
+                match (period, self.is_supervisor()) {
+                    (_, false) => self.status = Some(("ending a period needs the supervisor role".into(), true)),
+                    (None, _) => {
+                        self.status = Some(("select a site or account on test or out of service".into(), true))
+                    }
+                    (Some(p), true) => {
+                        let (label, site, account) = if p.account.is_empty() {
+                            (format!("site {}", p.site_ref), Some(p.site_ref.clone()), None)
+                        } else {
+                            (format!("account {}", p.account), None, Some(p.account.clone()))
+                        };
+                        self.dialog = Some(Dialog::ServiceEnd {
+                            label: format!("{label} ({})", p.mode.label()),
+                            site,
+                            account,
+                        });
+                    }
+                }
+            }
+            Key::Char('R' | 'r') => return vec![self.request(Pending::Schedules, Request::Schedules)],
+            Key::Tab | Key::Char('1' | '2' | '3') => return self.switch_view(key),
             Key::Esc => self.screen = Screen::Queue,
             Key::Char('q') => self.confirm_quit = true,
             _ => {}
@@ -1042,9 +1171,27 @@ impl App {
                 let flow = CloseFlow::new(id, self.dispositions(), self.open_mandatory_steps());
                 self.dialog = Some(Dialog::Close(flow));
             }
+            Key::Char('x') => match self.alarm_site_with_schedule() {
+                Some(site) => {
+                    self.dialog = Some(Dialog::Extend {
+                        site,
+                        until: String::new(),
+                        reason: String::new(),
+                        field: 0,
+                    })
+                }
+                None => self.status = Some(("this alarm's site has no schedule to extend".into(), true)),
+            },
             _ => {}
         }
         Vec::new()
+    }
+
+    /// The open alarm's site reference, when the site has a schedule (it can be extended).
+    pub fn alarm_site_with_schedule(&self) -> Option<String> {
+        let d = self.alarm.as_ref()?;
+        let has = d.schedule.as_ref().is_some_and(|s| !s.time_zone.is_empty());
+        (has && !d.alarm.site_ref.is_empty()).then(|| d.alarm.site_ref.clone())
     }
 
     fn tick(&mut self, alarm: String, n: u32) -> Vec<Envelope> {
@@ -1200,6 +1347,16 @@ impl App {
             }
             (Pending::Handover, Reply::Done(_)) => {
                 self.status = Some(("handover note saved for the next shift".into(), false));
+            }
+            (Pending::Schedules, Reply::Schedules(s)) => {
+                self.schedules = Some(s);
+                self.schedules_selected = self
+                    .schedules_selected
+                    .min(self.schedule_rows().len().saturating_sub(1));
+            }
+            (Pending::ScheduleAction, Reply::Done(d)) => {
+                self.status = Some((format!("{}: ok", d.done.as_str().replace('_', " ")), false));
+                return vec![self.request(Pending::Schedules, Request::Schedules)];
             }
             (Pending::Bulk, Reply::Bulk(b)) => {
                 let skipped = match b.skipped.first() {

@@ -83,6 +83,100 @@ pub enum Dialog {
     },
     /// A supervisor acknowledges or closes a site's alarms.
     Bulk(BulkFlow),
+    /// An operator extends the site's schedule ("we stay until 23:30 tonight").
+    Extend {
+        /// The site.
+        site: String,
+        /// Until `HH:MM`, the site's local time.
+        until: String,
+        /// What the caller said.
+        reason: String,
+        /// 0: until, 1: reason.
+        field: usize,
+    },
+    /// A supervisor puts a site or an account on test or out of service.
+    Service(ServiceFlow),
+    /// A supervisor ends a period: "End … ? y/n".
+    ServiceEnd {
+        /// What ends, for people.
+        label: String,
+        /// The site, or
+        site: Option<String>,
+        /// the account.
+        account: Option<String>,
+    },
+}
+
+/// Putting a site or an account on test (for minutes) or out of service (for days), with a
+/// reason.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServiceFlow {
+    /// Test or out of service.
+    pub mode: crate::correlate::service::Mode,
+    /// A site reference, or `#` and an account number.
+    pub target: String,
+    /// How long: minutes on test, days out of service (digits).
+    pub amount: String,
+    /// Why.
+    pub reason: String,
+    /// 0: target, 1: amount, 2: reason.
+    pub field: usize,
+}
+
+impl ServiceFlow {
+    /// A flow for `target` (may be empty), with the usual length: an hour on test, a week out
+    /// of service.
+    pub fn new(mode: crate::correlate::service::Mode, target: String) -> ServiceFlow {
+        ServiceFlow {
+            mode,
+            field: if target.is_empty() { 0 } else { 2 },
+            target,
+            amount: match mode {
+                crate::correlate::service::Mode::Test => "60".into(),
+                crate::correlate::service::Mode::OutOfService => "7".into(),
+            },
+            reason: String::new(),
+        }
+    }
+
+    /// The unit of `amount`.
+    pub fn unit(&self) -> &'static str {
+        match self.mode {
+            crate::correlate::service::Mode::Test => "minutes",
+            crate::correlate::service::Mode::OutOfService => "days",
+        }
+    }
+
+    /// The request, when every field is filled in.
+    fn request(&self) -> Result<Request, &'static str> {
+        use crate::correlate::service::Mode;
+        let n: u32 = self.amount.parse().map_err(|_| "how long: a whole number")?;
+        let minutes = match self.mode {
+            Mode::Test if (1..=7 * 1440).contains(&n) => n,
+            Mode::OutOfService if (1..=366).contains(&n) => n * 1440,
+            Mode::Test => return Err("on test for 1 to 10080 minutes"),
+            Mode::OutOfService => return Err("out of service for 1 to 366 days"),
+        };
+        let t = self.target.trim();
+        if t.is_empty() || t == "#" {
+            return Err("which site (its reference) or account (# and its number)?");
+        }
+        if self.reason.trim().is_empty() {
+            return Err("a reason is needed");
+        }
+        let (site, account) = match t.strip_prefix('#') {
+            Some(a) => (None, Some(a.trim().to_string())),
+            None => (Some(t.to_string()), None),
+        };
+        Ok(Request::Service {
+            site,
+            account,
+            mode: self.mode,
+            until_ms: None,
+            minutes: Some(minutes),
+            reason: self.reason.trim().to_string(),
+        })
+    }
 }
 
 /// Stages of closing an alarm.
@@ -424,6 +518,91 @@ impl App {
             Dialog::Close(flow) => self.close_key(flow, key),
             Dialog::Call(flow) => self.call_key(flow, key),
             Dialog::Bulk(flow) => self.bulk_key(flow, key),
+            Dialog::Extend {
+                site,
+                mut until,
+                mut reason,
+                mut field,
+            } => match key {
+                Key::Esc => (None, Vec::new()),
+                Key::Tab | Key::Up | Key::Down => {
+                    field = 1 - field;
+                    (
+                        Some(Dialog::Extend {
+                            site,
+                            until,
+                            reason,
+                            field,
+                        }),
+                        Vec::new(),
+                    )
+                }
+                Key::Enter => {
+                    let time = crate::correlate::schedule::plan::parse_clock(&until, false);
+                    match (time, reason.trim().is_empty()) {
+                        (Some(_), false) => {
+                            let body = Request::Extend {
+                                site,
+                                until_ms: None,
+                                until_local: Some(until),
+                                reason: reason.trim().to_string(),
+                            };
+                            (None, vec![self.request(Pending::Action, body)])
+                        }
+                        (t, _) => {
+                            self.status = Some((
+                                if t.is_none() {
+                                    "until HH:MM, the site's local time".into()
+                                } else {
+                                    "a reason is needed: what did the caller say?".into()
+                                },
+                                true,
+                            ));
+                            field = usize::from(t.is_some());
+                            (
+                                Some(Dialog::Extend {
+                                    site,
+                                    until,
+                                    reason,
+                                    field,
+                                }),
+                                Vec::new(),
+                            )
+                        }
+                    }
+                }
+                k => {
+                    if field == 0 {
+                        match k {
+                            Key::Char(c) if (c.is_ascii_digit() || c == ':') && until.len() < 5 => until.push(c),
+                            Key::Backspace => {
+                                until.pop();
+                            }
+                            _ => {}
+                        }
+                    } else {
+                        edit(&mut reason, k);
+                    }
+                    (
+                        Some(Dialog::Extend {
+                            site,
+                            until,
+                            reason,
+                            field,
+                        }),
+                        Vec::new(),
+                    )
+                }
+            },
+            Dialog::Service(flow) => self.service_key(flow, key),
+            Dialog::ServiceEnd { label, site, account } => match key {
+                Key::Char('y' | 'Y') => (
+                    None,
+                    vec![self.request(Pending::ScheduleAction, Request::ServiceEnd { site, account })],
+                ),
+                Key::Char('n' | 'N') | Key::Esc => (None, Vec::new()),
+                _ => (Some(Dialog::ServiceEnd { label, site, account }), Vec::new()),
+            },
         };
         // A key in the dialog may have set another (none do today), or left it.
         if self.dialog.is_none() {
@@ -548,6 +727,40 @@ impl App {
             }
         }
         (Some(Dialog::Call(f)), Vec::new())
+    }
+
+    fn service_key(&mut self, mut f: ServiceFlow, key: Key) -> Step {
+        match key {
+            Key::Esc => return (None, Vec::new()),
+            Key::Tab | Key::Down => f.field = (f.field + 1) % 3,
+            Key::Up => f.field = (f.field + 2) % 3,
+            Key::Enter => match f.request() {
+                Ok(body) => return (None, vec![self.request(Pending::ScheduleAction, body)]),
+                Err(why) => self.status = Some((why.into(), true)),
+            },
+            k => match f.field {
+                0 => {
+                    if let Key::Char(c) = k {
+                        if f.target.chars().count() < 64 {
+                            f.target.push(c);
+                        }
+                    } else if k == Key::Backspace {
+                        f.target.pop();
+                    }
+                }
+                1 => match k {
+                    Key::Char(c) if c.is_ascii_digit() && f.amount.len() < 5 => f.amount.push(c),
+                    Key::Backspace => {
+                        f.amount.pop();
+                    }
+                    _ => {}
+                },
+                _ => {
+                    edit(&mut f.reason, k);
+                }
+            },
+        }
+        (Some(Dialog::Service(f)), Vec::new())
     }
 
     fn bulk_key(&mut self, mut f: BulkFlow, key: Key) -> Step {

@@ -3,7 +3,7 @@
 //! of every list and checks that it does something, so the footer cannot promise a key that
 //! does nothing.
 
-use super::app::{App, Key, Pane, QueueRow, Screen, SearchFocus};
+use super::app::{App, Key, Pane, QueueRow, ScheduleRow, Screen, SearchFocus};
 use super::dialog::{BulkStage, CallStage, CloseStage, Dialog};
 
 /// One key (or key group) and what it does.
@@ -71,7 +71,9 @@ impl App {
                 h("3", "search", Key::Char('3')),
                 h("Esc", "back", Key::Esc),
                 h("q", "quit", Key::Char('q')),
+                h("4", "schedules", Key::Char('4')),
             ],
+            Screen::Schedules => schedules_hints(self),
             Screen::Search => match self.search_focus {
                 SearchFocus::Input => {
                     let mut v = vec![
@@ -140,6 +142,47 @@ fn queue_hints(app: &App) -> Vec<Hint> {
     v.push(h("2", "supervision", Key::Char('2')));
     v.push(h("3", "search", Key::Char('3')));
     v.push(h("q", "quit", Key::Char('q')));
+    v.push(h("4", "schedules", Key::Char('4')));
+    v
+}
+
+fn schedules_hints(app: &App) -> Vec<Hint> {
+    let mut v = Vec::new();
+    let rows = app.schedule_rows().len();
+    if rows > 1 {
+        let last = app.schedules_selected + 1 >= rows;
+        v.push(h("↑↓", "select", if last { Key::Up } else { Key::Down }));
+        v.push(h("Home/End", "first/last", if last { Key::Home } else { Key::End }));
+    }
+    let s = app.schedules.as_ref();
+    let row = app.selected_schedule_row();
+    let alarm = match (row, s) {
+        (Some(ScheduleRow::Late(i)), Some(s)) => s.late.get(i).is_some_and(|l| l.alarm.is_some()),
+        (Some(ScheduleRow::Period(i)), Some(s)) => s.periods.get(i).is_some_and(|p| p.summary.is_some()),
+        _ => false,
+    };
+    if alarm {
+        v.push(h("Enter", "open alarm", Key::Enter));
+    }
+    if app.is_supervisor() {
+        v.push(h("t", "put on test", Key::Char('t')));
+        v.push(h("o", "out of service", Key::Char('o')));
+        let open = match (row, s) {
+            (Some(ScheduleRow::Period(i)), Some(s)) => s.periods.get(i).is_some_and(|p| p.ended_ms.is_none()),
+            _ => false,
+        };
+        if open {
+            v.push(h("e", "end period", Key::Char('e')));
+        }
+    }
+    v.extend([
+        h("R", "refresh", Key::Char('R')),
+        h("Tab", "queue", Key::Tab),
+        h("2", "supervision", Key::Char('2')),
+        h("3", "search", Key::Char('3')),
+        h("Esc", "back", Key::Esc),
+        h("q", "quit", Key::Char('q')),
+    ]);
     v
 }
 
@@ -180,6 +223,9 @@ fn alarm_hints(app: &App) -> Vec<Hint> {
     }
     if !d.alarm.life_safety() {
         v.push(h("r", "put aside", Key::Char('r')));
+    }
+    if app.alarm_site_with_schedule().is_some() {
+        v.push(h("x", "extend schedule", Key::Char('x')));
     }
     v.push(h("c", "close", Key::Char('c')));
     let scroll = match app.pane {
@@ -273,6 +319,27 @@ fn dialog_hints(app: &App, d: &Dialog) -> Vec<Hint> {
                 h("Esc", back, Key::Esc),
             ]
         }
+        Dialog::Extend { field, .. } => vec![
+            if *field == 0 {
+                h("HH:MM", "until", Key::Char('2'))
+            } else {
+                text("what the caller said")
+            },
+            h("Tab", "next field", Key::Tab),
+            h("Enter", "extend", Key::Enter),
+            h("Esc", "cancel", Key::Esc),
+        ],
+        Dialog::Service(f) => vec![
+            match f.field {
+                0 => text("site, or # and account"),
+                1 => h("digits", "how long", Key::Char('5')),
+                _ => text("reason"),
+            },
+            h("Tab", "next field", Key::Tab),
+            h("Enter", "set", Key::Enter),
+            h("Esc", "cancel", Key::Esc),
+        ],
+        Dialog::ServiceEnd { .. } => vec![h("y", "end it", Key::Char('y')), h("n/Esc", "back", Key::Char('n'))],
         Dialog::Bulk(f) => match f.stage {
             BulkStage::Choose => vec![
                 h("↑↓", "disposition", Key::Down),

@@ -8,7 +8,7 @@ use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Clear, Paragraph, Wrap};
 
-use super::app::{App, Link, Pane, QueueRow, Screen, SearchFocus};
+use super::app::{App, Link, Pane, QueueRow, ScheduleRow, Screen, SearchFocus};
 use super::dialog::{BulkFlow, BulkKind, BulkStage, CallStage, CloseStage, Dialog, VerifyShown};
 use super::keymap;
 use crate::operator::protocol::CallOutcome;
@@ -40,6 +40,11 @@ pub fn label(a: &AlarmSummary) -> (&'static str, Style) {
         "environmental" => ("HAZARD", Style::new().fg(Color::LightYellow)),
         "technical" => ("TECHNICAL", Style::new().fg(Color::LightBlue)),
         "communication" => ("COMM LOST", Style::new().fg(Color::Cyan).add_modifier(bold)),
+        "unexpected_opening" => ("OPENED!", Style::new().fg(Color::LightMagenta).add_modifier(bold)),
+        "late_to_close" => ("LATE CLOSE", Style::new().fg(Color::LightMagenta)),
+        "late_to_open" => ("LATE OPEN", Style::new().fg(Color::Magenta)),
+        "early_close" => ("EARLY CLOSE", Style::new().fg(Color::Magenta)),
+        "test" => ("TEST", Style::new().fg(Color::Gray)),
         "" => ("SUPERVISOR", Style::new().fg(Color::Gray)),
         _ => ("INFO", Style::new().fg(Color::Gray)),
     }
@@ -128,6 +133,7 @@ pub fn draw(f: &mut Frame<'_>, app: &App, now_ms: i64) {
         Screen::Alarm => draw_alarm(f, body, app, now_ms),
         Screen::Supervision => draw_supervision(f, body, app, now_ms),
         Screen::Search => draw_search(f, body, app, now_ms),
+        Screen::Schedules => draw_schedules(f, body, app, now_ms),
     }
     let st = match &app.status {
         Some((t, true)) => Line::from(Span::styled(format!(" {t}"), Style::new().fg(Color::Red))),
@@ -181,11 +187,31 @@ fn draw_header(f: &mut Frame<'_>, area: Rect, app: &App, now_ms: i64) {
         None => " not logged in ".into(),
     };
     let n = app.queue().len();
+    // Short names where the full ones do not fit (80 columns).
+    let room = usize::from(area.width).saturating_sub(11 + 11 + who.chars().count());
+    let names = if room >= 50 {
+        ["Queue", "Supervision", "Search", "Schedules"]
+    } else {
+        ["Queue", "Superv.", "Search", "Sched."]
+    };
+    let tab = |i: usize| {
+        let label = if i == 0 {
+            format!("1 {} {n}", names[0])
+        } else {
+            format!("{} {}", i + 1, names[i])
+        };
+        let on = match app.screen {
+            Screen::Queue | Screen::Alarm => 0,
+            Screen::Supervision => 1,
+            Screen::Search => 2,
+            Screen::Schedules => 3,
+            Screen::Login => 9,
+        };
+        if on == i { format!("[{label}]") } else { label }
+    };
     let tabs = match app.screen {
         Screen::Login => String::new(),
-        Screen::Queue | Screen::Alarm => format!(" [1 Queue {n}] 2 Supervision 3 Search "),
-        Screen::Supervision => format!(" 1 Queue {n} [2 Supervision] 3 Search "),
-        Screen::Search => format!(" 1 Queue {n}  2 Supervision [3 Search] "),
+        _ => format!(" {} ", (0..4).map(tab).collect::<Vec<_>>().join(" ")),
     };
     let mut spans = vec![
         Span::styled(" meldkamer ", Style::new().add_modifier(Modifier::BOLD)),
@@ -547,6 +573,7 @@ fn site_lines(app: &App, d: &AlarmDetail, now_ms: i64) -> Vec<Line<'static>> {
             "Armed: {}",
             local_suffix(&c.armed, c.armed_ms, app, now_ms)
         )));
+        l.extend(schedule_lines(app, d, now_ms));
         if !c.responder_notes.is_empty() {
             l.push(Line::from(Span::styled(
                 format!("Responders: {}", c.responder_notes),
@@ -579,6 +606,51 @@ fn site_lines(app: &App, d: &AlarmDetail, now_ms: i64) -> Vec<Line<'static>> {
             )),
             None => Line::from("The account is not in the records (yet)."),
         });
+    }
+    l
+}
+
+/// The site's schedule on the alarm view: open or closed and until when, today's windows, an
+/// extension, what is late, a test or out-of-service period.
+fn schedule_lines(app: &App, d: &AlarmDetail, now_ms: i64) -> Vec<Line<'static>> {
+    let Some(s) = &d.schedule else { return Vec::new() };
+    let mut l = Vec::new();
+    if let Some((mode, until)) = s.period {
+        l.push(Line::from(Span::styled(
+            format!(
+                "{} until {}",
+                mode.label().to_uppercase(),
+                app.time.stamp(until, now_ms)
+            ),
+            Style::new()
+                .fg(Color::Black)
+                .bg(Color::Yellow)
+                .add_modifier(Modifier::BOLD),
+        )));
+    }
+    if s.time_zone.is_empty() {
+        return l;
+    }
+    let change = s.next_change_ms.map(|t| app.time.stamp(t, now_ms));
+    let state = match (s.open, change) {
+        (true, Some(t)) => format!("OPEN, to be armed by {t}"),
+        (true, None) => "OPEN".to_string(),
+        (false, Some(t)) => format!("CLOSED, may open from {t}"),
+        (false, None) => "CLOSED".to_string(),
+    };
+    l.push(Line::from(vec![
+        Span::raw("Schedule: "),
+        Span::styled(state, Style::new().add_modifier(Modifier::BOLD)),
+    ]));
+    l.push(Line::from(format!("Today: {} ({})", s.today, s.time_zone)));
+    if let Some(e) = &s.extension {
+        l.push(Line::from(format!("Extended {e}")));
+    }
+    if !s.late.is_empty() {
+        l.push(Line::from(Span::styled(
+            format!("Now: {}", s.late.join(", ")),
+            Style::new().fg(Color::LightMagenta).add_modifier(Modifier::BOLD),
+        )));
     }
     l
 }
@@ -845,6 +917,104 @@ fn draw_supervision(f: &mut Frame<'_>, area: Rect, app: &App, now_ms: i64) {
     f.render_widget(Paragraph::new(lines), inner);
 }
 
+/// The schedule tab: sites late now, then the sites and accounts on test or out of service.
+fn draw_schedules(f: &mut Frame<'_>, area: Rect, app: &App, now_ms: i64) {
+    let (late, periods) = app
+        .schedules
+        .as_ref()
+        .map_or((&[][..], &[][..]), |s| (s.late.as_slice(), s.periods.as_slice()));
+    let open = periods.iter().filter(|p| p.ended_ms.is_none()).count();
+    let block = Block::bordered().title(format!(
+        " Schedules: {} late, {open} on test or out of service ",
+        late.len()
+    ));
+    let inner = block.inner(area);
+    f.render_widget(block, area);
+    let w = usize::from(inner.width);
+    let selected = app.selected_schedule_row();
+    let mut lines: Vec<Line> = Vec::new();
+    let head = |t: String| {
+        Line::from(Span::styled(
+            fit(&t, w),
+            Style::new().add_modifier(Modifier::UNDERLINED),
+        ))
+    };
+    lines.push(head(format!(
+        "{} {} {} Site",
+        fit("Late now", 20),
+        fit("Since", 20),
+        fit("Alarm", 8)
+    )));
+    if late.is_empty() {
+        lines.push(Line::from(" every site keeps its schedule"));
+    }
+    for (i, x) in late.iter().enumerate() {
+        let kind = crate::correlate::schedule::plan::Lateness::parse(&x.kind).map_or(x.kind.as_str(), |k| k.label());
+        let text = format!(
+            "{} {} {} {} {}",
+            fit(kind, 20),
+            fit(&app.time.stamp(x.since_ms, now_ms), 20),
+            fit(if x.alarm.is_some() { "open" } else { "closed" }, 8),
+            x.site_ref,
+            x.site
+        );
+        let style = if selected == Some(ScheduleRow::Late(i)) {
+            reversed()
+        } else {
+            Style::new().fg(Color::LightMagenta)
+        };
+        lines.push(Line::from(Span::styled(fit(&text, w), style)));
+    }
+    lines.push(Line::from(""));
+    lines.push(head(format!(
+        "{} {} {} {} {} Why",
+        fit("On test / out of service", 24),
+        fit("Until", 20),
+        fit("By", 10),
+        fit("Events", 6),
+        fit("Site or account", 24)
+    )));
+    if periods.is_empty() {
+        lines.push(Line::from(" none"));
+    }
+    for (i, p) in periods.iter().enumerate() {
+        let target = if p.account.is_empty() {
+            format!("{} {}", p.site_ref, p.site)
+        } else {
+            format!("#{} ({})", p.account, p.site_ref)
+        };
+        let what = match p.ended_ms {
+            Some(_) => format!("{} (ended)", p.mode.label()),
+            None => p.mode.label().to_string(),
+        };
+        let until = app.time.stamp(p.ended_ms.unwrap_or(p.until_ms), now_ms);
+        let text = format!(
+            "{} {} {} {} {} {}",
+            fit(&what, 24),
+            fit(&until, 20),
+            fit(&p.set_by, 10),
+            fit(&p.events.to_string(), 6),
+            fit(&target, 24),
+            p.reason
+        );
+        let style = if selected == Some(ScheduleRow::Period(i)) {
+            reversed()
+        } else if p.ended_ms.is_some() {
+            Style::new().fg(Color::Gray)
+        } else {
+            Style::new().fg(Color::Yellow)
+        };
+        lines.push(Line::from(Span::styled(fit(&text, w), style)));
+    }
+    let h = usize::from(inner.height);
+    let at = lines
+        .iter()
+        .position(|l| l.spans.first().is_some_and(|s| s.style == reversed()))
+        .unwrap_or(0);
+    let skip = window(at, h, lines.len());
+    f.render_widget(Paragraph::new(lines.into_iter().skip(skip).collect::<Vec<_>>()), inner);
+}
+
 fn draw_search(f: &mut Frame<'_>, area: Rect, app: &App, now_ms: i64) {
     let [input, results] = Layout::vertical([Constraint::Length(3), Constraint::Min(1)]).areas(area);
     let typing = app.search_focus == SearchFocus::Input;
@@ -906,12 +1076,13 @@ fn draw_search(f: &mut Frame<'_>, area: Rect, app: &App, now_ms: i64) {
     for e in &s.events {
         lines.push(Line::from(fit(
             &format!(
-                "  {} {} {} {} {}",
+                "  {} {} {} {} {}{}",
                 app.time.stamp(e.received_ms, now_ms),
                 e.account,
                 e.code,
                 e.qualifier,
-                e.description
+                e.description,
+                if e.on_test { " (on test)" } else { "" }
             ),
             w,
         )));
@@ -976,6 +1147,84 @@ fn draw_dialog(f: &mut Frame<'_>, area: Rect, app: &App, d: &Dialog, now_ms: i64
                 ))],
                 reason,
             )
+        }
+        Dialog::Extend {
+            site,
+            until,
+            reason,
+            field,
+        } => {
+            let r = centered(area, 70, 8);
+            f.render_widget(Clear, r);
+            let focus = |i: usize| if *field == i { reversed() } else { Style::new() };
+            let zone = app
+                .alarm
+                .as_ref()
+                .and_then(|a| a.schedule.as_ref())
+                .map_or(String::new(), |s| s.time_zone.clone());
+            let lines = vec![
+                Line::from(format!(" The caller says they stay longer at site {site}.")),
+                Line::from(vec![
+                    Span::raw(" Until "),
+                    Span::styled(format!("{until:<5}"), focus(0)),
+                    Span::raw(format!(" (HH:MM, {zone}; the next such time, then it ends by itself)")),
+                ]),
+                Line::from(vec![
+                    Span::raw(" What they said: "),
+                    Span::styled(format!("{reason}▏"), focus(1)),
+                ]),
+            ];
+            f.render_widget(
+                Paragraph::new(lines)
+                    .wrap(Wrap { trim: false })
+                    .block(Block::bordered().title(" Extend the schedule ")),
+                r,
+            );
+        }
+        Dialog::Service(s) => {
+            let r = centered(area, 70, 9);
+            f.render_widget(Clear, r);
+            let focus = |i: usize| if s.field == i { reversed() } else { Style::new() };
+            let lines = vec![
+                Line::from(vec![
+                    Span::raw(" Site (reference) or # and account: "),
+                    Span::styled(format!("{}▏", s.target), focus(0)),
+                ]),
+                Line::from(vec![
+                    Span::raw(" For "),
+                    Span::styled(format!("{:>5}", s.amount), focus(1)),
+                    Span::raw(format!(" {}, then it ends by itself", s.unit())),
+                ]),
+                Line::from(vec![
+                    Span::raw(" Why: "),
+                    Span::styled(format!("{}▏", s.reason), focus(2)),
+                ]),
+                Line::from(""),
+                Line::from(match s.mode {
+                    crate::correlate::service::Mode::Test => {
+                        " Events are stored, no alarm; a summary when the test ends."
+                    }
+                    crate::correlate::service::Mode::OutOfService => " Events go to the supervisor; no operator alarm.",
+                }),
+            ];
+            f.render_widget(
+                Paragraph::new(lines)
+                    .wrap(Wrap { trim: false })
+                    .block(Block::bordered().title(format!(" Put {} ", s.mode.label()))),
+                r,
+            );
+        }
+        Dialog::ServiceEnd { label, .. } => {
+            let r = centered(area, 60, 3);
+            f.render_widget(Clear, r);
+            f.render_widget(
+                Paragraph::new(Line::from(Span::styled(
+                    format!(" End {label} now? y/n"),
+                    Style::new().add_modifier(Modifier::BOLD),
+                )))
+                .block(Block::bordered()),
+                r,
+            );
         }
         Dialog::Recall {
             minutes, note, field, ..
@@ -1237,6 +1486,7 @@ fn draw_help(f: &mut Frame<'_>, area: Rect, app: &App) {
         Screen::Alarm => "alarm",
         Screen::Supervision => "supervision",
         Screen::Search => "search",
+        Screen::Schedules => "schedules",
     };
     f.render_widget(
         Paragraph::new(lines).block(Block::bordered().title(format!(" Keys: {screen} (Esc closes) "))),

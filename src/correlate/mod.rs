@@ -5,6 +5,9 @@
 //! |---|---|
 //! | [`alarms`] | open / join / restore alarms, the panel-side factor, operator transitions |
 //! | [`supervision`] | reporting deadlines per account and path; "communication lost" alarms |
+//! | [`schedule`] | open/close windows per site: late to close, unexpected opening, late to open, early close |
+//! | [`service`] | sites and accounts on test or out of service |
+//! | [`timers`] | the timer structure of supervision and schedules |
 //! | [`sources`] | supervisor items about a source address: unreadable frames, repeated CRC/length failures |
 //!
 //! Rules, per event of an accepted frame:
@@ -19,12 +22,16 @@
 //!   supervisor queue; so do frames whose header cannot be read, a source that keeps sending
 //!   frames failing their CRC or length (both per source address, rate-limited: [`sources`]),
 //!   and a key change sent over the air, which is never adopted;
-//! - any valid traffic restores an open "communication lost" alarm of that account path.
+//! - any valid traffic restores an open "communication lost" alarm of that account path;
+//! - an account or site on test or out of service raises no operator alarm ([`service`]).
 
 pub mod alarms;
 pub mod mass_loss;
+pub mod schedule;
+pub mod service;
 pub mod sources;
 pub mod supervision;
+pub mod timers;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
@@ -165,6 +172,8 @@ pub struct RecordCache {
     /// them, and nothing since could have opened one (only jobs do, and [`Self::forget_open`]
     /// runs after every job that changed an alarm, [`Self::forget`] after every rollback).
     comm_clear: HashSet<i64>,
+    /// Sites and accounts on test or out of service.
+    periods: service::PeriodCache,
     /// Per source address: unreadable frames and integrity failures, for rate-limited
     /// supervisor items. Not derived from the database, so a rollback leaves it alone.
     sources: sources::SourceWatch,
@@ -188,6 +197,7 @@ impl Default for RecordCache {
             fold_slice: FOLD_SLICE,
             fold_within: FOLD_WITHIN,
             comm_clear: HashSet::new(),
+            periods: service::PeriodCache::default(),
             sources: sources::SourceWatch::default(),
         }
     }
@@ -217,6 +227,7 @@ impl RecordCache {
     /// Forget everything if an import happened since the last call; count linked events into
     /// their alarms when that is due.
     pub fn refresh(&mut self, tx: &Transaction<'_>) -> Result<(), StoreError> {
+        self.periods.refresh(tx)?;
         let g = crate::store::accounts::generation(tx)?;
         if self.generation != Some(g) {
             self.owners.clear();
@@ -288,6 +299,7 @@ impl RecordCache {
     /// Drop everything a rollback could have made wrong.
     pub fn forget(&mut self) {
         self.forget_open();
+        self.periods.forget();
         self.heads.clear();
         self.uncounted.clear();
         self.folding = None;
@@ -540,6 +552,15 @@ impl AfterInsert for Correlator {
             return Ok(None);
         };
         let owner = self.cache.owner(tx, account_id)?;
+        let account = r.account.as_deref().unwrap_or_default();
+        if self
+            .cache
+            .periods
+            .period_for(account, owner.site_id, r.received_ms)
+            .is_some()
+        {
+            return Ok(None);
+        }
         let priority = self
             .cache
             .priority(tx, owner.customer_id, meaning.category, meaning.priority)?;
@@ -711,6 +732,16 @@ pub fn on_frame(
     }
     let owner = cache.owner(tx, account_id)?;
     let account = r.account.clone().unwrap_or_default();
+    // On test or out of service: stored, no operator alarm (`service`).
+    let period = cache.periods.period_for(&account, owner.site_id, now).cloned();
+    let on_test = period.as_ref().is_some_and(|p| p.mode == service::Mode::Test);
+    if let Some(p) = period.as_ref().filter(|_| on_test) {
+        let ids: Vec<i64> = (r.events.iter().zip(&c.event_ids))
+            .filter(|(e, _)| e.code != EventCode::LinkTest)
+            .map(|(_, id)| *id)
+            .collect();
+        service::record_test_events(tx, p.id, &ids)?;
+    }
     let scope = |key: String| match owner.site_id {
         Some(_) => key,
         None => format!("acct:{account}/{key}"),
@@ -741,6 +772,9 @@ pub fn on_frame(
         let zone = ev.zone.as_deref().map(norm_number);
         let area = ev.area.as_deref().map(norm_number);
         let Some(meaning) = ev.meaning else {
+            if on_test {
+                continue;
+            }
             let code = match ev.code {
                 EventCode::Sia(c) => format!("SIA {c}"),
                 EventCode::Cid(c) => format!("Contact ID {c}"),
@@ -767,6 +801,10 @@ pub fn on_frame(
         };
         match meaning.kind {
             Kind::Alarm | Kind::Trouble => {
+                if let Some(p) = &period {
+                    service::divert(tx, cache, p, owner, account_id, &account, ev, meaning, *event_id, now)?;
+                    continue;
+                }
                 if let Some(alarm_id) = prelinked {
                     // Linked as it was inserted (the frame's only event).
                     cache.linked(alarm_id, *event_id, now);
@@ -822,12 +860,14 @@ pub fn on_frame(
                     let user = ev.user.as_deref().map(norm_number);
                     alarms::set_armed(tx, site, false, user.as_deref(), now)?;
                     alarms::record_keypad_factor(tx, site, user.as_deref(), meaning.kind, *event_id, now)?;
+                    schedule::store::on_report(tx, site, *event_id, now, period.is_some())?;
                 }
             }
             Kind::Arm => {
                 if let Some(site) = owner.site_id {
                     let user = ev.user.as_deref().map(norm_number);
                     alarms::set_armed(tx, site, true, user.as_deref(), now)?;
+                    schedule::store::on_report(tx, site, *event_id, now, period.is_some())?;
                 }
             }
             Kind::Bypass | Kind::Unbypass | Kind::Test | Kind::Status | Kind::Info => {}

@@ -2,8 +2,8 @@
 //! (NULL poll, periodic test, event) resets it; a missed deadline opens a "communication lost"
 //! alarm, and traffic restores it (see [`super::alarms::restore_communication`]).
 //!
-//! One deadline structure for all accounts (an ordered set keyed by deadline), driven by the
-//! injected clock: the task wakes at the next deadline, or every 250 ms at most, so a test
+//! One deadline structure for all accounts ([`super::timers::Timers`], keyed by account, the
+//! same structure the schedules use), driven by the injected clock: the task wakes at the next deadline, or every 250 ms at most, so a test
 //! that moves a manual clock sees the alarm promptly and a real deadline is noticed within a
 //! fraction of a second. Deadlines come from the last traffic stored in the database.
 //!
@@ -20,7 +20,7 @@
 //! Many silences at once are one mass-loss alarm ([`super::mass_loss`]). Silences are written
 //! in small groups, each its own writer job, checking for shutdown between them.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,6 +30,7 @@ use tracing::{info, warn};
 
 use super::alarms::{self, AlarmSpec, Queue};
 use super::mass_loss::{self, Decision, Lost, MassLossConfig, Raised};
+use super::timers::Timers;
 use crate::clock::{Clock, unix_ms};
 use crate::protocol::codes::Category;
 use crate::store::StoreError;
@@ -74,7 +75,7 @@ struct Watch {
 /// The deadlines of every supervised account.
 #[derive(Debug, Default)]
 pub struct Deadlines {
-    order: BTreeSet<(i64, i64)>,
+    order: Timers<i64>,
     watches: HashMap<i64, Watch>,
 }
 
@@ -89,14 +90,14 @@ impl Deadlines {
             seen_ms: last_seen_ms,
             from_ms: i64::MIN,
         };
-        self.order.insert((w.deadline_ms, account_id));
+        self.order.set(account_id, w.deadline_ms);
         self.watches.insert(account_id, w);
     }
 
     /// Stop watching an account.
     pub fn unwatch(&mut self, account_id: i64) {
-        if let Some(w) = self.watches.remove(&account_id) {
-            self.order.remove(&(w.deadline_ms, account_id));
+        if self.watches.remove(&account_id).is_some() {
+            self.order.remove(account_id);
         }
     }
 
@@ -117,9 +118,8 @@ impl Deadlines {
                 w.from_ms = o.from_ms;
                 let d = w.seen_ms.max(w.from_ms).saturating_add(w.interval_ms);
                 if d != w.deadline_ms {
-                    self.order.remove(&(w.deadline_ms, *id));
                     w.deadline_ms = d;
-                    self.order.insert((d, *id));
+                    self.order.set(*id, d);
                 }
             }
         }
@@ -147,10 +147,9 @@ impl Deadlines {
             if !passed_while_down || w.alarmed_at_seen.is_some() || !moved(*id) {
                 continue;
             }
-            self.order.remove(&(w.deadline_ms, *id));
             w.from_ms = now_ms;
             w.deadline_ms = now_ms.saturating_add(w.interval_ms);
-            self.order.insert((w.deadline_ms, *id));
+            self.order.set(*id, w.deadline_ms);
             n += 1;
         }
         n
@@ -164,10 +163,9 @@ impl Deadlines {
             if w.deadline_ms > since || w.alarmed_at_seen.is_some() {
                 continue;
             }
-            self.order.remove(&(w.deadline_ms, *id));
             w.from_ms = since;
             w.deadline_ms = since.saturating_add(w.interval_ms);
-            self.order.insert((w.deadline_ms, *id));
+            self.order.set(*id, w.deadline_ms);
         }
     }
 
@@ -187,18 +185,14 @@ impl Deadlines {
 
     /// The earliest deadline.
     pub fn next_deadline(&self) -> Option<i64> {
-        self.order.first().map(|(d, _)| *d)
+        self.order.next()
     }
 
     /// Accounts whose deadline passed without traffic, each reported once per silence, with the
     /// deadline they missed. Accounts heard from since are re-armed from their last traffic.
     pub fn expired(&mut self, now_ms: i64, last_seen: impl Fn(i64) -> Option<i64>) -> Vec<(i64, i64)> {
         let mut out = Vec::new();
-        while let Some(&(deadline, id)) = self.order.first() {
-            if deadline > now_ms {
-                break;
-            }
-            self.order.pop_first();
+        while let Some((_, id)) = self.order.pop_due(now_ms) {
             let Some(w) = self.watches.get_mut(&id) else {
                 continue;
             };
@@ -216,7 +210,7 @@ impl Deadlines {
                 // Look again one interval later (or when traffic comes back).
                 w.deadline_ms = now_ms + w.interval_ms.clamp(1_000, 60_000);
             }
-            self.order.insert((w.deadline_ms, id));
+            self.order.set(id, w.deadline_ms);
         }
         out
     }
@@ -236,11 +230,21 @@ pub fn communication_lost(
         |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
     )?;
     let priority = super::priority_for(tx, customer_id, Category::Communication, 5)?;
-    let join = format!("path:{account_id}");
+    // On test or out of service: the supervisor's, under a key of its own (so that a silence
+    // after the period opens an operator alarm again).
+    let period = super::service::account_period(tx, account_id, now)?;
+    let join = match &period {
+        Some(p) => format!("path:{account_id}/{}", p.mode.as_str()),
+        None => format!("path:{account_id}"),
+    };
+    let marked = period
+        .as_ref()
+        .map(|p| format!(" ({})", p.mode.label()))
+        .unwrap_or_default();
     let id = alarms::open_or_join(
         tx,
         &AlarmSpec {
-            queue: if site_id.is_some() {
+            queue: if site_id.is_some() && period.is_none() {
                 Queue::Operator
             } else {
                 Queue::Supervisor
@@ -255,7 +259,7 @@ pub fn communication_lost(
             },
             category: Some(Category::Communication),
             priority,
-            title: format!("Communication lost: account {account} ({path} path)"),
+            title: format!("Communication lost: account {account} ({path} path){marked}"),
             zone: None,
             area: None,
             duress: false,
@@ -450,7 +454,7 @@ impl Default for Settings {
     }
 }
 
-/// Supervision and escalation state, advanced by [`Supervisor::tick`]. The daemon ticks it from
+/// Supervision, schedule and escalation state, advanced by [`Supervisor::tick`]. The daemon ticks it from
 /// a background task; the replay runner ticks it after each step of its virtual clock.
 pub struct Supervisor {
     db: std::path::PathBuf,
@@ -465,6 +469,7 @@ pub struct Supervisor {
     settings: Settings,
     mass: mass_loss::Watcher,
     cancel: CancellationToken,
+    schedules: super::schedule::timer::ScheduleTimers,
 }
 
 impl Supervisor {
@@ -482,6 +487,7 @@ impl Supervisor {
             settings: Settings::default(),
             mass: mass_loss::Watcher::new(MassLossConfig::default()),
             cancel: CancellationToken::new(),
+            schedules: Default::default(),
         }
     }
 
@@ -498,9 +504,22 @@ impl Supervisor {
         self
     }
 
-    /// The earliest deadline.
+    /// The earliest deadline: a reporting deadline or a site's schedule edge.
     pub fn next_deadline(&self) -> Option<i64> {
-        self.deadlines.next_deadline()
+        match (self.deadlines.next_deadline(), self.schedules.next_due()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// The schedules and when each site is due (the replay runner steps its clock to each).
+    pub fn schedules(&self) -> &super::schedule::timer::ScheduleTimers {
+        &self.schedules
+    }
+
+    /// [`Self::schedules`], to make it read its changes at the next tick.
+    pub fn schedules_mut(&mut self) -> &mut super::schedule::timer::ScheduleTimers {
+        &mut self.schedules
     }
 
     async fn reload(&mut self, now_ms: i64) -> Result<(), StoreError> {
@@ -604,6 +623,7 @@ impl Supervisor {
                 Err(e) => warn!(error = %e, "escalation check failed"),
             }
         }
+        self.schedules.tick(&self.db, &self.writer, now_ms).await;
         lost
     }
 

@@ -19,6 +19,12 @@
 //! Contacts named by `verify` and `call` are checked against the alarm's customer by the
 //! handler (a foreign contact is answered like an unknown one, see `verify`); `reset_code`
 //! names a contact and needs the supervisor role.
+//!
+//! Requests that name a site or an account ([`Request::target`]: `extend`, `service`,
+//! `service_end`) pass [`authorize_target`] with its facts read in the writer's transaction
+//! that acts on it: the role first (as above), then an unknown site or account is `not_found`,
+//! then the object's state: an extension needs a schedule and a site in service; ending a
+//! period needs one.
 
 use super::Role;
 use super::protocol::{Access, Op, Request};
@@ -61,6 +67,17 @@ impl AlarmFacts {
     }
 }
 
+/// What authorisation needs to know about the site or account a request names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetFacts {
+    /// The site (the account's, for an account).
+    pub site_id: Option<i64>,
+    /// The site has a schedule.
+    pub has_schedule: bool,
+    /// Its open test or out-of-service period.
+    pub period: Option<crate::correlate::service::Mode>,
+}
+
 /// Why a request is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Denied {
@@ -75,6 +92,9 @@ pub enum Denied {
     /// No such object, or not one the caller may see.
     #[error("no such alarm")]
     NotFound,
+    /// No such site or account.
+    #[error("no such site or account")]
+    NoSuchTarget,
     /// Not possible in the object's state.
     #[error("{0}")]
     Conflict(String),
@@ -107,7 +127,29 @@ pub fn authorize_bulk_item(caller: &Caller, op: Op, alarm: Option<&AlarmFacts>) 
     decide(caller, op, true, alarm)
 }
 
-fn decide(caller: &Caller, op: Op, names_alarm: bool, alarm: Option<&AlarmFacts>) -> Result<Grant, Denied> {
+/// Decide a request that names a site or an account ([`Request::target`]); `target` holds its
+/// facts (`None`: no such site or account).
+pub fn authorize_target(caller: &Caller, req: &Request, target: Option<&TargetFacts>) -> Result<Grant, Denied> {
+    let op = req.op();
+    role(caller, op)?;
+    let Some(t) = target else {
+        return Err(Denied::NoSuchTarget);
+    };
+    use crate::correlate::service::Mode;
+    match op {
+        Op::Extend if !t.has_schedule => Err(Denied::Conflict("the site has no schedule to extend".into())),
+        Op::Extend if t.period == Some(Mode::OutOfService) => {
+            Err(Denied::Conflict("the site is out of service".into()))
+        }
+        Op::ServiceEnd if t.period.is_none() => Err(Denied::Conflict(
+            "the site or account is neither on test nor out of service".into(),
+        )),
+        _ => Ok(Grant::default()),
+    }
+}
+
+/// The request's least role.
+fn role(caller: &Caller, op: Op) -> Result<(), Denied> {
     let access = op.access();
     if !role_allows(Some(caller.role), access) {
         let Access::Role(least) = access else {
@@ -118,6 +160,11 @@ fn decide(caller: &Caller, op: Op, names_alarm: bool, alarm: Option<&AlarmFacts>
             role: least.as_str(),
         });
     }
+    Ok(())
+}
+
+fn decide(caller: &Caller, op: Op, names_alarm: bool, alarm: Option<&AlarmFacts>) -> Result<Grant, Denied> {
+    role(caller, op)?;
     if !names_alarm {
         return Ok(Grant::default());
     }
@@ -178,7 +225,11 @@ fn decide(caller: &Caller, op: Op, names_alarm: bool, alarm: Option<&AlarmFacts>
         | Op::HandoverAdd
         | Op::Handovers
         | Op::ResetCode
-        | Op::Operators => Ok(Grant::default()),
+        | Op::Operators
+        | Op::Schedules
+        | Op::Extend
+        | Op::Service
+        | Op::ServiceEnd => Ok(Grant::default()),
     }
 }
 

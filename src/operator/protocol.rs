@@ -335,6 +335,50 @@ pub enum Request {
     },
     /// Admin: list operators.
     Operators,
+    /// The schedule tab: sites late now, and the sites and accounts on test or out of service.
+    Schedules,
+    /// A one-off extension of a site's schedule ("we stay until 23:30 tonight"): the site may be
+    /// open until then; ends by itself.
+    Extend {
+        /// Site reference.
+        site: String,
+        /// Until, Unix ms (after now, within 24 hours); or `until_local`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        until_ms: Option<i64>,
+        /// Until `HH:MM` in the site's time zone, the next such time; or `until_ms`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        until_local: Option<String>,
+        /// What the caller said (audited).
+        reason: String,
+    },
+    /// Supervisor: put a site, or an account number, on test or out of service until a time.
+    Service {
+        /// Site reference (or `account`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        site: Option<String>,
+        /// Account number (or `site`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        account: Option<String>,
+        /// `test` or `out_of_service`.
+        mode: crate::correlate::service::Mode,
+        /// Until, Unix ms; or `minutes`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        until_ms: Option<i64>,
+        /// For this many minutes from now; or `until_ms`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        minutes: Option<u32>,
+        /// Why (audited).
+        reason: String,
+    },
+    /// Supervisor: end the test or out-of-service period of a site or account now.
+    ServiceEnd {
+        /// Site reference (or `account`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        site: Option<String>,
+        /// Account number (or `site`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        account: Option<String>,
+    },
 }
 
 /// Who may make a request at all (before the object it names is looked at).
@@ -375,6 +419,10 @@ pub enum Op {
     Handovers,
     ResetCode,
     Operators,
+    Schedules,
+    Extend,
+    Service,
+    ServiceEnd,
 }
 
 impl Request {
@@ -405,6 +453,10 @@ impl Request {
             Request::Handovers => Op::Handovers,
             Request::ResetCode { .. } => Op::ResetCode,
             Request::Operators => Op::Operators,
+            Request::Schedules => Op::Schedules,
+            Request::Extend { .. } => Op::Extend,
+            Request::Service { .. } => Op::Service,
+            Request::ServiceEnd { .. } => Op::ServiceEnd,
         }
     }
 
@@ -439,7 +491,23 @@ impl Request {
             | Request::HandoverAdd { .. }
             | Request::Handovers
             | Request::ResetCode { .. }
-            | Request::Operators => None,
+            | Request::Operators
+            | Request::Schedules
+            | Request::Extend { .. }
+            | Request::Service { .. }
+            | Request::ServiceEnd { .. } => None,
+        }
+    }
+
+    /// The site (by reference) or account (by number) this request names, if it names one:
+    /// authorised against it by [`super::authz::authorize_target`].
+    pub fn target(&self) -> Option<(Option<&str>, Option<&str>)> {
+        match self {
+            Request::Extend { site, .. } => Some((Some(site), None)),
+            Request::Service { site, account, .. } | Request::ServiceEnd { site, account } => {
+                Some((site.as_deref(), account.as_deref()))
+            }
+            _ => None,
         }
     }
 
@@ -451,7 +519,7 @@ impl Request {
 
 impl Op {
     /// Every request name.
-    pub const ALL: [Op; 24] = [
+    pub const ALL: [Op; 28] = [
         Op::Login,
         Op::Logout,
         Op::Whoami,
@@ -476,6 +544,10 @@ impl Op {
         Op::Handovers,
         Op::ResetCode,
         Op::Operators,
+        Op::Schedules,
+        Op::Extend,
+        Op::Service,
+        Op::ServiceEnd,
     ];
 
     /// Stable name.
@@ -505,6 +577,10 @@ impl Op {
             Op::Handovers => "handovers",
             Op::ResetCode => "reset_code",
             Op::Operators => "operators",
+            Op::Schedules => "schedules",
+            Op::Extend => "extend",
+            Op::Service => "service",
+            Op::ServiceEnd => "service_end",
         }
     }
 
@@ -530,8 +606,12 @@ impl Op {
             | Op::Search
             | Op::Subscribe
             | Op::HandoverAdd
-            | Op::Handovers => Access::Role(Operator),
-            Op::Takeover | Op::BulkAcknowledge | Op::BulkClose | Op::ResetCode => Access::Role(Supervisor),
+            | Op::Handovers
+            | Op::Schedules
+            | Op::Extend => Access::Role(Operator),
+            Op::Takeover | Op::BulkAcknowledge | Op::BulkClose | Op::ResetCode | Op::Service | Op::ServiceEnd => {
+                Access::Role(Supervisor)
+            }
             Op::Operators => Access::Role(Admin),
         }
     }
@@ -555,7 +635,10 @@ impl Op {
             | Op::Recall
             | Op::Close
             | Op::HandoverAdd
-            | Op::ResetCode => Reply::Done(from(v)?),
+            | Op::ResetCode
+            | Op::Extend
+            | Op::Service
+            | Op::ServiceEnd => Reply::Done(from(v)?),
             Op::Verify => Reply::Verify(from(v)?),
             Op::BulkAcknowledge | Op::BulkClose => Reply::Bulk(from(v)?),
             Op::Supervision => Reply::Supervision(from(v)?),
@@ -563,6 +646,7 @@ impl Op {
             Op::Subscribe => Reply::Subscribed(from(v)?),
             Op::Handovers => Reply::Handovers(from(v)?),
             Op::Operators => Reply::Operators(from(v)?),
+            Op::Schedules => Reply::Schedules(from(v)?),
         })
     }
 }
@@ -708,6 +792,30 @@ pub struct OperatorsResult {
     pub operators: Vec<super::accounts::OperatorInfo>,
 }
 
+/// A site whose schedule is not kept now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LateSite {
+    /// Site reference.
+    pub site_ref: String,
+    /// Site name and address.
+    pub site: String,
+    /// The kind (its category): `late_to_close`, `unexpected_opening`, `late_to_open`, `early_close`.
+    pub kind: String,
+    /// Since, Unix ms.
+    pub since_ms: i64,
+    /// The alarm it went to (its own, or the site's alarm it joined), while open.
+    pub alarm: Option<String>,
+}
+
+/// `schedules`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SchedulesResult {
+    /// Sites late now (or opened outside their hours), longest first.
+    pub late: Vec<LateSite>,
+    /// Sites and accounts on test or out of service, and tests ended in the last day.
+    pub periods: Vec<crate::correlate::service::PeriodView>,
+}
+
 /// A result, by request.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
@@ -736,6 +844,8 @@ pub enum Reply {
     Handovers(HandoversResult),
     /// `operators`.
     Operators(OperatorsResult),
+    /// `schedules`.
+    Schedules(SchedulesResult),
 }
 
 impl Reply {

@@ -232,10 +232,17 @@ pub struct EventRow {
     pub user: Option<String>,
     /// Area.
     pub area: Option<String>,
+    /// Received while its account or site was on test (listed with the test, no alarm).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub on_test: bool,
 }
 
-/// An event row from `received_ms, account, code_format, code, qualifier, description, zone,
-/// user_no, area` (in that order).
+/// The columns [`event_row`] reads, of `events e`.
+const EVENT_COLUMNS: &str = "e.received_ms, e.account, e.code_format, e.code, e.qualifier, e.description, e.zone, \
+     e.user_no, e.area, EXISTS (SELECT 1 FROM service_period_events t WHERE t.event_id = e.id)";
+
+/// An event row from [`EVENT_COLUMNS`]: `received_ms, account, code_format, code, qualifier,
+/// description, zone, user_no, area, on test` (in that order).
 fn event_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<EventRow> {
     let fmt: String = r.get(2)?;
     let received_ms: i64 = r.get(0)?;
@@ -253,6 +260,7 @@ fn event_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<EventRow> {
         zone: r.get(6)?,
         user: r.get(7)?,
         area: r.get(8)?,
+        on_test: r.get(9)?,
     })
 }
 
@@ -381,6 +389,134 @@ pub struct AlarmDetail {
     /// still silent.
     #[serde(default)]
     pub mass_loss: Option<crate::correlate::mass_loss::MassLossView>,
+    /// The site's schedule as it stands now (a site with a schedule, or on test or out of
+    /// service).
+    #[serde(default)]
+    pub schedule: Option<ScheduleView>,
+}
+
+/// A site's schedule as it stands, for the alarm view.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScheduleView {
+    /// The site's time zone ("" without a schedule).
+    pub time_zone: String,
+    /// Open now: inside a window or an extension.
+    pub open: bool,
+    /// When that changes: the close (plus grace) of the window it is in, or the next opening.
+    pub next_change_ms: Option<i64>,
+    /// Today's windows in the site's time zone ("08:00-22:00 (grace 15)"), "closed" on a
+    /// holiday or an exception without hours.
+    pub today: String,
+    /// An extension in force: until when, by whom, why.
+    pub extension: Option<String>,
+    /// The kinds raised now and not restored ("late to close").
+    pub late: Vec<String>,
+    /// On test or out of service, until (Unix ms).
+    pub period: Option<(crate::correlate::service::Mode, i64)>,
+}
+
+/// [`ScheduleView`] of a site at `now` (`None`: no schedule and no service period).
+pub fn site_schedule(conn: &Connection, site_id: i64, now: i64) -> rusqlite::Result<Option<ScheduleView>> {
+    use crate::correlate::schedule::{plan, store};
+    let to_sql = |e: crate::store::StoreError| rusqlite::Error::ToSqlConversionFailure(Box::new(e));
+    let plan = store::load_plan(conn, site_id, now).map_err(to_sql)?;
+    let period = crate::correlate::service::site_period(conn, site_id, now)
+        .map_err(to_sql)?
+        .map(|p| (p.mode, p.until_ms));
+    let Some(plan) = plan else {
+        return Ok(period.map(|period| ScheduleView {
+            time_zone: String::new(),
+            open: false,
+            next_change_ms: None,
+            today: String::new(),
+            extension: None,
+            late: Vec::new(),
+            period: Some(period),
+        }));
+    };
+    let open_now = plan.open_at(now);
+    let next_change_ms = match open_now {
+        Some(i) => Some(i.close_ms + i.grace_ms),
+        None => plan.next_open(now).map(|i| i.open_ms - i.grace_ms),
+    };
+    let hm = |ms: i64| {
+        plan::local_clock(&plan.tz, ms)
+            .split(' ')
+            .next()
+            .unwrap_or_default()
+            .to_string()
+    };
+    let mut today = Vec::new();
+    if let Some(d) = plan::local_date(&plan.tz, now) {
+        plan.instances_on(d, &mut today);
+    }
+    let today = if today.is_empty() {
+        "closed".to_string()
+    } else {
+        today
+            .iter()
+            .map(|i| {
+                format!(
+                    "{}-{}{}",
+                    hm(i.open_ms),
+                    hm(i.close_ms),
+                    if i.grace_ms > 0 {
+                        format!(" (grace {})", i.grace_ms / plan::MINUTE_MS)
+                    } else {
+                        String::new()
+                    }
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let extension = conn
+        .prepare_cached(
+            "SELECT until_ms, set_by, reason FROM schedule_extensions WHERE site_id = ?1 AND from_ms <= ?2
+               AND until_ms > ?2 ORDER BY until_ms DESC LIMIT 1",
+        )?
+        .query_row(params![site_id, now], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?))
+        })
+        .optional()?
+        .map(|(until, by, reason)| format!("until {} by {by}: {reason}", plan::local_clock(&plan.tz, until)));
+    let late = store::raised(conn, site_id)
+        .map_err(to_sql)?
+        .into_iter()
+        .map(|(k, _, _)| k.label().to_string())
+        .collect();
+    Ok(Some(ScheduleView {
+        time_zone: plan.tz.iana_name().unwrap_or_default().to_string(),
+        open: open_now.is_some(),
+        next_change_ms,
+        today,
+        extension,
+        late,
+        period,
+    }))
+}
+
+/// The schedule tab: sites late now (longest first) and the service periods.
+pub fn schedules(conn: &Connection, now: i64) -> rusqlite::Result<super::protocol::SchedulesResult> {
+    let late = conn
+        .prepare_cached(
+            "SELECT s.ref, trim(s.name || ', ' || s.address, ', '), st.kind, st.since_ms,
+                    (SELECT a.public_id FROM alarms a WHERE a.id = st.alarm_id AND a.state <> 'closed')
+             FROM schedule_state st JOIN sites s ON s.id = st.site_id ORDER BY st.since_ms, s.ref",
+        )?
+        .query_map([], |r| {
+            Ok(super::protocol::LateSite {
+                site_ref: r.get(0)?,
+                site: r.get(1)?,
+                kind: r.get(2)?,
+                since_ms: r.get(3)?,
+                alarm: r.get(4)?,
+            })
+        })?
+        .collect::<Result<_, _>>()?;
+    let periods =
+        crate::correlate::service::list(conn, now).map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+    Ok(super::protocol::SchedulesResult { late, periods })
 }
 
 /// Most earlier alarms of the site shown with an alarm.
@@ -402,6 +538,9 @@ impl AlarmDetail {
                         detail.push_str(&part);
                     }
                 }
+            }
+            if e.on_test {
+                detail.push_str(" (on test)");
             }
             out.push((
                 e.received_ms,
@@ -492,6 +631,21 @@ pub fn alarm_detail_public(conn: &Connection, public_id: &str) -> rusqlite::Resu
     }
 }
 
+/// One alarm in full, by row id (after authorisation), with its site's schedule as it stands
+/// at `now`.
+pub fn alarm_detail_at(conn: &Connection, id: i64, now: i64) -> rusqlite::Result<Option<AlarmDetail>> {
+    let Some(mut d) = alarm_detail(conn, id)? else {
+        return Ok(None);
+    };
+    let site: Option<i64> = conn
+        .prepare_cached("SELECT site_id FROM alarms WHERE id = ?1")?
+        .query_row(params![id], |r| r.get(0))?;
+    if let Some(s) = site {
+        d.schedule = site_schedule(conn, s, now)?;
+    }
+    Ok(Some(d))
+}
+
 /// One alarm in full, by row id (after authorisation).
 pub fn alarm_detail(conn: &Connection, id: i64) -> rusqlite::Result<Option<AlarmDetail>> {
     let sql = format!(
@@ -556,7 +710,7 @@ pub fn alarm_detail(conn: &Connection, id: i64) -> rusqlite::Result<Option<Alarm
              SELECT e.alarm_prev, c.n + 1 FROM chain c JOIN events e ON e.id = c.id AND e.alarm_id = ?1
              WHERE e.alarm_prev IS NOT NULL AND c.n < 200
          )
-         SELECT e.received_ms, e.account, e.code_format, e.code, e.qualifier, e.description, e.zone, e.user_no, e.area
+         SELECT {EVENT_COLUMNS}
          FROM events e
          WHERE e.id IN (SELECT id FROM chain UNION SELECT event_id FROM alarm_events WHERE alarm_id = ?1)
          ORDER BY e.id DESC LIMIT 200"
@@ -643,6 +797,7 @@ pub fn alarm_detail(conn: &Connection, id: i64) -> rusqlite::Result<Option<Alarm
         history,
         source,
         mass_loss,
+        schedule: None,
     }))
 }
 
@@ -794,9 +949,7 @@ pub fn overdue(conn: &Connection, now_ms: i64) -> rusqlite::Result<Vec<OverdueAc
 
 /// Past events of an account, newest first.
 pub fn events_of_account(conn: &Connection, account: &str, limit: u32) -> rusqlite::Result<Vec<EventRow>> {
-    let mut stmt = conn.prepare_cached(&crate::store::heads::search_sql(
-        "e.received_ms, e.account, e.code_format, e.code, e.qualifier, e.description, e.zone, e.user_no, e.area",
-    ))?;
+    let mut stmt = conn.prepare_cached(&crate::store::heads::search_sql(EVENT_COLUMNS))?;
     stmt.query_map(params![account, limit.clamp(1, 1000)], event_row)?
         .collect()
 }
@@ -892,6 +1045,7 @@ mod tests {
             zone: Some("03".into()),
             user: None,
             area: Some("1".into()),
+            on_test: false,
         };
         let summary: AlarmSummary = serde_json::from_value(serde_json::json!({
             "id": "a", "queue": "operator", "priority": 3, "category": "burglary", "title": "t",
@@ -916,9 +1070,14 @@ mod tests {
             history: vec![],
             source: None,
             mass_loss: None,
+            schedule: None,
         };
         let t = d.timeline();
         assert_eq!(t[0].detail, "Burglary alarm, zone 03, area 1");
         assert_eq!(t[1].detail, "Burglary alarm, zone 03, area 1");
+        // An event received on test says so (issue "Schedules": events shown as test).
+        let mut d = d;
+        d.events[1].on_test = true;
+        assert_eq!(d.timeline()[1].detail, "Burglary alarm, zone 03, area 1 (on test)");
     }
 }

@@ -180,7 +180,7 @@ fn audit(
 fn denied(d: Denied) -> ApiError {
     match d {
         Denied::Forbidden { .. } => ApiError::new(ErrorKind::Forbidden, d.to_string()),
-        Denied::NotFound => ApiError::new(ErrorKind::NotFound, d.to_string()),
+        Denied::NotFound | Denied::NoSuchTarget => ApiError::new(ErrorKind::NotFound, d.to_string()),
         Denied::Conflict(m) => ApiError::new(ErrorKind::Conflict, m),
     }
 }
@@ -381,7 +381,7 @@ async fn alarm_request(state: &ApiState, caller: &Caller, req: Request) -> Resul
                     let facts = queries::alarm_facts(conn, &p)?;
                     match authz::authorize(&c, &req, facts.as_ref()) {
                         Ok(_) => Ok(Ok(match facts {
-                            Some(f) => queries::alarm_detail(conn, f.id)?,
+                            Some(f) => queries::alarm_detail_at(conn, f.id, now)?,
                             None => None,
                         })),
                         Err(d) => Ok(Err(d)),
@@ -534,7 +534,11 @@ fn apply(
         | Request::HandoverAdd { .. }
         | Request::Handovers
         | Request::ResetCode { .. }
-        | Request::Operators => Err(ActionError::Invalid("not an alarm action".into())),
+        | Request::Operators
+        | Request::Schedules
+        | Request::Extend { .. }
+        | Request::Service { .. }
+        | Request::ServiceEnd { .. } => Err(ActionError::Invalid("not an alarm action".into())),
     }
 }
 
@@ -680,6 +684,10 @@ async fn other_request(state: &ApiState, caller: &Caller, req: Request) -> Resul
         Request::Operators => Reply::Operators(OperatorsResult {
             operators: state.read(accounts::list).await?,
         }),
+        Request::Schedules => Reply::Schedules(state.read(move |c| queries::schedules(c, now)).await?),
+        Request::Extend { .. } | Request::Service { .. } | Request::ServiceEnd { .. } => {
+            target_request(state, caller, req).await?
+        }
         Request::Login { .. }
         | Request::Alarm { .. }
         | Request::Acknowledge { .. }
@@ -693,6 +701,123 @@ async fn other_request(state: &ApiState, caller: &Caller, req: Request) -> Resul
         | Request::Recall { .. }
         | Request::Close { .. } => return Err(ApiError::new(ErrorKind::Invalid, "misrouted request")),
     })
+}
+
+/// A request that names a site or an account: authorised against it and applied in one
+/// writer transaction, audited with who, what and why (refusals too).
+async fn target_request(state: &ApiState, caller: &Caller, req: Request) -> Result<Reply, ApiError> {
+    use crate::correlate::{schedule, service};
+    let (c, now, op) = (caller.clone(), state.now(), req.op());
+    let r = state
+        .write(move |tx| {
+            let (site, account) = req.target().unwrap_or((None, None));
+            let found = service::resolve(tx, site, account)?;
+            let subject = match &found {
+                Some((_, _, name)) => name.clone(),
+                None => format!(
+                    "{} (unknown)",
+                    site.map(|s| format!("site {s}"))
+                        .or(account.map(|a| format!("account {a}")))
+                        .unwrap_or_default()
+                ),
+            };
+            let facts = match &found {
+                Some((target, site_id, _)) => {
+                    let has_schedule = match site_id {
+                        Some(s) => tx
+                            .prepare_cached("SELECT EXISTS (SELECT 1 FROM schedules WHERE site_id = ?1)")?
+                            .query_row([s], |r| r.get::<_, bool>(0))?,
+                        None => false,
+                    };
+                    let period = service::open(tx)?
+                        .into_iter()
+                        .find(|(_, s, a)| match target {
+                            service::Target::Site(id) => *s == Some(*id),
+                            service::Target::Account(n) => a.as_deref() == Some(n.as_str()),
+                        })
+                        .map(|(p, _, _)| p.mode);
+                    Some(authz::TargetFacts {
+                        site_id: *site_id,
+                        has_schedule,
+                        period,
+                    })
+                }
+                None => None,
+            };
+            let outcome: Result<String, ApiError> = match authz::authorize_target(&c, &req, facts.as_ref()) {
+                Err(d) => Err(denied(d)),
+                Ok(_) => {
+                    let invalid = |m: String| ApiError::new(ErrorKind::Invalid, m);
+                    match (&req, found.clone()) {
+                        (_, None) => Err(denied(Denied::NoSuchTarget)),
+                        (req, Some((target, site_id, _))) => match req {
+                            Request::Extend {
+                                until_ms,
+                                until_local,
+                                reason,
+                                ..
+                            } => {
+                                let site = site_id.unwrap_or_default();
+                                let until = match (until_ms, until_local) {
+                                    (Some(u), None) => Some(*u),
+                                    (None, Some(l)) => schedule::store::next_local(tx, site, l, now)?,
+                                    _ => None,
+                                };
+                                match until {
+                                    None => Err(invalid(
+                                        "give until_ms, or until_local as HH:MM in the site's time zone".into(),
+                                    )),
+                                    Some(until) => schedule::store::extend(tx, site, until, &c.name, reason, now)
+                                        .map(|u| format!("until {}: {}", crate::clock::rfc3339_ms(u), reason.trim()))
+                                        .map_err(|e| invalid(e.to_string())),
+                                }
+                            }
+                            Request::Service {
+                                mode,
+                                until_ms,
+                                minutes,
+                                reason,
+                                ..
+                            } => match (until_ms, minutes) {
+                                (Some(u), None) => Ok(*u),
+                                (None, Some(m)) => Ok(now + i64::from(*m) * 60_000),
+                                _ => Err(invalid("give until_ms or minutes".into())),
+                            }
+                            .and_then(|until| {
+                                service::start(tx, &target, site_id, *mode, until, &c.name, reason, now)
+                                    .map(|_| {
+                                        format!(
+                                            "{} until {}: {}",
+                                            mode.label(),
+                                            crate::clock::rfc3339_ms(until),
+                                            reason.trim()
+                                        )
+                                    })
+                                    .map_err(|e| invalid(e.to_string()))
+                            }),
+                            Request::ServiceEnd { .. } => service::end_target(tx, &target, &c.name, now)
+                                .map(|_| "period ended".to_string())
+                                .map_err(|e| ApiError::new(ErrorKind::Conflict, e.to_string())),
+                            _ => Err(invalid("not a site or account request".into())),
+                        },
+                    }
+                }
+            };
+            let result = match &outcome {
+                Ok(what) => format!("ok: {what}"),
+                Err(e) => format!("refused: {}: {}", e.kind.as_str(), e.message),
+            };
+            audit(tx, now, &c.name, op.as_str(), &subject, &result)?;
+            Ok(outcome)
+        })
+        .await?;
+    match r {
+        Ok(_) => Ok(done(op)),
+        Err(e) => {
+            warn!(operator = %caller.name, request = op.as_str(), error = %e.message, "request refused");
+            Err(e)
+        }
+    }
 }
 
 /// Most alarms in one bulk request.

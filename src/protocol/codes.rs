@@ -46,6 +46,14 @@ pub enum Category {
     Test,
     /// Everything informational.
     Information,
+    /// Schedule: not armed by the close of its window plus grace.
+    LateToClose,
+    /// Schedule: not disarmed by the open of its window plus grace (where the site asks).
+    LateToOpen,
+    /// Schedule: disarmed outside every window.
+    UnexpectedOpening,
+    /// Schedule: armed during a window, well before its close (where the site asks).
+    EarlyClose,
 }
 
 impl Category {
@@ -66,6 +74,10 @@ impl Category {
             Category::Bypass => "bypass",
             Category::Test => "test",
             Category::Information => "information",
+            Category::LateToClose => "late_to_close",
+            Category::LateToOpen => "late_to_open",
+            Category::UnexpectedOpening => "unexpected_opening",
+            Category::EarlyClose => "early_close",
         }
     }
 
@@ -92,8 +104,17 @@ pub const LIFE_SAFETY: [Category; 5] = [
     Category::Medical,
 ];
 
+/// The categories of schedule alarms (`correlate::schedule`): raised by the schedule, not by
+/// a code; none is life-safety.
+pub const SCHEDULE: [Category; 4] = [
+    Category::LateToClose,
+    Category::LateToOpen,
+    Category::UnexpectedOpening,
+    Category::EarlyClose,
+];
+
 /// Every category.
-pub const ALL_CATEGORIES: [Category; 14] = [
+pub const ALL_CATEGORIES: [Category; 18] = [
     Category::Duress,
     Category::Holdup,
     Category::Panic,
@@ -108,6 +129,10 @@ pub const ALL_CATEGORIES: [Category; 14] = [
     Category::Bypass,
     Category::Test,
     Category::Information,
+    Category::LateToClose,
+    Category::LateToOpen,
+    Category::UnexpectedOpening,
+    Category::EarlyClose,
 ];
 
 /// What an event does to the state of a site.
@@ -528,6 +553,18 @@ mod tests {
         assert_eq!(oc.sia_restore.map(|c| c.to_string()).as_deref(), Some("CL"));
         let fire = CidCode(110).info().expect("110 known");
         assert!(fire.priority < burg.priority);
+    }
+
+    /// The schedule categories are new names, parse back, and never join life-safety.
+    #[test]
+    fn schedule_categories_are_not_life_safety() {
+        for c in SCHEDULE {
+            assert_eq!(Category::parse(c.as_str()), Some(c));
+            assert_eq!(c.life_safety_rank(), None, "{}", c.as_str());
+            assert!(ALL_CATEGORIES.contains(&c));
+        }
+        let names: std::collections::HashSet<_> = ALL_CATEGORIES.iter().map(|c| c.as_str()).collect();
+        assert_eq!(names.len(), ALL_CATEGORIES.len());
     }
 
     #[test]

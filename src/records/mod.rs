@@ -1,8 +1,10 @@
 //! Records files: what `meldkamer import` reads. Customers, sites, transmitter accounts, zones,
-//! panel users, contacts (keyholders), procedures and priority rules, in TOML (one file with
-//! every kind) or CSV (one file per kind, named after it: `customers.csv`, `sites.csv`,
+//! panel users, contacts (keyholders), procedures, priority rules and schedules (a site's time
+//! zone and checks, weekly windows, holiday calendars, one-off exceptions), in TOML (one file
+//! with every kind) or CSV (one file per kind, named after it: `customers.csv`, `sites.csv`,
 //! `accounts.csv`, `zones.csv`, `users.csv`, `contacts.csv`, `procedures.csv`,
-//! `priority_rules.csv`). Format, columns and rules: `fixtures/records/README.md`.
+//! `priority_rules.csv`, `schedules.csv`, `schedule_windows.csv`, `holidays.csv`,
+//! `schedule_exceptions.csv`). Format, columns and rules: `fixtures/records/README.md`.
 //!
 //! Everything is validated before anything is written: every problem of every file of a run
 //! is collected ([`Problems`], one line each: `FILE:LINE: WHAT: FIELD: PROBLEM`), not only the
@@ -184,6 +186,58 @@ pub struct PriorityRuleSpec {
     pub priority: u8,
 }
 
+/// A site's schedule: its time zone, holiday calendar and the lateness it is checked for.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScheduleSpec {
+    /// Where from.
+    pub origin: Origin,
+    /// Site reference.
+    pub site: String,
+    /// IANA time zone.
+    pub time_zone: String,
+    /// Holiday calendar, if any.
+    pub holidays: Option<String>,
+    /// Which kinds are checked.
+    pub checks: crate::correlate::schedule::plan::Checks,
+}
+
+/// A weekly window of a site. The windows of a site in an import replace all its windows.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WindowSpec {
+    /// Where from.
+    pub origin: Origin,
+    /// Site reference.
+    pub site: String,
+    /// The window.
+    pub window: crate::correlate::schedule::plan::WeeklyWindow,
+}
+
+/// A public holiday of a calendar.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HolidaySpec {
+    /// Where from.
+    pub origin: Origin,
+    /// Calendar name.
+    pub calendar: String,
+    /// The date.
+    pub date: jiff::civil::Date,
+    /// Its name.
+    pub name: String,
+}
+
+/// A one-off exception of a site (keyed by site and first date).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExceptionSpec {
+    /// Where from.
+    pub origin: Origin,
+    /// Site reference.
+    pub site: String,
+    /// Dates and hours.
+    pub exception: crate::correlate::schedule::plan::Exception,
+    /// Why (for operators).
+    pub reason: String,
+}
+
 /// Validated contents of one or more records files.
 #[derive(Debug, Default)]
 pub struct Records {
@@ -203,6 +257,14 @@ pub struct Records {
     pub procedures: Vec<ProcedureSpec>,
     /// Priority rules.
     pub priority_rules: Vec<PriorityRuleSpec>,
+    /// Schedules.
+    pub schedules: Vec<ScheduleSpec>,
+    /// Weekly windows.
+    pub windows: Vec<WindowSpec>,
+    /// Public holidays.
+    pub holidays: Vec<HolidaySpec>,
+    /// One-off exceptions.
+    pub exceptions: Vec<ExceptionSpec>,
 }
 
 impl Records {
@@ -216,6 +278,10 @@ impl Records {
         self.contacts.extend(other.contacts);
         self.procedures.extend(other.procedures);
         self.priority_rules.extend(other.priority_rules);
+        self.schedules.extend(other.schedules);
+        self.windows.extend(other.windows);
+        self.holidays.extend(other.holidays);
+        self.exceptions.extend(other.exceptions);
     }
 }
 
@@ -238,6 +304,14 @@ pub struct ImportReport {
     pub procedures: usize,
     /// Priority rules written.
     pub priority_rules: usize,
+    /// Schedules written.
+    pub schedules: usize,
+    /// Weekly windows written.
+    pub windows: usize,
+    /// Public holidays written.
+    pub holidays: usize,
+    /// Exceptions written.
+    pub exceptions: usize,
 }
 
 impl std::fmt::Display for ImportReport {
@@ -253,7 +327,15 @@ impl std::fmt::Display for ImportReport {
             self.contacts,
             self.procedures,
             self.priority_rules
-        )
+        )?;
+        if self.schedules + self.windows + self.holidays + self.exceptions > 0 {
+            write!(
+                f,
+                ", {} schedule(s), {} window(s), {} holiday(s), {} exception(s)",
+                self.schedules, self.windows, self.holidays, self.exceptions
+            )?;
+        }
+        Ok(())
     }
 }
 
@@ -270,6 +352,10 @@ pub const CSV_KINDS: &[&str] = &[
     "contacts",
     "procedures",
     "priority_rules",
+    "schedules",
+    "schedule_windows",
+    "holidays",
+    "schedule_exceptions",
 ];
 
 impl Parsed {
@@ -384,12 +470,8 @@ fn resolve(
     kind: Kind,
     reference: &str,
 ) -> Result<Option<i64>, StoreError> {
-    let sql = match kind {
-        Kind::Customer => "SELECT id FROM customers WHERE ref = ?1",
-        _ => "SELECT id FROM sites WHERE ref = ?1",
-    };
     let id = tx
-        .prepare_cached(sql)?
+        .prepare_cached(read::lookup_sql(kind))?
         .query_row(params![reference], |r| r.get(0))
         .optional()?;
     if id.is_none() {
@@ -601,10 +683,15 @@ pub fn apply_in(tx: &Transaction<'_>, r: &Records, now_ms: i64, seal: &SealKey) 
         )
         .map_err(e)?;
     }
+    apply_schedules(tx, r, &mut unknown)?;
     if !unknown.is_empty() {
         return Err(ImportError::Invalid(Problems::new(unknown)));
     }
     accounts::bump_generation(tx)?;
+    if !(r.schedules.is_empty() && r.windows.is_empty() && r.holidays.is_empty() && r.exceptions.is_empty()) {
+        // Every site's schedule is loaded again by the supervision task.
+        crate::correlate::schedule::store::changed(tx, None, now_ms)?;
+    }
     Ok(ImportReport {
         customers: r.customers.len(),
         sites: r.sites.len(),
@@ -614,7 +701,109 @@ pub fn apply_in(tx: &Transaction<'_>, r: &Records, now_ms: i64, seal: &SealKey) 
         contacts: r.contacts.len(),
         procedures: r.procedures.len(),
         priority_rules: r.priority_rules.len(),
+        schedules: r.schedules.len(),
+        windows: r.windows.len(),
+        holidays: r.holidays.len(),
+        exceptions: r.exceptions.len(),
     })
+}
+
+/// Schedules, holidays, windows and exceptions. The windows of each site an import lists
+/// replace all of that site's windows (a window has no key of its own); exceptions are keyed by
+/// site and first date, holidays by calendar and date, schedules by site.
+fn apply_schedules(tx: &Transaction<'_>, r: &Records, unknown: &mut Vec<Problem>) -> Result<(), ImportError> {
+    use crate::correlate::schedule::plan::days_text;
+    let e = |e: rusqlite::Error| ImportError::Store(StoreError::from(e));
+    for h in &r.holidays {
+        tx.prepare_cached(
+            "INSERT INTO holidays (calendar, date, name) VALUES (?1, ?2, ?3)
+             ON CONFLICT (calendar, date) DO UPDATE SET name = excluded.name",
+        )
+        .and_then(|mut st| st.execute(params![h.calendar, h.date.to_string(), h.name]))
+        .map_err(e)?;
+    }
+    for s in &r.schedules {
+        let what = format!("schedule of site {}", s.site);
+        let Some(site) = resolve(tx, unknown, &s.origin, &what, "site", Kind::Site, &s.site)? else {
+            continue;
+        };
+        if let Some(h) = &s.holidays
+            && resolve(tx, unknown, &s.origin, &what, "holidays", Kind::Holiday, h)?.is_none()
+        {
+            continue;
+        }
+        let c = s.checks;
+        tx.prepare_cached(
+            "INSERT INTO schedules (site_id, time_zone, holidays, late_to_close, unexpected_opening, late_to_open,
+                                    early_close)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+             ON CONFLICT (site_id) DO UPDATE SET time_zone = excluded.time_zone, holidays = excluded.holidays,
+                 late_to_close = excluded.late_to_close, unexpected_opening = excluded.unexpected_opening,
+                 late_to_open = excluded.late_to_open, early_close = excluded.early_close",
+        )
+        .and_then(|mut st| {
+            st.execute(params![
+                site,
+                s.time_zone,
+                s.holidays.clone().unwrap_or_default(),
+                c.late_to_close,
+                c.unexpected_opening,
+                c.late_to_open,
+                c.early_close
+            ])
+        })
+        .map_err(e)?;
+    }
+    let mut replaced = std::collections::HashSet::new();
+    for w in &r.windows {
+        let what = format!("window {} of site {}", days_text(w.window.days), w.site);
+        let Some(site) = resolve(tx, unknown, &w.origin, &what, "site", Kind::Schedule, &w.site)? else {
+            continue;
+        };
+        if replaced.insert(site) {
+            tx.execute("DELETE FROM schedule_windows WHERE site_id = ?1", params![site])
+                .map_err(e)?;
+        }
+        let x = w.window;
+        tx.prepare_cached(
+            "INSERT INTO schedule_windows (site_id, days, open_min, close_min, grace_min) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )
+        .and_then(|mut st| st.execute(params![site, x.days, x.hours.open, x.hours.close, x.grace]))
+        .map_err(e)?;
+    }
+    for x in &r.exceptions {
+        let what = format!("exception {} of site {}", x.exception.from, x.site);
+        let Some(site) = resolve(tx, unknown, &x.origin, &what, "site", Kind::Schedule, &x.site)? else {
+            continue;
+        };
+        let hours: Vec<String> = x
+            .exception
+            .hours
+            .iter()
+            .map(|h| {
+                use crate::correlate::schedule::plan::clock_text;
+                format!("{}-{}", clock_text(h.open), clock_text(h.close))
+            })
+            .collect();
+        tx.prepare_cached(
+            "INSERT INTO schedule_exceptions (site_id, from_date, to_date, hours, grace_min, reason)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT (site_id, from_date) DO UPDATE SET to_date = excluded.to_date, hours = excluded.hours,
+                 grace_min = excluded.grace_min, reason = excluded.reason",
+        )
+        .and_then(|mut st| {
+            st.execute(params![
+                site,
+                x.exception.from.to_string(),
+                x.exception.to.to_string(),
+                hours.join(";"),
+                x.exception.grace,
+                x.reason
+            ])
+        })
+        .map_err(e)?;
+    }
+    Ok(())
 }
 
 /// The demo data set loaded into an empty database on first start.
@@ -730,7 +919,8 @@ priority = 2
             ("zones", 1),
             ("panel_users", 1),
             ("contacts", 1),
-            ("procedure_steps", 2),
+            // (the default procedures of the schedule categories come with the schema)
+            ("procedure_steps WHERE category = 'burglary'", 2),
             ("priority_rules", 1),
         ] {
             let got: i64 = conn

@@ -11,10 +11,11 @@ use super::problem::{
     Check, NAME_MAX, NOTES_MAX, PHONE_MAX, POSTCODE_MAX, Problem, REF_MAX, ROLE_MAX, STEP_MAX, printable, without_value,
 };
 use super::{
-    AccountRecord, ContactSpec, CustomerSpec, Origin, PriorityRuleSpec, ProcedureSpec, Records, SiteSpec, UserSpec,
-    ZoneSpec,
+    AccountRecord, ContactSpec, CustomerSpec, ExceptionSpec, HolidaySpec, Origin, PriorityRuleSpec, ProcedureSpec,
+    Records, ScheduleSpec, SiteSpec, UserSpec, WindowSpec, ZoneSpec,
 };
 use crate::correlate::norm_number;
+use crate::correlate::schedule::plan::{self as sched, MAX_GRACE_MIN};
 use crate::protocol::codes::Category;
 use crate::protocol::crypto::{Key, KeyFormat};
 use crate::protocol::frame::Quirks;
@@ -50,9 +51,13 @@ pub(crate) enum Kind {
     Contact,
     Procedure,
     PriorityRule,
+    Schedule,
+    ScheduleWindow,
+    Holiday,
+    ScheduleException,
 }
 
-pub(crate) const KINDS: [Kind; 8] = [
+pub(crate) const KINDS: [Kind; 12] = [
     Kind::Customer,
     Kind::Site,
     Kind::Account,
@@ -61,6 +66,10 @@ pub(crate) const KINDS: [Kind; 8] = [
     Kind::Contact,
     Kind::Procedure,
     Kind::PriorityRule,
+    Kind::Schedule,
+    Kind::ScheduleWindow,
+    Kind::Holiday,
+    Kind::ScheduleException,
 ];
 
 /// How a CSV cell is read.
@@ -88,6 +97,10 @@ impl Kind {
             Kind::Contact => "contact",
             Kind::Procedure => "procedure",
             Kind::PriorityRule => "priority_rule",
+            Kind::Schedule => "schedule",
+            Kind::ScheduleWindow => "schedule_window",
+            Kind::Holiday => "holiday",
+            Kind::ScheduleException => "schedule_exception",
         }
     }
 
@@ -102,6 +115,10 @@ impl Kind {
             Kind::Contact => "contacts",
             Kind::Procedure => "procedures",
             Kind::PriorityRule => "priority_rules",
+            Kind::Schedule => "schedules",
+            Kind::ScheduleWindow => "schedule_windows",
+            Kind::Holiday => "holidays",
+            Kind::ScheduleException => "schedule_exceptions",
         }
     }
 
@@ -168,6 +185,31 @@ impl Kind {
                 ("category", Text, true),
                 ("priority", Int, true),
             ],
+            Kind::Schedule => &[
+                ("site", Text, true),
+                ("time_zone", Text, true),
+                ("holidays", Text, false),
+                ("late_to_close", Bool, false),
+                ("unexpected_opening", Bool, false),
+                ("late_to_open", Bool, false),
+                ("early_close", Bool, false),
+            ],
+            Kind::ScheduleWindow => &[
+                ("site", Text, true),
+                ("days", Text, true),
+                ("open", Text, true),
+                ("close", Text, true),
+                ("grace", Int, false),
+            ],
+            Kind::Holiday => &[("calendar", Text, true), ("date", Text, true), ("name", Text, false)],
+            Kind::ScheduleException => &[
+                ("site", Text, true),
+                ("from", Text, true),
+                ("to", Text, false),
+                ("hours", Text, false),
+                ("grace", Int, false),
+                ("reason", Text, false),
+            ],
         }
     }
 
@@ -202,6 +244,23 @@ impl Kind {
             Kind::Contact => name("contact", "ref"),
             Kind::Procedure => of_customer(name("procedure", "category")),
             Kind::PriorityRule => of_customer(name("priority rule", "category")),
+            Kind::Schedule => of_site("schedule".into()),
+            Kind::ScheduleWindow => of_site(name("window", "days")),
+            Kind::Holiday => match get("calendar") {
+                Some(c) => format!("{} of calendar {c}", name("holiday", "date")),
+                None => name("holiday", "date"),
+            },
+            Kind::ScheduleException => of_site(name("exception", "from")),
+        }
+    }
+
+    /// The field whose value other rows refer to (declared even when the row has problems).
+    fn declares(self) -> Option<&'static str> {
+        match self {
+            Kind::Customer | Kind::Site => Some("ref"),
+            Kind::Schedule => Some("site"),
+            Kind::Holiday => Some("calendar"),
+            _ => None,
         }
     }
 }
@@ -220,7 +279,7 @@ pub(crate) struct Parsed {
 
 impl Parsed {
     fn declare(&mut self, kind: Kind, reference: Option<String>) {
-        if matches!(kind, Kind::Customer | Kind::Site)
+        if kind.declares().is_some()
             && let Some(r) = reference
         {
             self.declared.insert((kind, r.trim().to_string()));
@@ -405,6 +464,58 @@ struct PriorityRuleRow {
     priority: u8,
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ScheduleRow {
+    site: String,
+    time_zone: String,
+    #[serde(default)]
+    holidays: Option<String>,
+    #[serde(default)]
+    late_to_close: Option<bool>,
+    #[serde(default)]
+    unexpected_opening: Option<bool>,
+    #[serde(default)]
+    late_to_open: Option<bool>,
+    #[serde(default)]
+    early_close: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WindowRow {
+    site: String,
+    days: String,
+    open: String,
+    close: String,
+    #[serde(default)]
+    grace: Option<i64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HolidayRow {
+    calendar: String,
+    date: String,
+    #[serde(default)]
+    name: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExceptionRow {
+    site: String,
+    from: String,
+    #[serde(default)]
+    to: Option<String>,
+    #[serde(default)]
+    hours: List,
+    #[serde(default)]
+    grace: Option<i64>,
+    #[serde(default)]
+    reason: String,
+}
+
 // ---------------------------------------------------------------------------------------------
 // Validation: rows to specs, every problem of a row at once.
 
@@ -434,12 +545,13 @@ fn opt(s: Option<String>) -> Option<String> {
 fn category(c: &mut Check<'_>, s: &str) -> Option<Category> {
     let found = Category::parse(s.trim());
     if found.is_none() {
+        let all: Vec<&str> = crate::protocol::codes::ALL_CATEGORIES
+            .iter()
+            .map(|c| c.as_str())
+            .collect();
         c.bad(
             "category",
-            format!(
-                "{:?} is not a category (duress, holdup, panic, medical, fire, environmental, burglary, tamper, technical, communication, access, bypass, test, information)",
-                printable(s)
-            ),
+            format!("{:?} is not a category ({})", printable(s), all.join(", ")),
         );
     }
     found
@@ -711,6 +823,168 @@ fn priority_rule(o: Origin, r: PriorityRuleRow, out: &mut Vec<Problem>) -> Optio
     c.finish(out, spec).flatten()
 }
 
+fn grace(c: &mut Check<'_>, v: Option<i64>) -> u16 {
+    match v {
+        None => 0,
+        Some(g) if (0..=i64::from(MAX_GRACE_MIN)).contains(&g) => g as u16,
+        Some(_) => {
+            c.bad("grace", format!("minutes, 0 to {MAX_GRACE_MIN}"));
+            0
+        }
+    }
+}
+
+fn date(c: &mut Check<'_>, field: &str, v: &str) -> Option<jiff::civil::Date> {
+    let t = v.trim();
+    let d = (t.len() == 10).then(|| t.parse::<jiff::civil::Date>().ok()).flatten();
+    if d.is_none() {
+        c.bad(field, format!("{:?} is not a date (YYYY-MM-DD)", printable(t)));
+    }
+    d
+}
+
+fn schedule(o: Origin, r: ScheduleRow, out: &mut Vec<Problem>) -> Option<ScheduleSpec> {
+    let mut c = Check::new(&o.file, o.line, of_site("schedule".into(), &r.site));
+    let site = c.required("site", &r.site, REF_MAX);
+    let zone = r.time_zone.trim().to_string();
+    if jiff::tz::TimeZone::get(&zone).is_err() {
+        c.bad(
+            "time_zone",
+            format!(
+                "{:?} is not a time zone (an IANA name such as \"Europe/Amsterdam\")",
+                printable(&zone)
+            ),
+        );
+    }
+    let holidays = optional_ref(&mut c, "holidays", r.holidays);
+    let d = sched::Checks::default();
+    let spec = ScheduleSpec {
+        site,
+        time_zone: zone,
+        holidays,
+        checks: sched::Checks {
+            late_to_close: r.late_to_close.unwrap_or(d.late_to_close),
+            unexpected_opening: r.unexpected_opening.unwrap_or(d.unexpected_opening),
+            late_to_open: r.late_to_open.unwrap_or(d.late_to_open),
+            early_close: r.early_close.unwrap_or(d.early_close),
+        },
+        origin: o.clone(),
+    };
+    c.finish(out, spec)
+}
+
+fn window(o: Origin, r: WindowRow, out: &mut Vec<Problem>) -> Option<WindowSpec> {
+    let mut c = Check::new(&o.file, o.line, of_site(named("window", &r.days), &r.site));
+    let site = c.required("site", &r.site, REF_MAX);
+    let days = sched::parse_days(&r.days);
+    if days.is_none() {
+        c.bad(
+            "days",
+            format!(
+                "{:?} is not a set of days (mon-fri, sat;sun, daily, mon,wed)",
+                printable(&r.days)
+            ),
+        );
+    }
+    let open = sched::parse_clock(&r.open, false);
+    if open.is_none() {
+        c.bad(
+            "open",
+            format!("{:?} is not a time of day (HH:MM, 00:00 to 23:59)", printable(&r.open)),
+        );
+    }
+    let close = sched::parse_clock(&r.close, true);
+    if close.is_none() {
+        c.bad(
+            "close",
+            format!("{:?} is not a time of day (HH:MM, 00:00 to 24:00)", printable(&r.close)),
+        );
+    }
+    let hours = match (open, close) {
+        (Some(open), Some(close)) => {
+            let h = sched::parse_hours(&format!("{}-{}", r.open.trim(), r.close.trim()));
+            if h.is_none() {
+                c.bad(
+                    "close",
+                    format!(
+                        "the same time as the open ({}): a window of a whole day is 00:00 to 24:00",
+                        sched::clock_text(open)
+                    ),
+                );
+            }
+            h.map(|_| sched::Hours { open, close })
+        }
+        _ => None,
+    };
+    let grace = grace(&mut c, r.grace);
+    let spec = match (days, hours) {
+        (Some(days), Some(hours)) => Some(WindowSpec {
+            site,
+            window: sched::WeeklyWindow { days, hours, grace },
+            origin: o.clone(),
+        }),
+        _ => None,
+    };
+    c.finish(out, spec).flatten()
+}
+
+fn holiday(o: Origin, r: HolidayRow, out: &mut Vec<Problem>) -> Option<HolidaySpec> {
+    let what = format!("{} of calendar {}", named("holiday", &r.date), r.calendar.trim());
+    let mut c = Check::new(&o.file, o.line, what);
+    let calendar = c.required("calendar", &r.calendar, REF_MAX);
+    let d = date(&mut c, "date", &r.date);
+    let name = c.optional("name", &r.name, NAME_MAX);
+    let spec = d.map(|date| HolidaySpec {
+        calendar,
+        date,
+        name,
+        origin: o.clone(),
+    });
+    c.finish(out, spec).flatten()
+}
+
+fn exception(o: Origin, r: ExceptionRow, out: &mut Vec<Problem>) -> Option<ExceptionSpec> {
+    let mut c = Check::new(&o.file, o.line, of_site(named("exception", &r.from), &r.site));
+    let site = c.required("site", &r.site, REF_MAX);
+    let from = date(&mut c, "from", &r.from);
+    let to = match opt(r.to) {
+        Some(t) => date(&mut c, "to", &t),
+        None => from,
+    };
+    if let (Some(f), Some(t)) = (from, to) {
+        if t < f {
+            c.bad("to", "before from");
+        } else if (t - f).get_days() > 366 {
+            c.bad("to", "at most 366 days after from");
+        }
+    }
+    let mut hours = Vec::new();
+    for h in &r.hours.0 {
+        match sched::parse_hours(h) {
+            Some(x) => hours.push(x),
+            None => c.bad(
+                "hours",
+                format!(
+                    "{:?} is not opening hours (HH:MM-HH:MM; leave empty for closed)",
+                    printable(h)
+                ),
+            ),
+        }
+    }
+    let grace = grace(&mut c, r.grace);
+    let reason = c.optional("reason", &r.reason, NAME_MAX);
+    let spec = match (from, to) {
+        (Some(from), Some(to)) => Some(ExceptionSpec {
+            site,
+            exception: sched::Exception { from, to, hours, grace },
+            reason,
+            origin: o.clone(),
+        }),
+        _ => None,
+    };
+    c.finish(out, spec).flatten()
+}
+
 /// CSV procedure steps, grouped by (customer, category) and ordered by step number.
 fn group_steps(out: &mut Parsed) {
     type Group = (Origin, Option<String>, Category, Vec<(u32, String, bool)>);
@@ -781,6 +1055,10 @@ fn accept<'de, D: serde::Deserializer<'de>>(
         Kind::Procedure if csv => out.steps.push((o, go(de)?)),
         Kind::Procedure => r.procedures.extend(procedure(o, go(de)?, p)),
         Kind::PriorityRule => r.priority_rules.extend(priority_rule(o, go(de)?, p)),
+        Kind::Schedule => r.schedules.extend(schedule(o, go(de)?, p)),
+        Kind::ScheduleWindow => r.windows.extend(window(o, go(de)?, p)),
+        Kind::Holiday => r.holidays.extend(holiday(o, go(de)?, p)),
+        Kind::ScheduleException => r.exceptions.extend(exception(o, go(de)?, p)),
     }
     Ok(())
 }
@@ -883,7 +1161,7 @@ pub(crate) fn read_toml(text: &str, file: &str, out: &mut Parsed) {
                     .filter(|s| !s.is_empty())
             };
             let what = printable(&kind.what(&get));
-            let reference = get("ref");
+            let reference = kind.declares().and_then(get);
             // Every key with the span of the key and of its value, to name the field of an
             // error that gives only a span.
             let fields: Vec<(String, Range<usize>, Range<usize>)> = table
@@ -984,7 +1262,7 @@ pub(crate) fn read_csv(text: &str, file: &str, kind: Kind, out: &mut Parsed) {
                 .map(str::to_string)
         };
         let what = printable(&kind.what(&get));
-        out.declare(kind, get("ref"));
+        out.declare(kind, kind.declares().and_then(get));
         let mut c = Check::new(file, line, what.clone());
         // Empty cells are absent values, not empty strings.
         let mut map = serde_json::Map::new();
@@ -1118,21 +1396,55 @@ pub(crate) fn duplicates(r: &Records, out: &mut Vec<Problem>) {
         let what = format!("priority rule {}", p.category.as_str());
         twice(&mut seen, k, &p.origin, what, "category", out);
     }
+    for s in &r.schedules {
+        let k = format!("schedule\0{}", s.site);
+        twice(
+            &mut seen,
+            k,
+            &s.origin,
+            format!("schedule of site {}", s.site),
+            "site",
+            out,
+        );
+    }
+    for h in &r.holidays {
+        let k = format!("holiday\0{}\0{}", h.calendar, h.date);
+        let what = format!("holiday {} of calendar {}", h.date, h.calendar);
+        twice(&mut seen, k, &h.origin, what, "date", out);
+    }
+    for e in &r.exceptions {
+        let k = format!("exception\0{}\0{}", e.site, e.exception.from);
+        let what = format!("exception {} of site {}", e.exception.from, e.site);
+        twice(&mut seen, k, &e.origin, what, "from", out);
+    }
 }
 
 /// The problem of a reference to a customer or site that is neither in the import nor in the
 /// database.
 pub(crate) fn unknown_ref(o: &Origin, what: &str, field: &str, kind: Kind, reference: &str) -> Problem {
+    let r = printable(reference);
     Problem {
         file: o.file.clone(),
         line: o.line,
         what: printable(what),
         field: field.to_string(),
-        problem: format!(
-            "no {} with ref {:?} (in this import or the database)",
-            kind.toml(),
-            printable(reference)
-        ),
+        problem: match kind {
+            Kind::Schedule => {
+                format!("site {r:?} has no [[schedule]] (its time zone) in this import or the database")
+            }
+            Kind::Holiday => format!("no holiday calendar {r:?} (in this import or the database)"),
+            _ => format!("no {} with ref {r:?} (in this import or the database)", kind.toml()),
+        },
+    }
+}
+
+/// The SQL that finds a record another row refers to, by its reference.
+pub(crate) fn lookup_sql(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Customer => "SELECT id FROM customers WHERE ref = ?1",
+        Kind::Schedule => "SELECT s.id FROM schedules sc JOIN sites s ON s.id = sc.site_id WHERE s.ref = ?1",
+        Kind::Holiday => "SELECT 1 FROM holidays WHERE calendar = ?1 LIMIT 1",
+        _ => "SELECT id FROM sites WHERE ref = ?1",
     }
 }
 
@@ -1149,6 +1461,12 @@ pub(crate) fn references(conn: Option<&rusqlite::Connection>, p: &Parsed) -> Res
     }
     for s in &r.sites {
         known.insert((Kind::Site, s.reference.clone()), true);
+    }
+    for s in &r.schedules {
+        known.insert((Kind::Schedule, s.site.clone()), true);
+    }
+    for h in &r.holidays {
+        known.insert((Kind::Holiday, h.calendar.clone()), true);
     }
     let mut wanted: Vec<(&Origin, String, &str, Kind, &str)> = Vec::new();
     for s in &r.sites {
@@ -1195,24 +1513,39 @@ pub(crate) fn references(conn: Option<&rusqlite::Connection>, p: &Parsed) -> Res
             wanted.push((&pr.origin, what, "customer", Kind::Customer, c));
         }
     }
+    for s in &r.schedules {
+        let what = format!("schedule of site {}", s.site);
+        wanted.push((&s.origin, what.clone(), "site", Kind::Site, &s.site));
+        if let Some(h) = &s.holidays {
+            wanted.push((&s.origin, what, "holidays", Kind::Holiday, h));
+        }
+    }
+    for w in &r.windows {
+        let what = format!("window {} of site {}", sched::days_text(w.window.days), w.site);
+        wanted.push((&w.origin, what, "site", Kind::Schedule, &w.site));
+    }
+    for e in &r.exceptions {
+        let what = format!("exception {} of site {}", e.exception.from, e.site);
+        wanted.push((&e.origin, what, "site", Kind::Schedule, &e.site));
+    }
     let mut out = Vec::new();
     for (o, what, field, kind, reference) in wanted {
         let k = (kind, reference.to_string());
         let found = match known.get(&k) {
             Some(f) => *f,
             None => {
-                let sql = match kind {
-                    Kind::Customer => "SELECT count(*) FROM customers WHERE ref = ?1",
-                    _ => "SELECT count(*) FROM sites WHERE ref = ?1",
+                let n = match conn {
+                    Some(conn) => {
+                        use rusqlite::OptionalExtension;
+                        conn.prepare_cached(lookup_sql(kind))?
+                            .query_row(rusqlite::params![reference], |r| r.get::<_, i64>(0))
+                            .optional()?
+                            .is_some()
+                    }
+                    None => false,
                 };
-                let n: i64 = match conn {
-                    Some(conn) => conn
-                        .prepare_cached(sql)?
-                        .query_row(rusqlite::params![reference], |r| r.get(0))?,
-                    None => 0,
-                };
-                known.insert(k, n > 0);
-                n > 0
+                known.insert(k, n);
+                n
             }
         };
         if !found {
@@ -1476,6 +1809,117 @@ mod tests {
             lines(&e),
             vec!["procedures.csv:3: procedure fire step 1: step: step 1 listed twice in this procedure"]
         );
+    }
+
+    /// Schedules: every problem of every row named, in TOML and CSV; references to a site
+    /// without a schedule or to an unknown holiday calendar found before anything is written;
+    /// a re-import replaces a site's windows.
+    #[test]
+    fn schedule_rows_are_checked_row_by_row() {
+        let e = parse_toml(
+            "[[schedule]]\nsite = \"S1\"\ntime_zone = \"Europe/Amsterdm\"\n\
+             [[schedule_window]]\nsite = \"S1\"\ndays = \"mon-fry\"\nopen = \"8:00\"\nclose = \"24:01\"\ngrace = 300\n\
+             [[schedule_window]]\nsite = \"S1\"\ndays = \"daily\"\nopen = \"08:00\"\nclose = \"08:00\"\n\
+             [[holiday]]\ncalendar = \"NL\"\ndate = \"2026-13-01\"\n\
+             [[schedule_exception]]\nsite = \"S1\"\nfrom = \"2026-05-02\"\nto = \"2026-05-01\"\nhours = \"9-17\"\n",
+            "f",
+        )
+        .expect_err("problems");
+        assert_eq!(
+            lines(&e),
+            vec![
+                "f:1: schedule of site S1: time_zone: \"Europe/Amsterdm\" is not a time zone (an IANA name such as \"Europe/Amsterdam\")",
+                "f:4: window mon-fry of site S1: days: \"mon-fry\" is not a set of days (mon-fri, sat;sun, daily, mon,wed)",
+                "f:4: window mon-fry of site S1: open: \"8:00\" is not a time of day (HH:MM, 00:00 to 23:59)",
+                "f:4: window mon-fry of site S1: close: \"24:01\" is not a time of day (HH:MM, 00:00 to 24:00)",
+                "f:4: window mon-fry of site S1: grace: minutes, 0 to 240",
+                "f:10: window daily of site S1: close: the same time as the open (08:00): a window of a whole day is 00:00 to 24:00",
+                "f:15: holiday 2026-13-01 of calendar NL: date: \"2026-13-01\" is not a date (YYYY-MM-DD)",
+                "f:18: exception 2026-05-02 of site S1: to: before from",
+                "f:18: exception 2026-05-02 of site S1: hours: \"9-17\" is not opening hours (HH:MM-HH:MM; leave empty for closed)",
+            ]
+        );
+        let e = parse_csv(
+            "site,days,open,close,grace\nS1,mon-fri,08:00,18:00,15\nS1,weekend,10:00,12:00,x\n",
+            "schedule_windows.csv",
+            "schedule_windows",
+        )
+        .expect_err("csv");
+        assert_eq!(
+            lines(&e),
+            vec!["schedule_windows.csv:3: window weekend of site S1: grace: must be a whole number",]
+        );
+        let e = parse_csv(
+            "site,days,open,close\nS1,weekend,10:00,12:00\n",
+            "schedule_windows.csv",
+            "schedule_windows",
+        )
+        .expect_err("csv");
+        assert!(lines(&e)[0].contains("days: \"weekend\" is not a set of days"), "{e}");
+
+        // References: a window of a site without a schedule, a calendar nobody defined.
+        let mut conn = db();
+        let base = "[[customer]]\nref = \"C1\"\nname = \"C\"\n[[site]]\nref = \"S1\"\ncustomer = \"C1\"\naddress = \"x\"\n\
+                    [[site]]\nref = \"S2\"\ncustomer = \"C1\"\naddress = \"y\"\n";
+        apply(
+            &mut conn,
+            &parse_toml(base, "base").expect("base"),
+            &crate::store::sealed::test_key(),
+        )
+        .expect("base");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let f = dir.path().join("s.toml");
+        std::fs::write(
+            &f,
+            "[[schedule]]\nsite = \"S1\"\ntime_zone = \"Europe/Amsterdam\"\nholidays = \"XX\"\n\
+             [[schedule_window]]\nsite = \"S2\"\ndays = \"daily\"\nopen = \"08:00\"\nclose = \"18:00\"\n",
+        )
+        .expect("write");
+        let e = prepare(Some(&conn), std::slice::from_ref(&f)).expect_err("references");
+        let p = f.display();
+        assert_eq!(
+            lines(&e),
+            vec![
+                format!(
+                    "{p}:1: schedule of site S1: holidays: no holiday calendar \"XX\" (in this import or the database)"
+                ),
+                format!(
+                    "{p}:5: window daily of site S2: site: site \"S2\" has no [[schedule]] (its time zone) in this import or the database"
+                ),
+            ]
+        );
+
+        // Windows are replaced per site on a re-import.
+        let sched = "[[schedule]]\nsite = \"S1\"\ntime_zone = \"Europe/Amsterdam\"\n\
+                     [[schedule_window]]\nsite = \"S1\"\ndays = \"mon-fri\"\nopen = \"08:00\"\nclose = \"18:00\"\n\
+                     [[schedule_window]]\nsite = \"S1\"\ndays = \"sat\"\nopen = \"22:00\"\nclose = \"02:00\"\ngrace = 10\n";
+        let r = parse_toml(sched, "s").expect("valid");
+        let report = apply(&mut conn, &r, &crate::store::sealed::test_key()).expect("import");
+        assert_eq!((report.schedules, report.windows), (1, 2));
+        apply(&mut conn, &r, &crate::store::sealed::test_key()).expect("again");
+        let n: i64 = conn
+            .query_row("SELECT count(*) FROM schedule_windows", [], |r| r.get(0))
+            .expect("count");
+        assert_eq!(n, 2, "replaced, not added");
+        let one = "[[schedule_window]]\nsite = \"S1\"\ndays = \"daily\"\nopen = \"00:00\"\nclose = \"24:00\"\n";
+        apply(
+            &mut conn,
+            &parse_toml(one, "o").expect("valid"),
+            &crate::store::sealed::test_key(),
+        )
+        .expect("import");
+        let w: (i64, i64, i64) = conn
+            .query_row("SELECT days, open_min, close_min FROM schedule_windows", [], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+            .expect("one window");
+        assert_eq!(w, (127, 0, 1440));
+        let changes: i64 = conn
+            .query_row("SELECT count(*) FROM schedule_changes WHERE site_id IS NULL", [], |r| {
+                r.get(0)
+            })
+            .expect("changes");
+        assert_eq!(changes, 3, "every schedule import tells the daemon to load them again");
     }
 
     /// `fixtures/records/README.md` documents every CSV file and column the import accepts.

@@ -105,5 +105,30 @@ pub fn outcome(conn: &Connection) -> Result<Value, rusqlite::Error> {
     {
         o.insert("mass_loss".into(), Value::Array(mass));
     }
+    // What schedules wrote on alarms' records (a kind joining another alarm, its end, an
+    // extension): only in the outcomes of traces that have schedules.
+    let mut log = Vec::new();
+    let mut stmt = conn.prepare(
+        "SELECT l.at_ms, l.actor, l.action, l.detail, a.title FROM alarm_log l JOIN alarms a ON a.id = l.alarm_id
+         WHERE a.join_key LIKE 'schedule:%' OR l.action IN ('late_to_close', 'late_to_open', 'unexpected_opening',
+               'early_close', 'late_to_close_ended', 'late_to_open_ended', 'unexpected_opening_ended',
+               'early_close_ended', 'extended')
+         ORDER BY l.id",
+    )?;
+    for r in stmt.query_map([], |r| {
+        Ok(format!(
+            "{} {} {} on \"{}\": {}",
+            rfc3339_ms(r.get::<_, i64>(0)?),
+            r.get::<_, String>(1)?,
+            r.get::<_, String>(2)?,
+            r.get::<_, String>(4)?,
+            r.get::<_, String>(3)?,
+        ))
+    })? {
+        log.push(Value::String(r?));
+    }
+    if !log.is_empty() {
+        out["schedule_log"] = Value::Array(log);
+    }
     Ok(out)
 }

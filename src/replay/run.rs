@@ -189,6 +189,100 @@ impl Session<'_> {
         }
     }
 
+    /// Move the clock by `d` as a daemon on a real clock would live through it: supervision
+    /// looks at every site whose schedule has an edge on the way, at that edge's time (it wakes
+    /// at the next due time), then at the end.
+    async fn advance(&mut self, d: time::Duration) {
+        let target = unix_ms(self.clock.now() + d);
+        loop {
+            let now = unix_ms(self.clock.now());
+            let next = self
+                .running
+                .as_ref()
+                .and_then(|r| r.supervisor.as_ref())
+                .and_then(|s| s.schedules().next_due());
+            match next {
+                Some(t) if t > now && t < target => {
+                    self.clock.set(crate::clock::from_unix_ms(t));
+                    self.tick().await;
+                }
+                _ => break,
+            }
+        }
+        self.clock.set(crate::clock::from_unix_ms(target));
+        self.tick().await;
+    }
+
+    /// An operator's action, through the writer as the API does it; supervision reads the
+    /// change at once (the daemon does within a second).
+    async fn operator(&mut self, line: usize, op: &crate::trace::OperatorStep) -> Result<(), RunError> {
+        use crate::trace::OperatorStep;
+        let now = unix_ms(self.clock.now());
+        let writer = match self.running.as_ref() {
+            Some(r) => r.shared.writer.clone(),
+            None => return Err(self.io(line, "the daemon is stopped")),
+        };
+        let op = op.clone();
+        let r = writer
+            .run(move |tx| {
+                use crate::correlate::service;
+                Ok(match op {
+                    OperatorStep::Extend { site, until, reason } => {
+                        let id: Option<i64> = rusqlite::OptionalExtension::optional(tx.query_row(
+                            "SELECT id FROM sites WHERE ref = ?1",
+                            [&site],
+                            |r| r.get(0),
+                        ))?;
+                        match id {
+                            Some(id) => crate::correlate::schedule::store::extend(
+                                tx,
+                                id,
+                                unix_ms(until),
+                                "replay",
+                                &reason,
+                                now,
+                            )
+                            .map(|_| ())
+                            .map_err(|e| format!("@extend: {e}")),
+                            None => Err(format!("@extend: no site {site}")),
+                        }
+                    }
+                    OperatorStep::Service {
+                        mode,
+                        target,
+                        until,
+                        reason,
+                    } => {
+                        let (site, account) = match target.strip_prefix("account:") {
+                            Some(a) => (None, Some(a)),
+                            None => (Some(target.as_str()), None),
+                        };
+                        match service::resolve(tx, site, account)? {
+                            None => Err(format!("@service: no {target}")),
+                            Some((t, site_id, _)) => match (service::Mode::parse(&mode), until) {
+                                (Some(m), Some(until)) => {
+                                    service::start(tx, &t, site_id, m, unix_ms(until), "replay", &reason, now)
+                                        .map(|_| ())
+                                        .map_err(|e| format!("@service: {e}"))
+                                }
+                                _ => service::end_target(tx, &t, "replay", now)
+                                    .map(|_| ())
+                                    .map_err(|e| format!("@service: {e}")),
+                            },
+                        }
+                    }
+                })
+            })
+            .await
+            .map_err(|e| self.io(line, format!("writer: {e}")))?;
+        r.map_err(|e| self.io(line, e))?;
+        if let Some(s) = self.running.as_mut().and_then(|r| r.supervisor.as_mut()) {
+            s.schedules_mut().check_now();
+        }
+        self.tick().await;
+        Ok(())
+    }
+
     async fn send(&mut self, line: usize, bytes: &[u8]) -> Result<(), RunError> {
         match self.transport {
             TraceTransport::Tcp => {
@@ -348,10 +442,8 @@ pub async fn run_in_process(trace: &Trace, work_dir: &std::path::Path) -> Result
                     s.tcp = None;
                     s.side.reset(s.transport);
                 }
-                Step::Advance(d) => {
-                    s.clock.advance(*d);
-                    s.tick().await;
-                }
+                Step::Advance(d) => s.advance(*d).await,
+                Step::Operator(op) => s.operator(*line, op).await?,
                 Step::Restart => {
                     s.stop().await;
                     s.start().await?;

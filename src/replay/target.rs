@@ -255,6 +255,8 @@ pub fn in_process_only(trace: &Trace) -> Option<String> {
             Step::Stop => "@stop",
             Step::Start => "@start",
             Step::InProcessOnly => "@in-process",
+            Step::Operator(crate::trace::OperatorStep::Extend { .. }) => "@extend",
+            Step::Operator(crate::trace::OperatorStep::Service { .. }) => "@service",
             Step::Transport(t) if super::side::is_side(*t) => {
                 return Some(format!("@transport {} at line {line}", super::side::name(*t)));
             }
@@ -382,7 +384,8 @@ pub async fn run_against(trace: &Trace, target: Target) -> Result<TargetRun, Run
             | Step::InProcessOnly
             | Step::Restart
             | Step::Stop
-            | Step::Start => {}
+            | Step::Start
+            | Step::Operator(_) => {}
             Step::Clock(t) => vclock = *t,
             Step::Transport(t) => peer.transport = *t,
             Step::Connect => peer.tcp = None,

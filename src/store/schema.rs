@@ -546,6 +546,114 @@ const MIGRATIONS: &[Step] = &[
     CREATE INDEX alarms_closed ON alarms (closed_ms) WHERE state = 'closed';
     "#,
     ),
+    // 18: schedules (`correlate::schedule`). Per site: its time zone, the holiday calendar it
+    // follows, which lateness it is checked for; weekly windows (minutes after local midnight,
+    // a close not after the open is on the next day); public holidays per calendar; one-off
+    // exceptions (other hours, or '' for closed, on a range of dates); operators' extensions.
+    // `schedule_state` holds the kinds raised for a site and not restored yet (what survives
+    // a restart); `schedule_changes` tells the supervision task which sites to load again
+    // (`site_id` NULL: all, after an import). Default procedures for the four new categories.
+    Step::Sql(
+        r#"
+    CREATE TABLE schedules (
+        site_id            INTEGER PRIMARY KEY REFERENCES sites(id),
+        time_zone          TEXT NOT NULL,
+        holidays           TEXT NOT NULL DEFAULT '',
+        late_to_close      INTEGER NOT NULL DEFAULT 1,
+        unexpected_opening INTEGER NOT NULL DEFAULT 1,
+        late_to_open       INTEGER NOT NULL DEFAULT 0,
+        early_close        INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE TABLE schedule_windows (
+        site_id    INTEGER NOT NULL REFERENCES sites(id),
+        days       INTEGER NOT NULL CHECK (days BETWEEN 1 AND 127),
+        open_min   INTEGER NOT NULL CHECK (open_min BETWEEN 0 AND 1439),
+        close_min  INTEGER NOT NULL CHECK (close_min BETWEEN 1 AND 1440),
+        grace_min  INTEGER NOT NULL DEFAULT 0 CHECK (grace_min BETWEEN 0 AND 240)
+    );
+    CREATE INDEX schedule_windows_by_site ON schedule_windows (site_id);
+    CREATE TABLE holidays (
+        calendar  TEXT NOT NULL,
+        date      TEXT NOT NULL,
+        name      TEXT NOT NULL DEFAULT '',
+        PRIMARY KEY (calendar, date)
+    ) WITHOUT ROWID;
+    CREATE TABLE schedule_exceptions (
+        site_id    INTEGER NOT NULL REFERENCES sites(id),
+        from_date  TEXT NOT NULL,
+        to_date    TEXT NOT NULL,
+        hours      TEXT NOT NULL DEFAULT '',
+        grace_min  INTEGER NOT NULL DEFAULT 0 CHECK (grace_min BETWEEN 0 AND 240),
+        reason     TEXT NOT NULL DEFAULT '',
+        PRIMARY KEY (site_id, from_date)
+    ) WITHOUT ROWID;
+    CREATE TABLE schedule_extensions (
+        id         INTEGER PRIMARY KEY,
+        site_id    INTEGER NOT NULL REFERENCES sites(id),
+        from_ms    INTEGER NOT NULL,
+        until_ms   INTEGER NOT NULL CHECK (until_ms > from_ms),
+        grace_min  INTEGER NOT NULL DEFAULT 0,
+        set_by     TEXT NOT NULL,
+        reason     TEXT NOT NULL
+    );
+    CREATE INDEX schedule_extensions_by_site ON schedule_extensions (site_id, until_ms);
+    CREATE TABLE schedule_state (
+        site_id   INTEGER NOT NULL REFERENCES sites(id),
+        kind      TEXT NOT NULL,
+        since_ms  INTEGER NOT NULL,
+        alarm_id  INTEGER REFERENCES alarms(id),
+        PRIMARY KEY (site_id, kind)
+    ) WITHOUT ROWID;
+    CREATE TABLE schedule_changes (
+        id       INTEGER PRIMARY KEY,
+        site_id  INTEGER,
+        at_ms    INTEGER NOT NULL
+    );
+    INSERT INTO procedure_steps (customer_id, category, step, instruction, mandatory) VALUES
+        (NULL, 'late_to_close', 1, 'Check the site''s schedule, extensions and who opened it last', 0),
+        (NULL, 'late_to_close', 2, 'Call the contacts in call order: ask them to arm the site, or note until when they stay (extension)', 0),
+        (NULL, 'late_to_close', 3, 'Nobody reached: dispatch a guard to check and lock the premises', 0),
+        (NULL, 'unexpected_opening', 1, 'Check who opened (panel user) and whether an extension or exception explains it', 0),
+        (NULL, 'unexpected_opening', 2, 'Call the site or the contacts and verify the caller (phone code)', 0),
+        (NULL, 'unexpected_opening', 3, 'Not verified or nobody reached: dispatch a guard or the police', 0),
+        (NULL, 'late_to_open', 1, 'Call the site: is it closed today (holiday, illness)?', 0),
+        (NULL, 'late_to_open', 2, 'Nobody at the site: call the contacts in call order', 0),
+        (NULL, 'early_close', 1, 'Check which user closed the site', 0),
+        (NULL, 'early_close', 2, 'Call the first contact to confirm the early closing', 0);
+    "#,
+    ),
+    // 19: service periods (`correlate::service`): a site or an account number on test (events
+    // stored and listed, no alarm; a summary when it ends) or out of service (events to the
+    // supervisor, no operator alarm), from a time until a time, with who and why; ended by
+    // itself at `until_ms` or by hand. The events of a test, for its summary.
+    Step::Sql(
+        r#"
+    CREATE TABLE service_periods (
+        id                INTEGER PRIMARY KEY,
+        mode              TEXT NOT NULL CHECK (mode = 'test' OR mode = 'out_of_service'),
+        site_id           INTEGER REFERENCES sites(id),
+        account           TEXT,
+        from_ms           INTEGER NOT NULL,
+        until_ms          INTEGER NOT NULL CHECK (until_ms > from_ms),
+        set_by            TEXT NOT NULL,
+        reason            TEXT NOT NULL,
+        ended_ms          INTEGER,
+        ended_by          TEXT,
+        summary_alarm_id  INTEGER REFERENCES alarms(id),
+        CHECK ((site_id IS NULL) <> (account IS NULL))
+    );
+    CREATE INDEX service_periods_open_by_site ON service_periods (site_id) WHERE ended_ms IS NULL;
+    CREATE INDEX service_periods_open_by_account ON service_periods (account) WHERE ended_ms IS NULL;
+    CREATE INDEX service_periods_by_end ON service_periods (ended_ms);
+    CREATE TABLE service_period_events (
+        period_id  INTEGER NOT NULL REFERENCES service_periods(id),
+        event_id   INTEGER NOT NULL REFERENCES events(id),
+        PRIMARY KEY (period_id, event_id)
+    ) WITHOUT ROWID;
+    -- An event's rows (shown "on test" in timelines and searches).
+    CREATE INDEX service_period_events_by_event ON service_period_events (event_id);
+    "#,
+    ),
 ];
 
 /// CHECK constraints of the form `column IN (list)` on tables written per frame or event, and

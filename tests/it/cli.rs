@@ -179,3 +179,140 @@ fn the_shipped_configuration_names_only_files_that_exist() {
         );
     }
 }
+
+/// `meldkamer service` (issue "Schedules", item 4): a site on test from the command line,
+/// listed, refused without a target that exists, ended; every change audited as `cli:USER`.
+#[test]
+fn service_puts_a_site_on_test_lists_and_ends_it_audited() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = config(dir.path());
+    let records = root().join("fixtures/records/scenarios.toml");
+    let run = |args: &[&str]| {
+        Command::new(BIN)
+            .args(args)
+            .arg("--config")
+            .arg(&cfg)
+            .env("USER", "installer-desk")
+            .output()
+            .expect("meldkamer runs")
+    };
+    let out = run(&["service", "list"]);
+    assert_eq!(out.status.code(), Some(1), "no database yet");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("import the records first"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!dir.path().join("meldkamer.db").exists(), "not created by a list");
+    let out = run(&["import", records.to_str().expect("path")]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = run(&[
+        "service",
+        "test",
+        "--site",
+        "S-1001",
+        "--for",
+        "2h",
+        "--reason",
+        "installer replaces the back door detector",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.starts_with("site S-1001: on test until "), "{said}");
+    let out = run(&[
+        "service",
+        "out-of-service",
+        "--account",
+        "9999",
+        "--for",
+        "7d",
+        "--reason",
+        "x",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no such site or account"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = run(&[
+        "service", "test", "--site", "S-1001", "--for", "2 weeks", "--reason", "x",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "a duration that does not read");
+    let out = run(&[
+        "service",
+        "test",
+        "--site",
+        "S-1001",
+        "--for",
+        "106751991167d",
+        "--reason",
+        "x",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "a duration past the end of time");
+    let out = run(&[
+        "service",
+        "out-of-service",
+        "--account",
+        "2345",
+        "--until",
+        "2099-01-01T00:00:00Z",
+        "--reason",
+        "x",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "further than 366 days");
+    let out = run(&[
+        "service",
+        "out-of-service",
+        "--account",
+        "2345",
+        "--for",
+        "30d",
+        "--reason",
+        "shop refitted",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = run(&["service", "list"]);
+    let listed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        listed.contains("site S-1001: on test until ") && listed.contains("by cli:installer-desk"),
+        "{listed}"
+    );
+    assert!(
+        listed.contains("account 2345: out of service until ") && listed.contains("shop refitted"),
+        "{listed}"
+    );
+    let out = run(&["service", "end", "--site", "S-1001"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = run(&["service", "end", "--site", "S-1001"]);
+    assert_eq!(out.status.code(), Some(1), "nothing left to end");
+    let conn = rusqlite::Connection::open(dir.path().join("meldkamer.db")).expect("db");
+    let audit: Vec<(String, String, String, String)> = conn
+        .prepare("SELECT actor, action, subject, result FROM audit_log WHERE action LIKE 'service%' ORDER BY id")
+        .expect("query")
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+        .expect("rows")
+        .collect::<Result<_, _>>()
+        .expect("rows");
+    let results: Vec<&str> = audit.iter().map(|a| a.3.as_str()).collect();
+    assert_eq!(audit.len(), 6, "{audit:?}");
+    assert!(audit.iter().all(|a| a.0 == "cli:installer-desk"), "{audit:?}");
+    assert!(results[0].starts_with("ok: on test until "), "{results:?}");
+    assert_eq!(audit[1].2, "account 9999 (unknown)");
+    assert_eq!(results[1], "refused: no such site or account");
+    assert!(
+        results[2].starts_with("refused: out of service ends after now and within 366 days"),
+        "{results:?}"
+    );
+    assert_eq!((audit[3].1.as_str(), audit[3].2.as_str()), ("service", "account 2345"));
+    assert!(results[3].starts_with("ok: out of service until "), "{results:?}");
+    assert_eq!((audit[4].1.as_str(), results[4]), ("service_end", "ok: period ended"));
+    assert_eq!(
+        results[5],
+        "refused: the site or account is neither on test nor out of service"
+    );
+    let summary: String = conn
+        .query_row("SELECT title FROM alarms WHERE category = 'test'", [], |r| r.get(0))
+        .expect("the test's summary");
+    assert_eq!(summary, "Test of site S-1001 ended: nothing came in");
+}

@@ -11,13 +11,14 @@ use meldkamer::console::keymap;
 use meldkamer::console::localtime::LocalTime;
 use meldkamer::console::ui;
 use meldkamer::correlate::alarms::Disposition;
+use meldkamer::correlate::service::{Mode, PeriodView};
 use meldkamer::operator::Role;
 use meldkamer::operator::protocol::{
-    ApiError, BulkResult, CallOutcome, Envelope, ErrorKind, HandoverNote, LoginResult, Op, Push, QueueResult, Request,
-    Response, SearchResult, ServerMessage, SiteHit,
+    ApiError, BulkResult, CallOutcome, Envelope, ErrorKind, HandoverNote, LateSite, LoginResult, Op, Push, QueueResult,
+    Request, Response, SchedulesResult, SearchResult, ServerMessage, SiteHit,
 };
 use meldkamer::operator::queries::{
-    AlarmDetail, AlarmSummary, CallRow, EventRow, LogRow, PastAlarm, SourceFrame, StepRow,
+    AlarmDetail, AlarmSummary, CallRow, EventRow, LogRow, PastAlarm, ScheduleView, SourceFrame, StepRow,
 };
 use meldkamer::view::{ContactView, CustomerCard};
 use ratatui::Terminal;
@@ -148,6 +149,7 @@ fn detail(keypad: bool, phone: bool) -> AlarmDetail {
             zone: Some("03".into()),
             user: None,
             area: Some("1".into()),
+            on_test: false,
         }],
         log: vec![log(
             0,
@@ -161,6 +163,7 @@ fn detail(keypad: bool, phone: bool) -> AlarmDetail {
         history: vec![],
         source: None,
         mass_loss: None,
+        schedule: None,
     }
 }
 
@@ -179,6 +182,7 @@ fn recorded() -> AlarmDetail {
         zone: Some("05".into()),
         user: None,
         area: Some("1".into()),
+        on_test: false,
     });
     d.log = vec![
         log(0, "system", "opened", "Burglary alarm, zone 3: Back door, ground floor"),
@@ -1324,7 +1328,247 @@ fn situations() -> Vec<(&'static str, App)> {
     v.push(("search input", search.clone()));
     search.search_focus = SearchFocus::Results;
     v.push(("search results", search));
+    for (who, role) in [("olga", Role::Operator), ("sam", Role::Supervisor)] {
+        let mut sched = logged_in_as(who, role);
+        sched.on_key(Key::Char('4'));
+        sched.schedules = Some(schedule_tab());
+        v.push(("schedules, a late site", sched.clone()));
+        sched.on_key(Key::End);
+        v.push(("schedules, a period", sched.clone()));
+        sched.on_key(Key::Char('t'));
+        if sched.dialog.is_some() {
+            v.push(("put on test", sched.clone()));
+            sched.on_key(Key::Up);
+            v.push(("put on test, how long", sched.clone()));
+        }
+        let mut end = logged_in_as(who, role);
+        end.on_key(Key::Char('4'));
+        end.schedules = Some(schedule_tab());
+        end.on_key(Key::End);
+        end.on_key(Key::Char('e'));
+        if end.dialog.is_some() {
+            v.push(("end a period?", end));
+        }
+        let mut a = logged_in_as(who, role);
+        open(&mut a, &with_schedule());
+        v.push(("alarm with a schedule", a.clone()));
+        a.on_key(Key::Char('x'));
+        v.push(("extend", a.clone()));
+        a.on_key(Key::Tab);
+        v.push(("extend, reason", a));
+    }
+    let mut empty_tab = base.clone();
+    empty_tab.on_key(Key::Char('4'));
+    v.push(("schedules, nothing", empty_tab));
     v
+}
+
+/// The schedule tab with a late site (its alarm open), a test under way and a test ended.
+fn schedule_tab() -> SchedulesResult {
+    let period = |mode: Mode, account: &str, ended: Option<i64>| PeriodView {
+        mode,
+        site_ref: "S-2001".into(),
+        account: account.into(),
+        site: "Kantoor, Proeflaan 20".into(),
+        from_ms: T0 - 3_600_000,
+        until_ms: T0 + 3_600_000,
+        set_by: "sam".into(),
+        reason: "installer replaces the back door detector".into(),
+        events: 3,
+        ended_ms: ended,
+        summary: ended.map(|_| format!("{:032x}", 99)),
+    };
+    SchedulesResult {
+        late: vec![LateSite {
+            site_ref: "S-1001".into(),
+            site: "Shop, Proefstraat 1".into(),
+            kind: "late_to_close".into(),
+            since_ms: T0 - 600_000,
+            alarm: Some(format!("{:032x}", 40)),
+        }],
+        periods: vec![
+            period(Mode::Test, "", None),
+            period(Mode::Test, "2345", Some(T0 - 60_000)),
+            period(Mode::OutOfService, "3456", None),
+        ],
+    }
+}
+
+/// A late-to-close alarm whose site has a schedule.
+fn with_schedule() -> AlarmDetail {
+    let mut d = detail(false, false);
+    d.alarm.id = format!("{:032x}", 40);
+    d.alarm.category = "late_to_close".into();
+    d.alarm.title = "Late to close: not armed by 12:15 CET".into();
+    d.alarm.priority = 5;
+    d.alarm.site_ref = "S-1001".into();
+    if let Some(c) = d.customer.as_mut() {
+        // Left open: disarmed in the morning, not armed by close + grace.
+        c.armed = "disarmed by user 5 at 2026-01-15T07:58:00.000Z".into();
+    }
+    d.schedule = Some(ScheduleView {
+        time_zone: "Europe/Amsterdam".into(),
+        open: false,
+        next_change_ms: Some(T0 + 18 * 3_600_000),
+        today: "08:00-12:00 (grace 15)".into(),
+        extension: None,
+        late: vec!["late to close".into()],
+        period: None,
+    });
+    d
+}
+
+/// The schedule tab (issue "Schedules", item 5): late sites and periods listed; Enter opens a
+/// late site's alarm; a supervisor puts a site on test for so many minutes with a reason and
+/// ends a period (y/n); an operator may do neither; the tab reads again after each.
+#[test]
+fn the_schedule_tab_lists_late_sites_and_periods_and_a_supervisor_sets_them() {
+    let mut olga = logged_in();
+    match one(olga.on_key(Key::Char('4'))) {
+        Request::Schedules => {}
+        r => panic!("{r:?}"),
+    }
+    assert_eq!(olga.screen, Screen::Schedules);
+    olga.schedules = Some(schedule_tab());
+    let s = render(&olga, 120, 30);
+    assert!(s.contains("[4 Schedules]"), "{s}");
+    assert!(s.contains("late to close"), "{s}");
+    assert!(s.contains("S-1001 Shop, Proefstraat 1"), "{s}");
+    assert!(s.contains("on test (ended)"), "{s}");
+    assert!(s.contains("#3456 (S-2001)"), "{s}");
+    match one(olga.on_key(Key::Enter)) {
+        Request::Alarm { alarm } => assert_eq!(alarm, format!("{:032x}", 40)),
+        r => panic!("{r:?}"),
+    }
+    let mut olga = logged_in();
+    olga.on_key(Key::Char('4'));
+    olga.schedules = Some(schedule_tab());
+    assert!(olga.on_key(Key::Char('t')).is_empty());
+    assert!(olga.dialog.is_none(), "an operator puts nothing on test");
+    assert!(olga.status.as_ref().is_some_and(|s| s.0.contains("supervisor")));
+
+    let mut sam = logged_in_as("sam", Role::Supervisor);
+    sam.on_key(Key::Char('4'));
+    sam.schedules = Some(schedule_tab());
+    sam.on_key(Key::Char('t'));
+    assert!(matches!(&sam.dialog, Some(Dialog::Service(f)) if f.target == "S-1001" && f.amount == "60"));
+    assert!(sam.on_key(Key::Enter).is_empty(), "no reason yet");
+    typed(&mut sam, "installer on site");
+    sam.on_key(Key::Tab); // to the target
+    sam.on_key(Key::Tab); // how long
+    sam.on_key(Key::Backspace);
+    sam.on_key(Key::Backspace);
+    typed(&mut sam, "90");
+    let sent = sam.on_key(Key::Enter);
+    assert_eq!(sent.len(), 1);
+    match &sent[0].request {
+        Request::Service {
+            site,
+            account,
+            mode,
+            until_ms,
+            minutes,
+            reason,
+        } => {
+            assert_eq!(
+                (site.as_deref(), account, *mode, *until_ms, *minutes, reason.as_str()),
+                (Some("S-1001"), &None, Mode::Test, None, Some(90), "installer on site")
+            );
+        }
+        r => panic!("{r:?}"),
+    }
+    let follow = sam.on_message(answer(&sent[0], serde_json::json!({"done": "service"})));
+    assert!(matches!(one(follow), Request::Schedules), "the tab is read again");
+
+    // An account out of service, typed: # and its number, for days.
+    sam.on_key(Key::Home);
+    sam.on_key(Key::Char('o'));
+    for _ in 0..6 {
+        sam.on_key(Key::Up); // to the target field
+        if matches!(&sam.dialog, Some(Dialog::Service(f)) if f.field == 0) {
+            break;
+        }
+    }
+    for _ in 0..6 {
+        sam.on_key(Key::Backspace);
+    }
+    typed(&mut sam, "#7001");
+    sam.on_key(Key::Down);
+    sam.on_key(Key::Down);
+    typed(&mut sam, "moved out");
+    match one(sam.on_key(Key::Enter)) {
+        Request::Service {
+            account, minutes, mode, ..
+        } => assert_eq!(
+            (account.as_deref(), minutes, mode),
+            (Some("7001"), Some(7 * 1440), Mode::OutOfService)
+        ),
+        r => panic!("{r:?}"),
+    }
+
+    // Ending the period under way: asked first.
+    sam.on_key(Key::Home);
+    sam.on_key(Key::Down);
+    sam.on_key(Key::Char('e'));
+    assert!(matches!(&sam.dialog, Some(Dialog::ServiceEnd { label, .. }) if label == "site S-2001 (on test)"));
+    assert!(sam.on_key(Key::Char('n')).is_empty());
+    assert!(sam.dialog.is_none());
+    sam.on_key(Key::Char('e'));
+    match one(sam.on_key(Key::Char('y'))) {
+        Request::ServiceEnd { site, account } => assert_eq!((site.as_deref(), account), (Some("S-2001"), None)),
+        r => panic!("{r:?}"),
+    }
+    for w in [(80, 24), (200, 60)] {
+        let mut tab = logged_in_as("sam", Role::Supervisor);
+        tab.on_key(Key::Char('4'));
+        tab.schedules = Some(schedule_tab());
+        snapshot(&format!("schedules_{}x{}", w.0, w.1), &render(&tab, w.0, w.1));
+    }
+}
+
+/// The alarm view shows the site's schedule state (issue "Schedules", item 5); `x` extends it
+/// with the site's local time and what the caller said (item 3).
+#[test]
+fn the_alarm_view_shows_the_schedule_and_x_extends_it() {
+    let mut app = logged_in();
+    open(&mut app, &with_schedule());
+    let s = render(&app, 120, 40);
+    assert!(
+        s.contains("Schedule: CLOSED, may open from 2026-01-16 07:00:00"),
+        "next change in local time: {s}"
+    );
+    assert!(s.contains("Today: 08:00-12:00 (grace 15) (Europe/Amsterdam)"), "{s}");
+    assert!(s.contains("Now: late to close"), "{s}");
+    assert!(s.contains("LATE CLOSE"), "{s}");
+    snapshot("alarm_schedule_120x40", &s);
+    assert!(app.on_key(Key::Char('x')).is_empty());
+    typed(&mut app, "23:3");
+    assert!(app.on_key(Key::Enter).is_empty(), "not a time yet");
+    typed(&mut app, "0");
+    assert!(app.on_key(Key::Enter).is_empty(), "no reason yet");
+    assert!(
+        matches!(&app.dialog, Some(Dialog::Extend { field: 1, .. })),
+        "the reason field next"
+    );
+    typed(&mut app, "we stay until 23:30 tonight");
+    match one(app.on_key(Key::Enter)) {
+        Request::Extend {
+            site,
+            until_ms,
+            until_local,
+            reason,
+        } => assert_eq!(
+            (site.as_str(), until_ms, until_local.as_deref(), reason.as_str()),
+            ("S-1001", None, Some("23:30"), "we stay until 23:30 tonight")
+        ),
+        r => panic!("{r:?}"),
+    }
+    // A site without a schedule offers no extension.
+    let mut plain = logged_in();
+    open(&mut plain, &recorded());
+    assert!(plain.on_key(Key::Char('x')).is_empty());
+    assert!(plain.dialog.is_none());
+    assert!(!plain.hints().iter().any(|h| h.keys == "x"));
 }
 
 /// The footer names keys; each of them must do something on that screen: send a request,
@@ -1415,17 +1659,32 @@ fn search_takes_free_text_and_enter_opens_an_alarm() {
             accounts: vec!["1234".into()],
         }],
         alarms: vec![open_one.clone(), closed.clone()],
-        events: vec![EventRow {
-            received: String::new(),
-            received_ms: T0,
-            account: "1234".into(),
-            code: "SIA BA".into(),
-            qualifier: "new".into(),
-            description: "Burglary alarm".into(),
-            zone: None,
-            user: None,
-            area: None,
-        }],
+        events: vec![
+            EventRow {
+                received: String::new(),
+                received_ms: T0 + 60_000,
+                account: "1234".into(),
+                code: "SIA BA".into(),
+                qualifier: "new".into(),
+                description: "Burglary alarm".into(),
+                zone: None,
+                user: None,
+                area: None,
+                on_test: true,
+            },
+            EventRow {
+                received: String::new(),
+                received_ms: T0,
+                account: "1234".into(),
+                code: "SIA BA".into(),
+                qualifier: "new".into(),
+                description: "Burglary alarm".into(),
+                zone: None,
+                user: None,
+                area: None,
+                on_test: false,
+            },
+        ],
     };
     app.on_message(answer(&sent[0], json(&r)));
     assert_eq!(app.search_focus, SearchFocus::Results);
@@ -1435,11 +1694,14 @@ fn search_takes_free_text_and_enter_opens_an_alarm() {
         "S-1001 Shop, Proefstraat 1",
         "Alarms (2)",
         "DONE",
-        "Events (1)",
-        "13:00:00 1234 SIA BA",
+        "Events (2)",
+        "13:01:00 1234 SIA BA new Burglary alarm (on test)",
+        "13:00:00 1234 SIA BA new Burglary alarm",
     ] {
         assert!(s.contains(want), "{want}:\n{s}");
     }
+    let after = s.lines().find(|l| l.contains("13:00:00 1234")).unwrap_or_default();
+    assert!(!after.contains("on test"), "{s}");
     app.on_key(Key::Down);
     match one(app.on_key(Key::Enter)) {
         Request::Alarm { alarm } => assert_eq!(alarm, closed.id, "a closed alarm opens too"),

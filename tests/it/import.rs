@@ -223,3 +223,114 @@ async fn an_import_does_not_raise_an_open_communication_lost_alarm_again() {
     let mut d = d;
     d.stop().await;
 }
+
+/// Schedules from CSV (issue "Schedules", item 1): the four files of `fixtures/records/README.md`
+/// import beside a TOML file of sites; a second run with a bad row in each file names each row
+/// (file and line) and writes nothing, so the first import stands.
+#[test]
+fn schedules_import_from_csv_with_row_level_problems() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = config(dir.path());
+    let base = dir.path().join("base.toml");
+    std::fs::write(
+        &base,
+        "[[customer]]\nref = \"C1\"\nname = \"Synthetic BV\"\n\n\
+         [[site]]\nref = \"S-1001\"\ncustomer = \"C1\"\naddress = \"Teststraat 1\"\n",
+    )
+    .expect("write");
+    let write = |name: &str, text: &str| -> PathBuf {
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).expect("write");
+        p
+    };
+    let schedules = write(
+        "schedules.csv",
+        "site,time_zone,holidays,late_to_open\nS-1001,Europe/Amsterdam,NL,yes\n",
+    );
+    let windows = write(
+        "schedule_windows.csv",
+        "site,days,open,close,grace\nS-1001,mon-fri,08:00,18:00,15\nS-1001,sat,22:00,02:00,15\n",
+    );
+    let holidays = write("holidays.csv", "calendar,date,name\nNL,2026-04-27,King's Day\n");
+    let exceptions = write(
+        "schedule_exceptions.csv",
+        "site,from,to,hours,grace,reason\nS-1001,2026-07-20,2026-08-07,,,Summer closure\n\
+         S-1001,2026-12-24,,08:00-14:00,15,Christmas Eve\n",
+    );
+    let out = import(&cfg, &[&base, &schedules, &windows, &holidays, &exceptions]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let db = dir.path().join("meldkamer.db");
+    let conn = rusqlite::Connection::open(&db).expect("db");
+    let s: (String, String, bool, bool) = conn
+        .query_row(
+            "SELECT time_zone, holidays, late_to_open, early_close FROM schedules",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        )
+        .expect("schedule");
+    assert_eq!(s, ("Europe/Amsterdam".into(), "NL".into(), true, false));
+    let w: Vec<(i64, i64, i64, i64)> = conn
+        .prepare("SELECT days, open_min, close_min, grace_min FROM schedule_windows ORDER BY open_min")
+        .expect("query")
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+        .expect("rows")
+        .collect::<Result<_, _>>()
+        .expect("rows");
+    assert_eq!(w, [(0b1_1111, 480, 1080, 15), (0b10_0000, 1320, 120, 15)]);
+    let e: Vec<(String, String, String)> = conn
+        .prepare("SELECT from_date, to_date, hours FROM schedule_exceptions ORDER BY from_date")
+        .expect("query")
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .expect("rows")
+        .collect::<Result<_, _>>()
+        .expect("rows");
+    assert_eq!(
+        e,
+        [
+            ("2026-07-20".into(), "2026-08-07".into(), String::new()),
+            ("2026-12-24".into(), "2026-12-24".into(), "08:00-14:00".into())
+        ]
+    );
+    assert_eq!(count(&db, "holidays"), 1);
+
+    let schedules = write(
+        "schedules.csv",
+        "site,time_zone,holidays,late_to_open\nS-1001,Europe/Amsterdam,NL,yes\nS-1001,Mars/Olympus,,\n",
+    );
+    let windows = write(
+        "schedule_windows.csv",
+        "site,days,open,close,grace\nS-1001,mon-fri,08:00,18:00,15\nS-1001,sat,9:00,13:00,300\n",
+    );
+    let holidays = write("holidays.csv", "calendar,date,name\nNL,27-04-2026,King's Day\n");
+    let exceptions = write(
+        "schedule_exceptions.csv",
+        "site,from,to,hours,grace,reason\nS-9999,2026-07-20,2026-08-07,,,Summer closure\n",
+    );
+    let out = import(&cfg, &[&schedules, &windows, &holidays, &exceptions]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for (file, line, what) in [
+        (&schedules, 3, "schedule of site S-1001: "),
+        (&schedules, 3, "time_zone: \"Mars/Olympus\" is not a time zone"),
+        (&windows, 3, "open: \"9:00\" is not a time of day"),
+        (&windows, 3, "grace: minutes, 0 to 240"),
+        (&holidays, 2, "date: \"27-04-2026\" is not a date"),
+        (&exceptions, 2, "S-9999"),
+    ] {
+        let prefix = format!("{}:{line}: ", file.display());
+        assert!(
+            stderr.lines().any(|l| l.starts_with(&prefix) && l.contains(what)),
+            "{prefix}… {what}:\n{stderr}"
+        );
+    }
+    assert_eq!(
+        (
+            count(&db, "schedules"),
+            count(&db, "schedule_windows"),
+            count(&db, "holidays"),
+            count(&db, "schedule_exceptions")
+        ),
+        (1, 2, 1, 2),
+        "nothing of the second run written"
+    );
+}

@@ -25,6 +25,7 @@ mod receiver_props;
 mod replay;
 mod retention;
 mod scenarios;
+mod schedules;
 mod service;
 mod shift;
 mod shutdown;

@@ -97,7 +97,29 @@ const EXPECTED: &[(&str, &str, [&str; 5])] = &[
     ("operators",    "operator",   ["forbidden", "-", "-", "-", "-"]),
     ("operators",    "supervisor", ["forbidden", "-", "-", "-", "-"]),
     ("operators",    "admin",      ["ok", "-", "-", "-", "-"]),
+    ("schedules",    "operator",   ["ok", "-", "-", "-", "-"]),
+    ("schedules",    "supervisor", ["ok", "-", "-", "-", "-"]),
+    ("schedules",    "admin",      ["ok", "-", "-", "-", "-"]),
+    // S-1001 has a schedule (imported by the test): any operator extends it.
+    ("extend",       "operator",   ["ok", "-", "-", "-", "-"]),
+    ("extend",       "supervisor", ["ok", "-", "-", "-", "-"]),
+    ("extend",       "admin",      ["ok", "-", "-", "-", "-"]),
+    // On test: the admin's replaces the supervisor's.
+    ("service",      "operator",   ["forbidden", "-", "-", "-", "-"]),
+    ("service",      "supervisor", ["ok", "-", "-", "-", "-"]),
+    ("service",      "admin",      ["ok", "-", "-", "-", "-"]),
+    // Account 2345 is never on test here: nothing to end.
+    ("service_end",  "operator",   ["forbidden", "-", "-", "-", "-"]),
+    ("service_end",  "supervisor", ["conflict", "-", "-", "-", "-"]),
+    ("service_end",  "admin",      ["conflict", "-", "-", "-", "-"]),
 ];
+
+/// A schedule for S-1001, so that `extend` has something to extend.
+const SCHEDULE: &str = "[[schedule]]\nsite = \"S-1001\"\ntime_zone = \"Europe/Amsterdam\"\n\
+    [[schedule_window]]\nsite = \"S-1001\"\ndays = \"mon-sat\"\nopen = \"08:00\"\nclose = \"18:00\"\ngrace = 15\n";
+
+/// 14:00 UTC on the test daemon's day (its clock stands at 12:00 UTC).
+const TWO_HOURS_ON: i64 = 1_768_485_600_000;
 
 const LOGIN: &[(&str, &str)] = &[("operator", "olga"), ("supervisor", "sam"), ("admin", "ada")];
 
@@ -187,6 +209,10 @@ fn request(op: &str, alarm: &str, contact: &str, bulk_target: &str) -> Value {
         "search" => json!({"op": op, "query": "Proefstraat"}),
         "handover_add" => json!({"op": op, "text": "keyholder of S-1001 on holiday until Friday"}),
         "reset_code" => json!({"op": op, "contact": "0".repeat(32)}),
+        "extend" => json!({"op": op, "site": "S-1001", "until_ms": TWO_HOURS_ON, "reason": "we stay late tonight"}),
+        "service" => json!({"op": op, "site": "S-1001", "mode": "test", "until_ms": TWO_HOURS_ON,
+                            "reason": "installer replaces the back door detector"}),
+        "service_end" => json!({"op": op, "account": "2345"}),
         _ => json!({"op": op}),
     }
 }
@@ -202,6 +228,7 @@ fn outcome(r: &Value) -> String {
 #[tokio::test]
 async fn every_operation_against_every_role_and_object_class() {
     let mut d = daemon_with_operators().await;
+    crate::common::import(&d.cfg, SCHEDULE);
     let path = socket(&d);
     let mut objects = Objects::new(&d);
     let contact: String = objects

@@ -3,8 +3,9 @@
 //! authorisation never lets an operator reach a supervisor item, change a closed alarm, act on
 //! an alarm another operator handles, or make a request above its role.
 
+use meldkamer::correlate::service::Mode;
 use meldkamer::operator::Role;
-use meldkamer::operator::authz::{AlarmFacts, Caller, Denied, authorize};
+use meldkamer::operator::authz::{AlarmFacts, Caller, Denied, TargetFacts, authorize, authorize_target};
 use meldkamer::operator::protocol::{Access, Envelope, Op, Request};
 use proptest::prelude::*;
 use serde_json::{Value, json};
@@ -149,6 +150,10 @@ fn request_for(op: Op) -> Request {
         Op::Search => json!({"op": "search", "query": "q"}),
         Op::HandoverAdd => json!({"op": "handover_add", "text": "t"}),
         Op::ResetCode => json!({"op": "reset_code", "contact": "c"}),
+        Op::Extend => json!({"op": "extend", "site": "S", "until_ms": 1, "reason": "r"}),
+        Op::Service => json!({"op": "service", "site": "S", "mode": "test", "until_ms": 1, "reason": "r"}),
+        Op::ServiceEnd => json!({"op": "service_end", "account": "1234"}),
+        Op::Schedules => json!({"op": "schedules"}),
         Op::Logout | Op::Whoami | Op::Queue | Op::Supervision | Op::Subscribe | Op::Handovers | Op::Operators => {
             json!({"op": op.as_str()})
         }
@@ -192,5 +197,53 @@ proptest! {
             prop_assert!(!(op == Op::Close && a.duress && role < Role::Supervisor), "an operator closed a duress alarm");
             prop_assert!(!(op == Op::Recall && a.life_safety), "a life-safety alarm was put aside");
         }
+    }
+}
+
+fn target_facts() -> impl Strategy<Value = Option<TargetFacts>> {
+    proptest::option::of(
+        (
+            any::<bool>(),
+            proptest::option::of(proptest::sample::select(vec![Mode::Test, Mode::OutOfService])),
+        )
+            .prop_map(|(has_schedule, period)| TargetFacts {
+                site_id: Some(1),
+                has_schedule,
+                period,
+            }),
+    )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+    /// Requests that name a site or an account: the role first, then an unknown target is
+    /// not found, then its state (an extension needs a schedule and a site in service; an end
+    /// needs a period).
+    #[test]
+    fn target_authorisation_holds_its_rules(
+        op in proptest::sample::select(vec![Op::Extend, Op::Service, Op::ServiceEnd]),
+        role in proptest::sample::select(vec![Role::Operator, Role::Supervisor, Role::Admin]),
+        t in target_facts(),
+    ) {
+        let c = caller(role, "olga");
+        let req = request_for(op);
+        prop_assert!(req.target().is_some());
+        prop_assert!(req.alarm().is_none());
+        let r = authorize_target(&c, &req, t.as_ref());
+        if let Access::Role(least) = op.access() && role < least {
+            prop_assert!(matches!(r, Err(Denied::Forbidden { .. })), "{op:?} by {role:?}: {r:?}");
+            return Ok(());
+        }
+        let Some(t) = t else {
+            prop_assert_eq!(r, Err(Denied::NoSuchTarget));
+            return Ok(());
+        };
+        let allowed = match op {
+            Op::Extend => t.has_schedule && t.period != Some(Mode::OutOfService),
+            Op::ServiceEnd => t.period.is_some(),
+            _ => true,
+        };
+        prop_assert_eq!(r.is_ok(), allowed, "{:?} on {:?}: {:?}", op, t, r);
     }
 }

@@ -339,3 +339,326 @@ async fn an_alarm_lists_its_own_events() {
     let qualifiers: Vec<&str> = events.iter().map(|e| e.qualifier.as_str()).collect();
     assert_eq!(qualifiers, ["new", "restore"], "{events:#?}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Schedules (fixtures/records/schedules.toml: shop S-3001 mon-sat 08:00-22:00 grace 15, checked
+// for every kind; bakery S-3002 daily 22:00-06:00 grace 10; bar S-3004 daily 18:00-02:30 grace
+// 15; all Europe/Amsterdam).
+
+/// The alarms of a schedule category, as (title, opened, restored).
+fn schedule_alarms(o: &Value, category: &str) -> Vec<(String, String, bool)> {
+    alarms(o)
+        .iter()
+        .filter(|a| a["category"] == category)
+        .map(|a| {
+            (
+                a["title"].as_str().expect("title").to_string(),
+                a["opened"].as_str().expect("opened").to_string(),
+                a["restored"] == true,
+            )
+        })
+        .collect()
+}
+
+fn schedule_log(o: &Value) -> Vec<String> {
+    o["schedule_log"]
+        .as_array()
+        .map(|l| l.iter().map(|x| x.as_str().expect("text").to_string()).collect())
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn schedule_late_to_close_at_close_plus_grace_and_restored_when_armed() {
+    let o = run("schedule-late-to-close").await;
+    assert_eq!(
+        schedule_alarms(&o, "late_to_close"),
+        [(
+            "Late to close: not armed by 22:15 CET".to_string(),
+            "2026-01-15T21:15:00.000Z".to_string(),
+            true
+        )]
+    );
+    assert_eq!(alarms(&o).len(), 1, "nothing else: {o:#}");
+    let a = &alarms(&o)[0];
+    assert_eq!(a["queue"], "operator");
+    // Priority 5 (a site left open), escalated by one: nobody acknowledged it in a minute.
+    assert_eq!(
+        (a["priority"].as_i64(), a["escalated"].as_bool()),
+        (Some(4), Some(true))
+    );
+}
+
+#[tokio::test]
+async fn schedule_late_to_open_where_the_site_asks_for_it() {
+    let o = run("schedule-late-to-open").await;
+    assert_eq!(
+        schedule_alarms(&o, "late_to_open"),
+        [(
+            "Late to open: not disarmed by 08:15 CET".to_string(),
+            "2026-01-16T07:15:00.000Z".to_string(),
+            true
+        )]
+    );
+    assert_eq!(alarms(&o).len(), 1, "{o:#}");
+}
+
+#[tokio::test]
+async fn schedule_unexpected_opening_is_raised_as_the_opening_is_stored() {
+    let o = run("schedule-unexpected-opening").await;
+    assert_eq!(
+        schedule_alarms(&o, "unexpected_opening"),
+        [(
+            "Unexpected opening at 03:00 CET by user 5, outside the schedule".to_string(),
+            "2026-01-18T02:00:00.000Z".to_string(),
+            true
+        )]
+    );
+    let a = &alarms(&o)[0];
+    // Priority 4 (someone may have a stolen code), escalated by one.
+    assert_eq!(
+        (a["priority"].as_i64(), a["escalated"].as_bool()),
+        (Some(3), Some(true))
+    );
+    assert_eq!(a["events"], 0, "the opening is a secondary link, not a joined event");
+}
+
+#[tokio::test]
+async fn schedule_early_close_where_the_site_asks_for_it() {
+    let o = run("schedule-early-close").await;
+    assert_eq!(
+        schedule_alarms(&o, "early_close"),
+        [(
+            "Early close at 16:00 CET by user 5: the window is open until 22:00 CET".to_string(),
+            "2026-01-15T15:00:00.000Z".to_string(),
+            true
+        )]
+    );
+    assert_eq!(alarms(&o).len(), 1, "{o:#}");
+}
+
+#[tokio::test]
+async fn schedule_window_across_midnight() {
+    let o = run("schedule-across-midnight").await;
+    assert_eq!(
+        schedule_alarms(&o, "late_to_close"),
+        [(
+            "Late to close: not armed by 06:10 CET".to_string(),
+            "2026-01-16T05:10:00.000Z".to_string(),
+            true
+        )]
+    );
+    assert_eq!(alarms(&o).len(), 1, "an opening 5 minutes early is in grace: {o:#}");
+}
+
+#[tokio::test]
+async fn schedule_daylight_saving_starts_close_in_the_skipped_hour() {
+    let o = run("schedule-dst-start").await;
+    assert_eq!(
+        schedule_alarms(&o, "late_to_close"),
+        [(
+            "Late to close: not armed by 03:15 CEST".to_string(),
+            "2026-03-29T01:15:00.000Z".to_string(),
+            true
+        )]
+    );
+}
+
+#[tokio::test]
+async fn schedule_daylight_saving_ends_close_at_the_first_of_two() {
+    let o = run("schedule-dst-end").await;
+    assert_eq!(
+        schedule_alarms(&o, "late_to_close"),
+        [(
+            "Late to close: not armed by 02:45 CEST".to_string(),
+            "2026-10-25T00:45:00.000Z".to_string(),
+            true
+        )]
+    );
+}
+
+#[tokio::test]
+async fn schedule_holiday_is_closed_and_an_exception_has_its_own_hours() {
+    let o = run("schedule-holiday").await;
+    assert_eq!(
+        schedule_alarms(&o, "unexpected_opening"),
+        [(
+            "Unexpected opening at 10:00 CEST by user 5, outside the schedule".to_string(),
+            "2026-04-06T08:00:00.000Z".to_string(),
+            true
+        )]
+    );
+    assert_eq!(
+        alarms(&o).len(),
+        1,
+        "the exception's opening and closing raise nothing: {o:#}"
+    );
+}
+
+#[tokio::test]
+async fn schedule_an_operators_extension_restores_and_ends_by_itself() {
+    let o = run("schedule-extension").await;
+    let late = schedule_alarms(&o, "late_to_close");
+    assert_eq!(late.len(), 1, "the second lateness joins the same alarm: {late:?}");
+    assert_eq!(late[0].1, "2026-01-15T21:15:00.000Z");
+    assert!(late[0].2, "restored when armed");
+    let log: Vec<String> = schedule_log(&o)
+        .into_iter()
+        .filter(|l| !l.contains(" escalated "))
+        .collect();
+    let actions: Vec<&str> = log.iter().map(|l| l.split(' ').nth(2).unwrap_or("")).collect();
+    assert_eq!(
+        actions,
+        ["opened", "extended", "restored", "repeated", "restored"],
+        "{log:#?}"
+    );
+    assert!(
+        log[1].contains("replay extended")
+            && log[1].contains("extended until 23:30 CET by replay: we are doing inventory"),
+        "{}",
+        log[1]
+    );
+    assert!(log[3].contains("not armed by 23:45 CET"), "{}", log[3]);
+}
+
+#[tokio::test]
+async fn schedule_lateness_joins_an_open_alarm_of_the_site_visibly() {
+    let o = run("schedule-joins-alarm").await;
+    let a = alarms(&o);
+    assert_eq!(a.len(), 1, "no alarm of its own: {a:#?}");
+    assert_eq!(a[0]["category"], "burglary", "the burglary keeps its category");
+    assert_eq!(a[0]["priority"], 2, "3, escalated; not changed by the join");
+    let log = schedule_log(&o);
+    assert_eq!(log.len(), 2, "{log:#?}");
+    assert!(
+        log[0].contains("system late_to_close on \"Burglary alarm"),
+        "{}",
+        log[0]
+    );
+    assert!(
+        log[0].contains("Late to close: not armed by 22:15 CET (joins this alarm)"),
+        "{}",
+        log[0]
+    );
+    assert!(log[1].contains("late_to_close_ended") && log[1].contains("armed at 22:20 CET by user 5"));
+}
+
+#[tokio::test]
+async fn schedule_lateness_survives_a_restart() {
+    let o = run("schedule-restart").await;
+    assert_eq!(
+        schedule_alarms(&o, "late_to_close"),
+        [(
+            "Late to close: not armed by 22:15 CET".to_string(),
+            "2026-01-15T21:30:00.000Z".to_string(),
+            true
+        )],
+        "raised once, at start-up"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// On test and out of service.
+
+#[tokio::test]
+async fn service_a_test_period_raises_nothing_and_ends_with_a_summary() {
+    let o = run("service-test-period").await;
+    let a = alarms(&o);
+    let summary: Vec<&Value> = a.iter().filter(|x| x["category"] == "test").collect();
+    assert_eq!(summary.len(), 1, "{a:#?}");
+    assert_eq!(summary[0]["queue"], "supervisor");
+    assert_eq!(
+        summary[0]["opened"], "2026-01-15T10:00:00.000Z",
+        "at the test's end, by itself"
+    );
+    assert_eq!(
+        summary[0]["title"],
+        "Test of site S-3001 ended: 5 event(s): 1x Burglary alarm, 1x Burglary alarm restore, 2x Closing, 1x Opening"
+    );
+    // What the test held back: the closing at 10:50 that lasts is an early close at 11:00.
+    assert_eq!(
+        schedule_alarms(&o, "early_close"),
+        [(
+            "Early close at 10:50 CET by user 5: the window is open until 22:00 CET".to_string(),
+            "2026-01-15T10:00:00.000Z".to_string(),
+            true
+        )]
+    );
+    let burglary: Vec<&Value> = a.iter().filter(|x| x["category"] == "burglary").collect();
+    assert_eq!(burglary.len(), 1, "only the one after the test: {a:#?}");
+    assert_eq!(burglary[0]["opened"], "2026-01-15T10:06:00.000Z");
+    assert_eq!(burglary[0]["queue"], "operator");
+    assert_eq!(a.len(), 3, "{a:#?}");
+}
+
+#[tokio::test]
+async fn service_out_of_service_goes_to_the_supervisor_only() {
+    let o = run("service-out-of-service").await;
+    let a = alarms(&o);
+    let supervisor: Vec<(&str, &str, i64)> = a
+        .iter()
+        .filter(|x| x["queue"] == "supervisor")
+        .map(|x| {
+            (
+                x["category"].as_str().expect("c"),
+                x["title"].as_str().expect("t"),
+                x["events"].as_i64().expect("n"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        supervisor,
+        [
+            ("burglary", "Out of service: Burglary alarm, zone 3", 2),
+            ("fire", "Out of service: Fire alarm, zone 9", 1)
+        ],
+        "one item per category, never a fire joined to a burglary"
+    );
+    let operator: Vec<(&str, &str)> = a
+        .iter()
+        .filter(|x| x["queue"] == "operator")
+        .map(|x| (x["category"].as_str().expect("c"), x["opened"].as_str().expect("o")))
+        .collect();
+    assert_eq!(
+        operator,
+        [
+            ("unexpected_opening", "2026-01-15T13:30:00.000Z"),
+            ("burglary", "2026-01-15T13:40:00.000Z")
+        ],
+        "nothing for the operators while out of service; after it the site is open outside its hours"
+    );
+}
+
+/// An out-of-service period ends by itself at its time (nobody ends it): what came in before
+/// went to the supervisor, what comes after is the operators' again, and the opening outside
+/// the hours it held back is raised at its end (the timer structure's end of the period).
+#[tokio::test]
+async fn service_out_of_service_ends_by_itself() {
+    let o = run("service-out-of-service-expires").await;
+    let a = alarms(&o);
+    let queue_of = |q: &str| -> Vec<(String, String)> {
+        a.iter()
+            .filter(|x| x["queue"] == q)
+            .map(|x| {
+                (
+                    x["category"].as_str().unwrap_or("").to_string(),
+                    x["opened"].as_str().unwrap_or("").to_string(),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(
+        queue_of("supervisor"),
+        [
+            ("burglary".to_string(), "2026-01-15T11:30:00.000Z".to_string()),
+            ("fire".to_string(), "2026-01-15T11:31:00.000Z".to_string())
+        ]
+    );
+    assert_eq!(
+        queue_of("operator"),
+        [
+            ("unexpected_opening".to_string(), "2026-01-15T12:00:00.000Z".to_string()),
+            ("burglary".to_string(), "2026-01-15T12:40:00.000Z".to_string())
+        ],
+        "held back until 12:00Z, nothing held back after"
+    );
+}
