@@ -37,28 +37,9 @@ use crate::store::StoreError;
 use crate::store::writer::{LastSeen, Route, WriterHandle};
 use crate::store::writer::{SEEN_COLUMN, SEEN_PENDING};
 
-/// EN 50136-1 reporting time for a category and path, in seconds (a configured
-/// `supervision_secs` overrides it). Single-path SP1…SP6; dual-path DP1…DP4 with the
-/// primary and secondary path values.
-pub fn ats_reporting_secs(category: &str, secondary: bool) -> Option<u64> {
-    const H: u64 = 3600;
-    Some(match (category, secondary) {
-        ("SP1", _) => 32 * 24 * H,
-        ("SP2", _) => 25 * H,
-        ("SP3", _) => 30 * 60,
-        ("SP4", _) => 3 * 60,
-        ("SP5", _) => 90,
-        ("SP6", _) => 20,
-        ("DP1", _) => 25 * H,
-        ("DP2", false) => 30 * 60,
-        ("DP2", true) => 25 * H,
-        ("DP3", false) => 3 * 60,
-        ("DP3", true) => 25 * H,
-        ("DP4", false) => 90,
-        ("DP4", true) => 3 * 60,
-        _ => return None,
-    })
-}
+/// EN 50136-1 reporting times, defined beside the account table that uses them
+/// ([`crate::store::accounts`], below this module).
+pub use crate::store::accounts::ats_reporting_secs;
 
 #[derive(Debug, Clone, Copy)]
 struct Watch {

@@ -80,6 +80,29 @@ impl AccountTable {
     }
 }
 
+/// EN 50136-1 reporting time for a category and path, in seconds (a configured
+/// `supervision_secs` overrides it). Single-path SP1…SP6; dual-path DP1…DP4 with the
+/// primary and secondary path values.
+pub fn ats_reporting_secs(category: &str, secondary: bool) -> Option<u64> {
+    const H: u64 = 3600;
+    Some(match (category, secondary) {
+        ("SP1", _) => 32 * 24 * H,
+        ("SP2", _) => 25 * H,
+        ("SP3", _) => 30 * 60,
+        ("SP4", _) => 3 * 60,
+        ("SP5", _) => 90,
+        ("SP6", _) => 20,
+        ("DP1", _) => 25 * H,
+        ("DP2", false) => 30 * 60,
+        ("DP2", true) => 25 * H,
+        ("DP3", false) => 3 * 60,
+        ("DP3", true) => 25 * H,
+        ("DP4", false) => 90,
+        ("DP4", true) => 3 * 60,
+        _ => return None,
+    })
+}
+
 /// The current accounts generation.
 pub fn generation(conn: &Connection) -> Result<i64, StoreError> {
     // Cached: the writer asks once per commit group.
@@ -128,7 +151,7 @@ pub fn load(conn: &Connection, seal: &SealKey) -> Result<AccountTable, StoreErro
             .or_else(|| {
                 ats_category
                     .as_deref()
-                    .and_then(|c| crate::correlate::supervision::ats_reporting_secs(c, path == "secondary"))
+                    .and_then(|c| ats_reporting_secs(c, path == "secondary"))
                     .map(|s| s as i64)
             })
             .map(|s| s.saturating_mul(1000));
