@@ -302,9 +302,9 @@ pub fn load(conn: &rusqlite::Connection, last_seen: &LastSeen) -> Result<Deadlin
     Ok(d)
 }
 
-/// `meta` key: the last moment the daemon was receiving, Unix ms (written with the supervision
-/// checks, about once a second).
-pub const RECEIVING_KEY: &str = "receiving_ms";
+/// `meta` key: the last moment the daemon was receiving (defined beside the writer, which reads
+/// it at its start).
+pub use crate::store::writer::RECEIVING_KEY;
 /// `meta` key: the moment the running (or last) daemon started receiving, from which its moved
 /// deadlines count ([`Deadlines::carry_over`]).
 pub const RECEIVING_SINCE_KEY: &str = "receiving_since_ms";

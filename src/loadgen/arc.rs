@@ -54,13 +54,17 @@ pub struct ArcArgs {
     /// Saturday, opens and closes spread over the minutes of the morning and evening).
     #[arg(long, requires = "write_records")]
     pub schedules: bool,
-    /// Poll load: N record accounts send a NULL link test over UDP every --poll-interval
-    /// seconds, spread evenly, over --connections sockets, for --duration seconds.
+    /// Poll load: N record accounts send a NULL link test over UDP (TCP with --poll-tcp) every
+    /// --poll-interval seconds, spread evenly, over --connections sockets, for --duration seconds.
     #[arg(long, value_name = "N", conflicts_with_all = ["write_records", "push_latency", "deadline_latency"])]
     pub poll_accounts: Option<u32>,
     /// With --poll-accounts: seconds between two polls of one account.
     #[arg(long, default_value_t = 90.0, value_name = "S")]
     pub poll_interval: f64,
+    /// With --poll-accounts: poll over TCP (one persistent connection per --connections,
+    /// as a communicator that keeps its line open) instead of UDP.
+    #[arg(long, requires = "poll_accounts")]
+    pub poll_tcp: bool,
     /// With --poll-accounts: spread the first round over this many seconds (default: one
     /// interval). A short warm-up makes every account report soon after the daemon starts.
     #[arg(long, value_name = "S")]
@@ -79,6 +83,11 @@ pub struct ArcArgs {
     /// With --push-latency: how many alarms.
     #[arg(long, default_value_t = 300, value_name = "N")]
     pub alarms: u32,
+    /// With --push-latency: close each alarm this many seconds after its push, in bulk once a
+    /// second (disposition `test`), as an operator floor would, so that a long run keeps a
+    /// steady queue. Needs a supervisor login (bulk close is a supervisor's).
+    #[arg(long, value_name = "S", requires = "push_latency")]
+    pub close_after: Option<f64>,
     /// Report how late each communication-lost alarm in this database was raised after its
     /// deadline (entries whose deadline is at or after --since-ms).
     #[arg(long, value_name = "DB", conflicts_with = "write_records")]
@@ -169,16 +178,20 @@ pub fn poll_due(i: u32, n: u32, k: u64, interval: Duration, warmup: Duration) ->
 /// Result of a poll load.
 #[derive(Debug, Default, Clone, Serialize, PartialEq)]
 pub struct PollReport {
-    /// Receiver (UDP).
+    /// Receiver.
     pub target: String,
+    /// "udp" or "tcp".
+    pub transport: &'static str,
     /// Accounts polling.
     pub accounts: u32,
     /// Seconds between two polls of an account.
     pub interval_s: f64,
     /// The first round's spread, seconds.
     pub warmup_s: f64,
-    /// UDP sockets used.
+    /// UDP sockets or TCP connections used.
     pub sockets: u32,
+    /// TCP: connections lost and made again.
+    pub reconnects: u64,
     /// Polls sent.
     pub sent: u64,
     /// Answered ACK.
@@ -231,6 +244,12 @@ pub struct PushReport {
     /// Every push of a communication-lost alarm: (account, Unix ms when it arrived), to match
     /// against the deadlines in the alarm log (when did an operator see a missed deadline?).
     pub comm_lost_pushes: Vec<(String, i64)>,
+    /// With --close-after: alarms closed, skipped (not closable in bulk) and bulk closes refused.
+    pub closed: u64,
+    /// See `closed`.
+    pub close_skipped: u64,
+    /// See `closed`.
+    pub close_refused: u64,
 }
 
 /// Result of `--deadline-latency`.
@@ -349,7 +368,7 @@ pub fn run(args: &BenchArgs, out: &mut dyn Write) -> Result<(), BenchError> {
         } else {
             writeln!(
                 out,
-                "polls       {} account(s) every {} s (first round over {} s), {} socket(s) to {}\n\
+                "polls       {} account(s) every {} s (first round over {} s), {} {} socket(s) to {}\n\
                  sent        {} sent, {} ACKed, DUH {}, NAK {}, unanswered {}\n\
                  rate        {:.0} ACKed polls/s over {:.1} s\n\
                  latency     p50 {:.3} ms  p99 {:.3} ms  max {:.3} ms",
@@ -357,6 +376,7 @@ pub fn run(args: &BenchArgs, out: &mut dyn Write) -> Result<(), BenchError> {
                 r.interval_s,
                 r.warmup_s,
                 r.sockets,
+                r.transport,
                 r.target,
                 r.sent,
                 r.acked,
@@ -403,7 +423,8 @@ pub fn run(args: &BenchArgs, out: &mut dyn Write) -> Result<(), BenchError> {
                 "push        {} alarm(s) at {}/s: {} ACKed, {} pushed, {} missing ({} pushed before the ACK)\n\
                  ACK→push    p50 {:.3} ms  p90 {:.3} ms  p99 {:.3} ms  max {:.3} ms\n\
                  send→ACK    p50 {:.3} ms  p99 {:.3} ms  max {:.3} ms\n\
-                 pushes      {} push message(s) with {} alarm summaries",
+                 pushes      {} push message(s) with {} alarm summaries\n\
+                 closed      {} in bulk, {} skipped, {} bulk close(s) refused",
                 r.alarms,
                 r.rate,
                 r.acked,
@@ -418,7 +439,10 @@ pub fn run(args: &BenchArgs, out: &mut dyn Write) -> Result<(), BenchError> {
                 ms(r.ack_latency.p99_us),
                 ms(r.ack_latency.max_us),
                 r.pushes,
-                r.summaries
+                r.summaries,
+                r.closed,
+                r.close_skipped,
+                r.close_refused
             )
             .map_err(write_err)?;
         }
@@ -444,8 +468,61 @@ struct PollStats {
     duh: u64,
     nak: u64,
     unanswered: u64,
+    reconnects: u64,
     latencies_us: Vec<u32>,
     last_sent: Option<Instant>,
+}
+
+/// A poll socket's line to the receiver: a connected UDP socket, or a TCP connection with the
+/// bytes read that do not yet make a whole answer.
+enum PollLine {
+    Udp(UdpSocket),
+    Tcp(TcpStream, Vec<u8>),
+}
+
+impl PollLine {
+    async fn open(target: SocketAddr, tcp: bool) -> std::io::Result<Self> {
+        if tcp {
+            let s = TcpStream::connect(target).await?;
+            s.set_nodelay(true)?;
+            return Ok(Self::Tcp(s, Vec::with_capacity(4096)));
+        }
+        let bind: SocketAddr = if target.is_ipv4() {
+            ([127, 0, 0, 1], 0).into()
+        } else {
+            (std::net::Ipv6Addr::LOCALHOST, 0).into()
+        };
+        let sock = UdpSocket::bind(bind).await?;
+        sock.connect(target).await?;
+        Ok(Self::Udp(sock))
+    }
+
+    async fn send(&mut self, frame: &[u8]) -> std::io::Result<()> {
+        match self {
+            Self::Udp(s) => s.send(frame).await.map(drop),
+            Self::Tcp(s, _) => s.write_all(frame).await,
+        }
+    }
+
+    /// The next answer frame (cancel-safe: a partial TCP answer stays in the buffer).
+    async fn recv(&mut self, buf: &mut [u8]) -> std::io::Result<Vec<u8>> {
+        match self {
+            Self::Udp(s) => {
+                let n = s.recv(buf).await?;
+                Ok(buf[..n].to_vec())
+            }
+            Self::Tcp(s, pending) => loop {
+                if let Some(end) = pending.iter().position(|b| *b == b'\r') {
+                    let f: Vec<u8> = pending.drain(..=end).collect();
+                    let start = f.iter().position(|b| *b == b'\n').unwrap_or(0);
+                    return Ok(f[start..].to_vec());
+                }
+                if s.read_buf(pending).await? == 0 {
+                    return Err(std::io::ErrorKind::UnexpectedEof.into());
+                }
+            },
+        }
+    }
 }
 
 /// The schedule shared by the poll sockets.
@@ -460,9 +537,10 @@ struct PollPlan {
     started: Instant,
     end: Duration,
     seed: u64,
+    tcp: bool,
 }
 
-/// One UDP socket of the poll load: accounts `sock_index`, `sock_index + sockets`, ….
+/// One UDP socket (or TCP connection) of the poll load: accounts `sock_index`, `sock_index + sockets`, ….
 async fn poll_socket(plan: PollPlan, sock_index: u32) -> PollStats {
     let PollPlan {
         target,
@@ -474,19 +552,12 @@ async fn poll_socket(plan: PollPlan, sock_index: u32) -> PollStats {
         started,
         end,
         seed,
+        tcp,
     } = plan;
     let mut st = PollStats::default();
-    let bind: SocketAddr = if target.is_ipv4() {
-        ([127, 0, 0, 1], 0).into()
-    } else {
-        (std::net::Ipv6Addr::LOCALHOST, 0).into()
-    };
-    let Ok(sock) = UdpSocket::bind(bind).await else {
+    let Ok(mut line) = PollLine::open(target, tcp).await else {
         return st;
     };
-    if sock.connect(target).await.is_err() {
-        return st;
-    }
     let timeout = Duration::from_secs(2);
     let mut outstanding: HashMap<(String, u16), Instant> = HashMap::new();
     let mut buf = vec![0u8; 4200];
@@ -500,9 +571,23 @@ async fn poll_socket(plan: PollPlan, sock_index: u32) -> PollStats {
         }
         let wake = due.unwrap_or_else(|| Instant::now() + timeout);
         tokio::select! {
-            r = sock.recv(&mut buf) => {
-                let Ok(len) = r else { continue };
-                match answer_of(&buf[..len]) {
+            r = line.recv(&mut buf) => {
+                let answer = match r {
+                    Ok(a) => a,
+                    Err(_) if tcp => {
+                        // The connection is gone: what was outstanding on it is unanswered.
+                        st.unanswered += outstanding.len() as u64;
+                        outstanding.clear();
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        match PollLine::open(target, tcp).await {
+                            Ok(l) => { line = l; st.reconnects += 1; }
+                            Err(_) => break,
+                        }
+                        continue;
+                    }
+                    Err(_) => continue,
+                };
+                match answer_of(&answer) {
                     Some((Token::Ack, Some(who))) => {
                         if let Some(t) = outstanding.remove(&who) {
                             st.acked += 1;
@@ -539,7 +624,7 @@ async fn poll_socket(plan: PollPlan, sock_index: u32) -> PollStats {
                     data: String::new(),
                 };
                 let frame = ev.encode(None, time::OffsetDateTime::now_utc(), 0);
-                if sock.send(&frame).await.is_ok() {
+                if line.send(&frame).await.is_ok() {
                     st.sent += 1;
                     st.last_sent = Some(Instant::now());
                     outstanding.insert((ev.account, ev.seq), Instant::now());
@@ -578,6 +663,7 @@ async fn poll_load(args: &BenchArgs, n: u32, warmup_s: f64) -> PollReport {
         started,
         end,
         seed,
+        tcp: a.poll_tcp,
     };
     let mut tasks = tokio::task::JoinSet::new();
     for s in 0..sockets {
@@ -591,6 +677,7 @@ async fn poll_load(args: &BenchArgs, n: u32, warmup_s: f64) -> PollReport {
             all.duh += s.duh;
             all.nak += s.nak;
             all.unanswered += s.unanswered;
+            all.reconnects += s.reconnects;
             all.latencies_us.extend(s.latencies_us);
             all.last_sent = all.last_sent.max(s.last_sent);
         }
@@ -598,10 +685,12 @@ async fn poll_load(args: &BenchArgs, n: u32, warmup_s: f64) -> PollReport {
     let duration_s = end.as_secs_f64().min(started.elapsed().as_secs_f64());
     PollReport {
         target: args.target.to_string(),
+        transport: if a.poll_tcp { "tcp" } else { "udp" },
         accounts: n,
         interval_s: a.poll_interval,
         warmup_s: warmup.as_secs_f64(),
         sockets,
+        reconnects: all.reconnects,
         sent: all.sent,
         acked: all.acked,
         duh: all.duh,
@@ -656,16 +745,38 @@ where
 #[derive(Default)]
 struct Seen {
     first: HashMap<String, Instant>,
+    /// Alarm ids in the order of their first push, for --close-after.
+    to_close: std::collections::VecDeque<(String, Instant)>,
+    /// Answers to the bulk closes: alarms closed, alarms skipped, requests refused.
+    closed: u64,
+    close_skipped: u64,
+    close_refused: u64,
     comm_lost: Vec<(String, i64)>,
     pushes: u64,
     summaries: u64,
 }
+
+/// Request ids of the bulk closes (--close-after), above those of the other calls.
+const CLOSE_ID_BASE: u64 = 1_000_000;
+
+/// Alarms closed by one `bulk_close` at most (the API takes 1 to 500).
+const CLOSE_BATCH: usize = 500;
 
 /// Note the accounts of one API line if it is a queue push.
 fn note_push(seen: &mut Seen, line: &str, at: Instant, at_unix_ms: i64) {
     let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
         return;
     };
+    if v.get("id").and_then(|i| i.as_u64()).is_some_and(|i| i >= CLOSE_ID_BASE) {
+        if v.get("ok") == Some(&serde_json::Value::Bool(true)) {
+            let r = &v["result"];
+            seen.closed += r["done"].as_array().map_or(0, |a| a.len() as u64);
+            seen.close_skipped += r["skipped"].as_array().map_or(0, |a| a.len() as u64);
+        } else {
+            seen.close_refused += 1;
+        }
+        return;
+    }
     if v.get("push").and_then(|p| p.as_str()) != Some("queue") {
         return;
     }
@@ -673,6 +784,11 @@ fn note_push(seen: &mut Seen, line: &str, at: Instant, at_unix_ms: i64) {
     for a in v["changed"].as_array().into_iter().flatten() {
         seen.summaries += 1;
         if let Some(acct) = a.get("account").and_then(|x| x.as_str()) {
+            if !seen.first.contains_key(acct)
+                && let Some(id) = a.get("id").and_then(|x| x.as_str())
+            {
+                seen.to_close.push_back((id.to_string(), at));
+            }
             seen.first.entry(acct.to_string()).or_insert(at);
             let title = a.get("title").and_then(|x| x.as_str()).unwrap_or("");
             if title.starts_with("Communication lost") {
@@ -718,6 +834,39 @@ async fn push_latency(args: &BenchArgs, socket: &Path, password: &str, rate: f64
             }
         })
     };
+    let closer = a.close_after.map(|after| {
+        let (seen, token) = (seen.clone(), token.clone());
+        let after = Duration::from_secs_f64(after.max(0.0));
+        tokio::spawn(async move {
+            let mut n = CLOSE_ID_BASE;
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                let ids: Vec<String> = {
+                    let mut s = seen.lock().unwrap_or_else(|p| p.into_inner());
+                    let now = Instant::now();
+                    let mut ids = Vec::new();
+                    while ids.len() < CLOSE_BATCH
+                        && s.to_close
+                            .front()
+                            .is_some_and(|(_, at)| now.duration_since(*at) >= after)
+                    {
+                        ids.extend(s.to_close.pop_front().map(|(id, _)| id));
+                    }
+                    ids
+                };
+                if ids.is_empty() {
+                    continue;
+                }
+                n += 1;
+                let req = serde_json::json!({"id": n, "token": token, "op": "bulk_close", "alarms": ids,
+                    "disposition": "test", "reason": "bench: closed by the load generator"});
+                if w.write_all(format!("{req}\n").as_bytes()).await.is_err() {
+                    break;
+                }
+            }
+        })
+    });
     let mut tcp = TcpStream::connect(args.target)
         .await
         .map_err(|e| format!("{}: {e}", args.target))?;
@@ -775,6 +924,9 @@ async fn push_latency(args: &BenchArgs, socket: &Path, password: &str, rate: f64
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    if let Some(c) = closer {
+        c.abort();
+    }
     reader.abort();
     let s = seen.lock().unwrap_or_else(|p| p.into_inner());
     let mut lat = Vec::new();
@@ -803,6 +955,9 @@ async fn push_latency(args: &BenchArgs, socket: &Path, password: &str, rate: f64
         latency: latency(lat),
         ack_latency: latency(ack_us),
         comm_lost_pushes: s.comm_lost.clone(),
+        closed: s.closed,
+        close_skipped: s.close_skipped,
+        close_refused: s.close_refused,
     })
 }
 

@@ -197,19 +197,71 @@ pub const KEPT_AFTER_LOSS: &str = "poll_after_loss";
 /// `frames.reason` of a poll kept as the audit sample of its period.
 pub const KEPT_SAMPLE: &str = "poll_sample";
 
-/// Whether a clean poll received at `now` is stored, given the account's previous traffic
-/// (`prev`; none if it was never heard: nothing was lost and no sample period has begun) and
-/// its supervision interval.
-pub fn keep_poll(policy: &PollPolicy, now: i64, prev: Option<i64>, interval_ms: Option<i64>) -> Option<&'static str> {
-    let prev = prev?;
-    if interval_ms.is_some_and(|i| now - prev > i) {
-        return Some(KEPT_AFTER_LOSS);
+/// The daemon's outage a writer resumes from, for [`keep_poll`]: the last moment the previous
+/// run was receiving (`meta.receiving_ms`; `None` if none is recorded) and the moment this
+/// writer started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Resumed {
+    /// The previous run's last moment of receiving.
+    pub down_since_ms: Option<i64>,
+    /// This writer's start.
+    pub started_ms: i64,
+}
+
+/// `meta` key: the last moment the daemon was receiving, Unix ms (written by supervision about
+/// once a second; read by the writer at its start for [`Resumed`]).
+pub const RECEIVING_KEY: &str = "receiving_ms";
+
+/// Where account `aid`'s sample periods begin within every `sample_ms` (from a hash of its
+/// id): one account keeps its sample at its own moment of the day, so that a million accounts
+/// do not all keep one in the first round after midnight.
+pub fn sample_phase(aid: i64, sample_ms: i64) -> i64 {
+    if sample_ms <= 0 {
+        return 0;
     }
-    if policy.sample_ms > 0 && now.div_euclid(policy.sample_ms) > prev.div_euclid(policy.sample_ms) {
-        return Some(KEPT_SAMPLE);
+    ((aid as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 11) as i64 % sample_ms
+}
+
+/// Whether a clean poll of account `aid` received at `now` is stored, given the account's
+/// previous traffic (`prev`; none if it was never heard: nothing was lost and no sample period
+/// has begun) and its supervision interval.
+///
+/// A silence is a loss when it is longer than the interval, not counting time the daemon was
+/// not receiving (`resumed`, as supervision's restart rule): when the account's deadline fell
+/// after the previous run's last moment of receiving, the silence counts from this writer's
+/// start. A silence that was already overdue before the outage is a loss as always.
+pub fn keep_poll(
+    policy: &PollPolicy,
+    aid: i64,
+    now: i64,
+    prev: Option<i64>,
+    interval_ms: Option<i64>,
+    resumed: Option<Resumed>,
+) -> Option<&'static str> {
+    let prev = prev?;
+    if let Some(i) = interval_ms {
+        let from = match resumed {
+            Some(r) if r.down_since_ms.is_none_or(|d| prev + i > d) => prev.max(r.started_ms),
+            _ => prev,
+        };
+        if now - from > i {
+            return Some(KEPT_AFTER_LOSS);
+        }
+    }
+    if policy.sample_ms > 0 {
+        let phase = sample_phase(aid, policy.sample_ms);
+        let period = |ms: i64| (ms - phase).div_euclid(policy.sample_ms);
+        if period(now) > period(prev) {
+            return Some(KEPT_SAMPLE);
+        }
     }
     None
 }
+
+/// A queue longer than this many groups ([`WriterConfig::max_batch`]) is a backlog.
+pub const BACKLOG_AFTER: usize = 4;
+/// With a backlog, one flush takes up to this many groups.
+pub const BACKLOG_FACTOR: usize = 16;
 
 /// The retransmission identity: account, receiver, line, sequence number and the clear payload
 /// (data and extended data, without pad and timestamp, which a panel renews when it resends).
@@ -821,6 +873,7 @@ fn poll_ident(r: &FrameRecord) -> u64 {
 /// times and each account's last counted poll, and what this group did so far.
 struct PollCtx<'a> {
     policy: PollPolicy,
+    resumed: Resumed,
     last_seen: &'a LastSeen,
     idents: &'a HashMap<i64, (u64, i64)>,
     group: &'a PollGroup,
@@ -912,7 +965,14 @@ fn apply(
             }
             (a, b) => a.or(b.copied()),
         };
-        kept = keep_poll(&polls.policy, r.received_ms, prev, r.supervision_ms);
+        kept = keep_poll(
+            &polls.policy,
+            aid,
+            r.received_ms,
+            prev,
+            r.supervision_ms,
+            Some(polls.resumed),
+        );
         if kept.is_none() {
             let c = Committed {
                 poll: PollFate::Compacted,
@@ -1269,6 +1329,7 @@ fn run_group(
 /// the start: bounded by the accounts).
 struct PollState {
     policy: PollPolicy,
+    resumed: Resumed,
     last_seen: Arc<LastSeen>,
     idents: HashMap<i64, (u64, i64)>,
 }
@@ -1277,6 +1338,7 @@ impl PollState {
     fn ctx<'a>(&'a self, group: &'a PollGroup) -> PollCtx<'a> {
         PollCtx {
             policy: self.policy,
+            resumed: self.resumed,
             last_seen: &self.last_seen,
             idents: &self.idents,
             group,
@@ -1314,8 +1376,19 @@ pub fn start(
     let m = metrics.clone();
     let max_batch = cfg.max_batch.max(1);
     let last_seen = cfg.last_seen.clone().unwrap_or_default();
+    let down_since_ms = conn
+        .query_row(
+            "SELECT CAST(value AS INTEGER) FROM meta WHERE key = ?1",
+            [RECEIVING_KEY],
+            |r| r.get::<_, i64>(0),
+        )
+        .optional()?;
     let mut polls = PollState {
         policy: cfg.polls,
+        resumed: Resumed {
+            down_since_ms,
+            started_ms: now_ms,
+        },
         last_seen: last_seen.clone(),
         idents: HashMap::new(),
     };
@@ -1348,7 +1421,17 @@ pub fn start(
                     }
                     None => break,
                 }
-                while batch.len() < max_batch {
+                // Behind (more than BACKLOG_AFTER groups queued, as under a poll storm of a
+                // million accounts): take up to BACKLOG_FACTOR groups at once, one flush for
+                // all, so that the queue drains at the disk's pace rather than max_batch
+                // frames per flush. A closed-loop load (every connection waiting for its
+                // answer) never queues that much and keeps max_batch.
+                let limit = if rx.len() >= BACKLOG_AFTER * max_batch {
+                    max_batch * BACKLOG_FACTOR
+                } else {
+                    max_batch
+                };
+                while batch.len() < limit {
                     match rx.try_recv() {
                         Ok(m) => {
                             if !take(m, &mut batch, &mut pings) {
@@ -1727,6 +1810,102 @@ mod tests {
         assert_eq!(sizes.at_most(2.0), Some(2), "the job's group and the last two frames");
     }
 
+    /// Behind by more than [`BACKLOG_AFTER`] groups, the writer takes up to
+    /// [`BACKLOG_FACTOR`] groups for one flush.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_backlog_is_committed_in_larger_groups() {
+        let (_dir, metrics, w, join) = test_writer(4, Box::new(NoHook));
+        let held = Held::start(&w).await;
+        let mut answers = Vec::new();
+        for seq in 0..60 {
+            answers.push(w.enqueue(record("A1", seq)).await.expect("queued"));
+        }
+        held.release().await;
+        for a in answers {
+            assert!(a.await.expect("reply").result.is_ok());
+        }
+        w.close().await;
+        drop(w);
+        join.join().expect("writer ends");
+        // Groups: the job's, then all 60 frames at once (the queue 15 groups deep; without
+        // the backlog rule, 15 groups of 4).
+        let sizes = &metrics.batch_size;
+        assert_eq!(sizes.count(), 2);
+        assert_eq!(sizes.at_most(1.0), Some(1), "the job's group");
+        assert_eq!(
+            sizes.at_most(32.0),
+            Some(1),
+            "no group of max_batch or less but the job's"
+        );
+        assert_eq!(sizes.at_most(64.0), Some(2));
+    }
+
+    /// Time the daemon was not receiving is not a silence of the panel (supervision's restart
+    /// rule): a poll within one interval of the start after an outage is not the first after
+    /// a loss, unless the account was overdue before the outage began.
+    #[test]
+    fn a_poll_after_an_outage_is_not_a_loss_unless_it_was_overdue_before() {
+        let policy = PollPolicy {
+            sample_ms: 0,
+            ..PollPolicy::default()
+        };
+        let i = Some(90_000);
+        let resumed = Some(Resumed {
+            down_since_ms: Some(1_050_000),
+            started_ms: 1_600_000,
+        });
+        // Heard at 1,000 s, deadline 1,090 s fell in the outage (down from 1,050 s to 1,600 s).
+        assert_eq!(keep_poll(&policy, 7, 1_650_000, Some(1_000_000), i, resumed), None);
+        assert_eq!(
+            keep_poll(&policy, 7, 1_700_000, Some(1_000_000), i, resumed),
+            Some(KEPT_AFTER_LOSS),
+            "silent for more than an interval after the start"
+        );
+        // Overdue at 990 s, before the outage began: a loss as always.
+        assert_eq!(
+            keep_poll(&policy, 7, 1_650_000, Some(900_000), i, resumed),
+            Some(KEPT_AFTER_LOSS)
+        );
+        // Without an outage to account for, the silence counts from the last poll.
+        assert_eq!(
+            keep_poll(&policy, 7, 1_650_000, Some(1_000_000), i, None),
+            Some(KEPT_AFTER_LOSS)
+        );
+        // No previous run recorded: the silence counts from the start.
+        let first = Some(Resumed {
+            down_since_ms: None,
+            started_ms: 1_600_000,
+        });
+        assert_eq!(keep_poll(&policy, 7, 1_650_000, Some(1_000_000), i, first), None);
+    }
+
+    /// Each account keeps its daily sample at its own moment of the day: of 24,000 accounts
+    /// polling through one day, about a 24th keep it in any one hour (not all of them after
+    /// midnight), and every account keeps exactly one.
+    #[test]
+    fn daily_samples_are_spread_over_the_day() {
+        let policy = PollPolicy::default();
+        let day = policy.sample_ms;
+        let mut per_hour = [0u32; 24];
+        for aid in 1..=24_000i64 {
+            let mut kept = 0;
+            // Polls every 90 s through one day, the first of them at midnight.
+            let mut prev = 20_000 * day - 90_000;
+            for k in 0..(day / 90_000) {
+                let now = 20_000 * day + k * 90_000;
+                if keep_poll(&policy, aid, now, Some(prev), None, None) == Some(KEPT_SAMPLE) {
+                    kept += 1;
+                    per_hour[(k * 90_000 / 3_600_000) as usize] += 1;
+                }
+                prev = now;
+            }
+            assert_eq!(kept, 1, "account {aid}");
+        }
+        for (h, n) in per_hour.iter().enumerate() {
+            assert!((800..1_200).contains(n), "hour {h}: {n} samples of 24,000");
+        }
+    }
+
     /// A writer on a new database with accounts 1..=n ("A1", "A2", …) whose status backlog
     /// goes out with the second group and then only once an hour.
     fn writer_with(
@@ -2070,8 +2249,9 @@ mod tests {
         let path = dir.path().join("w.db");
         let (w, join) = writer_with(&path, 2, Default::default());
         let conn = Connection::open(&path).expect("db");
-        // A UTC day ends 200 s after the first poll (the default sample period is a day).
-        let t = 20_000 * 86_400_000 - 200_000;
+        // Account 1's sample day ends 200 s after the first poll (the default sample period is
+        // a day, beginning at the account's own moment of it).
+        let t = 20_000 * 86_400_000 + sample_phase(1, 86_400_000) - 200_000;
         let c = w.submit(poll(1, 1, t)).await.expect("stored");
         assert_eq!(c.poll, PollFate::Compacted, "never heard: nothing lost");
         assert_eq!(frame_reasons(&conn), vec![]);

@@ -355,3 +355,104 @@ async fn interleaved_rounds_load_each_receiver_alike_and_report_the_ratios() {
     new.stop().await;
     old.stop().await;
 }
+
+/// A daemon with `n` record accounts (`bench --write-records`), an operator API and the
+/// supervisor "sam".
+async fn record_daemon(n: u32) -> TestDaemon {
+    let records = meldkamer::loadgen::arc::records_toml(0, n, 90, false);
+    let d = TestDaemon::start_with(&records, |c| c.operator.socket = "api.sock".into()).await;
+    let conn = rusqlite::Connection::open(d.db_path()).expect("db");
+    meldkamer::operator::accounts::add(
+        &conn,
+        &crate::operator::hasher(&d),
+        "sam",
+        meldkamer::operator::Role::Supervisor,
+        crate::operator::PASSWORD,
+        0,
+    )
+    .expect("add operator");
+    d
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_poll_load_polls_every_account_over_udp_or_over_kept_tcp_connections() {
+    let mut d = record_daemon(40).await;
+    for (transport, extra) in [("udp", None), ("tcp", Some("--poll-tcp"))] {
+        let target = if extra.is_some() { d.tcp() } else { d.udp() };
+        let mut a = vec![
+            "--target".to_string(),
+            target.to_string(),
+            "--poll-accounts".into(),
+            "40".into(),
+            "--poll-interval".into(),
+            "1".into(),
+            "--connections".into(),
+            "4".into(),
+            "--duration".into(),
+            "3".into(),
+        ];
+        a.extend(extra.map(str::to_string));
+        let r = bench(a).await;
+        assert_eq!(r["transport"], transport);
+        // Three rounds of 40 accounts at t = 0, 1 and 2 s (a round is spread over 1 s).
+        assert_eq!(r["sent"], 120, "{transport}: {r}");
+        assert_eq!(r["acked"], 120, "{transport}: {r}");
+        assert_eq!(r["unanswered"], 0, "{transport}: {r}");
+        assert_eq!(r["reconnects"], 0, "{transport}: {r}");
+    }
+    // The daemon counted them all: 240 polls, 6 from each account.
+    d.stop().await;
+    assert_eq!(
+        d.query_i64("SELECT (SELECT coalesce(sum(polls), 0) FROM account_status) + (SELECT count(*) FROM poll_log)"),
+        240
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_push_load_closes_its_alarms_in_bulk_when_asked() {
+    let mut d = record_daemon(30).await;
+    let socket = crate::operator::socket(&d);
+    let target = d.tcp().to_string();
+    let out = tokio::task::spawn_blocking(move || {
+        let mut child = Command::new(BIN)
+            .arg("bench")
+            .args(["--target", &target, "--push-latency"])
+            .arg(&socket)
+            .args([
+                "--operator",
+                "sam",
+                "--password-stdin",
+                "--alarms",
+                "30",
+                "--rate",
+                "20",
+                "--close-after",
+                "0.2",
+                "--json",
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("bench starts");
+        use std::io::Write;
+        writeln!(child.stdin.take().expect("stdin"), "{}", crate::operator::PASSWORD).expect("password");
+        child.wait_with_output().expect("bench runs")
+    })
+    .await
+    .expect("join");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON report");
+    assert_eq!(r["acked"], 30, "{r}");
+    assert_eq!(r["pushed"], 30, "{r}");
+    assert_eq!(r["close_refused"], 0, "{r}");
+    // The run ends once the last push is in (after 1.5 s); closes go once a second, so the
+    // last alarms may still be open: the database holds what the report says was closed.
+    let closed = r["closed"].as_i64().expect("closed");
+    assert!(closed >= 10, "the alarms of the first second are closed: {r}");
+    assert_eq!(
+        d.query_i64("SELECT count(*) FROM alarms WHERE state = 'closed' AND disposition = 'test'"),
+        closed
+    );
+    d.stop().await;
+}
