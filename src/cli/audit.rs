@@ -1,4 +1,4 @@
-//! `meldkamer audit verify | list`, on SQLite or PostgreSQL (`--db`): check the audit log's chain (with the audit key, against
+//! `meldkamer audit verify | list`, on SQLite or PostgreSQL (`--db`, or `[store] backend`): check the audit log's chain (with the audit key, against
 //! every published head); show recent rows (one line each: control characters in rows written
 //! before fields were escaped are escaped here).
 
@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::clock::rfc3339_ms;
-use crate::config::Config;
+use crate::config::{Config, StoreBackend};
 use crate::store::StoreError;
 use crate::store::pg::{DbUrl, PgError};
 use crate::verify::audit::{self, Break, ChainReport};
@@ -103,7 +103,7 @@ enum Database {
     Postgres(DbUrl),
 }
 
-/// `--db`, else the configuration's database file.
+/// `--db`, else the configuration's store.
 fn database(cfg: &Config, args: &AuditArgs) -> Result<Database, AuditError> {
     match args.db.as_deref() {
         Some(db) if db.starts_with("postgres://") || db.starts_with("postgresql://") => {
@@ -116,7 +116,10 @@ fn database(cfg: &Config, args: &AuditArgs) -> Result<Database, AuditError> {
         Some(db) => Ok(Database::Sqlite(PathBuf::from(
             db.strip_prefix("sqlite:").unwrap_or(db),
         ))),
-        None => Ok(Database::Sqlite(cfg.store.path.clone())),
+        None => match (cfg.store.backend, &cfg.store.url) {
+            (StoreBackend::Postgres, Some(url)) => Ok(Database::Postgres(url.clone())),
+            _ => Ok(Database::Sqlite(cfg.store.path.clone())),
+        },
     }
 }
 

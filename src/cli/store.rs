@@ -4,6 +4,7 @@
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 
+use crate::config::Config;
 use crate::store::pg::DbUrl;
 use crate::store::pg::copy::{CopyError, CopyOptions, CopyReport, Progress};
 
@@ -27,9 +28,14 @@ pub enum StoreCommand {
         /// The SQLite database: `sqlite:PATH` (or a plain path).
         #[arg(long, value_name = "sqlite:PATH")]
         from: String,
-        /// The PostgreSQL URL, `postgres://USER[:PASSWORD]@HOST[:PORT][,HOST2…]/DB[?…]`.
+        /// The PostgreSQL URL, `postgres://USER[:PASSWORD]@HOST[:PORT][,HOST2…]/DB[?…]`
+        /// (default: `[store] url` of --config; a password in the configuration file stays
+        /// off the command line and out of the process list).
         #[arg(long, value_name = "postgres://…")]
-        to: String,
+        to: Option<String>,
+        /// Configuration file (for `[store] url` when --to is not given).
+        #[arg(long)]
+        config: Option<PathBuf>,
         /// Rows per batch (one transaction each).
         #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
         batch_rows: u32,
@@ -39,9 +45,15 @@ pub enum StoreCommand {
 /// Errors of the store commands.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreCliError {
+    /// No target named.
+    #[error("name the PostgreSQL database with --to postgres://…, or with [store] url in --config")]
+    NoTarget,
     /// The URL does not parse.
     #[error(transparent)]
     Url(crate::store::pg::PgError),
+    /// The configuration.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
     /// The copy failed.
     #[error(transparent)]
     Copy(#[from] CopyError),
@@ -53,8 +65,17 @@ pub enum StoreCliError {
 /// Run a store command.
 pub fn run(args: &StoreArgs, out: &mut dyn Write) -> Result<(), StoreCliError> {
     match &args.command {
-        StoreCommand::Copy { from, to, batch_rows } => {
-            let url = DbUrl::parse(to).map_err(StoreCliError::Url)?;
+        StoreCommand::Copy {
+            from,
+            to,
+            config,
+            batch_rows,
+        } => {
+            let url = match (to, config) {
+                (Some(to), _) => DbUrl::parse(to).map_err(StoreCliError::Url)?,
+                (None, Some(path)) => Config::load(path)?.store.url.ok_or(StoreCliError::NoTarget)?,
+                (None, None) => return Err(StoreCliError::NoTarget),
+            };
             let from = PathBuf::from(from.strip_prefix("sqlite:").unwrap_or(from));
             let opts = CopyOptions {
                 batch_rows: *batch_rows as usize,

@@ -1,9 +1,10 @@
 //! The PostgreSQL store (issue 23), against a real server each test starts
 //! ([`crate::pg_support`]): the schema against SQLite's, its migrations, connecting to the
-//! host that answers, the audit log's protection, `store copy` and `audit verify` on the copy.
+//! host that answers, the audit log's protection, `store copy`, `audit verify` on the copy,
+//! `check-config`, and `serve` refusing PostgreSQL for now.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
@@ -473,4 +474,153 @@ async fn store_copy_refuses_another_schema_level() {
         .expect("count")
         .get(0);
     assert_eq!(n, 0);
+}
+
+// --- check-config and serve ---------------------------------------------------------------------
+
+fn pg_config(dir: &Path, url: &str) -> PathBuf {
+    let p = dir.join("meldkamer.toml");
+    std::fs::write(
+        &p,
+        format!(
+            "[store]\nbackend = \"postgres\"\nurl = {url:?}\npath = {:?}\n\n[receiver]\ntcp_listen = \"127.0.0.1:0\"\nudp_listen = \"127.0.0.1:0\"\n\n[metrics]\nlisten = \"\"\n",
+            dir.join("m.db").display().to_string()
+        ),
+    )
+    .expect("config");
+    p
+}
+
+fn check_config(file: &Path) -> (bool, String) {
+    let out = Command::new(BIN)
+        .arg("check-config")
+        .arg(file)
+        .output()
+        .expect("check-config");
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// check-config with a PostgreSQL store: which host answered, a rolled-back write, the schema
+/// version, what `synchronous_commit` means for the ACK, the standby; the password starred.
+#[test]
+fn check_config_checks_a_postgres_store() {
+    let pg = PgServer::start();
+    let dir = tempfile::tempdir().expect("dir");
+    let down = free_port();
+    let url = format!(
+        "postgres://meldkamer:s3cret@127.0.0.1:{down},127.0.0.1:{}/meldkamer?target_session_attrs=read-write",
+        pg.port()
+    );
+    let (ok, text) = check_config(&pg_config(dir.path(), &url));
+    assert!(ok, "{text}");
+    assert!(!text.contains("s3cret"), "{text}");
+    assert!(
+        text.contains("PostgreSQL at postgres://meldkamer:***@127.0.0.1"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("ok   database reachable: 127.0.0.1:{} answered", pg.port())),
+        "{text}"
+    );
+    assert!(text.contains("ok   database writable: a table created"), "{text}");
+    assert!(text.contains("ok   database schema: empty"), "{text}");
+    assert!(text.contains("ok   database synchronous_commit: on:"), "{text}");
+    assert!(text.contains("WARN database standby: no synchronous standby"), "{text}");
+    assert_eq!(
+        pg.psql("SELECT count(*) FROM pg_tables WHERE tablename LIKE 'meldkamer_check%'"),
+        "0",
+        "rolled back"
+    );
+
+    // Migrated, synchronous_commit off: the schema is this program's, the ACK warning is said.
+    pg.psql("ALTER DATABASE meldkamer SET synchronous_commit = off");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("rt");
+    rt.block_on(async {
+        let mut c = client(&pg).await;
+        pgstore::schema::migrate(&mut c).await.expect("migrate");
+    });
+    let (ok, text) = check_config(&pg_config(dir.path(), &pg.url()));
+    assert!(ok, "warnings do not fail the check: {text}");
+    assert!(text.contains("ok   database writable: a row written"), "{text}");
+    assert!(
+        text.contains("ok   database schema: version 19, this program's"),
+        "{text}"
+    );
+    assert!(
+        text.contains("WARN database synchronous_commit: off: a commit returns before"),
+        "{text}"
+    );
+    assert_eq!(
+        pg.psql("SELECT count(*) FROM meta WHERE key = 'check_config_probe'"),
+        "0",
+        "rolled back"
+    );
+
+    // Nobody answers: FAIL, exit status 1.
+    let (ok, text) = check_config(&pg_config(
+        dir.path(),
+        &format!("postgres://meldkamer:s3cret@127.0.0.1:{down}/meldkamer"),
+    ));
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains("FAIL database reachable: no host of postgres://meldkamer:***@"),
+        "{text}"
+    );
+    assert!(!text.contains("s3cret"), "{text}");
+}
+
+/// `serve` with backend postgres refuses to start, says why, exits non-zero; a bad URL is
+/// refused by the configuration check without showing its password.
+#[test]
+fn serve_refuses_postgres_until_it_is_built() {
+    let dir = tempfile::tempdir().expect("dir");
+    let cfg = pg_config(dir.path(), "postgres://meldkamer:s3cret@127.0.0.1:1/meldkamer");
+    let out = Command::new(BIN)
+        .arg("serve")
+        .arg("--config")
+        .arg(&cfg)
+        .output()
+        .expect("serve");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("serving from PostgreSQL is not built yet (issue 23)"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("only `meldkamer check-config`, `meldkamer store copy` and `meldkamer audit verify` work"),
+        "{stderr}"
+    );
+    assert!(out.stdout.is_empty(), "no ready line");
+    assert!(!dir.path().join("m.db").exists(), "no SQLite file made instead");
+
+    // The library's entry point refuses too (it must not fall back to the SQLite file).
+    let config = Config::load(&cfg).expect("config");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("rt");
+    let clock = std::sync::Arc::new(meldkamer::clock::ManualClock::new(T0));
+    match rt.block_on(meldkamer::daemon::start(config, clock)) {
+        Err(meldkamer::daemon::DaemonError::PostgresNotBuilt) => {}
+        Err(e) => panic!("refused for another reason: {e}"),
+        Ok(_) => panic!("the daemon started with a PostgreSQL configuration"),
+    }
+    assert!(!dir.path().join("m.db").exists(), "no SQLite file made instead");
+
+    let bad = pg_config(dir.path(), "postgres://meldkamer:s3cret@127.0.0.1:notaport/meldkamer");
+    let (ok, text) = check_config(&bad);
+    assert!(!ok, "{text}");
+    assert!(text.contains("store.url"), "{text}");
+    assert!(!text.contains("s3cret"), "{text}");
 }

@@ -1,14 +1,17 @@
 //! PostgreSQL storage (issue 23), the foundation: connecting from a URL (several hosts and
 //! `target_session_attrs=read-write` allowed), the schema and its migrations ([`schema`], the
-//! twin of SQLite's), the audit log read back and its protection checked ([`audit`]), and an
-//! installation copied over from SQLite ([`copy`]).
+//! twin of SQLite's), the audit log read back and its protection checked ([`audit`]), an
+//! installation copied over from SQLite ([`copy`]) and the database checked for `check-config`
+//! ([`check`]).
 //!
-//! Not built yet: serving from PostgreSQL (the writer, group commit, the readers).
+//! Not built yet: serving from PostgreSQL (the writer, group commit, the readers). `meldkamer
+//! serve` with `[store] backend = "postgres"` refuses to start and says so.
 //!
 //! A database URL may carry a password: it is held as a [`DbUrl`], which prints (`Debug`,
 //! `Display`, every error) with the password starred.
 
 pub mod audit;
+pub mod check;
 pub mod copy;
 pub mod schema;
 
