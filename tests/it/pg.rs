@@ -407,7 +407,28 @@ async fn store_copy_moves_everything_idempotently_and_then_only_what_is_new() {
     );
     assert_same_rows(&db, &c).await;
 
-    // The identity sequences are past the copied ids.
+    // The identity sequences are past the copied ids, and past SQLite's AUTOINCREMENT counter
+    // where rows were deleted from the end (the outbox never hands out an id twice).
+    {
+        let sq = rusqlite::Connection::open(&db).expect("db");
+        sq.execute_batch(
+            "INSERT INTO outbox (id, event_id, created_ms, json) SELECT 500, max(id), 0, '{}' FROM events;
+             DELETE FROM outbox WHERE id = 500;",
+        )
+        .expect("an outbox row made and pruned");
+    }
+    copy::copy(&db, &target, opts, &mut Vec::new())
+        .await
+        .expect("copy again");
+    let next_outbox: i64 = c
+        .query_one(
+            "INSERT INTO outbox (event_id, created_ms, json) SELECT max(id), 0, '{}' FROM events RETURNING id",
+            &[],
+        )
+        .await
+        .expect("an outbox row")
+        .get(0);
+    assert_eq!(next_outbox, 501, "after SQLite's AUTOINCREMENT counter");
     let max_event: i64 = c
         .query_one("SELECT max(id) FROM events", &[])
         .await
@@ -564,6 +585,17 @@ fn check_config_checks_a_postgres_store() {
         pg.psql("SELECT count(*) FROM meta WHERE key = 'check_config_probe'"),
         "0",
         "rolled back"
+    );
+
+    // A synchronous standby named but none streaming: every commit would wait, and so would
+    // every ACK. Said (the check's own write is rolled back, so it does not wait).
+    pg.psql("ALTER SYSTEM SET synchronous_standby_names = 'standby1'");
+    pg.psql("SELECT pg_reload_conf()");
+    let (ok, text) = check_config(&pg_config(dir.path(), &pg.url()));
+    assert!(ok, "{text}");
+    assert!(
+        text.contains("WARN database standby: synchronous_standby_names = 'standby1', but no synchronous standby is seen streaming"),
+        "{text}"
     );
 
     // Nobody answers: FAIL, exit status 1.
