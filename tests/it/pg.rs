@@ -329,14 +329,38 @@ async fn store_copy_moves_everything_idempotently_and_then_only_what_is_new() {
         batch_rows: 7,
         ..CopyOptions::default()
     };
-    // While the daemon runs (it holds the database open and writes now and then).
+    // While the daemon runs and a panel keeps sending: the copy reads one snapshot (every
+    // event with its frame, every alarm with its site), while new rows commit beside it.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let panel = {
+        let (stop, tcp) = (stop.clone(), d.tcp());
+        tokio::spawn(async move {
+            let mut sent = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let z = 1000 + sent;
+                let f = plain(
+                    Token::SiaDcs,
+                    (z % 9999) as u16,
+                    "1234",
+                    &format!("#1234|Nri1/BA{z}"),
+                    ts(T0),
+                );
+                assert_eq!(token_of(&tcp_exchange(tcp, &f).await.expect("an answer")), "ACK");
+                sent += 1;
+            }
+            sent
+        })
+    };
     let mut out = Vec::new();
     let first = copy::copy(&db, &target, opts, &mut out)
         .await
         .expect("copy while running");
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let during = panel.await.expect("panel");
     let text = String::from_utf8_lossy(&out).into_owned();
     assert!(text.contains("(schema created)"), "{text}");
     assert!(table(&first, "events").inserted >= 20, "{text}");
+    assert!(during > 0, "frames were sent during the copy");
     d.stop().await;
 
     let mut out = Vec::new();
