@@ -326,6 +326,21 @@ pub struct StoreConfig {
     /// The file with the key that seals the DC-09 account keys (owner-only). Empty: beside the
     /// database, `<store.path>.keys`.
     pub keys_file: PathBuf,
+    /// Which database: the SQLite file at `path` (the default), or PostgreSQL at `url`.
+    pub backend: StoreBackend,
+    /// The PostgreSQL URL (backend `postgres`): printed with its password starred.
+    pub url: Option<crate::store::pg::DbUrl>,
+}
+
+/// `[store] backend`.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreBackend {
+    /// One SQLite file (`[store] path`).
+    #[default]
+    Sqlite,
+    /// A PostgreSQL database (`[store] url`); issue 23.
+    Postgres,
 }
 
 impl StoreConfig {
@@ -441,6 +456,8 @@ impl Default for StoreConfig {
             busy_timeout_ms: 5000,
             load_demo_data: true,
             keys_file: PathBuf::new(),
+            backend: StoreBackend::Sqlite,
+            url: None,
         }
     }
 }
@@ -679,6 +696,26 @@ impl Config {
             key,
             problem: problem.to_string(),
         };
+        match (self.store.backend, &self.store.url) {
+            (StoreBackend::Postgres, None) => {
+                return Err(invalid(
+                    "store.url",
+                    "backend \"postgres\" needs url = \"postgres://USER@HOST:PORT/DATABASE\"",
+                ));
+            }
+            (StoreBackend::Postgres, Some(url)) => {
+                if let Err(e) = crate::store::pg::DbUrl::parse(url.expose()) {
+                    return Err(invalid("store.url", &e.to_string()));
+                }
+            }
+            (StoreBackend::Sqlite, Some(_)) => {
+                return Err(invalid(
+                    "store.url",
+                    "is set, but backend is \"sqlite\": set backend = \"postgres\" to use it, or remove url",
+                ));
+            }
+            (StoreBackend::Sqlite, None) => {}
+        }
         let r = &self.retention;
         for (key, days) in [
             ("retention.frames_days", r.frames_days),
@@ -949,6 +986,40 @@ fn tracing_level_ok(s: &str) -> Option<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `[store] backend`: sqlite by default; postgres needs a URL that parses; a URL without
+    /// the postgres backend is a mistake said, not ignored; no error shows the password.
+    #[test]
+    fn the_store_backend_and_its_url_are_checked_without_showing_the_password() {
+        let cfg = Config::from_toml("", "t").expect("defaults");
+        assert_eq!(
+            (cfg.store.backend, cfg.store.url.is_none()),
+            (StoreBackend::Sqlite, true)
+        );
+        let cfg = Config::from_toml(
+            "[store]\nbackend = \"postgres\"\nurl = \"postgres://arc:s3cret@db1,db2/m?target_session_attrs=read-write\"\n",
+            "t",
+        )
+        .expect("a postgres store");
+        assert_eq!(cfg.store.backend, StoreBackend::Postgres);
+        assert!(!format!("{cfg:?}").contains("s3cret"), "Debug stars the password");
+        for (text, says) in [
+            ("[store]\nbackend = \"postgres\"\n", "needs url"),
+            (
+                "[store]\nurl = \"postgres://arc:s3cret@db1/m\"\n",
+                "backend is \"sqlite\"",
+            ),
+            (
+                "[store]\nbackend = \"postgres\"\nurl = \"postgres://arc:s3cret@db1:x/m\"\n",
+                "arc:***@db1:x/m",
+            ),
+            ("[store]\nbackend = \"mysql\"\n", "unknown variant"),
+        ] {
+            let e = Config::from_toml(text, "t").expect_err(text).to_string();
+            assert!(e.contains(says), "{text}: {e}");
+            assert!(!e.contains("s3cret"), "{text}: {e}");
+        }
+    }
 
     #[test]
     fn embedded_default_equals_code_default() {

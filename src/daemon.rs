@@ -50,6 +50,14 @@ pub enum DaemonError {
         #[source]
         source: std::io::Error,
     },
+    /// `[store] backend = "postgres"`: the PostgreSQL store can be checked, migrated and filled
+    /// (`check-config`, `store copy`, `audit verify`), but not served from yet.
+    #[error(
+        "serving from PostgreSQL is not built yet (issue 23): with [store] backend = \"postgres\" only \
+         `meldkamer check-config`, `meldkamer store copy` and `meldkamer audit verify` work; serve from SQLite \
+         (backend = \"sqlite\") until it is"
+    )]
+    PostgresNotBuilt,
     /// Loading the demo data failed.
     #[error("loading the demo data")]
     Demo(#[source] crate::records::ImportError),
@@ -268,6 +276,9 @@ pub async fn start_recording(
     clock: Arc<dyn Clock>,
     record: Option<crate::receiver::record::RecordOptions>,
 ) -> Result<Running, DaemonError> {
+    if cfg.store.backend == crate::config::StoreBackend::Postgres {
+        return Err(DaemonError::PostgresNotBuilt);
+    }
     let recorder = match record {
         Some(o) => {
             info!(dir = %o.dir.display(), anonymise = o.anonymise, "recording traffic as fixture traces");

@@ -11,7 +11,7 @@
 //! | [`admission`] | who may connect: the one accept path of every stream listener, connection caps, the descriptor budget |
 //! | [`receiver`] | TCP and UDP listeners, limits, the response policy applied per frame; the Contact ID input (Sur-Gard, Lupusec, DC-05 framings) |
 //! | [`automation`] | the durable outbox, the Sur-Gard output to automation software, the JSON Lines event stream |
-//! | [`store`] | SQLite schema and migrations, the single writer with group commit, accounts |
+//! | [`store`] | SQLite schema and migrations, the single writer with group commit, accounts; PostgreSQL being built ([`store::pg`]: schema, copy, checks) |
 //! | [`records`] | records files (`meldkamer import`): validation and atomic, idempotent import |
 //! | [`replay`] | fixture traces replayed in-process on a virtual clock; byte-exact diffs |
 //! | [`daemon`] | `serve`: wiring, account reload, metrics endpoint, graceful shutdown |

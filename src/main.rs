@@ -71,6 +71,8 @@ enum Command {
     Code(cli::code::CodeArgs),
     /// The audit log: verify its hash chain, list recent rows.
     Audit(cli::audit::AuditArgs),
+    /// The database itself: copy a SQLite installation into PostgreSQL.
+    Store(cli::store::StoreArgs),
     /// The retention archive: verify it against its manifests, read it back.
     Archive(cli::archive::ArchiveArgs),
     /// Copy the database while the daemon runs: a consistent, checked copy at DEST and its audit
@@ -304,6 +306,7 @@ fn main() -> ExitCode {
             cli::audit::run(&cfg, &args, &mut std::io::stdout().lock())?;
             Ok(())
         })(),
+        Command::Store(args) => cli::store::run(&args, &mut std::io::stdout().lock()).map_err(Into::into),
         Command::Archive(args) => cli::archive::run(&args, &mut std::io::stdout().lock()).map_err(Into::into),
         Command::Backup { dest, config } => (|| {
             let cfg = cli::serve::load_config(config.as_deref())?;

@@ -12,3 +12,4 @@ pub mod replay;
 pub mod send;
 pub mod serve;
 pub mod service;
+pub mod store;

@@ -29,6 +29,12 @@ pub enum ServeError {
     /// The process could not be hardened (core files, dumpable).
     #[error("cannot switch off core dumps")]
     Hardening(#[source] std::io::Error),
+    /// `check-config` found the PostgreSQL database unusable.
+    #[error("the database check failed ({failed} finding(s) at FAIL above)")]
+    DatabaseCheck {
+        /// How many.
+        failed: usize,
+    },
     /// Database problem.
     #[error("opening the database {path}")]
     Store {
@@ -198,6 +204,11 @@ pub fn serve_with(
     config_path: Option<&Path>,
     record: Option<crate::receiver::record::RecordOptions>,
 ) -> Result<(), ServeError> {
+    // Refused before anything starts (a PostgreSQL configuration must not fall back to the
+    // SQLite file at store.path).
+    if cfg.store.backend == crate::config::StoreBackend::Postgres {
+        return Err(daemon::DaemonError::PostgresNotBuilt.into());
+    }
     // Before any pepper, key or password is loaded: no core file, nobody attaches.
     crate::hardening::no_core_dumps().map_err(ServeError::Hardening)?;
     raise_descriptor_limit();
@@ -297,10 +308,30 @@ pub fn print_config(out: &mut dyn Write) -> std::io::Result<()> {
     out.write_all(DEFAULT_CONFIG.as_bytes())
 }
 
-/// `check-config FILE`.
+/// `check-config FILE`: the file, and with `[store] backend = "postgres"` the database too
+/// (reachable, writable, schema version, what an ACK means there: [`crate::store::pg::check`]).
+/// A database finding at FAIL fails the check; a warning is only said.
 pub fn check_config(path: &Path, out: &mut dyn Write) -> Result<(), ServeError> {
-    Config::load(path)?;
+    let cfg = Config::load(path)?;
     let _ = writeln!(out, "{}: ok", path.display());
+    if let (crate::config::StoreBackend::Postgres, Some(url)) = (cfg.store.backend, &cfg.store.url) {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(ServeError::Runtime)?;
+        let findings = rt.block_on(crate::store::pg::check::check(url));
+        let _ = writeln!(out, "database: PostgreSQL at {url}");
+        for f in &findings {
+            let _ = writeln!(out, "{f}");
+        }
+        let failed = findings
+            .iter()
+            .filter(|f| f.level == crate::store::pg::check::Level::Fail)
+            .count();
+        if failed > 0 {
+            return Err(ServeError::DatabaseCheck { failed });
+        }
+    }
     Ok(())
 }
 

@@ -1,4 +1,4 @@
-//! SQLite storage: schema and migrations, the single writer task with group commit, the read
+//! SQLite storage (and, being built, PostgreSQL: [`pg`]): schema and migrations, the single writer task with group commit, the read
 //! side for everyone else, and the DC-09 account keys sealed at rest ([`sealed`]).
 //!
 //! Durability: every connection runs `journal_mode=WAL` and `synchronous=FULL`, so a committed
@@ -12,6 +12,7 @@ pub mod backup;
 mod bulk;
 pub mod checkpoint;
 pub mod heads;
+pub mod pg;
 pub mod retention;
 pub mod schema;
 pub mod sealed;

@@ -250,7 +250,16 @@ fn keyed_rows(conn: &Connection) -> Result<Option<(String, i64)>, StoreError> {
 /// with another key, is refused. `Ok(None)`: no file and not created (a reader of a log with no
 /// keyed rows). The bool: the file was created.
 pub fn load_key(path: &Path, conn: &Connection, create: bool) -> Result<Option<(AuditKey, bool)>, AuditKeyError> {
-    let keyed = keyed_rows(conn)?;
+    load_key_for(path, keyed_rows(conn)?, create)
+}
+
+/// [`load_key`] for a database of any backend: `keyed` is the key id of its newest keyed row
+/// and how many rows are keyed (`None`: no keyed row).
+pub fn load_key_for(
+    path: &Path,
+    keyed: Option<(String, i64)>,
+    create: bool,
+) -> Result<Option<(AuditKey, bool)>, AuditKeyError> {
     if !keyfile::exists(WHAT, path)? {
         return match keyed {
             Some((key_id, rows)) => Err(AuditKeyError::Lost {
@@ -618,53 +627,103 @@ pub fn verify_chain(conn: &Connection, anchor: Option<(i64, [u8; 32])>) -> Resul
 /// `heads`: published heads and anchors (row id, hash), each of which must still be there,
 /// unchanged; one beyond the last row means rows were cut off.
 pub fn verify(conn: &Connection, key: Option<&AuditKey>, heads: &[(i64, [u8; 32])]) -> Result<ChainReport, StoreError> {
-    let mut report = ChainReport {
-        rows: 0,
-        head: None,
-        broken: None,
-        triggers_intact: triggers_intact(conn)?,
-        keyed_from: None,
-        heads_matched: 0,
-    };
-    let mut wanted: HashMap<i64, Vec<[u8; 32]>> = HashMap::new();
-    for (id, h) in heads {
-        wanted.entry(*id).or_default().push(*h);
-    }
-    let mut prev_id = 0i64;
-    let mut prev_hash = GENESIS.to_vec();
+    let mut walk = ChainWalk::new(key, heads, triggers_intact(conn)?);
     loop {
-        let batch = rows(conn, prev_id, 1000)?;
-        if batch.is_empty() {
+        let batch = rows(conn, walk.after(), 1000)?;
+        if batch.is_empty() || !walk.push_all(batch) {
             break;
         }
-        for r in batch {
-            report.rows += 1;
-            if let Some(b) = check_row(&r, prev_id, &prev_hash, key, report.keyed_from.is_some()) {
-                report.broken = Some(b);
-                return Ok(report);
-            }
-            if r.key_id.is_some() && report.keyed_from.is_none() {
-                report.keyed_from = Some(r.id);
-            }
-            if let Some(hs) = wanted.remove(&r.id) {
-                for h in hs {
-                    if !bool::from(h.as_slice().ct_eq(&r.row_hash)) {
-                        report.broken = Some(Break::Anchor { id: r.id });
-                        return Ok(report);
-                    }
-                    report.heads_matched += 1;
-                }
-            }
-            prev_id = r.id;
-            prev_hash = r.row_hash;
-            report.head = <[u8; 32]>::try_from(prev_hash.as_slice()).ok().map(|h| (r.id, h));
+    }
+    Ok(walk.finish())
+}
+
+/// The walk along the chain, fed rows in id order by whoever reads them (SQLite here,
+/// PostgreSQL in `store::pg::audit`): one check of the chain for every backend.
+#[derive(Debug)]
+pub struct ChainWalk<'k> {
+    key: Option<&'k AuditKey>,
+    wanted: HashMap<i64, Vec<[u8; 32]>>,
+    prev_id: i64,
+    prev_hash: Vec<u8>,
+    report: ChainReport,
+}
+
+impl<'k> ChainWalk<'k> {
+    /// A walk from the genesis, checking keyed rows with `key` and every head in `heads`;
+    /// `triggers_intact`: what the backend found of the table's append-only protection.
+    pub fn new(key: Option<&'k AuditKey>, heads: &[(i64, [u8; 32])], triggers_intact: bool) -> ChainWalk<'k> {
+        let mut wanted: HashMap<i64, Vec<[u8; 32]>> = HashMap::new();
+        for (id, h) in heads {
+            wanted.entry(*id).or_default().push(*h);
+        }
+        ChainWalk {
+            key,
+            wanted,
+            prev_id: 0,
+            prev_hash: GENESIS.to_vec(),
+            report: ChainReport {
+                rows: 0,
+                head: None,
+                broken: None,
+                triggers_intact,
+                keyed_from: None,
+                heads_matched: 0,
+            },
         }
     }
-    // Heads beyond the end: the tail was cut. Name the last one published.
-    if let Some(head) = wanted.keys().copied().max() {
-        report.broken = Some(Break::Cut { head, last: prev_id });
+
+    /// The id of the last row taken: read the next rows after it.
+    pub fn after(&self) -> i64 {
+        self.prev_id
     }
-    Ok(report)
+
+    /// Take the next row. False: the chain broke here (the report names it); stop feeding.
+    pub fn push(&mut self, r: AuditRow) -> bool {
+        if self.report.broken.is_some() {
+            return false;
+        }
+        let report = &mut self.report;
+        report.rows += 1;
+        if let Some(b) = check_row(&r, self.prev_id, &self.prev_hash, self.key, report.keyed_from.is_some()) {
+            report.broken = Some(b);
+            return false;
+        }
+        if r.key_id.is_some() && report.keyed_from.is_none() {
+            report.keyed_from = Some(r.id);
+        }
+        if let Some(hs) = self.wanted.remove(&r.id) {
+            for h in hs {
+                if !bool::from(h.as_slice().ct_eq(&r.row_hash)) {
+                    report.broken = Some(Break::Anchor { id: r.id });
+                    return false;
+                }
+                report.heads_matched += 1;
+            }
+        }
+        self.prev_id = r.id;
+        self.prev_hash = r.row_hash;
+        report.head = <[u8; 32]>::try_from(self.prev_hash.as_slice()).ok().map(|h| (r.id, h));
+        true
+    }
+
+    /// [`ChainWalk::push`] each row of a batch; false once the chain broke.
+    pub fn push_all(&mut self, rows: impl IntoIterator<Item = AuditRow>) -> bool {
+        rows.into_iter().all(|r| self.push(r))
+    }
+
+    /// The report, after the last row: a published head beyond it means rows were cut off the
+    /// end (the last one published is named).
+    pub fn finish(mut self) -> ChainReport {
+        if self.report.broken.is_none()
+            && let Some(head) = self.wanted.keys().copied().max()
+        {
+            self.report.broken = Some(Break::Cut {
+                head,
+                last: self.prev_id,
+            });
+        }
+        self.report
+    }
 }
 
 /// The break `r` makes after the row `prev_id` with hash `prev_hash`, if any.

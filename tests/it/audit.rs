@@ -18,7 +18,11 @@ fn fresh() -> (tempfile::TempDir, Config) {
 }
 
 fn cli(cfg: &Config, command: AuditCommand) -> (Result<(), meldkamer::cli::audit::AuditError>, String) {
-    let args = AuditArgs { config: None, command };
+    let args = AuditArgs {
+        config: None,
+        db: None,
+        command,
+    };
     let mut out = Vec::new();
     let r = meldkamer::cli::audit::run(cfg, &args, &mut out);
     (r, String::from_utf8(out).expect("utf8"))

@@ -18,6 +18,8 @@ mod operator;
 mod operator_authz;
 mod operator_hardening;
 mod operator_props;
+mod pg;
+mod pg_support;
 mod protocol_props;
 mod protocol_sweep;
 mod receiver;

@@ -868,6 +868,7 @@ fn drop_triggers(conn: &Connection) {
 fn audit_cli(cfg: &Config) -> (Result<(), meldkamer::cli::audit::AuditError>, String) {
     let args = meldkamer::cli::audit::AuditArgs {
         config: None,
+        db: None,
         command: meldkamer::cli::audit::AuditCommand::Verify {
             anchor: None,
             heads: None,
