@@ -20,7 +20,7 @@
 //! Many silences at once are one mass-loss alarm ([`super::mass_loss`]). Silences are written
 //! in small groups, each its own writer job, checking for shutdown between them.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::alarms::{self, AlarmSpec, Queue};
-use super::mass_loss::{self, Decision, Lost, MassLossConfig, Raised};
+use super::mass_loss::{self, Decision, Lost, MassLossConfig, Raised, ReceiverLine, Scope};
 use super::timers::Timers;
 use crate::clock::{Clock, unix_ms};
 use crate::protocol::codes::Category;
@@ -633,82 +633,128 @@ impl Supervisor {
                 route: routes.of(account_id),
             })
             .collect();
-        match self.mass.decide(now_ms, n) {
-            Decision::Individual => {
-                for chunk in lost.chunks(RAISE_CHUNK) {
-                    if self.cancel.is_cancelled() {
-                        return;
-                    }
-                    let ids: Vec<(i64, i64)> = chunk.iter().map(|l| (l.account_id, l.deadline_ms)).collect();
-                    let r = self
-                        .writer
-                        .run(move |tx| {
-                            set_receiving(tx, now_ms)?;
-                            let mut out = Vec::with_capacity(ids.len());
-                            for (id, deadline) in ids {
-                                out.push((id, deadline, communication_lost(tx, id, deadline, now_ms)?));
-                            }
-                            Ok(out)
-                        })
-                        .await;
-                    match r {
-                        Ok(raised) => {
-                            for (account_id, deadline_ms, alarm_id) in raised {
-                                self.mass.raised(Raised {
-                                    at_ms: now_ms,
-                                    account_id,
-                                    alarm_id,
-                                    deadline_ms,
-                                });
-                            }
-                        }
-                        Err(e) => {
-                            warn!(error = %e, "could not store communication-lost alarms");
-                            return;
-                        }
-                    }
-                }
+        let lines: Vec<Option<ReceiverLine>> = lost
+            .iter()
+            .map(|l| l.route.as_ref().map(Route::receiver_line))
+            .collect();
+        let totals = if self.settings.mass_loss.line_percent > 0 {
+            routes.line_totals()
+        } else {
+            HashMap::new()
+        };
+        let decisions = self.mass.decide(now_ms, &lines, &totals);
+        let mut individual = Vec::new();
+        let mut open: BTreeMap<Scope, Vec<Lost>> = BTreeMap::new();
+        let mut join: BTreeMap<i64, Vec<Lost>> = BTreeMap::new();
+        for (l, d) in lost.into_iter().zip(decisions) {
+            match d {
+                Decision::Individual => individual.push(l),
+                Decision::Open(scope) => open.entry(scope).or_default().push(l),
+                Decision::Join(id) => join.entry(id).or_default().push(l),
             }
-            Decision::Open => {
-                let earlier = self.mass.take_raised();
-                let routes_earlier: Vec<Option<Route>> = earlier.iter().map(|r| routes.of(r.account_id)).collect();
-                let priority = self.settings.mass_loss.priority;
-                let r = self
-                    .writer
-                    .run(move |tx| {
-                        let id = mass_loss::open(tx, priority, now_ms)?;
-                        let mut folded = Vec::new();
-                        for (r, route) in earlier.iter().zip(routes_earlier) {
-                            if mass_loss::fold_raised(tx, id, r, route.as_ref(), now_ms)? {
-                                folded.push(route);
-                            }
-                        }
-                        Ok((id, folded))
-                    })
-                    .await;
-                match r {
-                    Ok((id, folded)) => {
-                        warn!(
-                            accounts = n + folded.len(),
-                            "mass communication loss: one alarm for the accounts silent at once"
-                        );
-                        self.mass.opened(id, now_ms);
-                        self.mass.folded(now_ms, folded.iter());
-                        self.fold_into(id, lost, now_ms).await;
-                    }
-                    Err(e) => warn!(error = %e, "could not store the mass-loss alarm"),
-                }
-            }
-            Decision::Join(id) => self.fold_into(id, lost, now_ms).await,
+        }
+        if !self.raise_individual(individual, now_ms).await {
+            return;
+        }
+        for (scope, group) in open {
+            self.open_mass_loss(scope, group, now_ms, &totals).await;
+        }
+        for (id, group) in join {
+            self.fold_into(id, group, now_ms, &totals).await;
         }
     }
 
-    async fn fold_into(&mut self, alarm_id: i64, lost: Vec<Lost>, now_ms: i64) {
+    /// One communication-lost alarm each, remembered in case a mass loss follows; false when
+    /// stopped or failed.
+    async fn raise_individual(&mut self, lost: Vec<Lost>, now_ms: i64) -> bool {
+        for chunk in lost.chunks(RAISE_CHUNK) {
+            if self.cancel.is_cancelled() {
+                return false;
+            }
+            let ids: Vec<(i64, i64)> = chunk.iter().map(|l| (l.account_id, l.deadline_ms)).collect();
+            let r = self
+                .writer
+                .run(move |tx| {
+                    set_receiving(tx, now_ms)?;
+                    let mut out = Vec::with_capacity(ids.len());
+                    for (id, deadline) in ids {
+                        out.push(communication_lost(tx, id, deadline, now_ms)?);
+                    }
+                    Ok(out)
+                })
+                .await;
+            match r {
+                Ok(raised) => {
+                    for (l, alarm_id) in chunk.iter().zip(raised) {
+                        self.mass.raised(Raised {
+                            at_ms: now_ms,
+                            account_id: l.account_id,
+                            alarm_id,
+                            deadline_ms: l.deadline_ms,
+                            line: l.route.as_ref().map(Route::receiver_line),
+                        });
+                    }
+                }
+                Err(e) => {
+                    warn!(error = %e, "could not store communication-lost alarms");
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
+    /// Open a mass-loss alarm of `scope` for `lost`, folding the alarms raised one by one in
+    /// the window that belong to it.
+    async fn open_mass_loss(
+        &mut self,
+        scope: Scope,
+        lost: Vec<Lost>,
+        now_ms: i64,
+        totals: &HashMap<ReceiverLine, usize>,
+    ) {
+        let routes = &self.last_seen.1;
+        let earlier = self.mass.take_raised(&scope);
+        let routes_earlier: Vec<Option<Route>> = earlier.iter().map(|r| routes.of(r.account_id)).collect();
+        let priority = self.settings.mass_loss.priority;
+        let of = scope.clone();
+        let r = self
+            .writer
+            .run(move |tx| {
+                let id = mass_loss::open(tx, &of, priority, now_ms)?;
+                let mut folded = Vec::new();
+                for (r, route) in earlier.iter().zip(routes_earlier) {
+                    if mass_loss::fold_raised(tx, id, r, route.as_ref(), now_ms)? {
+                        folded.push(route);
+                    }
+                }
+                Ok((id, folded))
+            })
+            .await;
+        match r {
+            Ok((id, folded)) => {
+                warn!(
+                    accounts = lost.len() + folded.len(),
+                    scope = ?scope,
+                    "mass communication loss: one alarm for the accounts silent at once"
+                );
+                self.mass.opened(id, scope, now_ms);
+                self.mass.folded(id, now_ms, folded.iter(), totals);
+                self.fold_into(id, lost, now_ms, totals).await;
+            }
+            Err(e) => warn!(error = %e, "could not store the mass-loss alarm"),
+        }
+    }
+
+    async fn fold_into(&mut self, alarm_id: i64, lost: Vec<Lost>, now_ms: i64, totals: &HashMap<ReceiverLine, usize>) {
         for chunk in lost.chunks(FOLD_CHUNK) {
             if self.cancel.is_cancelled() {
                 return;
             }
-            let Some(title) = self.mass.folded(now_ms, chunk.iter().map(|l| &l.route)) else {
+            let Some(title) = self
+                .mass
+                .folded(alarm_id, now_ms, chunk.iter().map(|l| &l.route), totals)
+            else {
                 return;
             };
             let chunk = chunk.to_vec();
@@ -724,7 +770,7 @@ impl Supervisor {
                 return;
             }
         }
-        info!(routes = %self.mass.breakdown(), "mass communication loss: accounts silent per route");
+        info!(routes = %self.mass.breakdown(alarm_id), "mass communication loss: accounts silent per route");
     }
 }
 
