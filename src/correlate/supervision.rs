@@ -370,22 +370,7 @@ pub fn outage_item(
     moved: usize,
     priority: u8,
 ) -> Result<i64, StoreError> {
-    let rfc = crate::clock::rfc3339_ms;
-    let title = match down_since {
-        Some(d) => format!(
-            "Receiver not receiving for {} (from {} to {}): {moved} reporting deadlines that passed meanwhile \
-             restart from {}",
-            duration_text(now_ms.saturating_sub(d)),
-            rfc(d),
-            rfc(now_ms),
-            rfc(now_ms)
-        ),
-        None => format!(
-            "Supervision started: {moved} reporting deadlines that had passed before the receiver ran restart \
-             from {}",
-            rfc(now_ms)
-        ),
-    };
+    let title = outage_title(down_since, now_ms, moved);
     let id = alarms::open_or_join(
         tx,
         &AlarmSpec::supervisor("", format!("receiver/outage/{now_ms}"), title, priority),
@@ -394,6 +379,38 @@ pub fn outage_item(
     )?
     .id;
     Ok(id)
+}
+
+/// The title of the outage item: how long, and how many deadlines restart ("no reporting
+/// deadline passed meanwhile" when none did, one in the singular).
+fn outage_title(down_since: Option<i64>, now_ms: i64, moved: usize) -> String {
+    let rfc = crate::clock::rfc3339_ms;
+    let from = rfc(now_ms);
+    match down_since {
+        Some(d) => {
+            let moved = match moved {
+                0 => "no reporting deadline passed meanwhile".to_string(),
+                1 => format!("1 reporting deadline that passed meanwhile restarts from {from}"),
+                n => format!("{n} reporting deadlines that passed meanwhile restart from {from}"),
+            };
+            format!(
+                "Receiver not receiving for {} (from {} to {}): {moved}",
+                duration_text(now_ms.saturating_sub(d)),
+                rfc(d),
+                from
+            )
+        }
+        None => match moved {
+            0 => "Supervision started: no reporting deadline had passed before the receiver ran".to_string(),
+            1 => format!(
+                "Supervision started: 1 reporting deadline that had passed before the receiver ran restarts from {from}"
+            ),
+            n => format!(
+                "Supervision started: {n} reporting deadlines that had passed before the receiver ran restart from \
+                 {from}"
+            ),
+        },
+    }
 }
 
 /// `1 h 2 min 3 s`, `10 min 0 s`, `4.2 s`.
@@ -797,6 +814,44 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The outage item says how many deadlines restart, and says so in words when none or
+    /// one did ("0 reporting deadlines that passed meanwhile restart" read wrong).
+    #[test]
+    fn the_outage_item_counts_the_deadlines_in_words() {
+        let (down, now) = (Some(0), 600_000);
+        let at = "1970-01-01T00:10:00.000Z";
+        let t = |down, moved| outage_title(down, now, moved);
+        assert_eq!(
+            t(down, 0),
+            "Receiver not receiving for 10 min 0 s (from 1970-01-01T00:00:00.000Z to 1970-01-01T00:10:00.000Z): \
+             no reporting deadline passed meanwhile"
+        );
+        assert!(
+            t(down, 1).ends_with(&format!(
+                ": 1 reporting deadline that passed meanwhile restarts from {at}"
+            )),
+            "{}",
+            t(down, 1)
+        );
+        assert!(
+            t(down, 3).ends_with(&format!(
+                ": 3 reporting deadlines that passed meanwhile restart from {at}"
+            )),
+            "{}",
+            t(down, 3)
+        );
+        assert_eq!(
+            t(None, 0),
+            "Supervision started: no reporting deadline had passed before the receiver ran"
+        );
+        assert_eq!(
+            t(None, 2),
+            format!(
+                "Supervision started: 2 reporting deadlines that had passed before the receiver ran restart from {at}"
+            )
+        );
+    }
 
     #[test]
     fn deadline_missed_once_and_rearmed_by_traffic() {
