@@ -370,6 +370,11 @@ pub struct AlarmsConfig {
     pub mass_loss_window_secs: u64,
     /// Priority of the mass-loss alarm (1–9).
     pub mass_loss_priority: u8,
+    /// A mass loss of one receiver line: this share (percent) of the accounts last heard over
+    /// a line losing communication within `mass_loss_window_secs` (0: off)...
+    pub mass_loss_line_percent: u8,
+    /// ... and at least this many of them (at least 2).
+    pub mass_loss_line_min_accounts: usize,
 }
 
 impl AlarmsConfig {
@@ -379,6 +384,8 @@ impl AlarmsConfig {
             accounts: self.mass_loss_accounts,
             window_ms: i64::try_from(self.mass_loss_window_secs.saturating_mul(1000)).unwrap_or(i64::MAX),
             priority: self.mass_loss_priority,
+            line_percent: self.mass_loss_line_percent,
+            line_min_accounts: self.mass_loss_line_min_accounts,
         }
     }
 }
@@ -393,6 +400,8 @@ impl Default for AlarmsConfig {
             mass_loss_accounts: 50,
             mass_loss_window_secs: 120,
             mass_loss_priority: 3,
+            mass_loss_line_percent: 20,
+            mass_loss_line_min_accounts: 5,
         }
     }
 }
@@ -792,6 +801,18 @@ impl Config {
                 "must be between 1 and 86400 seconds",
             ));
         }
+        if self.alarms.mass_loss_line_percent > 100 {
+            return Err(invalid(
+                "alarms.mass_loss_line_percent",
+                "must be between 0 (off) and 100",
+            ));
+        }
+        if self.alarms.mass_loss_line_min_accounts < 2 {
+            return Err(invalid(
+                "alarms.mass_loss_line_min_accounts",
+                "must be at least 2 (one silent account is never a mass loss)",
+            ));
+        }
         if !(1..=9).contains(&self.alarms.supervisor_priority) {
             return Err(invalid("alarms.supervisor_priority", "must be between 1 and 9"));
         }
@@ -1073,5 +1094,22 @@ mod tests {
         assert!(c.console.auto_present);
         let ok = Config::from_toml("[receiver]\nudp_listen = \"\"\n", "t").expect("disable udp");
         assert_eq!(ok.udp_addr(), None);
+    }
+
+    /// A share over 100 % can never be reached, and a minimum of one would make one silent
+    /// panel of a line of two a mass loss.
+    #[test]
+    fn mass_loss_of_a_line_needs_a_share_and_a_minimum_of_two() {
+        for (key, value) in [("mass_loss_line_percent", 101), ("mass_loss_line_min_accounts", 1)] {
+            let e = Config::from_toml(&format!("[alarms]\n{key} = {value}\n"), "t").expect_err(key);
+            assert!(e.to_string().contains(&format!("alarms.{key}")), "{e}");
+        }
+        let c = Config::from_toml(
+            "[alarms]\nmass_loss_line_percent = 0\nmass_loss_line_min_accounts = 2\n",
+            "t",
+        )
+        .expect("off, and the least minimum");
+        let m = c.alarms.mass_loss();
+        assert_eq!((m.line_percent, m.line_min_accounts), (0, 2));
     }
 }

@@ -368,6 +368,7 @@ pub fn import(
     };
     let seal = crate::store::sealed::key_from_config(cfg, &conn, replace_lost_keys)
         .map_err(crate::records::ImportError::Keys)?;
+    crate::records::bulk_pragmas(&conn).map_err(|e| store(e.into()))?;
     let tx = conn
         .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
         .map_err(|e| store(e.into()))?;

@@ -20,7 +20,7 @@
 //! Many silences at once are one mass-loss alarm ([`super::mass_loss`]). Silences are written
 //! in small groups, each its own writer job, checking for shutdown between them.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::alarms::{self, AlarmSpec, Queue};
-use super::mass_loss::{self, Decision, Lost, MassLossConfig, Raised};
+use super::mass_loss::{self, Decision, Lost, MassLossConfig, Raised, ReceiverLine, Scope};
 use super::timers::Timers;
 use crate::clock::{Clock, unix_ms};
 use crate::protocol::codes::Category;
@@ -370,22 +370,7 @@ pub fn outage_item(
     moved: usize,
     priority: u8,
 ) -> Result<i64, StoreError> {
-    let rfc = crate::clock::rfc3339_ms;
-    let title = match down_since {
-        Some(d) => format!(
-            "Receiver not receiving for {} (from {} to {}): {moved} reporting deadlines that passed meanwhile \
-             restart from {}",
-            duration_text(now_ms.saturating_sub(d)),
-            rfc(d),
-            rfc(now_ms),
-            rfc(now_ms)
-        ),
-        None => format!(
-            "Supervision started: {moved} reporting deadlines that had passed before the receiver ran restart \
-             from {}",
-            rfc(now_ms)
-        ),
-    };
+    let title = outage_title(down_since, now_ms, moved);
     let id = alarms::open_or_join(
         tx,
         &AlarmSpec::supervisor("", format!("receiver/outage/{now_ms}"), title, priority),
@@ -394,6 +379,38 @@ pub fn outage_item(
     )?
     .id;
     Ok(id)
+}
+
+/// The title of the outage item: how long, and how many deadlines restart ("no reporting
+/// deadline passed meanwhile" when none did, one in the singular).
+fn outage_title(down_since: Option<i64>, now_ms: i64, moved: usize) -> String {
+    let rfc = crate::clock::rfc3339_ms;
+    let from = rfc(now_ms);
+    match down_since {
+        Some(d) => {
+            let moved = match moved {
+                0 => "no reporting deadline passed meanwhile".to_string(),
+                1 => format!("1 reporting deadline that passed meanwhile restarts from {from}"),
+                n => format!("{n} reporting deadlines that passed meanwhile restart from {from}"),
+            };
+            format!(
+                "Receiver not receiving for {} (from {} to {}): {moved}",
+                duration_text(now_ms.saturating_sub(d)),
+                rfc(d),
+                from
+            )
+        }
+        None => match moved {
+            0 => "Supervision started: no reporting deadline had passed before the receiver ran".to_string(),
+            1 => format!(
+                "Supervision started: 1 reporting deadline that had passed before the receiver ran restarts from {from}"
+            ),
+            n => format!(
+                "Supervision started: {n} reporting deadlines that had passed before the receiver ran restart from \
+                 {from}"
+            ),
+        },
+    }
 }
 
 /// `1 h 2 min 3 s`, `10 min 0 s`, `4.2 s`.
@@ -633,82 +650,128 @@ impl Supervisor {
                 route: routes.of(account_id),
             })
             .collect();
-        match self.mass.decide(now_ms, n) {
-            Decision::Individual => {
-                for chunk in lost.chunks(RAISE_CHUNK) {
-                    if self.cancel.is_cancelled() {
-                        return;
-                    }
-                    let ids: Vec<(i64, i64)> = chunk.iter().map(|l| (l.account_id, l.deadline_ms)).collect();
-                    let r = self
-                        .writer
-                        .run(move |tx| {
-                            set_receiving(tx, now_ms)?;
-                            let mut out = Vec::with_capacity(ids.len());
-                            for (id, deadline) in ids {
-                                out.push((id, deadline, communication_lost(tx, id, deadline, now_ms)?));
-                            }
-                            Ok(out)
-                        })
-                        .await;
-                    match r {
-                        Ok(raised) => {
-                            for (account_id, deadline_ms, alarm_id) in raised {
-                                self.mass.raised(Raised {
-                                    at_ms: now_ms,
-                                    account_id,
-                                    alarm_id,
-                                    deadline_ms,
-                                });
-                            }
-                        }
-                        Err(e) => {
-                            warn!(error = %e, "could not store communication-lost alarms");
-                            return;
-                        }
-                    }
-                }
+        let lines: Vec<Option<ReceiverLine>> = lost
+            .iter()
+            .map(|l| l.route.as_ref().map(Route::receiver_line))
+            .collect();
+        let totals = if self.settings.mass_loss.line_percent > 0 {
+            routes.line_totals()
+        } else {
+            HashMap::new()
+        };
+        let decisions = self.mass.decide(now_ms, &lines, &totals);
+        let mut individual = Vec::new();
+        let mut open: BTreeMap<Scope, Vec<Lost>> = BTreeMap::new();
+        let mut join: BTreeMap<i64, Vec<Lost>> = BTreeMap::new();
+        for (l, d) in lost.into_iter().zip(decisions) {
+            match d {
+                Decision::Individual => individual.push(l),
+                Decision::Open(scope) => open.entry(scope).or_default().push(l),
+                Decision::Join(id) => join.entry(id).or_default().push(l),
             }
-            Decision::Open => {
-                let earlier = self.mass.take_raised();
-                let routes_earlier: Vec<Option<Route>> = earlier.iter().map(|r| routes.of(r.account_id)).collect();
-                let priority = self.settings.mass_loss.priority;
-                let r = self
-                    .writer
-                    .run(move |tx| {
-                        let id = mass_loss::open(tx, priority, now_ms)?;
-                        let mut folded = Vec::new();
-                        for (r, route) in earlier.iter().zip(routes_earlier) {
-                            if mass_loss::fold_raised(tx, id, r, route.as_ref(), now_ms)? {
-                                folded.push(route);
-                            }
-                        }
-                        Ok((id, folded))
-                    })
-                    .await;
-                match r {
-                    Ok((id, folded)) => {
-                        warn!(
-                            accounts = n + folded.len(),
-                            "mass communication loss: one alarm for the accounts silent at once"
-                        );
-                        self.mass.opened(id, now_ms);
-                        self.mass.folded(now_ms, folded.iter());
-                        self.fold_into(id, lost, now_ms).await;
-                    }
-                    Err(e) => warn!(error = %e, "could not store the mass-loss alarm"),
-                }
-            }
-            Decision::Join(id) => self.fold_into(id, lost, now_ms).await,
+        }
+        if !self.raise_individual(individual, now_ms).await {
+            return;
+        }
+        for (scope, group) in open {
+            self.open_mass_loss(scope, group, now_ms, &totals).await;
+        }
+        for (id, group) in join {
+            self.fold_into(id, group, now_ms, &totals).await;
         }
     }
 
-    async fn fold_into(&mut self, alarm_id: i64, lost: Vec<Lost>, now_ms: i64) {
+    /// One communication-lost alarm each, remembered in case a mass loss follows; false when
+    /// stopped or failed.
+    async fn raise_individual(&mut self, lost: Vec<Lost>, now_ms: i64) -> bool {
+        for chunk in lost.chunks(RAISE_CHUNK) {
+            if self.cancel.is_cancelled() {
+                return false;
+            }
+            let ids: Vec<(i64, i64)> = chunk.iter().map(|l| (l.account_id, l.deadline_ms)).collect();
+            let r = self
+                .writer
+                .run(move |tx| {
+                    set_receiving(tx, now_ms)?;
+                    let mut out = Vec::with_capacity(ids.len());
+                    for (id, deadline) in ids {
+                        out.push(communication_lost(tx, id, deadline, now_ms)?);
+                    }
+                    Ok(out)
+                })
+                .await;
+            match r {
+                Ok(raised) => {
+                    for (l, alarm_id) in chunk.iter().zip(raised) {
+                        self.mass.raised(Raised {
+                            at_ms: now_ms,
+                            account_id: l.account_id,
+                            alarm_id,
+                            deadline_ms: l.deadline_ms,
+                            line: l.route.as_ref().map(Route::receiver_line),
+                        });
+                    }
+                }
+                Err(e) => {
+                    warn!(error = %e, "could not store communication-lost alarms");
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
+    /// Open a mass-loss alarm of `scope` for `lost`, folding the alarms raised one by one in
+    /// the window that belong to it.
+    async fn open_mass_loss(
+        &mut self,
+        scope: Scope,
+        lost: Vec<Lost>,
+        now_ms: i64,
+        totals: &HashMap<ReceiverLine, usize>,
+    ) {
+        let routes = &self.last_seen.1;
+        let earlier = self.mass.take_raised(&scope);
+        let routes_earlier: Vec<Option<Route>> = earlier.iter().map(|r| routes.of(r.account_id)).collect();
+        let priority = self.settings.mass_loss.priority;
+        let of = scope.clone();
+        let r = self
+            .writer
+            .run(move |tx| {
+                let id = mass_loss::open(tx, &of, priority, now_ms)?;
+                let mut folded = Vec::new();
+                for (r, route) in earlier.iter().zip(routes_earlier) {
+                    if mass_loss::fold_raised(tx, id, r, route.as_ref(), now_ms)? {
+                        folded.push(route);
+                    }
+                }
+                Ok((id, folded))
+            })
+            .await;
+        match r {
+            Ok((id, folded)) => {
+                warn!(
+                    accounts = lost.len() + folded.len(),
+                    scope = ?scope,
+                    "mass communication loss: one alarm for the accounts silent at once"
+                );
+                self.mass.opened(id, scope, now_ms);
+                self.mass.folded(id, now_ms, folded.iter(), totals);
+                self.fold_into(id, lost, now_ms, totals).await;
+            }
+            Err(e) => warn!(error = %e, "could not store the mass-loss alarm"),
+        }
+    }
+
+    async fn fold_into(&mut self, alarm_id: i64, lost: Vec<Lost>, now_ms: i64, totals: &HashMap<ReceiverLine, usize>) {
         for chunk in lost.chunks(FOLD_CHUNK) {
             if self.cancel.is_cancelled() {
                 return;
             }
-            let Some(title) = self.mass.folded(now_ms, chunk.iter().map(|l| &l.route)) else {
+            let Some(title) = self
+                .mass
+                .folded(alarm_id, now_ms, chunk.iter().map(|l| &l.route), totals)
+            else {
                 return;
             };
             let chunk = chunk.to_vec();
@@ -724,7 +787,7 @@ impl Supervisor {
                 return;
             }
         }
-        info!(routes = %self.mass.breakdown(), "mass communication loss: accounts silent per route");
+        info!(routes = %self.mass.breakdown(alarm_id), "mass communication loss: accounts silent per route");
     }
 }
 
@@ -751,6 +814,44 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The outage item says how many deadlines restart, and says so in words when none or
+    /// one did ("0 reporting deadlines that passed meanwhile restart" read wrong).
+    #[test]
+    fn the_outage_item_counts_the_deadlines_in_words() {
+        let (down, now) = (Some(0), 600_000);
+        let at = "1970-01-01T00:10:00.000Z";
+        let t = |down, moved| outage_title(down, now, moved);
+        assert_eq!(
+            t(down, 0),
+            "Receiver not receiving for 10 min 0 s (from 1970-01-01T00:00:00.000Z to 1970-01-01T00:10:00.000Z): \
+             no reporting deadline passed meanwhile"
+        );
+        assert!(
+            t(down, 1).ends_with(&format!(
+                ": 1 reporting deadline that passed meanwhile restarts from {at}"
+            )),
+            "{}",
+            t(down, 1)
+        );
+        assert!(
+            t(down, 3).ends_with(&format!(
+                ": 3 reporting deadlines that passed meanwhile restart from {at}"
+            )),
+            "{}",
+            t(down, 3)
+        );
+        assert_eq!(
+            t(None, 0),
+            "Supervision started: no reporting deadline had passed before the receiver ran"
+        );
+        assert_eq!(
+            t(None, 2),
+            format!(
+                "Supervision started: 2 reporting deadlines that had passed before the receiver ran restart from {at}"
+            )
+        );
+    }
 
     #[test]
     fn deadline_missed_once_and_rearmed_by_traffic() {

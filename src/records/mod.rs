@@ -16,6 +16,7 @@
 mod problem;
 mod read;
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
@@ -459,23 +460,77 @@ pub fn prepare(conn: Option<&Connection>, paths: &[PathBuf]) -> Result<Records, 
 // ---------------------------------------------------------------------------------------------
 // Applying.
 
+/// Settings for a bulk import on a connection of its own (`meldkamer import`; the connection
+/// is closed afterwards). The import is one transaction: with SQLite's default page cache
+/// (2 MiB) a million customers, sites and accounts spill modified pages into the WAL in the
+/// middle of it and read them back for nearly every insert into an index whose keys arrive out
+/// of order (`public_id`, `ref`), which was most of the import's time. The cache may grow to
+/// 1 GiB (pages are allocated as they are used: a million accounts with their customers and
+/// sites are about 430 MB). (`temp_store = MEMORY` would make it slower: statement journals
+/// are in memory up to 64 KiB anyway, and without a spill size SQLite keeps them in 1 KiB
+/// chunks, several allocations per row.)
+pub fn bulk_pragmas(conn: &Connection) -> rusqlite::Result<()> {
+    conn.pragma_update(None, "cache_size", BULK_CACHE_KIB)
+}
+
+/// The page cache of [`bulk_pragmas`], negative: KiB.
+const BULK_CACHE_KIB: i64 = -1_048_576;
+
+/// The customers and sites an import has written so far, by reference: most references of a
+/// large import are to records of the same import, found here instead of by an index search
+/// per row.
+#[derive(Default)]
+struct Written<'r> {
+    customers: HashMap<&'r str, i64>,
+    sites: HashMap<&'r str, i64>,
+}
+
+impl Written<'_> {
+    fn get(&self, kind: Kind, reference: &str) -> Option<i64> {
+        match kind {
+            Kind::Customer => self.customers.get(reference).copied(),
+            Kind::Site => self.sites.get(reference).copied(),
+            _ => None,
+        }
+    }
+}
+
+/// The id of the customer or site `reference` an upsert has just written: the new row id if it
+/// inserted (the last inserted row id moved; an update leaves it), else found by its reference.
+/// (Not `RETURNING id`: a statement with `RETURNING` keeps a statement journal, several page
+/// copies per row.)
+fn upserted_id(tx: &Transaction<'_>, before: i64, kind: Kind, reference: &str) -> Result<i64, StoreError> {
+    let now = tx.last_insert_rowid();
+    if now != before {
+        return Ok(now);
+    }
+    Ok(tx
+        .prepare_cached(read::lookup_sql(kind))?
+        .query_row(params![reference], |r| r.get(0))?)
+}
+
 /// The id of the customer or site `reference`; none, and a problem in `unknown`, when there is
 /// no such record.
+#[allow(clippy::too_many_arguments)]
 fn resolve(
     tx: &Transaction<'_>,
+    written: &Written<'_>,
     unknown: &mut Vec<Problem>,
     o: &Origin,
-    what: &str,
+    what: &dyn Fn() -> String,
     field: &str,
     kind: Kind,
     reference: &str,
 ) -> Result<Option<i64>, StoreError> {
+    if let Some(id) = written.get(kind, reference) {
+        return Ok(Some(id));
+    }
     let id = tx
         .prepare_cached(read::lookup_sql(kind))?
         .query_row(params![reference], |r| r.get(0))
         .optional()?;
     if id.is_none() {
-        unknown.push(read::unknown_ref(o, what, field, kind, reference));
+        unknown.push(read::unknown_ref(o, &what(), field, kind, reference));
     }
     Ok(id)
 }
@@ -513,25 +568,46 @@ pub fn apply_in(tx: &Transaction<'_>, r: &Records, now_ms: i64, seal: &SealKey) 
     // References to nothing are collected, not returned at the first: all of them in one
     // report. The caller's transaction is not committed then.
     let mut unknown = Vec::new();
-    for c in &r.customers {
-        tx.prepare_cached(
+    let mut written = Written {
+        customers: HashMap::with_capacity(r.customers.len()),
+        sites: HashMap::with_capacity(r.sites.len()),
+    };
+    // Statements are prepared once, not looked up in the statement cache for every row (the
+    // cache hashes the whole SQL text on each lookup).
+    let mut insert_customer = tx
+        .prepare_cached(
             "INSERT INTO customers (ref, public_id, name, notes) VALUES (?1, ?2, ?3, ?4)
              ON CONFLICT (ref) DO UPDATE SET name = excluded.name, notes = excluded.notes",
         )
-        .and_then(|mut s| {
-            s.execute(params![
+        .map_err(e)?;
+    for c in &r.customers {
+        let before = tx.last_insert_rowid();
+        insert_customer
+            .execute(params![
                 c.reference,
                 crate::correlate::alarms::public_id(),
                 c.name,
                 c.notes
             ])
-        })
-        .map_err(e)?;
+            .map_err(e)?;
+        let id = upserted_id(tx, before, Kind::Customer, &c.reference)?;
+        written.customers.insert(&c.reference, id);
     }
+    drop(insert_customer);
+    let mut insert_site = tx
+        .prepare_cached(
+            "INSERT INTO sites (ref, public_id, customer_id, name, address, postcode, city, responder_notes)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+             ON CONFLICT (ref) DO UPDATE SET customer_id = excluded.customer_id, name = excluded.name,
+                 address = excluded.address, postcode = excluded.postcode, city = excluded.city,
+                 responder_notes = excluded.responder_notes",
+        )
+        .map_err(e)?;
     for s in &r.sites {
-        let what = format!("site {}", s.reference);
+        let what = || format!("site {}", s.reference);
         let Some(cust) = resolve(
             tx,
+            &written,
             &mut unknown,
             &s.origin,
             &what,
@@ -542,15 +618,9 @@ pub fn apply_in(tx: &Transaction<'_>, r: &Records, now_ms: i64, seal: &SealKey) 
         else {
             continue;
         };
-        tx.prepare_cached(
-            "INSERT INTO sites (ref, public_id, customer_id, name, address, postcode, city, responder_notes)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
-             ON CONFLICT (ref) DO UPDATE SET customer_id = excluded.customer_id, name = excluded.name,
-                 address = excluded.address, postcode = excluded.postcode, city = excluded.city,
-                 responder_notes = excluded.responder_notes",
-        )
-        .and_then(|mut st| {
-            st.execute(params![
+        let before = tx.last_insert_rowid();
+        insert_site
+            .execute(params![
                 s.reference,
                 crate::correlate::alarms::public_id(),
                 cust,
@@ -560,27 +630,39 @@ pub fn apply_in(tx: &Transaction<'_>, r: &Records, now_ms: i64, seal: &SealKey) 
                 s.city,
                 s.responder_notes
             ])
-        })
-        .map_err(e)?;
+            .map_err(e)?;
+        let id = upserted_id(tx, before, Kind::Site, &s.reference)?;
+        written.sites.insert(&s.reference, id);
     }
+    drop(insert_site);
+    let mut upsert = accounts::Upsert::new(tx)?;
     for a in &r.accounts {
-        let mut spec = a.spec.clone();
-        spec.site_id = match &a.site {
+        let site_id = match &a.site {
             Some(site) => {
-                let what = format!("account {}", spec.account);
-                let Some(id) = resolve(tx, &mut unknown, &a.origin, &what, "site", Kind::Site, site)? else {
+                let what = || format!("account {}", a.spec.account);
+                let Some(id) = resolve(tx, &written, &mut unknown, &a.origin, &what, "site", Kind::Site, site)? else {
                     continue;
                 };
                 Some(id)
             }
             None => None,
         };
-        spec.created_ms = now_ms;
-        accounts::upsert(tx, &spec, seal)?;
+        upsert.run(&a.spec, site_id, now_ms, seal)?;
     }
+    drop(upsert);
     for z in &r.zones {
-        let what = format!("zone {} of site {}", z.number, z.site);
-        let Some(site) = resolve(tx, &mut unknown, &z.origin, &what, "site", Kind::Site, &z.site)? else {
+        let what = || format!("zone {} of site {}", z.number, z.site);
+        let Some(site) = resolve(
+            tx,
+            &written,
+            &mut unknown,
+            &z.origin,
+            &what,
+            "site",
+            Kind::Site,
+            &z.site,
+        )?
+        else {
             continue;
         };
         tx.prepare_cached(
@@ -591,8 +673,18 @@ pub fn apply_in(tx: &Transaction<'_>, r: &Records, now_ms: i64, seal: &SealKey) 
         .map_err(e)?;
     }
     for u in &r.users {
-        let what = format!("user {} of site {}", u.number, u.site);
-        let Some(site) = resolve(tx, &mut unknown, &u.origin, &what, "site", Kind::Site, &u.site)? else {
+        let what = || format!("user {} of site {}", u.number, u.site);
+        let Some(site) = resolve(
+            tx,
+            &written,
+            &mut unknown,
+            &u.origin,
+            &what,
+            "site",
+            Kind::Site,
+            &u.site,
+        )?
+        else {
             continue;
         };
         tx.prepare_cached(
@@ -603,9 +695,10 @@ pub fn apply_in(tx: &Transaction<'_>, r: &Records, now_ms: i64, seal: &SealKey) 
         .map_err(e)?;
     }
     for c in &r.contacts {
-        let what = format!("contact {}", c.reference);
+        let what = || format!("contact {}", c.reference);
         let Some(cust) = resolve(
             tx,
+            &written,
             &mut unknown,
             &c.origin,
             &what,
@@ -639,8 +732,18 @@ pub fn apply_in(tx: &Transaction<'_>, r: &Records, now_ms: i64, seal: &SealKey) 
     for p in &r.procedures {
         let cust = match &p.customer {
             Some(c) => {
-                let what = format!("procedure {}", p.category.as_str());
-                let Some(id) = resolve(tx, &mut unknown, &p.origin, &what, "customer", Kind::Customer, c)? else {
+                let what = || format!("procedure {}", p.category.as_str());
+                let Some(id) = resolve(
+                    tx,
+                    &written,
+                    &mut unknown,
+                    &p.origin,
+                    &what,
+                    "customer",
+                    Kind::Customer,
+                    c,
+                )?
+                else {
                     continue;
                 };
                 Some(id)
@@ -664,8 +767,18 @@ pub fn apply_in(tx: &Transaction<'_>, r: &Records, now_ms: i64, seal: &SealKey) 
     for pr in &r.priority_rules {
         let cust = match &pr.customer {
             Some(c) => {
-                let what = format!("priority rule {}", pr.category.as_str());
-                let Some(id) = resolve(tx, &mut unknown, &pr.origin, &what, "customer", Kind::Customer, c)? else {
+                let what = || format!("priority rule {}", pr.category.as_str());
+                let Some(id) = resolve(
+                    tx,
+                    &written,
+                    &mut unknown,
+                    &pr.origin,
+                    &what,
+                    "customer",
+                    Kind::Customer,
+                    c,
+                )?
+                else {
                     continue;
                 };
                 Some(id)
@@ -683,7 +796,7 @@ pub fn apply_in(tx: &Transaction<'_>, r: &Records, now_ms: i64, seal: &SealKey) 
         )
         .map_err(e)?;
     }
-    apply_schedules(tx, r, &mut unknown)?;
+    apply_schedules(tx, r, &written, &mut unknown)?;
     if !unknown.is_empty() {
         return Err(ImportError::Invalid(Problems::new(unknown)));
     }
@@ -711,7 +824,12 @@ pub fn apply_in(tx: &Transaction<'_>, r: &Records, now_ms: i64, seal: &SealKey) 
 /// Schedules, holidays, windows and exceptions. The windows of each site an import lists
 /// replace all of that site's windows (a window has no key of its own); exceptions are keyed by
 /// site and first date, holidays by calendar and date, schedules by site.
-fn apply_schedules(tx: &Transaction<'_>, r: &Records, unknown: &mut Vec<Problem>) -> Result<(), ImportError> {
+fn apply_schedules(
+    tx: &Transaction<'_>,
+    r: &Records,
+    written: &Written<'_>,
+    unknown: &mut Vec<Problem>,
+) -> Result<(), ImportError> {
     use crate::correlate::schedule::plan::days_text;
     let e = |e: rusqlite::Error| ImportError::Store(StoreError::from(e));
     for h in &r.holidays {
@@ -723,12 +841,12 @@ fn apply_schedules(tx: &Transaction<'_>, r: &Records, unknown: &mut Vec<Problem>
         .map_err(e)?;
     }
     for s in &r.schedules {
-        let what = format!("schedule of site {}", s.site);
-        let Some(site) = resolve(tx, unknown, &s.origin, &what, "site", Kind::Site, &s.site)? else {
+        let what = || format!("schedule of site {}", s.site);
+        let Some(site) = resolve(tx, written, unknown, &s.origin, &what, "site", Kind::Site, &s.site)? else {
             continue;
         };
         if let Some(h) = &s.holidays
-            && resolve(tx, unknown, &s.origin, &what, "holidays", Kind::Holiday, h)?.is_none()
+            && resolve(tx, written, unknown, &s.origin, &what, "holidays", Kind::Holiday, h)?.is_none()
         {
             continue;
         }
@@ -756,8 +874,8 @@ fn apply_schedules(tx: &Transaction<'_>, r: &Records, unknown: &mut Vec<Problem>
     }
     let mut replaced = std::collections::HashSet::new();
     for w in &r.windows {
-        let what = format!("window {} of site {}", days_text(w.window.days), w.site);
-        let Some(site) = resolve(tx, unknown, &w.origin, &what, "site", Kind::Schedule, &w.site)? else {
+        let what = || format!("window {} of site {}", days_text(w.window.days), w.site);
+        let Some(site) = resolve(tx, written, unknown, &w.origin, &what, "site", Kind::Schedule, &w.site)? else {
             continue;
         };
         if replaced.insert(site) {
@@ -772,8 +890,8 @@ fn apply_schedules(tx: &Transaction<'_>, r: &Records, unknown: &mut Vec<Problem>
         .map_err(e)?;
     }
     for x in &r.exceptions {
-        let what = format!("exception {} of site {}", x.exception.from, x.site);
-        let Some(site) = resolve(tx, unknown, &x.origin, &what, "site", Kind::Schedule, &x.site)? else {
+        let what = || format!("exception {} of site {}", x.exception.from, x.site);
+        let Some(site) = resolve(tx, written, unknown, &x.origin, &what, "site", Kind::Schedule, &x.site)? else {
             continue;
         };
         let hours: Vec<String> = x
@@ -948,6 +1066,54 @@ priority = 2
             .query_row("SELECT count(*) FROM customers", [], |r| r.get(0))
             .expect("count");
         assert_eq!(n, 1, "nothing of the failed import was written");
+    }
+
+    /// References to customers and sites of the same import are resolved from what the import
+    /// wrote (not by a lookup per row), to the right rows also when ids and file order differ
+    /// and some references are to rows already in the database.
+    #[test]
+    fn references_resolve_to_the_rows_an_import_wrote() {
+        let mut conn = db();
+        let key = crate::store::sealed::test_key();
+        let first = parse_toml("[[customer]]\nref = \"C0\"\nname = \"Zero\"\n", "a").expect("ok");
+        apply(&mut conn, &first, &key).expect("first");
+        let text = "[[customer]]\nref = \"C2\"\nname = \"Two\"\n[[customer]]\nref = \"C1\"\nname = \"One\"\n\
+            [[site]]\nref = \"S1\"\ncustomer = \"C1\"\naddress = \"x\"\n\
+            [[site]]\nref = \"S0\"\ncustomer = \"C0\"\naddress = \"x\"\n\
+            [[site]]\nref = \"S2\"\ncustomer = \"C2\"\naddress = \"x\"\n\
+            [[account]]\naccount = \"1002\"\nsite = \"S2\"\n[[account]]\naccount = \"1000\"\nsite = \"S0\"\n\
+            [[zone]]\nsite = \"S1\"\nnumber = \"1\"\ndescription = \"Door\"\n";
+        let r = parse_toml(text, "b").expect("ok");
+        // Twice: the second time every row exists and is updated.
+        for _ in 0..2 {
+            apply(&mut conn, &r, &key).expect("import");
+            let pairs = |sql: &str| -> Vec<(String, String)> {
+                let mut st = conn.prepare(sql).expect("sql");
+                st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .expect("rows")
+                    .collect::<Result<_, _>>()
+                    .expect("rows")
+            };
+            let site_of =
+                pairs("SELECT s.ref, c.ref FROM sites s JOIN customers c ON c.id = s.customer_id ORDER BY s.ref");
+            let expect = |v: &[(&str, &str)]| -> Vec<(String, String)> {
+                v.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+            };
+            assert_eq!(site_of, expect(&[("S0", "C0"), ("S1", "C1"), ("S2", "C2")]));
+            let account_of =
+                pairs("SELECT a.account, s.ref FROM accounts a JOIN sites s ON s.id = a.site_id ORDER BY a.account");
+            assert_eq!(account_of, expect(&[("1000", "S0"), ("1002", "S2")]));
+            let zone_of = pairs("SELECT z.number, s.ref FROM zones z JOIN sites s ON s.id = z.site_id");
+            assert_eq!(zone_of, expect(&[("1", "S1")]));
+        }
+    }
+
+    #[test]
+    fn a_bulk_import_keeps_its_pages_in_memory() {
+        let conn = db();
+        bulk_pragmas(&conn).expect("pragmas");
+        let cache: i64 = conn.query_row("PRAGMA cache_size", [], |r| r.get(0)).expect("cache");
+        assert_eq!(cache, BULK_CACHE_KIB);
     }
 
     #[test]

@@ -103,7 +103,8 @@ impl<'a> Check<'a> {
         Check {
             file,
             line,
-            what: printable(&what),
+            // Made printable when there is a problem to name it in (most entries have none).
+            what,
             problems: Vec::new(),
         }
     }
@@ -113,7 +114,7 @@ impl<'a> Check<'a> {
         self.problems.push(Problem {
             file: self.file.to_string(),
             line: self.line,
-            what: self.what.clone(),
+            what: printable(&self.what),
             field: field.to_string(),
             problem: problem.into(),
         });
@@ -200,15 +201,21 @@ pub(crate) fn text_problem(t: &str, max: usize, multiline: bool) -> Option<Strin
 /// `s` with control and bidirectional formatting characters escaped, for naming an entry
 /// whose reference is itself bad.
 pub(crate) fn printable(s: &str) -> String {
-    s.chars()
-        .map(|c| {
-            if c.is_control() || is_bidi_control(c) {
-                c.escape_unicode().to_string()
-            } else {
-                c.to_string()
-            }
-        })
-        .collect()
+    let escaped = |c: char| c.is_control() || is_bidi_control(c);
+    // Nearly every text has nothing to escape: one copy (this runs for every entry of an
+    // import, a million of them).
+    if !s.chars().any(escaped) {
+        return s.to_string();
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        if escaped(c) {
+            out.extend(c.escape_unicode());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// A serde message without the value it quotes: `invalid type: string "…", expected u64`

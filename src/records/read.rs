@@ -272,7 +272,7 @@ impl Kind {
 pub(crate) struct Parsed {
     pub(crate) records: Records,
     pub(crate) problems: Vec<Problem>,
-    pub(crate) declared: HashSet<(Kind, String)>,
+    pub(crate) declared: HashMap<Kind, HashSet<String>>,
     /// CSV procedure steps, grouped into procedures when their file is done.
     steps: Vec<(Origin, ProcedureStepRow)>,
 }
@@ -282,7 +282,7 @@ impl Parsed {
         if kind.declares().is_some()
             && let Some(r) = reference
         {
-            self.declared.insert((kind, r.trim().to_string()));
+            self.declared.entry(kind).or_default().insert(r.trim().to_string());
         }
     }
 
@@ -1108,22 +1108,183 @@ impl LineIndex {
 
 /// Read a TOML records file into `out`. A syntax error stops the file (what follows it cannot
 /// be read reliably); every other problem is collected, each row on its own.
+///
+/// A large file is parsed in parts of about [`PART_ENTRIES`] entries ([`toml_parts`]): the
+/// parsed tree of a whole file of a million customers, sites and accounts took 7 GiB and most
+/// of the import's time went to faulting in its pages. A part holds whole entries and parses
+/// exactly as it would within the file. If any part does not parse, the whole file is read
+/// again in one piece, so a syntax error is reported as it is in one piece (and where a part
+/// was cut wrongly, the file still reads as it should).
 pub(crate) fn read_toml(text: &str, file: &str, out: &mut Parsed) {
-    use toml::de::{DeTable, DeValue, ValueDeserializer};
+    read_toml_in_parts(text, file, out, PART_ENTRIES);
+}
+
+/// [`read_toml`] in parts of about `entries` entries.
+fn read_toml_in_parts(text: &str, file: &str, out: &mut Parsed, entries: usize) {
     let lines = LineIndex::new(text);
-    let (table, errors) = DeTable::parse_recoverable(text);
+    let parts = toml_parts(text, entries);
+    if parts.len() > 1 {
+        let mut read = Parsed::default();
+        let whole = parts.iter().enumerate().all(|(i, &start)| {
+            let end = parts.get(i + 1).copied().unwrap_or(text.len());
+            read_toml_part(&text[start..end], start, file, &lines, &mut read)
+        });
+        if whole {
+            out.records.extend(read.records);
+            out.problems.extend(read.problems);
+            for (kind, refs) in read.declared {
+                out.declared.entry(kind).or_default().extend(refs);
+            }
+            return;
+        }
+    }
+    read_toml_part(text, 0, file, &lines, out);
+}
+
+/// A key as written in the file, without the quotes of a quoted key (`"ref"`, `'ref'`).
+fn key_text(raw: &str) -> String {
+    let t = raw.trim();
+    t.strip_prefix('"')
+        .and_then(|k| k.strip_suffix('"'))
+        .or_else(|| t.strip_prefix('\'').and_then(|k| k.strip_suffix('\'')))
+        .unwrap_or(t)
+        .to_string()
+}
+
+/// Entries per part of a TOML file (see [`read_toml`]).
+const PART_ENTRIES: usize = 10_000;
+
+/// Where a TOML text may be cut into parts that each hold whole entries: the byte offsets of
+/// the parts' starts (the first is 0), a part about every `entries` top-level `[[name]]`
+/// headers. A cut is made only before a line that is such a header (a bare name, no dots)
+/// outside every string, comment and array, so that what follows a cut parses on its own as
+/// it would in the whole text: the keys before the first header are in the first part, and a
+/// sub-table (`[name.x]`, `[[name.x]]`) stays with its entry.
+pub(crate) fn toml_parts(text: &str, entries: usize) -> Vec<usize> {
+    let b = text.as_bytes();
+    let mut cuts = vec![0];
+    let mut headers = 0usize;
+    // Open arrays (and inline tables) of the value being read.
+    let mut depth = 0i64;
+    // The closing delimiter of the multi-line string being read.
+    let mut multi: Option<&[u8]> = None;
+    let mut i = 0;
+    while i < b.len() {
+        // At the start of a line.
+        if multi.is_none() && depth == 0 {
+            let line_end = b[i..].iter().position(|&c| c == b'\n').map_or(b.len(), |n| i + n);
+            let line = &text[i..line_end];
+            let head = line.trim_start_matches([' ', '\t']);
+            if head.starts_with('[') {
+                // A table header holds no value: nothing in it opens a string or an array.
+                if is_entry_header(head) {
+                    headers += 1;
+                    if headers > entries {
+                        cuts.push(i);
+                        headers = 1;
+                    }
+                }
+                i = line_end + 1;
+                continue;
+            }
+        }
+        // The rest of the line (of a multi-line string: up to its end).
+        while i < b.len() {
+            if let Some(close) = multi {
+                if b[i..].starts_with(close) {
+                    i += 3;
+                    // Up to two more quotes belong to the string (`""""` ends it with one).
+                    let mut more = 0;
+                    while more < 2 && i < b.len() && b[i] == close[0] {
+                        i += 1;
+                        more += 1;
+                    }
+                    multi = None;
+                } else if close[0] == b'"' && b[i] == b'\\' {
+                    i += 2;
+                } else {
+                    i += 1;
+                }
+                continue;
+            }
+            match b[i] {
+                b'\n' => {
+                    i += 1;
+                    break;
+                }
+                b'#' => {
+                    while i < b.len() && b[i] != b'\n' {
+                        i += 1;
+                    }
+                }
+                q @ (b'"' | b'\'') => {
+                    if b[i..].starts_with(if q == b'"' { b"\"\"\"" } else { b"'''" }) {
+                        multi = Some(if q == b'"' { b"\"\"\"" } else { b"'''" });
+                        i += 3;
+                        continue;
+                    }
+                    // A one-line string: to its closing quote, never past the line's end.
+                    i += 1;
+                    while i < b.len() && b[i] != q && b[i] != b'\n' {
+                        if q == b'"' && b[i] == b'\\' && b.get(i + 1).is_some_and(|&c| c != b'\n') {
+                            i += 1;
+                        }
+                        i += 1;
+                    }
+                    if b.get(i) == Some(&q) {
+                        i += 1;
+                    }
+                }
+                b'[' | b'{' => {
+                    depth += 1;
+                    i += 1;
+                }
+                b']' | b'}' => {
+                    depth -= 1;
+                    i += 1;
+                }
+                _ => i += 1,
+            }
+        }
+    }
+    cuts
+}
+
+/// `[[name]]` with a bare name (letters, digits, `_`, `-`), spaces allowed, a comment after.
+fn is_entry_header(head: &str) -> bool {
+    let Some(rest) = head.strip_prefix("[[") else {
+        return false;
+    };
+    let Some((name, after)) = rest.split_once("]]") else {
+        return false;
+    };
+    let name = name.trim_matches([' ', '\t']);
+    let after = after.trim_matches([' ', '\t', '\r']);
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-')
+        && (after.is_empty() || after.starts_with('#'))
+}
+
+/// Read `part`, which starts at byte `offset` of the file whose lines are `lines`. A syntax
+/// error stops it (reported, returns false).
+fn read_toml_part(part: &str, offset: usize, file: &str, lines: &LineIndex, out: &mut Parsed) -> bool {
+    use toml::de::{DeTable, DeValue, ValueDeserializer};
+    let line_of = |at: usize| lines.line(offset + at);
+    let (table, errors) = DeTable::parse_recoverable(part);
     // toml's Display quotes the offending source line, which may hold a secret (a key, or a
     // code someone tried to import): the line number and the message only. The first error
     // only: the parser's recovery reports follow-on errors that would mislead.
     if let Some(e) = errors.iter().min_by_key(|e| e.span().map_or(0, |s| s.start)) {
-        let line = e.span().map_or(1, |s| lines.line(s.start));
+        let line = e.span().map_or(1, |s| line_of(s.start));
         out.file_problem(
             file,
             line,
             "",
             format!("not valid TOML: {} (the rest of the file is not checked)", e.message()),
         );
-        return;
+        return false;
     }
     for (key, value) in table.into_inner() {
         let name = key.get_ref().to_string();
@@ -1131,13 +1292,13 @@ pub(crate) fn read_toml(text: &str, file: &str, out: &mut Parsed) {
             let known: Vec<String> = KINDS.iter().map(|k| format!("[[{}]]", k.toml())).collect();
             out.file_problem(
                 file,
-                lines.line(key.span().start),
+                line_of(key.span().start),
                 &printable(&name),
                 format!("unknown record kind (known: {})", known.join(", ")),
             );
             continue;
         };
-        let at = lines.line(value.span().start);
+        let at = line_of(value.span().start);
         let DeValue::Array(rows) = value.into_inner() else {
             out.file_problem(
                 file,
@@ -1148,7 +1309,7 @@ pub(crate) fn read_toml(text: &str, file: &str, out: &mut Parsed) {
             continue;
         };
         for row in rows {
-            let line = lines.line(row.span().start);
+            let line = line_of(row.span().start);
             let Some(table) = row.get_ref().as_table() else {
                 out.file_problem(file, line, &name, "each entry must be a table");
                 continue;
@@ -1162,12 +1323,10 @@ pub(crate) fn read_toml(text: &str, file: &str, out: &mut Parsed) {
             };
             let what = printable(&kind.what(&get));
             let reference = kind.declares().and_then(get);
-            // Every key with the span of the key and of its value, to name the field of an
-            // error that gives only a span.
-            let fields: Vec<(String, Range<usize>, Range<usize>)> = table
-                .iter()
-                .map(|(k, v)| (k.get_ref().to_string(), k.span(), v.span()))
-                .collect();
+            // The span of every key and of its value, to name the field of an error that gives
+            // only a span (the name is read from the text then: the row is consumed by the
+            // deserializer).
+            let fields: Vec<(Range<usize>, Range<usize>)> = table.iter().map(|(k, v)| (k.span(), v.span())).collect();
             out.declare(kind, reference);
             let o = Origin {
                 file: file.to_string(),
@@ -1180,12 +1339,13 @@ pub(crate) fn read_toml(text: &str, file: &str, out: &mut Parsed) {
                     let span = e.span()?;
                     fields
                         .iter()
-                        .find(|(_, k, v)| within(&span, k) || within(&span, v))
-                        .map(|(n, _, _)| n.clone())
+                        .find(|(k, v)| within(&span, k) || within(&span, v))
+                        .and_then(|(k, _)| part.get(k.clone()))
+                        .map(key_text)
                 });
                 out.problems.push(Problem {
                     file: file.to_string(),
-                    line: e.span().map_or(line, |s| lines.line(s.start)),
+                    line: e.span().map_or(line, |s| line_of(s.start)),
                     what,
                     field: printable(&field.unwrap_or_default()),
                     problem,
@@ -1193,8 +1353,8 @@ pub(crate) fn read_toml(text: &str, file: &str, out: &mut Parsed) {
             }
         }
     }
+    true
 }
-
 // ---------------------------------------------------------------------------------------------
 // CSV.
 
@@ -1331,11 +1491,12 @@ fn csv_problem(e: &csv::Error) -> String {
 // ---------------------------------------------------------------------------------------------
 // Across rows and files.
 
-fn twice(
-    seen: &mut HashMap<String, Origin>,
-    key: String,
-    o: &Origin,
-    what: String,
+/// Note `key` as seen at `o`, or a problem if it was seen before.
+fn twice<'a, K: std::hash::Hash + Eq>(
+    seen: &mut HashMap<K, &'a Origin>,
+    key: K,
+    o: &'a Origin,
+    what: impl FnOnce() -> String,
     field: &str,
     out: &mut Vec<Problem>,
 ) {
@@ -1343,79 +1504,126 @@ fn twice(
         Some(first) => out.push(Problem {
             file: o.file.clone(),
             line: o.line,
-            what: printable(&what),
+            what: printable(&what()),
             field: field.to_string(),
             problem: format!("listed twice (first at {}:{})", first.file, first.line),
         }),
         None => {
-            seen.insert(key, o.clone());
+            seen.insert(key, o);
         }
     }
 }
 
 /// Entries listed more than once in one run (in one file or across files): a later one would
-/// silently replace the earlier.
+/// silently replace the earlier. (Keys borrow from the records, and an entry is named only
+/// when it is listed twice: a million entries make a million keys.)
 pub(crate) fn duplicates(r: &Records, out: &mut Vec<Problem>) {
-    let mut seen = HashMap::new();
-    let customer = |c: &Option<String>| c.clone().unwrap_or_default();
+    fn customer(c: &Option<String>) -> &str {
+        c.as_deref().unwrap_or_default()
+    }
+    let mut seen = HashMap::with_capacity(r.customers.len());
     for c in &r.customers {
-        let k = format!("customer\0{}", c.reference);
-        twice(&mut seen, k, &c.origin, format!("customer {}", c.reference), "ref", out);
-    }
-    for s in &r.sites {
-        let k = format!("site\0{}", s.reference);
-        twice(&mut seen, k, &s.origin, format!("site {}", s.reference), "ref", out);
-    }
-    for a in &r.accounts {
-        let s = &a.spec;
-        let k = format!("account\0{}\0{}\0{}", s.account, s.receiver, s.line);
-        let what = format!("account {}", s.account);
-        twice(&mut seen, k, &a.origin, what, "account", out);
-    }
-    for z in &r.zones {
-        let k = format!("zone\0{}\0{}", z.site, z.number);
-        let what = format!("zone {} of site {}", z.number, z.site);
-        twice(&mut seen, k, &z.origin, what, "number", out);
-    }
-    for u in &r.users {
-        let k = format!("user\0{}\0{}", u.site, u.number);
-        let what = format!("user {} of site {}", u.number, u.site);
-        twice(&mut seen, k, &u.origin, what, "number", out);
-    }
-    for c in &r.contacts {
-        let k = format!("contact\0{}", c.reference);
-        twice(&mut seen, k, &c.origin, format!("contact {}", c.reference), "ref", out);
-    }
-    for p in &r.procedures {
-        let k = format!("procedure\0{}\0{}", customer(&p.customer), p.category.as_str());
-        let what = format!("procedure {}", p.category.as_str());
-        twice(&mut seen, k, &p.origin, what, "category", out);
-    }
-    for p in &r.priority_rules {
-        let k = format!("priority rule\0{}\0{}", customer(&p.customer), p.category.as_str());
-        let what = format!("priority rule {}", p.category.as_str());
-        twice(&mut seen, k, &p.origin, what, "category", out);
-    }
-    for s in &r.schedules {
-        let k = format!("schedule\0{}", s.site);
         twice(
             &mut seen,
-            k,
-            &s.origin,
-            format!("schedule of site {}", s.site),
-            "site",
+            c.reference.as_str(),
+            &c.origin,
+            || format!("customer {}", c.reference),
+            "ref",
             out,
         );
     }
-    for h in &r.holidays {
-        let k = format!("holiday\0{}\0{}", h.calendar, h.date);
-        let what = format!("holiday {} of calendar {}", h.date, h.calendar);
-        twice(&mut seen, k, &h.origin, what, "date", out);
+    let mut seen = HashMap::with_capacity(r.sites.len());
+    for s in &r.sites {
+        twice(
+            &mut seen,
+            s.reference.as_str(),
+            &s.origin,
+            || format!("site {}", s.reference),
+            "ref",
+            out,
+        );
     }
+    let mut seen = HashMap::with_capacity(r.accounts.len());
+    for a in &r.accounts {
+        let s = &a.spec;
+        let k = (s.account.as_str(), s.receiver.as_str(), s.line.as_str());
+        twice(
+            &mut seen,
+            k,
+            &a.origin,
+            || format!("account {}", s.account),
+            "account",
+            out,
+        );
+    }
+    let mut seen = HashMap::new();
+    for z in &r.zones {
+        let what = || format!("zone {} of site {}", z.number, z.site);
+        twice(
+            &mut seen,
+            (z.site.as_str(), z.number.as_str()),
+            &z.origin,
+            what,
+            "number",
+            out,
+        );
+    }
+    let mut seen = HashMap::new();
+    for u in &r.users {
+        let what = || format!("user {} of site {}", u.number, u.site);
+        twice(
+            &mut seen,
+            (u.site.as_str(), u.number.as_str()),
+            &u.origin,
+            what,
+            "number",
+            out,
+        );
+    }
+    let mut seen = HashMap::new();
+    for c in &r.contacts {
+        twice(
+            &mut seen,
+            c.reference.as_str(),
+            &c.origin,
+            || format!("contact {}", c.reference),
+            "ref",
+            out,
+        );
+    }
+    let mut seen = HashMap::new();
+    for p in &r.procedures {
+        let k = (customer(&p.customer), p.category.as_str());
+        let what = || format!("procedure {}", p.category.as_str());
+        twice(&mut seen, k, &p.origin, what, "category", out);
+    }
+    let mut seen = HashMap::new();
+    for p in &r.priority_rules {
+        let k = (customer(&p.customer), p.category.as_str());
+        let what = || format!("priority rule {}", p.category.as_str());
+        twice(&mut seen, k, &p.origin, what, "category", out);
+    }
+    let mut seen = HashMap::new();
+    for s in &r.schedules {
+        let what = || format!("schedule of site {}", s.site);
+        twice(&mut seen, s.site.as_str(), &s.origin, what, "site", out);
+    }
+    let mut seen = HashMap::new();
+    for h in &r.holidays {
+        let what = || format!("holiday {} of calendar {}", h.date, h.calendar);
+        twice(&mut seen, (h.calendar.as_str(), h.date), &h.origin, what, "date", out);
+    }
+    let mut seen = HashMap::new();
     for e in &r.exceptions {
-        let k = format!("exception\0{}\0{}", e.site, e.exception.from);
-        let what = format!("exception {} of site {}", e.exception.from, e.site);
-        twice(&mut seen, k, &e.origin, what, "from", out);
+        let what = || format!("exception {} of site {}", e.exception.from, e.site);
+        twice(
+            &mut seen,
+            (e.site.as_str(), e.exception.from),
+            &e.origin,
+            what,
+            "from",
+            out,
+        );
     }
 }
 
@@ -1449,89 +1657,27 @@ pub(crate) fn lookup_sql(kind: Kind) -> &'static str {
 }
 
 /// Every reference that names a customer or site neither in the import (valid or not) nor in
-/// the database.
+/// the database. (References are looked up as borrowed text, and a row is named only when its
+/// reference is unknown: a million accounts name a million sites.)
 pub(crate) fn references(conn: Option<&rusqlite::Connection>, p: &Parsed) -> Result<Vec<Problem>, StoreError> {
     let r = &p.records;
-    let mut known: HashMap<(Kind, String), bool> = HashMap::new();
-    for (kind, reference) in &p.declared {
-        known.insert((*kind, reference.clone()), true);
-    }
-    for c in &r.customers {
-        known.insert((Kind::Customer, c.reference.clone()), true);
-    }
-    for s in &r.sites {
-        known.insert((Kind::Site, s.reference.clone()), true);
-    }
-    for s in &r.schedules {
-        known.insert((Kind::Schedule, s.site.clone()), true);
-    }
-    for h in &r.holidays {
-        known.insert((Kind::Holiday, h.calendar.clone()), true);
-    }
-    let mut wanted: Vec<(&Origin, String, &str, Kind, &str)> = Vec::new();
-    for s in &r.sites {
-        wanted.push((
-            &s.origin,
-            format!("site {}", s.reference),
-            "customer",
-            Kind::Customer,
-            &s.customer,
-        ));
-    }
-    for a in &r.accounts {
-        if let Some(site) = &a.site {
-            wanted.push((
-                &a.origin,
-                format!("account {}", a.spec.account),
-                "site",
-                Kind::Site,
-                site,
-            ));
-        }
-    }
-    for z in &r.zones {
-        let what = format!("zone {} of site {}", z.number, z.site);
-        wanted.push((&z.origin, what, "site", Kind::Site, &z.site));
-    }
-    for u in &r.users {
-        let what = format!("user {} of site {}", u.number, u.site);
-        wanted.push((&u.origin, what, "site", Kind::Site, &u.site));
-    }
-    for c in &r.contacts {
-        let what = format!("contact {}", c.reference);
-        wanted.push((&c.origin, what, "customer", Kind::Customer, &c.customer));
-    }
-    for pr in &r.procedures {
-        if let Some(c) = &pr.customer {
-            let what = format!("procedure {}", pr.category.as_str());
-            wanted.push((&pr.origin, what, "customer", Kind::Customer, c));
-        }
-    }
-    for pr in &r.priority_rules {
-        if let Some(c) = &pr.customer {
-            let what = format!("priority rule {}", pr.category.as_str());
-            wanted.push((&pr.origin, what, "customer", Kind::Customer, c));
-        }
-    }
-    for s in &r.schedules {
-        let what = format!("schedule of site {}", s.site);
-        wanted.push((&s.origin, what.clone(), "site", Kind::Site, &s.site));
-        if let Some(h) = &s.holidays {
-            wanted.push((&s.origin, what, "holidays", Kind::Holiday, h));
-        }
-    }
-    for w in &r.windows {
-        let what = format!("window {} of site {}", sched::days_text(w.window.days), w.site);
-        wanted.push((&w.origin, what, "site", Kind::Schedule, &w.site));
-    }
-    for e in &r.exceptions {
-        let what = format!("exception {} of site {}", e.exception.from, e.site);
-        wanted.push((&e.origin, what, "site", Kind::Schedule, &e.site));
-    }
+    // Every customer, site, schedule and calendar of the import is declared by its row (also
+    // a row with problems), so the declared references are all the import knows.
+    let known = |kind: Kind, reference: &str| p.declared.get(&kind).is_some_and(|d| d.contains(reference));
+    // What the database said about references not in the import.
+    let mut in_db: HashMap<(Kind, String), bool> = HashMap::new();
     let mut out = Vec::new();
-    for (o, what, field, kind, reference) in wanted {
+    let mut check = |o: &Origin,
+                     what: &dyn Fn() -> String,
+                     field: &str,
+                     kind: Kind,
+                     reference: &'_ str|
+     -> Result<(), StoreError> {
+        if known(kind, reference) {
+            return Ok(());
+        }
         let k = (kind, reference.to_string());
-        let found = match known.get(&k) {
+        let found = match in_db.get(&k) {
             Some(f) => *f,
             None => {
                 let n = match conn {
@@ -1544,13 +1690,63 @@ pub(crate) fn references(conn: Option<&rusqlite::Connection>, p: &Parsed) -> Res
                     }
                     None => false,
                 };
-                known.insert(k, n);
+                in_db.insert(k, n);
                 n
             }
         };
         if !found {
-            out.push(unknown_ref(o, &what, field, kind, reference));
+            out.push(unknown_ref(o, &what(), field, kind, reference));
         }
+        Ok(())
+    };
+    for s in &r.sites {
+        let what = || format!("site {}", s.reference);
+        check(&s.origin, &what, "customer", Kind::Customer, &s.customer)?;
+    }
+    for a in &r.accounts {
+        if let Some(site) = &a.site {
+            let what = || format!("account {}", a.spec.account);
+            check(&a.origin, &what, "site", Kind::Site, site)?;
+        }
+    }
+    for z in &r.zones {
+        let what = || format!("zone {} of site {}", z.number, z.site);
+        check(&z.origin, &what, "site", Kind::Site, &z.site)?;
+    }
+    for u in &r.users {
+        let what = || format!("user {} of site {}", u.number, u.site);
+        check(&u.origin, &what, "site", Kind::Site, &u.site)?;
+    }
+    for c in &r.contacts {
+        let what = || format!("contact {}", c.reference);
+        check(&c.origin, &what, "customer", Kind::Customer, &c.customer)?;
+    }
+    for pr in &r.procedures {
+        if let Some(c) = &pr.customer {
+            let what = || format!("procedure {}", pr.category.as_str());
+            check(&pr.origin, &what, "customer", Kind::Customer, c)?;
+        }
+    }
+    for pr in &r.priority_rules {
+        if let Some(c) = &pr.customer {
+            let what = || format!("priority rule {}", pr.category.as_str());
+            check(&pr.origin, &what, "customer", Kind::Customer, c)?;
+        }
+    }
+    for s in &r.schedules {
+        let what = || format!("schedule of site {}", s.site);
+        check(&s.origin, &what, "site", Kind::Site, &s.site)?;
+        if let Some(h) = &s.holidays {
+            check(&s.origin, &what, "holidays", Kind::Holiday, h)?;
+        }
+    }
+    for w in &r.windows {
+        let what = || format!("window {} of site {}", sched::days_text(w.window.days), w.site);
+        check(&w.origin, &what, "site", Kind::Schedule, &w.site)?;
+    }
+    for e in &r.exceptions {
+        let what = || format!("exception {} of site {}", e.exception.from, e.site);
+        check(&e.origin, &what, "site", Kind::Schedule, &e.site)?;
     }
     Ok(out)
 }
@@ -1579,6 +1775,69 @@ mod tests {
             assert_eq!(idx.line(at), counted, "offset {at}");
         }
         assert_eq!(LineIndex::new("").line(0), 1);
+    }
+
+    /// A records file with what could be mistaken for an entry header: in multi-line strings
+    /// (basic and literal, with escaped and extra quotes), in an array spanning lines, in a
+    /// comment, as a sub-table of an entry; and real headers with spaces and a comment.
+    const TRICKY: &str = "top = 1\n\
+        [[customer]]\nref = \"C1\"\nname = \"One\"\nnotes = \"\"\"\n[[customer]]\n\\\"\"\" x \"\"\"\"\n\
+        [[ customer ]]  # the second\nref = \"C2\"\nname = 'Two [[customer]]'\nnotes = \'\'\'\n[[site]]\n\'\'\'\n\
+        [[contact]]\nref = \"K1\"\ncustomer = \"C1\"\nname = \"Keyholder\"\nphones = [\n[[\"+31\"]],\n\"x\"]\n\
+        # [[customer]]\n\
+        [[customer]]\nref = \"C3\"\nname = \"Three\"\n[[customer.extra]]\nx = 1\n\
+        [[site]]\nref = \"S1\"\ncustomer = \"C3\"\naddress = \"Teststraat 1\"\n";
+
+    #[test]
+    fn toml_parts_are_cut_only_before_entry_headers() {
+        let at = |needle: &str| TRICKY.find(needle).expect(needle);
+        assert_eq!(
+            toml_parts(TRICKY, 1),
+            vec![
+                0,
+                at("[[ customer ]]"),
+                at("[[contact]]"),
+                at("[[customer]]\nref = \"C3\""),
+                at("[[site]]\nref = \"S1\""),
+            ]
+        );
+        assert_eq!(
+            toml_parts(TRICKY, 2),
+            vec![0, at("[[contact]]"), at("[[site]]\nref = \"S1\"")]
+        );
+        assert_eq!(toml_parts(TRICKY, 10), vec![0]);
+    }
+
+    #[test]
+    fn a_file_read_in_parts_reads_as_in_one_piece() {
+        let read = |text: &str, entries: usize| {
+            let mut p = Parsed::default();
+            read_toml_in_parts(text, "f.toml", &mut p, entries);
+            // (problems are reported sorted by line)
+            let problems = crate::records::Problems::new(p.problems).as_slice().to_vec();
+            (format!("{:?}", p.records), problems, p.declared)
+        };
+        // Problems in later parts keep their lines; a syntax error in a later part is reported
+        // as in one piece (the whole file is read again).
+        let bad_row = format!("{TRICKY}\n[[zone]]\nsite = \"S1\"\nnumber = \"x\"\ndescription = \"\"\n");
+        let bad_syntax = format!("{bad_row}\n[[zone]]\nsite = = \"S1\"\n");
+        for text in [TRICKY, bad_row.as_str(), bad_syntax.as_str()] {
+            let whole = read(text, usize::MAX);
+            assert_eq!(read(text, 1), whole, "{text}");
+        }
+        let (_, problems, _) = read(&bad_row, 1);
+        // (the line of an entry is its header's, the one before `site`)
+        let zone = bad_row.lines().position(|l| l == "site = \"S1\"").expect("line");
+        let of_zone: Vec<&Problem> = problems.iter().filter(|p| p.what.starts_with("zone")).collect();
+        assert!(
+            !of_zone.is_empty() && of_zone.iter().all(|p| p.line == zone),
+            "{problems:?}"
+        );
+        let (_, problems, _) = read(&bad_syntax, 1);
+        assert!(
+            problems.iter().any(|p| p.problem.starts_with("not valid TOML")),
+            "{problems:?}"
+        );
     }
 
     #[test]

@@ -503,11 +503,35 @@ impl Route {
 
     /// The receiver line: receiver and line as a panel's header names them (`R1 L2`).
     pub fn line_name(&self) -> String {
+        self.receiver_line().to_string()
+    }
+
+    /// The receiver line of the route (whatever the transport and network).
+    pub fn receiver_line(&self) -> ReceiverLine {
+        ReceiverLine {
+            receiver: self.receiver.clone(),
+            line: self.line.clone(),
+        }
+    }
+}
+
+/// A receiver line: the receiver and line numbers of a panel's header (`R1 L2`), over TCP or
+/// UDP, from any network. What a mass loss of one line names.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ReceiverLine {
+    /// Receiver number, empty if none.
+    pub receiver: String,
+    /// Line number, empty if none.
+    pub line: String,
+}
+
+impl std::fmt::Display for ReceiverLine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match (self.receiver.is_empty(), self.line.is_empty()) {
-            (true, true) => "no receiver or line".into(),
-            (true, false) => format!("L{}", self.line),
-            (false, true) => format!("R{}", self.receiver),
-            (false, false) => format!("R{} L{}", self.receiver, self.line),
+            (true, true) => f.write_str("no receiver or line"),
+            (true, false) => write!(f, "L{}", self.line),
+            (false, true) => write!(f, "R{}", self.receiver),
+            (false, false) => write!(f, "R{} L{}", self.receiver, self.line),
         }
     }
 }
@@ -535,6 +559,17 @@ struct RoutesInner {
     ids: HashMap<Route, u32>,
     list: Vec<Route>,
     by_account: HashMap<i64, u32>,
+    /// Accounts last heard over each route (by its index in `list`).
+    heard: Vec<usize>,
+}
+
+impl RoutesInner {
+    /// One more (or one fewer) account last heard over route `id`.
+    fn count(&mut self, id: u32, more: bool) {
+        if let Some(n) = self.heard.get_mut(id as usize) {
+            *n = if more { n.saturating_add(1) } else { n.saturating_sub(1) };
+        }
+    }
 }
 
 impl Routes {
@@ -543,6 +578,19 @@ impl Routes {
         let g = self.0.lock().unwrap_or_else(|p| p.into_inner());
         let i = *g.by_account.get(&account_id)?;
         g.list.get(i as usize).cloned()
+    }
+
+    /// How many accounts were last heard over each receiver line: the whole of a line, of which
+    /// a mass loss of that line is a share.
+    pub fn line_totals(&self) -> HashMap<ReceiverLine, usize> {
+        let g = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut totals: HashMap<ReceiverLine, usize> = HashMap::new();
+        for (route, &n) in g.list.iter().zip(&g.heard) {
+            if n > 0 {
+                *totals.entry(route.receiver_line()).or_default() += n;
+            }
+        }
+        totals
     }
 
     fn record<'a>(&self, items: impl Iterator<Item = (i64, &'a FrameRecord)>) {
@@ -554,15 +602,21 @@ impl Routes {
                 None if g.list.len() < MAX_ROUTES => {
                     let id = g.list.len() as u32;
                     g.list.push(route.clone());
+                    g.heard.push(0);
                     g.ids.insert(route, id);
                     id
                 }
                 None => {
-                    g.by_account.remove(&account_id);
+                    if let Some(old) = g.by_account.remove(&account_id) {
+                        g.count(old, false);
+                    }
                     continue;
                 }
             };
-            g.by_account.insert(account_id, id);
+            if let Some(old) = g.by_account.insert(account_id, id) {
+                g.count(old, false);
+            }
+            g.count(id, true);
         }
     }
 }
@@ -1673,6 +1727,36 @@ mod tests {
         r.seq = Some(seq);
         r.dedupe_key = Some(dedupe_key(account, None, "0", seq, b"payload"));
         r
+    }
+
+    /// Each account counts once, on the receiver line it was last heard over, whatever the
+    /// transport and network: the whole of a line for a mass loss of that line.
+    #[test]
+    fn routes_count_each_account_on_the_line_it_was_last_heard_over() {
+        let over = |transport: Transport, peer: &str, line: &str| {
+            let mut r = FrameRecord::new(1_000, transport, peer.into(), Vec::new(), Outcome::Accepted);
+            r.receiver = Some("1".into());
+            r.line = Some(line.into());
+            r
+        };
+        let routes = Routes::default();
+        let (l1_tcp, l1_udp, l2) = (
+            over(Transport::Tcp, "10.0.0.1:1", "1"),
+            over(Transport::Udp, "10.9.0.1:1", "1"),
+            over(Transport::Tcp, "10.0.0.1:1", "2"),
+        );
+        routes.record([(1, &l1_tcp), (2, &l1_udp), (3, &l1_tcp), (4, &l2)].into_iter());
+        // Account 3 moves to line 2, account 2 reports again over the same route.
+        routes.record([(3, &l2), (2, &l1_udp)].into_iter());
+        let line = |l: &str| ReceiverLine {
+            receiver: "1".into(),
+            line: l.into(),
+        };
+        let totals = routes.line_totals();
+        assert_eq!(totals.get(&line("1")), Some(&2));
+        assert_eq!(totals.get(&line("2")), Some(&2));
+        assert_eq!(totals.len(), 2);
+        assert_eq!(routes.of(3).map(|r| r.receiver_line()), Some(line("2")));
     }
 
     /// Writer settings for a test database: no last-seen map, no change notices.

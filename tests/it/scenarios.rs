@@ -226,7 +226,7 @@ async fn a_mass_loss_is_one_alarm_not_a_thousand() {
     let title = m["title"].as_str().expect("title");
     assert!(title.contains("1001 accounts silent"), "{title}");
     assert!(
-        title.contains("over TCP, receiver line R1 L1, network 127.0.0.0/24"),
+        title.contains("over TCP, receiver line R1 L1: 1001 of 1002 accounts (99 %), network 127.0.0.0/24"),
         "the scope: {title}"
     );
     let folded: Vec<&Value> = a.iter().filter(|x| x["account"] == "69999").collect();
@@ -264,6 +264,41 @@ async fn a_mass_loss_is_one_alarm_not_a_thousand() {
             .all(|x| !(70000..=70009).contains(&x.account.parse::<u32>().expect("number")))
     );
     assert_eq!(v.silent[1].route, "TCP R1 L1 from 127.0.0.0/24");
+}
+
+/// A receiver line with ten panels fails: they are too few for a mass loss by count, but all
+/// of their line, so the operators get one mass-loss alarm naming the line and the share; the
+/// two silent accounts of a line of thirty get their own alarms; the line's accounts are
+/// restored one by one as they report.
+#[tokio::test]
+async fn a_failed_receiver_line_is_one_mass_loss_of_that_line() {
+    let o = run("mass-loss-line").await;
+    let a = alarms(&o);
+    let comm: Vec<&Value> = a.iter().filter(|x| x["category"] == "communication").collect();
+    assert_eq!(comm.len(), 3, "one for the line, two of their own: {a:#?}");
+    let line: Vec<&Value> = comm.iter().copied().filter(|x| x["account"] == "").collect();
+    assert_eq!(line.len(), 1, "{a:#?}");
+    let title = line[0]["title"].as_str().expect("title");
+    assert_eq!(
+        title,
+        "Mass communication loss on receiver line R1 L2: 10 of 10 accounts (100 %) silent since \
+         2026-01-15T12:01:30.000Z (over TCP, network 127.0.0.0/24)"
+    );
+    assert_eq!(line[0]["priority"], 3);
+    let mut own: Vec<&str> = comm
+        .iter()
+        .filter_map(|x| x["account"].as_str())
+        .filter(|x| !x.is_empty())
+        .collect();
+    own.sort();
+    assert_eq!(
+        own,
+        ["81028", "81029"],
+        "line 1's two silent accounts are not a mass loss"
+    );
+    let records = &o["mass_loss"][0];
+    assert_eq!(records["accounts"], 10);
+    assert_eq!(records["restored"], 3);
 }
 
 /// Replay a scenario and return the database it left (in `dir`).
