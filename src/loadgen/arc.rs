@@ -192,6 +192,8 @@ pub struct PollReport {
     pub sockets: u32,
     /// TCP: connections lost and made again.
     pub reconnects: u64,
+    /// Polls sent a second time (no answer within 2 s, as a panel retries).
+    pub resent: u64,
     /// Polls sent.
     pub sent: u64,
     /// Answered ACK.
@@ -200,7 +202,7 @@ pub struct PollReport {
     pub duh: u64,
     /// Answered NAK.
     pub nak: u64,
-    /// No answer within the timeout.
+    /// No answer within the timeout, to the poll and to its one retransmission.
     pub unanswered: u64,
     /// Wall time, seconds.
     pub duration_s: f64,
@@ -369,7 +371,7 @@ pub fn run(args: &BenchArgs, out: &mut dyn Write) -> Result<(), BenchError> {
             writeln!(
                 out,
                 "polls       {} account(s) every {} s (first round over {} s), {} {} socket(s) to {}\n\
-                 sent        {} sent, {} ACKed, DUH {}, NAK {}, unanswered {}\n\
+                 sent        {} sent, {} sent again, {} ACKed, DUH {}, NAK {}, unanswered {}\n\
                  rate        {:.0} ACKed polls/s over {:.1} s\n\
                  latency     p50 {:.3} ms  p99 {:.3} ms  max {:.3} ms",
                 r.accounts,
@@ -379,6 +381,7 @@ pub fn run(args: &BenchArgs, out: &mut dyn Write) -> Result<(), BenchError> {
                 r.transport,
                 r.target,
                 r.sent,
+                r.resent,
                 r.acked,
                 r.duh,
                 r.nak,
@@ -468,6 +471,7 @@ struct PollStats {
     duh: u64,
     nak: u64,
     unanswered: u64,
+    resent: u64,
     reconnects: u64,
     latencies_us: Vec<u32>,
     last_sent: Option<Instant>,
@@ -559,7 +563,8 @@ async fn poll_socket(plan: PollPlan, sock_index: u32) -> PollStats {
         return st;
     };
     let timeout = Duration::from_secs(2);
-    let mut outstanding: HashMap<(String, u16), Instant> = HashMap::new();
+    // Sent, not yet answered: (first sent, last sent, the frame while it may be sent again).
+    let mut outstanding: HashMap<(String, u16), (Instant, Instant, Option<Vec<u8>>)> = HashMap::new();
     let mut buf = vec![0u8; 4200];
     let mut k: u64 = 0;
     let mut i = sock_index;
@@ -589,7 +594,7 @@ async fn poll_socket(plan: PollPlan, sock_index: u32) -> PollStats {
                 };
                 match answer_of(&answer) {
                     Some((Token::Ack, Some(who))) => {
-                        if let Some(t) = outstanding.remove(&who) {
+                        if let Some((t, _, _)) = outstanding.remove(&who) {
                             st.acked += 1;
                             st.latencies_us.push(us_since(t));
                         }
@@ -601,16 +606,33 @@ async fn poll_socket(plan: PollPlan, sock_index: u32) -> PollStats {
             }
             _ = tokio::time::sleep_until(wake.into()) => {
                 let now = Instant::now();
-                outstanding.retain(|_, t| {
-                    let keep = now.duration_since(*t) < timeout;
-                    if !keep {
-                        st.unanswered += 1;
+                // No answer in time: send it once more with the same sequence number, as a
+                // panel does (the receiver answers a retransmission without counting it
+                // again); no answer to that either: unanswered.
+                let mut again = Vec::new();
+                outstanding.retain(|_, (_, at, frame)| {
+                    if now.duration_since(*at) < timeout {
+                        return true;
                     }
-                    keep
+                    match frame.take() {
+                        Some(f) => {
+                            again.push(f);
+                            *at = now;
+                            true
+                        }
+                        None => {
+                            st.unanswered += 1;
+                            false
+                        }
+                    }
                 });
+                for f in again {
+                    if line.send(&f).await.is_ok() {
+                        st.resent += 1;
+                    }
+                }
                 let Some((pi, pk)) = next else {
-                    // Draining: once the last answers are overdue, stop.
-                    if due.is_none() && now >= wake { st.unanswered += outstanding.len() as u64; break; }
+                    // Draining: the loop ends once every poll is answered or twice overdue.
                     continue;
                 };
                 if now < wake {
@@ -626,8 +648,9 @@ async fn poll_socket(plan: PollPlan, sock_index: u32) -> PollStats {
                 let frame = ev.encode(None, time::OffsetDateTime::now_utc(), 0);
                 if line.send(&frame).await.is_ok() {
                     st.sent += 1;
-                    st.last_sent = Some(Instant::now());
-                    outstanding.insert((ev.account, ev.seq), Instant::now());
+                    let t = Instant::now();
+                    st.last_sent = Some(t);
+                    outstanding.insert((ev.account, ev.seq), (t, t, Some(frame)));
                 }
                 // The next account of this socket; a new round after the last one.
                 i = pi + sockets;
@@ -677,6 +700,7 @@ async fn poll_load(args: &BenchArgs, n: u32, warmup_s: f64) -> PollReport {
             all.duh += s.duh;
             all.nak += s.nak;
             all.unanswered += s.unanswered;
+            all.resent += s.resent;
             all.reconnects += s.reconnects;
             all.latencies_us.extend(s.latencies_us);
             all.last_sent = all.last_sent.max(s.last_sent);
@@ -691,6 +715,7 @@ async fn poll_load(args: &BenchArgs, n: u32, warmup_s: f64) -> PollReport {
         warmup_s: warmup.as_secs_f64(),
         sockets,
         reconnects: all.reconnects,
+        resent: all.resent,
         sent: all.sent,
         acked: all.acked,
         duh: all.duh,

@@ -456,3 +456,65 @@ async fn the_push_load_closes_its_alarms_in_bulk_when_asked() {
     );
     d.stop().await;
 }
+
+/// A poll that gets no answer in time is sent once more with the same sequence number, as a
+/// panel retries; the daemon answers the retransmission. Between the load and the daemon, a
+/// relay drops the first copy of every datagram.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_poll_load_sends_an_unanswered_poll_once_more() {
+    use std::collections::HashSet;
+    use std::sync::{Arc, Mutex};
+    let mut d = record_daemon(5).await;
+    let relay = Arc::new(tokio::net::UdpSocket::bind("127.0.0.1:0").await.expect("relay"));
+    let up = Arc::new(tokio::net::UdpSocket::bind("127.0.0.1:0").await.expect("up"));
+    up.connect(d.udp()).await.expect("connect");
+    let client: Arc<Mutex<Option<SocketAddr>>> = Arc::default();
+    let forward = {
+        let (relay, up, client) = (relay.clone(), up.clone(), client.clone());
+        tokio::spawn(async move {
+            let mut seen = HashSet::new();
+            let mut buf = vec![0u8; 4096];
+            while let Ok((n, from)) = relay.recv_from(&mut buf).await {
+                *client.lock().expect("lock") = Some(from);
+                if seen.insert(buf[..n].to_vec()) {
+                    continue; // the first copy is lost
+                }
+                let _ = up.send(&buf[..n]).await;
+            }
+        })
+    };
+    let back = {
+        let (relay, up, client) = (relay.clone(), up.clone(), client.clone());
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 4096];
+            while let Ok(n) = up.recv(&mut buf).await {
+                let to = *client.lock().expect("lock");
+                if let Some(to) = to {
+                    let _ = relay.send_to(&buf[..n], to).await;
+                }
+            }
+        })
+    };
+    let r = bench(vec![
+        "--target".into(),
+        relay.local_addr().expect("addr").to_string(),
+        "--poll-accounts".into(),
+        "5".into(),
+        "--poll-interval".into(),
+        "30".into(),
+        "--poll-warmup".into(),
+        "0.5".into(),
+        "--connections".into(),
+        "1".into(),
+        "--duration".into(),
+        "1".into(),
+    ])
+    .await;
+    forward.abort();
+    back.abort();
+    assert!(r["sent"].as_u64().expect("sent") >= 5, "{r}");
+    assert_eq!(r["resent"], r["sent"], "every first copy was lost: {r}");
+    assert_eq!(r["acked"], r["sent"], "every poll answered the second time: {r}");
+    assert_eq!(r["unanswered"], 0, "{r}");
+    d.stop().await;
+}
